@@ -1,0 +1,123 @@
+//! Ledger hot paths: admit/commit/release (logins) and touch (every request).
+//!
+//! `touch` is what every proxied request with a session cookie pays; it must not take a global
+//! lock, so it is also measured with several threads touching distinct seats at once.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use seatgate::config::file::SeatsPer;
+use seatgate::config::Grant;
+use seatgate::ledger::memory::MemoryLedger;
+use seatgate::ledger::{Claim, NoObserver, PoolKey, PoolSpec, Reservation, SeatLedger, SessionKey};
+use std::sync::Arc;
+
+fn spec(seats: u32) -> PoolSpec {
+    PoolSpec {
+        key: PoolKey::new("bench", "default"),
+        grants: vec![Grant { seats, not_before: None, expires: None }],
+        idle_timeout: 3_600_000,
+        max_lifetime: 36_000_000,
+        presence_timeout: None,
+        standby_timeout: 60_000,
+        seats_per: SeatsPer::Session,
+        max_sessions: None,
+        groups: vec![],
+        overflow_seat_minutes: None,
+    }
+}
+
+fn claim(i: u64) -> Claim {
+    Claim { pool: PoolKey::new("bench", "default"), user: Some(format!("u{i}")), device: None, client: "web".into(), lease_id: i }
+}
+
+fn ledger(seats: u32) -> Arc<MemoryLedger> {
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    l.configure(&[spec(seats)]);
+    Arc::new(l)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let now = seatgate::ledger::now_ms();
+
+    let mut g = c.benchmark_group("ledger");
+    for held in [10u32, 500] {
+        g.bench_with_input(BenchmarkId::new("admit_commit_release", held), &held, |b, &held| {
+            let l = ledger(held + 1);
+            rt.block_on(async {
+                for i in 0..held as u64 {
+                    let c = claim(i);
+                    let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!() };
+                    l.commit(&lease, &c, SessionKey::new("bench", &i.to_string()), now).await.unwrap();
+                }
+            });
+            let mut i = 1_000_000u64;
+            b.iter(|| {
+                i += 1;
+                rt.block_on(async {
+                    let c = claim(i);
+                    let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!("full") };
+                    let key = SessionKey::new("bench", &i.to_string());
+                    l.commit(&lease, &c, key, now).await.unwrap();
+                    l.release(&key, seatgate::ledger::ReleaseReason::Logout, now).await.unwrap();
+                })
+            });
+        });
+    }
+
+    let l = ledger(1000);
+    let keys: Vec<SessionKey> = rt.block_on(async {
+        let mut keys = Vec::new();
+        for i in 0..1000u64 {
+            let c = claim(i);
+            let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!() };
+            let k = SessionKey::new("bench", &i.to_string());
+            l.commit(&lease, &c, k, now).await.unwrap();
+            keys.push(k);
+        }
+        keys
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("touch", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let l = l.clone();
+            let k = keys[i];
+            futures_lite(l.touch(&k, now))
+        })
+    });
+    g.bench_function("session_key_hash", |b| b.iter(|| SessionKey::new("crm", "0123456789abcdef0123456789abcdef")));
+    g.bench_function("available", |b| b.iter(|| l.available(&PoolKey::new("bench", "default"), now)));
+    g.throughput(Throughput::Elements(4 * 10_000));
+    g.bench_function("touch_4_threads_x10k", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for t in 0..4usize {
+                    let l = l.clone();
+                    let keys = &keys;
+                    s.spawn(move || {
+                        for n in 0..10_000usize {
+                            let k = keys[(t * 250 + n) % keys.len()];
+                            let _ = futures_lite(l.touch(&k, now));
+                        }
+                    });
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+/// Polls a future that never actually waits (memory ledger touch) without a runtime.
+fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+criterion_group!(ledger_benches, benches);
+criterion_main!(ledger_benches);

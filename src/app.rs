@@ -1,0 +1,141 @@
+//! The shared state every service holds: the current config (swapped whole on reload), the
+//! ledger, metrics and audit. Owned by `Arc` handles, never by statics.
+
+use crate::audit::Audit;
+use crate::config::{self, Config, ConfigError, Product};
+use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One consistent snapshot: a request uses the same snapshot from start to end.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// `products[i].upstream`, resolved once per load so no request does DNS.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+pub struct App {
+    runtime: ArcSwap<Runtime>,
+    pub ledger: SharedLedger,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<Audit>,
+    pub config_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub fn resolve(cfg: &Config) -> Result<Vec<SocketAddr>, ReloadError> {
+    cfg.products
+        .iter()
+        .map(|p| {
+            p.upstream
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| ReloadError::Refused(format!("product `{}`: cannot resolve upstream `{}`", p.name, p.upstream)))
+        })
+        .collect()
+}
+
+pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
+    cfg.products.iter().flat_map(|p| PoolSpec::from_product(p)).collect()
+}
+
+impl App {
+    pub fn new(cfg: Config, ledger: SharedLedger, metrics: Arc<Metrics>, audit: Arc<Audit>, path: Option<PathBuf>) -> Result<Self, ReloadError> {
+        let upstreams = resolve(&cfg)?;
+        ledger.configure(&pool_specs(&cfg));
+        for p in &cfg.products {
+            let kinds: Vec<String> = p.clients.iter().map(|c| c.kind.clone()).chain(["default".to_string()]).collect();
+            metrics.prime(&p.name, &kinds);
+        }
+        Ok(App {
+            runtime: ArcSwap::from_pointee(Runtime { config: Arc::new(cfg), upstreams }),
+            ledger,
+            metrics,
+            audit,
+            config_path: path,
+        })
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.runtime.load().config.clone()
+    }
+
+    /// Re-reads the config file. A bad config is refused and the running one kept; listeners
+    /// and the store cannot change without a restart, so such a change is refused too.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| ReloadError::Refused("this gateway was started without a config file".into()))?;
+        let new = config::load(path)?;
+        let old = self.config();
+        if new.listen != old.listen || new.admin.listen != old.admin.listen {
+            return Err(ReloadError::Refused("`listen` and `admin.listen` need a restart (or `run -u` upgrade)".into()));
+        }
+        if new.store.backend != old.store.backend {
+            return Err(ReloadError::Refused("`store` needs a restart".into()));
+        }
+        let upstreams = resolve(&new)?;
+        self.ledger.configure(&pool_specs(&new));
+        for p in &new.products {
+            let kinds: Vec<String> = p.clients.iter().map(|c| c.kind.clone()).chain(["default".to_string()]).collect();
+            self.metrics.prime(&p.name, &kinds);
+        }
+        self.runtime.store(Arc::new(Runtime { config: Arc::new(new), upstreams }));
+        self.audit.record("config_reload", serde_json::json!({ "path": path.display().to_string() }));
+        log::info!("configuration reloaded from {}", path.display());
+        Ok(())
+    }
+}
+
+/// The pool a user's login draws on: an explicit user list first, then a header mapping, then
+/// the default pool.
+pub fn pool_for(p: &Product, user: Option<&str>, headers: &HeaderMap) -> usize {
+    if let Some(u) = user {
+        if let Some(i) = p.pools.iter().position(|pool| pool.users.contains(u)) {
+            return i;
+        }
+    }
+    if let Some(i) = p.pools.iter().position(|pool| {
+        pool.header.as_ref().is_some_and(|h| {
+            headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| h.test.matches(v)))
+        })
+    }) {
+        return i;
+    }
+    p.pools.iter().position(|pool| pool.default).unwrap_or(0)
+}
+
+pub fn pool_key(p: &Product, idx: usize) -> PoolKey {
+    PoolKey::new(&p.name, &p.pools[idx].name)
+}
+
+/// Fans ledger releases out to metrics and audit.
+pub struct Observers(pub Vec<Arc<dyn LedgerObserver>>);
+
+impl LedgerObserver for Observers {
+    fn released(&self, seat: &SeatRecord, reason: ReleaseReason) {
+        for o in &self.0 {
+            o.released(seat, reason);
+        }
+    }
+}

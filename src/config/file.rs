@@ -1,0 +1,392 @@
+//! The YAML file format, exactly as operators write it.
+//!
+//! Every struct denies unknown keys so a typo is an error, never a silently ignored setting.
+//! Whatever can be checked on a single value (durations, addresses, non-zero seat counts,
+//! enum words) is checked while deserializing, so serde_yaml's error carries the line and
+//! column. Cross-field rules live in `runtime.rs`.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Addr,
+    pub admin: AdminFile,
+    pub store: StoreFile,
+    pub products: Vec<ProductFile>,
+    #[serde(default)]
+    pub audit: Option<AuditFile>,
+    /// Worker threads of the proxy service; default: number of cores.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// A `host:port` whose port parses; hosts are resolved when the gateway starts,
+/// not by `check-config` (an upstream may legitimately be down or not yet in DNS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr(pub String);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_addr(&s).map_err(serde::de::Error::custom)?;
+        Ok(Addr(s))
+    }
+}
+
+pub fn parse_addr(s: &str) -> Result<(), String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address `{s}` must be host:port"))?;
+    if host.is_empty() || host.contains(['/', ' ', '[', ']']) {
+        return Err(format!("address `{s}` has no valid host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("address `{s}` has an invalid port `{port}`"))?;
+    Ok(())
+}
+
+/// A humantime duration ("90s", "20m", "1h").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Zero(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Zero(0) => Ok(Dur(Duration::ZERO)),
+            Raw::Zero(n) => Err(serde::de::Error::custom(format!(
+                "duration `{n}` needs a unit, e.g. \"{n}s\" or \"{n}m\""
+            ))),
+            Raw::Text(s) => humantime::parse_duration(s.trim())
+                .map(Dur)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: Addr,
+    #[serde(default)]
+    pub users: Vec<AdminUserFile>,
+    /// Session lifetime of the admin page's own login cookie.
+    #[serde(default)]
+    pub session_ttl: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserFile {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    /// For `role: domain`: the products this admin may see and control.
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// `view` only, or `control` (view and end/pause). Default: control.
+    #[serde(default)]
+    pub permission: Option<Permission>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Super,
+    Domain,
+    Own,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    View,
+    Control,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub kind: StoreKind,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub redis: Option<RedisFile>,
+    /// How often batched activity (last-seen times) is written to the store.
+    #[serde(default)]
+    pub flush_interval: Option<Dur>,
+    /// How often expired seats are swept (they never count as in use even before that).
+    #[serde(default)]
+    pub sweep_interval: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
+    #[serde(default)]
+    pub sentinel: Option<SentinelFile>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelFile {
+    pub master: String,
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub path: PathBuf,
+    /// Write a keyed hash instead of the user name.
+    #[serde(default)]
+    pub hash_users: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFile {
+    pub name: String,
+    pub upstream: Addr,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub session: SessionFile,
+    pub login: LoginFile,
+    #[serde(default)]
+    pub logout: Option<LogoutFile>,
+    #[serde(default)]
+    pub seats_per: SeatsPer,
+    /// The concurrent pool; `pools` may replace it with several license types.
+    #[serde(default)]
+    pub seats: Option<NonZeroU32>,
+    #[serde(default)]
+    pub pools: Vec<PoolFile>,
+    #[serde(default)]
+    pub exempt_users: Vec<String>,
+    /// Users that are always allowed and never counted (named-user licenses).
+    #[serde(default)]
+    pub named_users: Vec<String>,
+    /// Per-user cap on concurrent sessions (across devices).
+    #[serde(default)]
+    pub max_sessions: Option<NonZeroU32>,
+    #[serde(default)]
+    pub groups: Vec<GroupFile>,
+    #[serde(default)]
+    pub clients: Vec<ClientFile>,
+    /// What to do when the store does not answer.
+    #[serde(default)]
+    pub on_store_error: Option<StoreErrorPolicy>,
+    /// Largest login body the gateway reads to find the user name.
+    #[serde(default)]
+    pub max_login_body: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    pub cookie: String,
+    pub idle_timeout: Dur,
+    pub max_lifetime: Dur,
+    #[serde(default)]
+    pub presence_timeout: Option<Dur>,
+    #[serde(default)]
+    pub expired: Expired,
+    #[serde(default)]
+    pub device_cookie: Option<String>,
+    /// How long a reserved login seat waits for the app's answer / a second request.
+    #[serde(default)]
+    pub standby_timeout: Option<Dur>,
+    /// Path attribute used when the gateway clears the session cookie.
+    #[serde(default)]
+    pub cookie_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expired {
+    #[default]
+    Login,
+    Adopt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeatsPer {
+    #[default]
+    Session,
+    User,
+    UserDevice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreErrorPolicy {
+    FailClosed,
+    FailOpen,
+    LastKnown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub user: Option<UserSourceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSourceFile {
+    #[serde(default)]
+    pub form_field: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutFile {
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    pub name: String,
+    #[serde(default)]
+    pub seats: Option<u32>,
+    #[serde(default)]
+    pub grants: Vec<GrantFile>,
+    /// Users mapped to this pool by name.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Users mapped to this pool by a request header (e.g. set by an SSO proxy).
+    #[serde(default)]
+    pub header: Option<HeaderMatchFile>,
+    /// Seat-minutes usable only when all seats are taken (pay-per-use).
+    #[serde(default)]
+    pub overflow: Option<OverflowFile>,
+    /// The pool taken when no mapping matches. Exactly one pool may be the default.
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    pub seats: u32,
+    #[serde(default)]
+    pub not_before: Option<String>,
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverflowFile {
+    pub seat_minutes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    pub name: String,
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub reserve: Option<u32>,
+    #[serde(default)]
+    pub max: Option<u32>,
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub kind: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Option<MatchFile>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub on_full: Option<OnFullFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Hold,
+    Check,
+    Exempt,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub header: Option<HeaderMatchFile>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchFile {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnFullFile {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub page: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}

@@ -1,0 +1,719 @@
+//! The validated runtime configuration: typed values only, no serde.
+//!
+//! Built once from a [`FileConfig`] by [`Config::from_file`]; every cross-field rule (one default
+//! client, known pool references, reserve within the pool …) is checked here and reported with
+//! the dotted key and, where it can be found, the line in the source text.
+
+use super::file::{self, FileConfig, Mode, SeatsPer, StoreErrorPolicy, StoreKind};
+use super::ConfigError;
+use crate::responses::{self, Canned};
+use http::{HeaderName, Method};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use file::{Expired, Permission, Role};
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: String,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub products: Vec<Arc<Product>>,
+    pub audit: Option<AuditConfig>,
+    pub threads: usize,
+}
+
+#[derive(Debug)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub users: Vec<AdminUser>,
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminUser {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub products: Vec<String>,
+    pub permission: Permission,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub flush_interval: Duration,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    Embedded { path: PathBuf },
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+    Sentinel { master: String, urls: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub hash_users: bool,
+}
+
+#[derive(Debug)]
+pub struct Product {
+    pub name: String,
+    pub upstream: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub session: SessionPolicy,
+    pub login: LoginRule,
+    pub logout: Option<LogoutRule>,
+    pub seats_per: SeatsPer,
+    pub pools: Vec<Pool>,
+    pub exempt_users: HashSet<String>,
+    pub named_users: HashSet<String>,
+    pub max_sessions: Option<u32>,
+    pub groups: Vec<Group>,
+    pub clients: Vec<Client>,
+    pub on_store_error: StoreErrorPolicy,
+    pub max_login_body: usize,
+    /// The built-in denial used when a request of this product has no client kind of its own.
+    pub default_denial: Canned,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub cookie: String,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub presence_timeout: Option<Duration>,
+    pub expired: Expired,
+    pub device_cookie: String,
+    pub standby_timeout: Duration,
+    pub cookie_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginRule {
+    pub path: String,
+    pub method: Method,
+    pub user: UserSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSource {
+    None,
+    Form(String),
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogoutRule {
+    pub path: String,
+    pub method: Option<Method>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub grants: Vec<Grant>,
+    pub users: HashSet<String>,
+    pub header: Option<HeaderMatch>,
+    pub overflow_seat_minutes: Option<u64>,
+    pub default: bool,
+}
+
+impl Pool {
+    /// Seats granted at `now_ms` (unix millis): the sum of the grants in force.
+    pub fn capacity(&self, now_ms: u64) -> u32 {
+        self.grants
+            .iter()
+            .filter(|g| g.not_before.is_none_or(|t| now_ms >= t) && g.expires.is_none_or(|t| now_ms < t))
+            .map(|g| g.seats)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub seats: u32,
+    pub not_before: Option<u64>,
+    pub expires: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub users: HashSet<String>,
+    pub reserve: u32,
+    pub max: Option<u32>,
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub test: TextTest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextTest {
+    Present,
+    Equals(String),
+    Contains(String),
+}
+
+impl TextTest {
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            TextTest::Present => true,
+            TextTest::Equals(x) => v == x,
+            TextTest::Contains(x) => v.contains(x.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub kind: String,
+    pub matcher: Matcher,
+    pub mode: Mode,
+    pub on_full: Canned,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub path_prefix: Option<String>,
+    pub header: Option<HeaderMatch>,
+    pub user_agent: Option<String>,
+    pub method: Option<Method>,
+}
+
+impl Matcher {
+    pub fn is_default(&self) -> bool {
+        self.path_prefix.is_none()
+            && self.header.is_none()
+            && self.user_agent.is_none()
+            && self.method.is_none()
+    }
+}
+
+const DEFAULT_MAX_LOGIN_BODY: usize = 16 * 1024;
+/// pingora's retry buffer holds 64 KiB; a larger login body could not be replayed upstream.
+const MAX_LOGIN_BODY_LIMIT: usize = 64 * 1024;
+
+impl Config {
+    /// Validates `f`; `src` is the file text, used only to point errors at a line.
+    pub fn from_file(f: FileConfig, src: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { src };
+        if f.admin.listen.0 == f.listen.0 {
+            return Err(loc.invalid("admin.listen", None, "must differ from `listen`"));
+        }
+        let mut users = Vec::new();
+        let mut seen_users = HashSet::new();
+        for (i, u) in f.admin.users.into_iter().enumerate() {
+            let key = format!("admin.users[{i}]");
+            if !seen_users.insert(u.name.clone()) {
+                return Err(loc.invalid(&key, Some(&u.name), "duplicate admin user name"));
+            }
+            if argon2::PasswordHash::new(&u.password_hash).is_err() {
+                return Err(loc.invalid(
+                    &format!("{key}.password_hash"),
+                    Some(&u.name),
+                    "not a PHC password hash (make one with `seatgate hash-password`)",
+                ));
+            }
+            users.push(AdminUser {
+                name: u.name,
+                password_hash: u.password_hash,
+                role: u.role,
+                products: u.products,
+                permission: u.permission.unwrap_or(Permission::Control),
+            });
+        }
+
+        let store = store_config(f.store, &loc)?;
+        if f.products.is_empty() {
+            return Err(loc.invalid("products", None, "at least one product is required"));
+        }
+        let mut products = Vec::new();
+        let mut names = HashSet::new();
+        for (i, p) in f.products.into_iter().enumerate() {
+            if !names.insert(p.name.clone()) {
+                return Err(loc.invalid(&format!("products[{i}].name"), Some(&p.name), "duplicate product name"));
+            }
+            products.push(Arc::new(product(i, p, &loc)?));
+        }
+        for u in &users {
+            for p in &u.products {
+                if !names.contains(p) {
+                    return Err(loc.invalid(
+                        &format!("admin.users({}).products", u.name),
+                        Some(&u.name),
+                        &format!("unknown product `{p}`"),
+                    ));
+                }
+            }
+        }
+        let routes: Vec<(String, Vec<String>, String)> = products
+            .iter()
+            .map(|p| (p.name.clone(), p.hosts.clone(), p.path_prefix.clone()))
+            .collect();
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[..i] {
+                let hosts_overlap = a.1.is_empty() || b.1.is_empty() || a.1.iter().any(|h| b.1.contains(h));
+                if hosts_overlap && a.2 == b.2 && (a.1.is_empty() == b.1.is_empty()) {
+                    return Err(loc.invalid(
+                        &format!("products[{i}].path_prefix"),
+                        Some(&a.0),
+                        &format!("routes exactly like product `{}` (same hosts and path_prefix)", b.0),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            listen: f.listen.0,
+            admin: AdminConfig {
+                listen: f.admin.listen.0,
+                users,
+                session_ttl: f.admin.session_ttl.map_or(Duration::from_secs(8 * 3600), |d| d.0),
+            },
+            store,
+            products,
+            audit: f.audit.map(|a| AuditConfig { path: a.path, hash_users: a.hash_users }),
+            threads: f.threads.unwrap_or(0),
+        })
+    }
+
+    pub fn product(&self, name: &str) -> Option<&Arc<Product>> {
+        self.products.iter().find(|p| p.name == name)
+    }
+}
+
+fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, ConfigError> {
+    let backend = match s.kind {
+        StoreKind::Embedded => {
+            if s.redis.is_some() {
+                return Err(loc.invalid("store.redis", None, "only used with `kind: redis`"));
+            }
+            StoreBackend::Embedded {
+                path: s.path.unwrap_or_else(|| PathBuf::from("data/seatgate.redb")),
+            }
+        }
+        StoreKind::Redis => {
+            let r = s
+                .redis
+                .ok_or_else(|| loc.invalid("store.redis", None, "required with `kind: redis`"))?;
+            let target = match (r.url, r.cluster, r.sentinel) {
+                (Some(u), None, None) => RedisTarget::Single(redis_url(&u, "store.redis.url", loc)?),
+                (None, Some(c), None) if !c.is_empty() => RedisTarget::Cluster(
+                    c.iter()
+                        .map(|u| redis_url(u, "store.redis.cluster", loc))
+                        .collect::<Result<_, _>>()?,
+                ),
+                (None, None, Some(sn)) if !sn.urls.is_empty() => RedisTarget::Sentinel {
+                    master: sn.master,
+                    urls: sn
+                        .urls
+                        .iter()
+                        .map(|u| redis_url(u, "store.redis.sentinel.urls", loc))
+                        .collect::<Result<_, _>>()?,
+                },
+                _ => {
+                    return Err(loc.invalid(
+                        "store.redis",
+                        None,
+                        "give exactly one of `url`, `cluster` (non-empty) or `sentinel`",
+                    ))
+                }
+            };
+            let prefix = r.prefix.unwrap_or_else(|| "seatgate".into());
+            if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                return Err(loc.invalid("store.redis.prefix", None, "must be non-empty without braces or spaces"));
+            }
+            StoreBackend::Redis(RedisConfig { target, prefix })
+        }
+    };
+    let flush_interval = s.flush_interval.map_or(Duration::from_secs(5), |d| d.0);
+    let sweep_interval = s.sweep_interval.map_or(Duration::from_secs(5), |d| d.0);
+    if flush_interval.is_zero() || sweep_interval.is_zero() {
+        return Err(loc.invalid("store.flush_interval", None, "intervals must be above zero"));
+    }
+    Ok(StoreConfig { backend, flush_interval, sweep_interval })
+}
+
+fn redis_url(u: &str, key: &str, loc: &Locator) -> Result<String, ConfigError> {
+    let rest = u
+        .strip_prefix("redis://")
+        .or_else(|| u.strip_prefix("rediss://"))
+        .ok_or_else(|| loc.invalid(key, Some(u), &format!("`{u}` must start with redis://")))?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let hostport = hostport.rsplit('@').next().unwrap_or_default();
+    file::parse_addr(hostport).map_err(|e| loc.invalid(key, Some(u), &e))?;
+    Ok(u.to_string())
+}
+
+fn method(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<Method, ConfigError> {
+    let up = s.to_ascii_uppercase();
+    match up.as_str() {
+        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => Method::from_bytes(up.as_bytes())
+            .map_err(|_| loc.invalid(key, Some(ctx), &format!("unknown HTTP method `{s}`"))),
+        _ => Err(loc.invalid(key, Some(ctx), &format!("unknown HTTP method `{s}`"))),
+    }
+}
+
+fn path(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<String, ConfigError> {
+    if !s.starts_with('/') || s.contains(char::is_whitespace) {
+        return Err(loc.invalid(key, Some(ctx), &format!("`{s}` must be a path starting with /")));
+    }
+    Ok(s.to_string())
+}
+
+fn header_name(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| loc.invalid(key, Some(ctx), &format!("`{s}` is not a valid header name")))
+}
+
+fn header_match(h: &file::HeaderMatchFile, key: &str, ctx: &str, loc: &Locator) -> Result<HeaderMatch, ConfigError> {
+    let test = match (&h.value, &h.contains) {
+        (None, None) => TextTest::Present,
+        (Some(v), None) => TextTest::Equals(v.clone()),
+        (None, Some(c)) => TextTest::Contains(c.clone()),
+        (Some(_), Some(_)) => return Err(loc.invalid(key, Some(ctx), "give `value` or `contains`, not both")),
+    };
+    Ok(HeaderMatch { name: header_name(&h.name, &format!("{key}.name"), ctx, loc)?, test })
+}
+
+fn cookie_name(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<String, ConfigError> {
+    let ok = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !ok {
+        return Err(loc.invalid(key, Some(ctx), &format!("`{s}` is not a valid cookie name")));
+    }
+    Ok(s.to_string())
+}
+
+fn date_ms(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<u64, ConfigError> {
+    let full = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
+    let t = humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| loc.invalid(key, Some(ctx), &format!("`{s}` is not a date (YYYY-MM-DD or RFC 3339): {e}")))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+}
+
+fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, ConfigError> {
+    let k = |s: &str| format!("products[{i}].{s}");
+    let ctx = p.name.as_str();
+    if p.name.is_empty() || p.name.contains(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == ':') {
+        return Err(loc.invalid(&k("name"), Some(ctx), "must be a word without spaces, braces or colons"));
+    }
+    let path_prefix = path(p.path_prefix.as_deref().unwrap_or("/"), &k("path_prefix"), ctx, loc)?;
+    let s = &p.session;
+    let session = SessionPolicy {
+        cookie: cookie_name(&s.cookie, &k("session.cookie"), ctx, loc)?,
+        idle_timeout: nonzero(s.idle_timeout.0, &k("session.idle_timeout"), ctx, loc)?,
+        max_lifetime: nonzero(s.max_lifetime.0, &k("session.max_lifetime"), ctx, loc)?,
+        presence_timeout: s.presence_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        expired: s.expired,
+        device_cookie: cookie_name(
+            s.device_cookie.as_deref().unwrap_or("seatgate_device"),
+            &k("session.device_cookie"),
+            ctx,
+            loc,
+        )?,
+        standby_timeout: s.standby_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        cookie_path: s.cookie_path.clone().unwrap_or_else(|| "/".into()),
+    };
+    if session.device_cookie == session.cookie {
+        return Err(loc.invalid(&k("session.device_cookie"), Some(ctx), "must differ from session.cookie"));
+    }
+    if let Some(pt) = session.presence_timeout {
+        if pt < Duration::from_secs(3) {
+            return Err(loc.invalid(&k("session.presence_timeout"), Some(ctx), "must be at least 3s (or 0 to disable)"));
+        }
+    }
+    let user = match &p.login.user {
+        None => UserSource::None,
+        Some(u) => match (&u.form_field, &u.header) {
+            (Some(f), None) if !f.is_empty() => UserSource::Form(f.clone()),
+            (None, Some(h)) => UserSource::Header(header_name(h, &k("login.user.header"), ctx, loc)?),
+            _ => {
+                return Err(loc.invalid(&k("login.user"), Some(ctx), "give exactly one of `form_field` or `header`"))
+            }
+        },
+    };
+    if p.seats_per != SeatsPer::Session && user == UserSource::None {
+        return Err(loc.invalid(&k("login.user"), Some(ctx), "required when seats_per is `user` or `user_device`"));
+    }
+    let login = LoginRule {
+        path: path(&p.login.path, &k("login.path"), ctx, loc)?,
+        method: method(p.login.method.as_deref().unwrap_or("POST"), &k("login.method"), ctx, loc)?,
+        user,
+    };
+    let logout = match &p.logout {
+        None => None,
+        Some(l) => Some(LogoutRule {
+            path: path(&l.path, &k("logout.path"), ctx, loc)?,
+            method: l.method.as_deref().map(|m| method(m, &k("logout.method"), ctx, loc)).transpose()?,
+        }),
+    };
+
+    let pools = pools(&p, i, loc)?;
+    let mut groups = Vec::new();
+    for (gi, g) in p.groups.iter().enumerate() {
+        let gk = k(&format!("groups[{gi}]"));
+        let pool = match &g.pool {
+            None => pools.iter().position(|x| x.default).unwrap_or(0),
+            Some(name) => pools
+                .iter()
+                .position(|x| &x.name == name)
+                .ok_or_else(|| loc.invalid(&format!("{gk}.pool"), Some(&g.name), &format!("unknown pool `{name}`")))?,
+        };
+        let cap = pools[pool].grants.iter().map(|g| g.seats).sum::<u32>();
+        let reserve = g.reserve.unwrap_or(0);
+        if reserve > cap {
+            return Err(loc.invalid(
+                &format!("{gk}.reserve"),
+                Some(&g.name),
+                &format!("reserve {reserve} is larger than pool `{}` ({cap} seats)", pools[pool].name),
+            ));
+        }
+        if let (Some(max), r) = (g.max, reserve) {
+            if max < r {
+                return Err(loc.invalid(&format!("{gk}.max"), Some(&g.name), "max must be at least reserve"));
+            }
+        }
+        groups.push(Group {
+            name: g.name.clone(),
+            users: g.users.iter().cloned().collect(),
+            reserve,
+            max: g.max,
+            pool,
+        });
+    }
+    let reserved: u32 = groups.iter().map(|g| g.reserve).sum();
+    for (pi, pool) in pools.iter().enumerate() {
+        let r: u32 = groups.iter().filter(|g| g.pool == pi).map(|g| g.reserve).sum();
+        let cap: u32 = pool.grants.iter().map(|g| g.seats).sum();
+        if r > cap {
+            return Err(loc.invalid(
+                &k("groups"),
+                Some(ctx),
+                &format!("reserves add up to {r}, more than pool `{}` ({cap} seats)", pool.name),
+            ));
+        }
+    }
+    let _ = reserved;
+
+    let mut clients = Vec::new();
+    let mut kinds = HashSet::new();
+    let mut default_at: Option<usize> = None;
+    for (ci, c) in p.clients.iter().enumerate() {
+        let ck = k(&format!("clients[{ci}]"));
+        if !kinds.insert(c.kind.clone()) {
+            return Err(loc.invalid(&format!("{ck}.kind"), Some(&c.kind), "duplicate client kind"));
+        }
+        let matcher = match &c.matcher {
+            None => Matcher::default(),
+            Some(m) => Matcher {
+                path_prefix: m
+                    .path_prefix
+                    .as_deref()
+                    .map(|x| path(x, &format!("{ck}.match.path_prefix"), &c.kind, loc))
+                    .transpose()?,
+                header: m
+                    .header
+                    .as_ref()
+                    .map(|h| header_match(h, &format!("{ck}.match.header"), &c.kind, loc))
+                    .transpose()?,
+                user_agent: m.user_agent.clone(),
+                method: m
+                    .method
+                    .as_deref()
+                    .map(|x| method(x, &format!("{ck}.match.method"), &c.kind, loc))
+                    .transpose()?,
+            },
+        };
+        if matcher.is_default() {
+            if let Some(first) = default_at {
+                return Err(loc.invalid(
+                    &format!("{ck}.match"),
+                    Some(&c.kind),
+                    &format!("a second default client (clients[{first}] already has no match)"),
+                ));
+            }
+            default_at = Some(ci);
+        } else if default_at.is_some() {
+            return Err(loc.invalid(
+                &format!("{ck}.match"),
+                Some(&c.kind),
+                "comes after the default client and could never match",
+            ));
+        }
+        let on_full = responses::on_full(c.on_full.as_ref(), &p.name, pools_capacity(&pools))
+            .map_err(|e| loc.invalid(&format!("{ck}.on_full"), Some(&c.kind), &e))?;
+        clients.push(Client { kind: c.kind.clone(), matcher, mode: c.mode, on_full });
+    }
+    let default_denial = responses::on_full(None, &p.name, pools_capacity(&pools))
+        .map_err(|e| loc.invalid(&k("clients"), Some(ctx), &e))?;
+    let max_login_body = p.max_login_body.unwrap_or(DEFAULT_MAX_LOGIN_BODY);
+    if max_login_body == 0 || max_login_body > MAX_LOGIN_BODY_LIMIT {
+        return Err(loc.invalid(&k("max_login_body"), Some(ctx), "must be between 1 and 65536 bytes"));
+    }
+    let hosts = p.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    Ok(Product {
+        name: p.name.clone(),
+        upstream: p.upstream.0.clone(),
+        hosts,
+        path_prefix,
+        session,
+        login,
+        logout,
+        seats_per: p.seats_per,
+        pools,
+        exempt_users: p.exempt_users.iter().cloned().collect(),
+        named_users: p.named_users.iter().cloned().collect(),
+        max_sessions: p.max_sessions.map(|n| n.get()),
+        groups,
+        clients,
+        on_store_error: p.on_store_error.unwrap_or(StoreErrorPolicy::FailClosed),
+        max_login_body,
+        default_denial,
+    })
+}
+
+fn pools_capacity(pools: &[Pool]) -> u32 {
+    pools.iter().map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>()).sum()
+}
+
+fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, ConfigError> {
+    let k = |s: &str| format!("products[{i}].{s}");
+    let ctx = p.name.as_str();
+    match (p.seats, p.pools.is_empty()) {
+        (Some(_), false) => Err(loc.invalid(&k("seats"), Some(ctx), "give `seats` or `pools`, not both")),
+        (None, true) => Err(loc.invalid(&k("seats"), Some(ctx), "required (or `pools`)")),
+        (Some(n), true) => Ok(vec![Pool {
+            name: "default".into(),
+            grants: vec![Grant { seats: n.get(), not_before: None, expires: None }],
+            users: HashSet::new(),
+            header: None,
+            overflow_seat_minutes: None,
+            default: true,
+        }]),
+        (None, false) => {
+            let mut out: Vec<Pool> = Vec::new();
+            let mut mapped: HashSet<&str> = HashSet::new();
+            for (pi, pf) in p.pools.iter().enumerate() {
+                let pk = k(&format!("pools[{pi}]"));
+                if out.iter().any(|x| x.name == pf.name) {
+                    return Err(loc.invalid(&format!("{pk}.name"), Some(&pf.name), "duplicate pool name"));
+                }
+                let grants = match (pf.seats, pf.grants.is_empty()) {
+                    (Some(_), false) => {
+                        return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "give `seats` or `grants`, not both"))
+                    }
+                    (None, true) => {
+                        return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "required (or `grants`)"))
+                    }
+                    (Some(n), true) => vec![Grant { seats: n, not_before: None, expires: None }],
+                    (None, false) => pf
+                        .grants
+                        .iter()
+                        .enumerate()
+                        .map(|(gi, g)| {
+                            let gk = format!("{pk}.grants[{gi}]");
+                            let nb = g.not_before.as_deref().map(|d| date_ms(d, &format!("{gk}.not_before"), &pf.name, loc)).transpose()?;
+                            let ex = g.expires.as_deref().map(|d| date_ms(d, &format!("{gk}.expires"), &pf.name, loc)).transpose()?;
+                            if let (Some(a), Some(b)) = (nb, ex) {
+                                if b <= a {
+                                    return Err(loc.invalid(&format!("{gk}.expires"), Some(&pf.name), "expires before not_before"));
+                                }
+                            }
+                            Ok(Grant { seats: g.seats, not_before: nb, expires: ex })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
+                if grants.iter().map(|g| g.seats).sum::<u32>() == 0 {
+                    return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "must be at least 1"));
+                }
+                for u in &pf.users {
+                    if !mapped.insert(u.as_str()) {
+                        return Err(loc.invalid(
+                            &format!("{pk}.users"),
+                            Some(&pf.name),
+                            &format!("user `{u}` is already mapped to another pool (pools overlap)"),
+                        ));
+                    }
+                }
+                let header = pf
+                    .header
+                    .as_ref()
+                    .map(|h| header_match(h, &format!("{pk}.header"), &pf.name, loc))
+                    .transpose()?;
+                out.push(Pool {
+                    name: pf.name.clone(),
+                    grants,
+                    users: pf.users.iter().cloned().collect(),
+                    header,
+                    overflow_seat_minutes: pf.overflow.as_ref().map(|o| o.seat_minutes),
+                    default: pf.default,
+                });
+            }
+            match out.iter().filter(|p| p.default).count() {
+                0 if out.len() == 1 => out[0].default = true,
+                1 => {}
+                0 => return Err(loc.invalid(&k("pools"), Some(ctx), "mark exactly one pool `default: true`")),
+                _ => return Err(loc.invalid(&k("pools"), Some(ctx), "more than one pool is `default: true`")),
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn nonzero(d: Duration, key: &str, ctx: &str, loc: &Locator) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(loc.invalid(key, Some(ctx), "must be above zero"));
+    }
+    Ok(d)
+}
+
+/// Finds the line a semantic error refers to. YAML values carry no spans after serde, so this
+/// looks for the entity's name (a product, client kind …) and then the key's last segment
+/// below it; good enough to send an operator to the right place.
+struct Locator<'a> {
+    src: &'a str,
+}
+
+impl Locator<'_> {
+    fn invalid(&self, key: &str, entity: Option<&str>, reason: &str) -> ConfigError {
+        ConfigError::Invalid { key: key.to_string(), line: self.line(key, entity), reason: reason.to_string() }
+    }
+
+    fn line(&self, key: &str, entity: Option<&str>) -> Option<usize> {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let last = last.split('[').next().unwrap_or(last);
+        let lines: Vec<&str> = self.src.lines().collect();
+        let start = entity
+            .and_then(|e| lines.iter().position(|l| l.contains(e)))
+            .unwrap_or(0);
+        let needle = format!("{last}:");
+        lines[start..]
+            .iter()
+            .position(|l| l.contains(&needle))
+            .map(|n| start + n + 1)
+            .or_else(|| entity.map(|_| start + 1))
+    }
+}

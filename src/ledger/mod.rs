@@ -1,0 +1,447 @@
+//! The seat ledger: who holds which seat, behind one trait so stores can differ.
+//!
+//! * `memory` keeps seats in a sharded map with a durable redb journal (`journal`): the
+//!   single-gateway store (`store.kind: embedded`).
+//! * `redis` keeps them in Redis so several replicas share one exact pool.
+//!
+//! The ledger applies the admission rules atomically (exactness is its job) but the rules
+//! themselves are pure functions in `policy::admission` and `policy::seat`, so every backend
+//! asks the same questions. Time is always an input (`now`, unix milliseconds).
+
+pub mod journal;
+pub mod memory;
+
+
+use crate::config::file::SeatsPer;
+use crate::config::{Grant, Product};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub type Millis = u64;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A session cookie, hashed with its product so the raw value is never stored or logged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionKey(pub [u8; 16]);
+
+impl SessionKey {
+    pub fn new(product: &str, cookie_value: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(product.as_bytes());
+        h.update([0u8]);
+        h.update(cookie_value.as_bytes());
+        let d = h.finalize();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        SessionKey(k)
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut k = [0u8; 16];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(SessionKey(k))
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    /// Only a short prefix: enough to correlate log lines, useless to hijack a session.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sk:{:02x}{:02x}{:02x}{:02x}", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeatId(pub u64);
+
+impl SeatId {
+    pub fn random() -> Self {
+        SeatId(rand::random::<u64>() | 1)
+    }
+}
+
+impl fmt::Display for SeatId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for SeatId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seat:{self}")
+    }
+}
+
+impl FromStr for SeatId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.is_empty() || s.len() > 16 {
+            return Err(());
+        }
+        u64::from_str_radix(s, 16).map(SeatId).map_err(|_| ())
+    }
+}
+
+impl Serialize for SeatId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for SeatId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| serde::de::Error::custom(format!("bad seat id `{s}`")))
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub product: String,
+    pub pool: String,
+}
+
+impl PoolKey {
+    pub fn new(product: &str, pool: &str) -> Self {
+        PoolKey { product: product.into(), pool: pool.into() }
+    }
+}
+
+impl fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.product, self.pool)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SeatState {
+    /// Reserved by a login, or committed but not yet used by a second request.
+    Standby,
+    Active,
+    /// Ended by an admin with grace; released at `ending_at`.
+    Ending,
+    /// Its owner paused it: listed, but holds no seat.
+    Paused,
+}
+
+impl SeatState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SeatState::Standby => "standby",
+            SeatState::Active => "active",
+            SeatState::Ending => "ending",
+            SeatState::Paused => "paused",
+        }
+    }
+
+    pub fn holds_seat(&self) -> bool {
+        !matches!(self, SeatState::Paused)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    Logout,
+    Idle,
+    Lifetime,
+    Ended,
+    Presence,
+    Standby,
+    Paused,
+    Replaced,
+    Config,
+}
+
+impl ReleaseReason {
+    pub const ALL: [ReleaseReason; 9] = [
+        ReleaseReason::Logout,
+        ReleaseReason::Idle,
+        ReleaseReason::Lifetime,
+        ReleaseReason::Ended,
+        ReleaseReason::Presence,
+        ReleaseReason::Standby,
+        ReleaseReason::Paused,
+        ReleaseReason::Replaced,
+        ReleaseReason::Config,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReleaseReason::Logout => "logout",
+            ReleaseReason::Idle => "idle",
+            ReleaseReason::Lifetime => "lifetime",
+            ReleaseReason::Ended => "ended",
+            ReleaseReason::Presence => "presence",
+            ReleaseReason::Standby => "standby",
+            ReleaseReason::Paused => "paused",
+            ReleaseReason::Replaced => "replaced",
+            ReleaseReason::Config => "config",
+        }
+    }
+}
+
+/// One seat as stored and listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatRecord {
+    pub id: SeatId,
+    pub pool: PoolKey,
+    pub user: Option<String>,
+    pub device: Option<String>,
+    pub client: String,
+    pub session: Option<SessionKey>,
+    pub started_at: Millis,
+    pub last_activity: Millis,
+    /// 0 = never sent a heartbeat, so presence does not apply.
+    pub last_heartbeat: Millis,
+    pub state: SeatState,
+    pub ending_at: Option<Millis>,
+    #[serde(default)]
+    pub overflow: bool,
+    #[serde(default)]
+    pub ended_by: Option<String>,
+}
+
+/// What the ledger needs to know about a pool; rebuilt from config at start and on reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub key: PoolKey,
+    pub grants: Vec<Grant>,
+    pub idle_timeout: Millis,
+    pub max_lifetime: Millis,
+    pub presence_timeout: Option<Millis>,
+    pub standby_timeout: Millis,
+    pub seats_per: SeatsPer,
+    pub max_sessions: Option<u32>,
+    pub groups: Vec<GroupLimit>,
+    pub overflow_seat_minutes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLimit {
+    pub name: String,
+    pub users: HashSet<String>,
+    pub reserve: u32,
+    pub max: Option<u32>,
+}
+
+impl PoolSpec {
+    pub fn capacity(&self, now: Millis) -> u32 {
+        self.grants
+            .iter()
+            .filter(|g| g.not_before.is_none_or(|t| now >= t) && g.expires.is_none_or(|t| now < t))
+            .map(|g| g.seats)
+            .sum()
+    }
+
+    pub fn from_product(p: &Product) -> Vec<PoolSpec> {
+        p.pools
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| PoolSpec {
+                key: PoolKey::new(&p.name, &pool.name),
+                grants: pool.grants.clone(),
+                idle_timeout: p.session.idle_timeout.as_millis() as u64,
+                max_lifetime: p.session.max_lifetime.as_millis() as u64,
+                presence_timeout: p.session.presence_timeout.map(|d| d.as_millis() as u64),
+                standby_timeout: p.session.standby_timeout.as_millis() as u64,
+                seats_per: p.seats_per,
+                max_sessions: p.max_sessions,
+                groups: p
+                    .groups
+                    .iter()
+                    .filter(|g| g.pool == i)
+                    .map(|g| GroupLimit { name: g.name.clone(), users: g.users.clone(), reserve: g.reserve, max: g.max })
+                    .collect(),
+                overflow_seat_minutes: pool.overflow_seat_minutes,
+            })
+            .collect()
+    }
+}
+
+/// A login asking for a seat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub pool: PoolKey,
+    pub user: Option<String>,
+    pub device: Option<String>,
+    pub client: String,
+    /// Chosen by the gateway, so a retried reserve is idempotent.
+    pub lease_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: u64,
+    pub pool: PoolKey,
+    /// The seat this login takes over (same user, same device) instead of taking a new one.
+    pub reuse: Option<SeatId>,
+    pub overflow: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullReason {
+    Pool,
+    GroupMax,
+    UserMax,
+    OverflowSpent,
+}
+
+impl FullReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FullReason::Pool => "full",
+            FullReason::GroupMax => "group_max",
+            FullReason::UserMax => "user_max",
+            FullReason::OverflowSpent => "overflow_spent",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full {
+    pub in_use: u32,
+    pub capacity: u32,
+    pub reason: FullReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Reservation {
+    Granted(Lease),
+    Full(Full),
+}
+
+/// The answer to "does this cookie hold a seat?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Touch {
+    Held { id: SeatId, pool: PoolKey, state: SeatState, ending_at: Option<Millis> },
+    Gone(Gone),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gone {
+    /// Never seen (or forgotten): e.g. a session from before the gateway.
+    Unknown,
+    Released(ReleaseReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndOutcome {
+    Ending { at: Millis },
+    NotFound,
+    AlreadyEnded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseOutcome {
+    Done,
+    NotFound,
+    /// Resume asked while the pool is full.
+    Full,
+    WrongState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PoolUsage {
+    pub product: String,
+    pub pool: String,
+    pub capacity: u32,
+    pub in_use: u32,
+    pub available: u32,
+    pub peak: u32,
+    pub denied: u64,
+    pub standby: u32,
+    pub ending: u32,
+    pub overflow_used_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("journal: {0}")]
+    Journal(String),
+    #[error("lease {0:x} is unknown or expired and the pool is full")]
+    LeaseLost(u64),
+}
+
+/// Told of every release, whatever caused it (metrics, audit).
+pub trait LedgerObserver: Send + Sync {
+    fn released(&self, seat: &SeatRecord, reason: ReleaseReason);
+}
+
+pub struct NoObserver;
+impl LedgerObserver for NoObserver {
+    fn released(&self, _: &SeatRecord, _: ReleaseReason) {}
+}
+
+#[async_trait]
+pub trait SeatLedger: Send + Sync + 'static {
+    /// Installs the pools of the current config (start and reload). Pools no longer configured
+    /// keep their live seats until those end; they just take no new logins.
+    fn configure(&self, pools: &[PoolSpec]);
+
+    /// Reserves a seat for a login in flight (or finds the seat it may reuse).
+    async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError>;
+
+    /// Binds a granted lease to the session cookie the app set. Durable before it returns.
+    async fn commit(&self, lease: &Lease, claim: &Claim, session: SessionKey, now: Millis) -> Result<SeatId, LedgerError>;
+
+    /// Drops a lease whose login did not succeed.
+    async fn cancel(&self, lease: &Lease);
+
+    /// A request carrying `session`: refreshes its activity, or says why it holds no seat.
+    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError>;
+
+    /// A presence ping: never refreshes activity. `false` when the session holds no seat.
+    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError>;
+
+    async fn release(&self, session: &SessionKey, reason: ReleaseReason, now: Millis) -> Result<Option<SeatRecord>, LedgerError>;
+
+    async fn end(&self, ids: &[SeatId], grace_ms: Millis, by: &str, now: Millis) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError>;
+
+    async fn pause(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError>;
+
+    async fn resume(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError>;
+
+    /// Every listed session (held, standby, ending, paused); expired ones are never included.
+    async fn sessions(&self, now: Millis) -> Result<Vec<SeatRecord>, LedgerError>;
+
+    async fn usage(&self, now: Millis) -> Result<Vec<PoolUsage>, LedgerError>;
+
+    /// Free seats as this gateway sees them, without a store round trip (checks).
+    fn available(&self, pool: &PoolKey, now: Millis) -> Option<u32>;
+
+    /// Releases whatever expired; returns how many.
+    async fn sweep(&self, now: Millis) -> Result<usize, LedgerError>;
+
+    /// Writes batched activity.
+    async fn flush(&self) -> Result<(), LedgerError>;
+
+    async fn healthy(&self) -> bool;
+}
+
+pub type SharedLedger = Arc<dyn SeatLedger>;

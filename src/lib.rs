@@ -1,0 +1,26 @@
+//! seatgate: a concurrent-license gateway on pingora.
+//!
+//! # Layout
+//! Arrows point inward, to `policy` and `ledger`:
+//!
+//! * [`config`]: YAML file format → validated runtime config (errors name key and line).
+//! * [`policy`]: pure decisions (classify a request, admit a login, when a seat ends).
+//! * [`ledger`]: the `SeatLedger` trait and its stores (memory + redb journal).
+//! * [`proxy`]: the pingora `ProxyHttp` impl; wires request → policy → ledger → response.
+//! * [`responses`]: every canned answer (denials per client kind, expired redirect …).
+//! * [`admin`]: admin listener: JSON API, usage page, `/metrics`, `/healthz`.
+//! * [`metrics`], [`audit`]: Prometheus registry; append-only JSON-lines audit log.
+//! * [`app`]: the shared state (config snapshot, ledger, metrics, audit) and reload.
+//! * [`server`]: turns a config into a pingora server with its services.
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod demo;
+pub mod ledger;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod responses;
+pub mod server;

@@ -1,0 +1,335 @@
+//! Which product, which client kind, which action: plain data in, a value out.
+
+use crate::config::file::Mode;
+use crate::config::{Config, Matcher, Product, UserSource};
+use http::{HeaderMap, Method, StatusCode};
+
+pub const HEARTBEAT_SUFFIX: &str = ".seatgate/heartbeat";
+
+/// What the proxy pulls out of a request before asking anything.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestFacts<'a> {
+    pub fn new(method: &'a Method, uri: &'a http::Uri, headers: &'a HeaderMap) -> Self {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        RequestFacts { host, path: uri.path(), method, headers }
+    }
+
+    fn host_name(&self) -> Option<String> {
+        let h = self.host?;
+        let name = match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => h.rsplit_once(':').map_or(h, |(n, p)| if p.bytes().all(|b| b.is_ascii_digit()) { n } else { h }),
+        };
+        Some(name.to_ascii_lowercase())
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let p = prefix.trim_end_matches('/');
+    path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The product a request belongs to: hosts must match (empty = any), then the longest
+/// `path_prefix` wins; a product naming the host beats one that accepts any host.
+pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
+    let host = f.host_name();
+    let mut best: Option<(usize, (bool, usize))> = None;
+    for (i, p) in cfg.products.iter().enumerate() {
+        let host_hit = if p.hosts.is_empty() {
+            false
+        } else if host.as_ref().is_some_and(|h| p.hosts.iter().any(|x| x == h)) {
+            true
+        } else {
+            continue;
+        };
+        if !prefix_matches(&p.path_prefix, f.path) {
+            continue;
+        }
+        let rank = (host_hit, p.path_prefix.trim_end_matches('/').len());
+        if best.is_none_or(|(_, r)| rank > r) {
+            best = Some((i, rank));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn matcher_hits(m: &Matcher, f: &RequestFacts<'_>) -> bool {
+    m.path_prefix.as_deref().is_none_or(|p| prefix_matches(p, f.path))
+        && m.method.as_ref().is_none_or(|x| x == f.method)
+        && m.user_agent.as_deref().is_none_or(|ua| {
+            f.headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains(ua))
+        })
+        && m.header.as_ref().is_none_or(|h| {
+            f.headers
+                .get_all(&h.name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| h.test.matches(v)))
+        })
+}
+
+/// First matching client kind; `None` when the product lists none (or none matches and there
+/// is no default), which means an ordinary seat-holding web client.
+pub fn client_for(p: &Product, f: &RequestFacts<'_>) -> Option<usize> {
+    p.clients.iter().position(|c| matcher_hits(&c.matcher, f))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    Heartbeat,
+    Login,
+    Logout,
+    /// Pass/fail availability check: forwarded only while a seat is free.
+    Check,
+    /// A request carrying the session cookie: it must hold a seat.
+    Session,
+    /// Nothing to enforce (no cookie, exempt client, public page).
+    Pass,
+}
+
+pub fn action(p: &Product, mode: Mode, f: &RequestFacts<'_>, has_session_cookie: bool, has_credentials: bool) -> Action {
+    if f.path.ends_with(HEARTBEAT_SUFFIX) && f.method == Method::POST {
+        return Action::Heartbeat;
+    }
+    match mode {
+        Mode::Exempt => return Action::Pass,
+        Mode::Check => {
+            // Checks with no credentials at all go to the app, which answers 401 itself.
+            return if has_credentials || has_session_cookie { Action::Check } else { Action::Pass };
+        }
+        Mode::Hold => {}
+    }
+    if f.path == p.login.path && f.method == p.login.method {
+        return Action::Login;
+    }
+    if let Some(l) = &p.logout {
+        if f.path == l.path && l.method.as_ref().is_none_or(|m| m == f.method) {
+            return if has_session_cookie { Action::Logout } else { Action::Pass };
+        }
+    }
+    // The login page itself must load even with a stale cookie, or the expired redirect loops.
+    if has_session_cookie && f.path != p.login.path {
+        Action::Session
+    } else {
+        Action::Pass
+    }
+}
+
+/// Why a login request cannot be read; each maps to a clear 4xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadLogin {
+    TooLarge { limit: usize },
+    NotUtf8,
+    MissingUser(String),
+    UnsupportedType,
+}
+
+impl BadLogin {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BadLogin::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BadLogin::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            BadLogin::TooLarge { limit } => format!("login request body is larger than {limit} bytes"),
+            BadLogin::NotUtf8 => "login request is not valid UTF-8".into(),
+            BadLogin::MissingUser(f) => format!("login request has no `{f}`"),
+            BadLogin::UnsupportedType => {
+                "login request must be application/x-www-form-urlencoded or application/json".into()
+            }
+        }
+    }
+}
+
+/// Whether the login body must be read to find the user.
+pub fn needs_body(src: &UserSource) -> bool {
+    matches!(src, UserSource::Form(_))
+}
+
+const MAX_USER_LEN: usize = 256;
+
+/// The user name a login names, per `login.user`.
+pub fn login_user(src: &UserSource, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, BadLogin> {
+    let clean = |s: &str, what: &str| -> Result<Option<String>, BadLogin> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > MAX_USER_LEN || s.chars().any(char::is_control) {
+            return Err(BadLogin::MissingUser(what.to_string()));
+        }
+        if s.contains('\u{FFFD}') {
+            return Err(BadLogin::NotUtf8);
+        }
+        Ok(Some(s.to_string()))
+    };
+    match src {
+        UserSource::None => Ok(None),
+        UserSource::Header(h) => {
+            let v = headers.get(h).ok_or_else(|| BadLogin::MissingUser(h.to_string()))?;
+            let v = v.to_str().map_err(|_| BadLogin::NotUtf8)?;
+            clean(v, h.as_str())
+        }
+        UserSource::Form(field) => {
+            let ct = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            let text = std::str::from_utf8(body).map_err(|_| BadLogin::NotUtf8)?;
+            match ct.as_deref() {
+                Some("application/x-www-form-urlencoded") => {
+                    let v = form_urlencoded::parse(text.as_bytes())
+                        .find(|(k, _)| k == field)
+                        .map(|(_, v)| v.into_owned())
+                        .ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
+                    clean(&v, field)
+                }
+                Some("application/json") => {
+                    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| BadLogin::MissingUser(field.clone()))?;
+                    let s = v.get(field).and_then(|x| x.as_str()).ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
+                    clean(s, field)
+                }
+                _ => Err(BadLogin::UnsupportedType),
+            }
+        }
+    }
+}
+
+/// Credentials of a pass/fail check client (Basic/Bearer auth or an API key header).
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::AUTHORIZATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const YAML: &str = r#"
+listen: 127.0.0.1:8080
+admin: { listen: 127.0.0.1:9090 }
+store: { kind: embedded, path: /tmp/x.redb }
+products:
+  - name: crm
+    upstream: 127.0.0.1:8000
+    session: { cookie: SID, idle_timeout: 20m, max_lifetime: 12h }
+    login: { path: /login, user: { form_field: username } }
+    logout: { path: /logout }
+    seats: 5
+    clients:
+      - kind: mobile
+        match: { path_prefix: /sdata/mobile }
+        mode: check
+      - kind: outlook
+        match: { user_agent: Outlook }
+        mode: check
+      - kind: web
+  - name: reports
+    upstream: 127.0.0.1:8001
+    path_prefix: /reports
+    session: { cookie: RSID, idle_timeout: 20m, max_lifetime: 12h }
+    login: { path: /reports/login }
+    seats: 1
+  - name: hr
+    upstream: 127.0.0.1:8002
+    hosts: [hr.example.com]
+    session: { cookie: HSID, idle_timeout: 20m, max_lifetime: 12h }
+    login: { path: /login }
+    seats: 1
+"#;
+
+    fn facts<'a>(m: &'a Method, uri: &'a http::Uri, h: &'a HeaderMap) -> RequestFacts<'a> {
+        RequestFacts::new(m, uri, h)
+    }
+
+    #[test]
+    fn routes_by_host_then_longest_prefix() {
+        let cfg = parse(YAML).unwrap();
+        let get = Method::GET;
+        let cases = [
+            ("crm.example.com", "/", Some(0)),
+            ("crm.example.com", "/reports/x", Some(1)),
+            ("crm.example.com", "/reportsx", Some(0)),
+            ("HR.example.com:8080", "/reports/x", Some(2)),
+            ("hr.example.com", "/", Some(2)),
+        ];
+        for (host, path, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            let uri: http::Uri = path.parse().unwrap();
+            assert_eq!(product_for(&cfg, &facts(&get, &uri, &h)), want, "{host}{path}");
+        }
+    }
+
+    #[test]
+    fn clients_first_match_wins() {
+        let cfg = parse(YAML).unwrap();
+        let p = &cfg.products[0];
+        let get = Method::GET;
+        let mut h = HeaderMap::new();
+        let uri: http::Uri = "/sdata/mobile/x".parse().unwrap();
+        assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(0));
+        let uri: http::Uri = "/app".parse().unwrap();
+        assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(2));
+        h.insert(http::header::USER_AGENT, "Microsoft Outlook 16".parse().unwrap());
+        assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(1));
+    }
+
+    #[test]
+    fn actions() {
+        let cfg = parse(YAML).unwrap();
+        let p = &cfg.products[0];
+        let h = HeaderMap::new();
+        let post = Method::POST;
+        let get = Method::GET;
+        let u = |s: &str| -> http::Uri { s.parse().unwrap() };
+        let (login, logout, app, hb) = (u("/login"), u("/logout"), u("/app"), u("/.seatgate/heartbeat"));
+        assert_eq!(action(p, Mode::Hold, &facts(&post, &login, &h), false, false), Action::Login);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &login, &h), true, false), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &logout, &h), true, false), Action::Logout);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &logout, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &app, &h), true, false), Action::Session);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &app, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Check, &facts(&get, &app, &h), false, true), Action::Check);
+        assert_eq!(action(p, Mode::Check, &facts(&get, &app, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Exempt, &facts(&get, &app, &h), true, true), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&post, &hb, &h), true, false), Action::Heartbeat);
+    }
+
+    #[test]
+    fn login_user_from_form_json_and_header() {
+        let form = UserSource::Form("username".into());
+        let mut h = HeaderMap::new();
+        assert_eq!(login_user(&form, &h, b"username=al"), Err(BadLogin::UnsupportedType));
+        h.insert(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap());
+        assert_eq!(login_user(&form, &h, b"password=x&username=Al+B%C3%A9"), Ok(Some("Al Bé".into())));
+        assert_eq!(login_user(&form, &h, b"password=x"), Err(BadLogin::MissingUser("username".into())));
+        assert_eq!(login_user(&form, &h, b"username="), Err(BadLogin::MissingUser("username".into())));
+        assert_eq!(login_user(&form, &h, b"username=\xff\xfe"), Err(BadLogin::NotUtf8));
+        assert_eq!(login_user(&form, &h, b"username=%FF"), Err(BadLogin::NotUtf8));
+        h.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(login_user(&form, &h, br#"{"username":"jo"}"#), Ok(Some("jo".into())));
+        assert_eq!(login_user(&form, &h, b"{"), Err(BadLogin::MissingUser("username".into())));
+        let hdr = UserSource::Header("x-user".parse().unwrap());
+        assert_eq!(login_user(&hdr, &h, b""), Err(BadLogin::MissingUser("x-user".into())));
+        h.insert("x-user", "kim".parse().unwrap());
+        assert_eq!(login_user(&hdr, &h, b""), Ok(Some("kim".into())));
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure decisions: no I/O, no `Session`, time as an input. Unit-tested with tables.
+//!
+//! * `classify`: product, client kind and action of a request; user name of a login.
+//! * `cookies`: session/device cookie extraction, login success detection.
+//! * `admission`: may a login take a seat (pools, groups' reserve/max, per-user max).
+//! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
+
+pub mod admission;
+pub mod classify;
+pub mod cookies;
+pub mod seat;

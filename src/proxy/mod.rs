@@ -1,0 +1,425 @@
+//! The pingora `ProxyHttp` impl: request → policy → ledger → response. Only glue.
+//!
+//! Each phase extracts plain data from the `Session`, asks `policy` and the ledger, and maps
+//! the answer to a canned response or to forwarding. What happened is kept in [`Ctx`] and turned
+//! into metrics in one place, `logging`.
+
+use crate::app::{pool_for, pool_key, App, Runtime};
+use crate::config::file::{Mode, SeatsPer, StoreErrorPolicy};
+use crate::config::Product;
+use crate::ledger::{now_ms, Claim, Gone, LedgerError, Lease, Millis, Reservation, SessionKey, Touch};
+use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
+use crate::policy::cookies;
+use crate::policy::seat::{self, Stale};
+use crate::responses::{self, Canned};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+/// A login waiting for the app's answer.
+pub struct PendingLogin {
+    lease: Lease,
+    claim: Claim,
+    new_device: Option<String>,
+}
+
+/// What the gateway did with the request, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Forwarded,
+    Denied(&'static str),
+    CheckPassed,
+    Answered,
+}
+
+pub struct Ctx {
+    started: Instant,
+    rt: Option<Arc<Runtime>>,
+    product: Option<usize>,
+    client: &'static str,
+    client_kind: Option<String>,
+    action: Option<Action>,
+    login: Option<PendingLogin>,
+    login_result: Option<&'static str>,
+    outcome: Outcome,
+    /// The seat is being ended by an admin at this time: tell the user.
+    ending_at: Option<Millis>,
+}
+
+impl Ctx {
+    fn product<'a>(&self, rt: &'a Runtime) -> Option<&'a Arc<Product>> {
+        self.product.and_then(|i| rt.config.products.get(i))
+    }
+
+    fn client_label(&self) -> &str {
+        self.client_kind.as_deref().unwrap_or(self.client)
+    }
+}
+
+impl Gateway {
+    async fn respond(&self, s: &mut Session, c: &Canned) -> Result<bool> {
+        s.set_keepalive(None);
+        c.send(s).await?;
+        Ok(true)
+    }
+
+    fn deny_for(&self, p: &Product, client: Option<usize>) -> Canned {
+        client.map_or_else(|| p.default_denial.clone(), |i| p.clients[i].on_full.clone())
+    }
+
+    /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
+    /// answer was written, `Ok(false)` to let the request through without a seat.
+    async fn store_failed(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, e: &LedgerError) -> Result<bool> {
+        let policy = match p.on_store_error {
+            StoreErrorPolicy::FailClosed => "fail_closed",
+            StoreErrorPolicy::FailOpen => "fail_open",
+            StoreErrorPolicy::LastKnown => "last_known",
+        };
+        self.app.metrics.store_errors.with_label_values(&[p.name.as_str(), policy]).inc();
+        log::warn!("product {}: seat store error ({policy}): {e}", p.name);
+        match p.on_store_error {
+            StoreErrorPolicy::FailClosed => {
+                ctx.outcome = Outcome::Denied("store_error");
+                self.respond(s, &responses::unavailable()).await
+            }
+            StoreErrorPolicy::FailOpen | StoreErrorPolicy::LastKnown => Ok(false),
+        }
+    }
+
+    async fn login(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>) -> Result<bool> {
+        let mut body = Bytes::new();
+        if classify::needs_body(&p.login.user) {
+            match read_body(s, p.max_login_body).await? {
+                Ok(b) => body = b,
+                Err(bad) => return self.bad_login(s, ctx, p, bad).await,
+            }
+        }
+        let user = match classify::login_user(&p.login.user, &s.req_header().headers, &body) {
+            Ok(u) => u,
+            Err(bad) => return self.bad_login(s, ctx, p, bad).await,
+        };
+        if user.as_deref().is_some_and(|u| p.exempt_users.contains(u) || p.named_users.contains(u)) {
+            return Ok(false);
+        }
+        let (device, new_device) = match p.seats_per {
+            SeatsPer::UserDevice => {
+                match cookies::request_cookie(&s.req_header().headers, &p.session.device_cookie).filter(|d| cookies::valid_device(d)) {
+                    Some(d) => (Some(d.to_string()), None),
+                    None => {
+                        let d = cookies::new_device_id();
+                        (Some(d.clone()), Some(d))
+                    }
+                }
+            }
+            _ => (None, None),
+        };
+        let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
+        let claim = Claim {
+            pool: pool_key(p, pool),
+            user,
+            device,
+            client: ctx.client_label().to_string(),
+            lease_id: rand::random(),
+        };
+        match self.app.ledger.reserve(&claim, now_ms()).await {
+            Ok(Reservation::Granted(lease)) => {
+                ctx.login = Some(PendingLogin { lease, claim, new_device });
+                Ok(false)
+            }
+            Ok(Reservation::Full(full)) => {
+                ctx.outcome = Outcome::Denied(full.reason.as_str());
+                ctx.login_result = Some("denied");
+                self.audit_deny(p, &claim, full.reason.as_str());
+                let c = self.deny_for(p, client);
+                self.respond(s, &c).await
+            }
+            Err(e) => self.store_failed(s, ctx, p, &e).await,
+        }
+    }
+
+    async fn bad_login(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, bad: BadLogin) -> Result<bool> {
+        log::info!("product {}: refused malformed login: {}", p.name, bad.message());
+        ctx.outcome = Outcome::Denied("bad_request");
+        ctx.login_result = Some("bad_request");
+        self.respond(s, &responses::bad_request(bad.status(), &bad.message())).await
+    }
+
+    fn audit_deny(&self, p: &Product, claim: &Claim, reason: &str) {
+        let a = &self.app.audit;
+        a.record(
+            "deny",
+            serde_json::json!({"product": p.name, "pool": claim.pool.pool, "user": a.user(claim.user.as_deref()), "client": claim.client, "reason": reason}),
+        );
+    }
+
+    async fn session(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>, key: SessionKey) -> Result<bool> {
+        let now = now_ms();
+        let gone = match self.app.ledger.touch(&key, now).await {
+            Ok(Touch::Held { ending_at, .. }) => {
+                ctx.ending_at = ending_at;
+                return Ok(false);
+            }
+            Ok(Touch::Gone(g)) => g,
+            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+        };
+        match seat::on_stale(p.session.expired, gone) {
+            Stale::RedirectToLogin => {
+                ctx.outcome = Outcome::Denied("expired");
+                let r = responses::expired_redirect(&p.login.path, &p.session.cookie, &p.session.cookie_path, seat::notice(gone));
+                self.respond(s, &r).await
+            }
+            Stale::Adopt => self.adopt(s, ctx, p, client, key, gone).await,
+        }
+    }
+
+    /// `expired: adopt`: a session the app still honours takes a free seat if there is one.
+    async fn adopt(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>, key: SessionKey, gone: Gone) -> Result<bool> {
+        let pool = pool_for(p, None, &s.req_header().headers);
+        let claim = Claim { pool: pool_key(p, pool), user: None, device: None, client: ctx.client_label().to_string(), lease_id: rand::random() };
+        let now = now_ms();
+        let res = match self.app.ledger.reserve(&claim, now).await {
+            Ok(r) => r,
+            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+        };
+        match res {
+            Reservation::Granted(lease) => match self.app.ledger.commit(&lease, &claim, key, now).await {
+                Ok(id) => {
+                    log::debug!("product {}: adopted {key:?} ({}) as {id}", p.name, seat::notice(gone));
+                    Ok(false)
+                }
+                Err(e) => self.store_failed(s, ctx, p, &e).await,
+            },
+            Reservation::Full(full) => {
+                ctx.outcome = Outcome::Denied(full.reason.as_str());
+                let c = self.deny_for(p, client);
+                self.respond(s, &c).await
+            }
+        }
+    }
+
+    async fn check(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>) -> Result<bool> {
+        let pool = pool_key(p, pool_for(p, None, &s.req_header().headers));
+        let free = self.app.ledger.available(&pool, now_ms()).unwrap_or(0);
+        let label = [p.name.as_str(), ctx.client_label()];
+        if free > 0 {
+            self.app.metrics.checks.with_label_values(&[label[0], label[1], "pass"]).inc();
+            ctx.outcome = Outcome::CheckPassed;
+            Ok(false)
+        } else {
+            self.app.metrics.checks.with_label_values(&[label[0], label[1], "fail"]).inc();
+            ctx.outcome = Outcome::Denied("check_full");
+            let c = self.deny_for(p, client);
+            self.respond(s, &c).await
+        }
+    }
+
+    async fn heartbeat(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, key: Option<SessionKey>) -> Result<bool> {
+        ctx.outcome = Outcome::Answered;
+        let alive = match key {
+            Some(k) => self.app.ledger.heartbeat(&k, now_ms()).await.unwrap_or(false),
+            None => false,
+        };
+        let result = if alive { "ok" } else { "gone" };
+        self.app.metrics.heartbeats.with_label_values(&[p.name.as_str(), result]).inc();
+        let c = if alive { responses::no_content() } else { responses::gone("no seat for this session") };
+        c.send(s).await?;
+        Ok(true)
+    }
+}
+
+/// Reads the whole (small) login body, keeping it for pingora to send upstream.
+async fn read_body(s: &mut Session, limit: usize) -> Result<std::result::Result<Bytes, BadLogin>> {
+    if let Some(len) = s
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Ok(Err(BadLogin::TooLarge { limit }));
+        }
+    }
+    s.enable_retry_buffering();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = s.read_request_body().await? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > limit {
+            return Ok(Err(BadLogin::TooLarge { limit }));
+        }
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            rt: None,
+            product: None,
+            client: "default",
+            client_kind: None,
+            action: None,
+            login: None,
+            login_result: None,
+            outcome: Outcome::Forwarded,
+            ending_at: None,
+        }
+    }
+
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.app.runtime();
+        ctx.rt = Some(rt.clone());
+        let req = s.req_header();
+        let facts = RequestFacts::new(&req.method, &req.uri, &req.headers);
+        let Some(pi) = classify::product_for(&rt.config, &facts) else {
+            ctx.outcome = Outcome::Denied("no_product");
+            return self.respond(s, &Canned::text(StatusCode::NOT_FOUND, "No application is served here.")).await;
+        };
+        let p = rt.config.products[pi].clone();
+        ctx.product = Some(pi);
+        let client = classify::client_for(&p, &facts);
+        let mode = client.map_or(Mode::Hold, |i| p.clients[i].mode);
+        ctx.client_kind = client.map(|i| p.clients[i].kind.clone());
+        let cookie = cookies::request_cookie(&req.headers, &p.session.cookie);
+        let key = cookie.map(|c| SessionKey::new(&p.name, c));
+        let action = classify::action(&p, mode, &facts, key.is_some(), classify::has_credentials(&req.headers));
+        ctx.action = Some(action);
+        match action {
+            Action::Pass => Ok(false),
+            Action::Heartbeat => self.heartbeat(s, ctx, &p, key).await,
+            Action::Check => self.check(s, ctx, &p, client).await,
+            Action::Login => self.login(s, ctx, &p, client).await,
+            Action::Logout => {
+                if let Some(k) = key {
+                    if let Err(e) = self.app.ledger.release(&k, crate::ledger::ReleaseReason::Logout, now_ms()).await {
+                        return self.store_failed(s, ctx, &p, &e).await;
+                    }
+                }
+                Ok(false)
+            }
+            Action::Session => match key {
+                Some(k) => self.session(s, ctx, &p, client, k).await,
+                None => Ok(false),
+            },
+        }
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let rt = ctx.rt.clone().unwrap_or_else(|| self.app.runtime());
+        let addr = ctx
+            .product
+            .and_then(|i| rt.upstreams.get(i))
+            .copied()
+            .ok_or_else(|| pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no product for request"))?;
+        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+    }
+
+    async fn upstream_request_filter(&self, s: &mut Session, up: &mut RequestHeader, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(ip) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
+            let xff = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip,
+            };
+            up.insert_header("x-forwarded-for", xff)?;
+        }
+        if !up.headers.contains_key("x-forwarded-proto") {
+            up.insert_header("x-forwarded-proto", "http")?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(at) = ctx.ending_at {
+            let secs = at.saturating_sub(now_ms()).div_ceil(1000);
+            resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
+        }
+        let Some(login) = ctx.login.take() else { return Ok(()) };
+        let Some(rt) = ctx.rt.clone() else { return Ok(()) };
+        let Some(p) = ctx.product(&rt).cloned() else { return Ok(()) };
+        let set: Vec<&str> = resp
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        match cookies::set_cookie_value(&set, &p.session.cookie) {
+            Some(value) => {
+                let key = SessionKey::new(&p.name, &value);
+                match self.app.ledger.commit(&login.lease, &login.claim, key, now_ms()).await {
+                    Ok(id) => {
+                        ctx.login_result = Some("admitted");
+                        let a = &self.app.audit;
+                        a.record(
+                            "admit",
+                            serde_json::json!({"seat": id.to_string(), "product": p.name, "pool": login.claim.pool.pool,
+                                "user": a.user(login.claim.user.as_deref()), "client": login.claim.client,
+                                "reused": login.lease.reuse.is_some()}),
+                        );
+                        if let Some(d) = login.new_device {
+                            resp.append_header(
+                                http::header::SET_COOKIE,
+                                format!("{}={d}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax", p.session.device_cookie),
+                            )?;
+                        }
+                    }
+                    Err(e) => {
+                        // The app accepted the login but no seat could be bound: the next
+                        // request with that cookie is treated as a stale session.
+                        ctx.login_result = Some("failed");
+                        log::warn!("product {}: login succeeded at the app but no seat: {e}", p.name);
+                    }
+                }
+            }
+            None => {
+                ctx.login_result = Some("failed");
+                self.app.ledger.cancel(&login.lease).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+        if let Some(login) = ctx.login.take() {
+            // The app never answered (connect error, reset): the reservation must not linger.
+            self.app.ledger.cancel(&login.lease).await;
+            ctx.login_result = Some("failed");
+        }
+        let Some(rt) = ctx.rt.clone() else { return };
+        let product = ctx.product(&rt).map(|p| p.name.as_str()).unwrap_or("none");
+        let m = &self.app.metrics;
+        let client = ctx.client_label().to_string();
+        if let Some(r) = ctx.login_result {
+            let result = if r == "bad_request" { "failed" } else { r };
+            m.logins.with_label_values(&[product, &client, result]).inc();
+        }
+        if let Outcome::Denied(reason) = ctx.outcome {
+            m.denials.with_label_values(&[product, &client, reason]).inc();
+        }
+        let action = match ctx.action {
+            Some(Action::Login) => "login",
+            Some(Action::Logout) => "logout",
+            Some(Action::Session) => "session",
+            Some(Action::Check) => "check",
+            Some(Action::Heartbeat) => "heartbeat",
+            Some(Action::Pass) | None => "pass",
+        };
+        m.request_duration
+            .with_label_values(&[product, action])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let _ = s;
+    }
+}

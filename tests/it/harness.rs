@@ -1,0 +1,353 @@
+//! Test harness: a real upstream app (hyper, in-process, on a free port), the real seatgate
+//! binary on free ports with a config written per test, and a plain HTTP client.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub const PASSWORD: &str = "pw";
+
+/// What the upstream saw, for asserting that a denied request never reached it.
+#[derive(Default)]
+pub struct Seen {
+    pub by_path: Mutex<HashMap<String, u64>>,
+    pub last_headers: Mutex<HashMap<String, Vec<String>>>,
+    pub last_body: Mutex<Vec<u8>>,
+    pub sessions: AtomicU64,
+}
+
+impl Seen {
+    pub fn count(&self, path: &str) -> u64 {
+        *self.by_path.lock().unwrap().get(path).unwrap_or(&0)
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+    pub cookie: String,
+}
+
+/// A legacy app: `POST /login` (form `username`, `password`, or header X-User) sets the session
+/// cookie when the password is right; `/logout` clears it; `/page` answers HTML; everything
+/// else echoes what it got as JSON.
+pub async fn upstream(cookie: &str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let cookie_name = cookie.to_string();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let seen = s2.clone();
+            let cookie = cookie_name.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(req, seen.clone(), cookie.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen, cookie: cookie.to_string() }
+}
+
+async fn handle(req: Request<Incoming>, seen: Arc<Seen>, cookie: String) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_string();
+    *seen.by_path.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in req.headers() {
+        headers.entry(k.to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    *seen.last_headers.lock().unwrap() = headers.clone();
+    let method = req.method().clone();
+    let body = req.into_body().collect().await?.to_bytes();
+    *seen.last_body.lock().unwrap() = body.to_vec();
+    let resp = |status: u16| Response::builder().status(status);
+    let r = match (method.as_str(), path.as_str()) {
+        ("POST", "/login") | ("POST", "/app2/login") => {
+            let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+            let ok = form.get("password").map(String::as_str) == Some(PASSWORD)
+                || headers.get("x-password").is_some_and(|v| v[0] == PASSWORD);
+            if ok {
+                let n = seen.sessions.fetch_add(1, Ordering::SeqCst);
+                let sid = format!("s{n}-{:x}", rand::random::<u64>());
+                resp(302)
+                    .header("location", "/home")
+                    .header("set-cookie", "tracking=1; Path=/")
+                    .header("set-cookie", format!("{cookie}={sid}; Path=/; HttpOnly"))
+                    .body(Full::new(Bytes::new()))
+            } else {
+                resp(401).body(Full::new(Bytes::from_static(b"wrong password")))
+            }
+        }
+        (_, "/logout") => resp(302)
+            .header("location", "/login")
+            .header("set-cookie", format!("{cookie}=; Path=/; Max-Age=0"))
+            .body(Full::new(Bytes::new())),
+        (_, "/page") => resp(200)
+            .header("content-type", "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from_static(b"<html><head><title>t</title></head><body><p>hello</p></body></html>"))),
+        _ => {
+            let echo = serde_json::json!({
+                "method": method.as_str(),
+                "path": path,
+                "headers": headers,
+                "body_len": body.len(),
+            });
+            resp(200)
+                .header("content-type", "application/json")
+                .header("set-cookie", "a=1; Path=/")
+                .header("set-cookie", "b=2; Path=/")
+                .body(Full::new(Bytes::from(echo.to_string())))
+        }
+    };
+    Ok(r.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// argon2id of "secret" (admin users in test configs).
+pub const ADMIN_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2VhdGdhdGV0ZXN0c2FsdA$xwt22nhxGHOng06uYvCr5kGuuUXnPByRF5OnP0l5ZK8";
+
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    pub config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Writes `yaml` (with `{listen}`, `{admin}`, `{dir}`, `{upstream}` … replaced) and starts
+    /// the gateway, waiting until its admin `/healthz` answers.
+    pub async fn start(yaml: &str, vars: &[(&str, String)]) -> Gateway {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in(dir, yaml, vars, free_port(), free_port()).await
+    }
+
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, yaml: &str, vars: &[(&str, String)], port: u16, admin_port: u16) -> Gateway {
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let mut text = yaml
+            .replace("{listen}", &listen.to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{admin_hash}", ADMIN_HASH);
+        for (k, v) in vars {
+            text = text.replace(&format!("{{{k}}}"), v);
+        }
+        let config_path = dir.path().join("seatgate.yaml");
+        std::fs::write(&config_path, text).unwrap();
+        let mut g = Gateway { child: None, listen, admin, dir, config_path };
+        g.spawn().await;
+        g
+    }
+
+    pub async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_seatgate"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/healthz", self.admin);
+        loop {
+            if let Ok(r) = client().get(&url).send().await {
+                if r.status() == 200 && tokio::net::TcpStream::connect(self.listen).await.is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("gateway exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "gateway not ready: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything that was not already durable.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn metrics(&self) -> String {
+        client().get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of a metric line, e.g. `seatgate_seats_in_use{product="crm",state="active"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    pub async fn usage(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/api/usage"))
+            .basic_auth("admin", Some("secret"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Seats in use of `product` (all pools), from the admin API.
+    pub async fn in_use(&self, product: &str) -> u64 {
+        self.usage()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["product"] == product)
+            .map(|u| u["in_use"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The session cookie value from a response, if it set one.
+pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers().get_all("set-cookie").iter().find_map(|v| {
+        let s = v.to_str().ok()?;
+        let (pair, _) = s.split_once(';').unwrap_or((s, ""));
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// Logs in through the gateway; returns the response.
+pub async fn login(g: &Gateway, user: &str, password: &str, extra_cookie: Option<&str>) -> reqwest::Response {
+    let mut req = client()
+        .post(g.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username={user}&password={password}"));
+    if let Some(c) = extra_cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap()
+}
+
+/// Polls `f` until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A standard single-product config; `{seats}`, `{idle}`, `{seats_per}`, `{expired}` are
+/// filled by the caller through `vars`.
+pub const BASIC: &str = r#"
+listen: "{listen}"
+admin:
+  listen: "{admin}"
+  users:
+    - { name: admin, password_hash: "{admin_hash}", role: super }
+store:
+  kind: embedded
+  path: "{dir}/seats.redb"
+  sweep_interval: 200ms
+  flush_interval: 200ms
+audit:
+  path: "{dir}/audit.jsonl"
+products:
+  - name: crm
+    upstream: "{upstream}"
+    session:
+      cookie: SID
+      idle_timeout: {idle}
+      max_lifetime: {lifetime}
+      expired: {expired}
+    login: { path: /login, method: POST, user: { form_field: username } }
+    logout: { path: /logout }
+    seats_per: {seats_per}
+    seats: {seats}
+    exempt_users: [svc-backup]
+"#;
+
+pub fn basic_vars(up: &Upstream, seats: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("upstream", up.addr.to_string()),
+        ("seats", seats.to_string()),
+        ("idle", "20m".into()),
+        ("lifetime", "12h".into()),
+        ("expired", "login".into()),
+        ("seats_per", "session".into()),
+    ]
+}
+
+pub fn set(vars: &mut [(&'static str, String)], key: &str, value: &str) {
+    for (k, v) in vars.iter_mut() {
+        if *k == key {
+            *v = value.to_string();
+        }
+    }
+}

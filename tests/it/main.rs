@@ -1,0 +1,4 @@
+//! Integration tests: one binary, so the gateway is built once and shared.
+
+mod core;
+mod harness;
