@@ -605,7 +605,7 @@ impl SeatLedger for MemoryLedger {
     async fn resume(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
         let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else { return Ok(PauseOutcome::NotFound) };
         let spec = live.slot.spec();
-        let expired = {
+        let (admitted, expired) = {
             let mut st = live.slot.lock();
             if live.state() != SeatState::Paused {
                 return Ok(PauseOutcome::WrongState);
@@ -613,17 +613,20 @@ impl SeatLedger for MemoryLedger {
             let (holders, expired) = Self::holders(&st, &spec, now);
             if matches!(admission::admit(&spec, &holders, live.user.as_deref(), now, None), Admit::Deny(_)) {
                 st.denied += 1;
-                drop(st);
-                self.release_all(expired, now).await;
-                return Ok(PauseOutcome::Full);
+                (false, expired)
+            } else {
+                live.last_activity.store(now, Ordering::Release);
+                live.state.store(state_to_u8(SeatState::Active), Ordering::Release);
+                st.seats.insert(id, live.clone());
+                let n = st.seats.len() as u32;
+                st.peak = st.peak.max(n);
+                (true, expired)
             }
-            live.last_activity.store(now, Ordering::Release);
-            live.state.store(state_to_u8(SeatState::Active), Ordering::Release);
-            st.seats.insert(id, live.clone());
-            let n = st.seats.len() as u32;
-            st.peak = st.peak.max(n);
-            expired
         };
+        if !admitted {
+            self.release_all(expired, now).await;
+            return Ok(PauseOutcome::Full);
+        }
         self.release_all(expired, now).await;
         self.journal_commit(vec![Op::Put(Box::new(live.record()))]).await;
         Ok(PauseOutcome::Done)

@@ -190,8 +190,10 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
     let r = client().get(g.url("/home")).header("cookie", format!("SID={keep}")).send().await.unwrap();
     assert_eq!(r.status(), 200, "a live session survives the restart: {}", g.log());
     assert_eq!(g.in_use("crm").await, 2);
+    // Activity is flushed in batches (every 200 ms here): a SIGKILL loses at most one batch.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     g.kill();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     g.spawn().await;
     // bob's seat expired while the gateway was down; ann's was touched 2 s ago.
     assert_eq!(g.in_use("crm").await, 1);
@@ -249,7 +251,7 @@ async fn bad_input_gets_clear_4xx_and_counts_stay_exact() {
     assert_eq!(post(big.into_bytes(), form).await.unwrap().status(), 413);
     assert_eq!(up.seen.count("/login"), 0, "malformed logins never reach the app");
     // Malformed and duplicate cookies: no 500, the request goes through.
-    for cookie in [";;;==", "SID", "SID=; SID=", "\u{1}bad"] {
+    for cookie in [";;;==", "SID", "SID=; SID=", "SID=\"unterminated", "=x; ;SID"] {
         let r = c.get(g.url("/home")).header("cookie", cookie).send().await.unwrap();
         assert!(r.status() == 200 || r.status() == 302, "{cookie:?}: {}", r.status());
     }

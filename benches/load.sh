@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Load benchmark: wrk against nginx directly (baseline) and through seatgate (pass-through,
+# held session = touch per request, pass/fail checks). Loopback only; bounded runs.
+# Usage: benches/load.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONN=${2:-64}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+cargo build --release --locked --bin seatgate >/dev/null
+BIN=target/release/seatgate
+T=$(mktemp -d)
+trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill $GW 2>/dev/null || true; rm -rf $T' EXIT
+
+cat > $T/nginx.conf <<NGX
+worker_processes 1;
+pid $T/nginx.pid;
+error_log $T/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:18000;
+    location / { default_type text/plain; return 200 "hello from the app\n"; }
+  }
+}
+NGX
+nginx -c $T/nginx.conf
+
+cat > $T/gw.yaml <<YAML
+listen: 127.0.0.1:18080
+admin: { listen: 127.0.0.1:19090 }
+store: { kind: embedded, path: $T/seats.redb }
+threads: 1
+products:
+  - name: bench
+    upstream: 127.0.0.1:18000
+    session: { cookie: SID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
+    login: { path: /login, user: { form_field: username } }
+    seats: 100
+    clients:
+      - kind: mobile
+        match: { path_prefix: /sdata/mobile }
+        mode: check
+        on_full: { status: 401, body: "the user name or password is invalid" }
+      - kind: web
+YAML
+RUST_LOG=warn $BIN run --config $T/gw.yaml 2>$T/gw.log &
+GW=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/healthz >/dev/null && break; sleep 0.1; done
+curl -s -o /dev/null -H 'Cookie: SID=bench-session' http://127.0.0.1:18080/
+
+run() {
+  local name=$1; shift
+  local out
+  out=$(wrk -t2 -c$CONN -d${DUR}s --latency "$@" 2>&1)
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  printf '%-28s %10s req/s   p50 %-8s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+}
+echo "wrk -t2 -c$CONN -d${DUR}s, $(nproc) cores, gateway threads: 1, nginx workers: 1"
+run "nginx direct" http://127.0.0.1:18000/
+run "seatgate pass-through" http://127.0.0.1:18080/
+run "seatgate held session" -H 'Cookie: SID=bench-session' http://127.0.0.1:18080/
+run "seatgate check (pass)" -H 'Authorization: Basic dTpw' http://127.0.0.1:18080/sdata/mobile/x
