@@ -32,9 +32,19 @@ pub struct Addr(pub String);
 
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_addr(&s).map_err(serde::de::Error::custom)?;
-        Ok(Addr(s))
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Addr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address host:port")
+            }
+            // Checked inside the visitor so serde_yaml reports the value's own line.
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Addr, E> {
+                parse_addr(s).map_err(E::custom)?;
+                Ok(Addr(s.to_string()))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -58,22 +68,36 @@ pub fn parse_addr(s: &str) -> Result<(), String> {
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
+    /// A visitor rather than an untagged enum: untagged buffering would make serde_yaml
+    /// report the enclosing map's position instead of the bad value's line.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Zero(u64),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"90s\", \"20m\" or \"1h\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dur, E> {
+                match n {
+                    0 => Ok(Dur(Duration::ZERO)),
+                    n => Err(E::custom(format!(
+                        "duration `{n}` needs a unit, e.g. \"{n}s\" or \"{n}m\""
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!("duration `{n}` is negative"))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s.trim())
+                    .map(Dur)
+                    .map_err(|e| E::custom(format!("invalid duration `{s}`: {e}")))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Zero(0) => Ok(Dur(Duration::ZERO)),
-            Raw::Zero(n) => Err(serde::de::Error::custom(format!(
-                "duration `{n}` needs a unit, e.g. \"{n}s\" or \"{n}m\""
-            ))),
-            Raw::Text(s) => humantime::parse_duration(s.trim())
-                .map(Dur)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -316,7 +340,8 @@ pub struct GrantFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverflowFile {
-    pub seat_minutes: u64,
+    /// Fractions allowed (0.5 = 30 seat-seconds); metered to the second.
+    pub seat_minutes: f64,
 }
 
 #[derive(Debug, Deserialize)]

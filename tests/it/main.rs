@@ -1,5 +1,7 @@
 //! Integration tests: one binary, so the gateway is built once and shared.
 
+mod browser;
+mod cli;
 mod core;
 mod harness;
-mod browser;
+mod products;
