@@ -540,3 +540,31 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         panic!("promtool is required (scripts/setup --test installs prometheus)");
     }
 }
+
+#[tokio::test]
+async fn keep_alive_connections_carry_several_requests_and_denials() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, g) = start(1, |_| {}).await;
+    login(&g, "ann", PASSWORD, None).await;
+    let mut conn = tokio::net::TcpStream::connect(g.listen).await.unwrap();
+    let req = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while buf.windows(8).filter(|w| w == b"HTTP/1.1").count() < 2 || !buf.ends_with(b"}") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0 && std::time::Instant::now() < deadline,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.contains(r#""path":"/a""#) && text.contains(r#""path":"/b""#));
+}
