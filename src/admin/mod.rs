@@ -289,7 +289,11 @@ impl AdminService {
             (&Method::GET, "/healthz") => {
                 let ok = self.app.ledger.healthy().await;
                 let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                return json_response(status, &json!({"status": if ok {"ok"} else {"unavailable"}, "store": if ok {"ok"} else {"down"}}));
+                return json_response(
+                    status,
+                    &json!({"status": if ok {"ok"} else {"unavailable"}, "store": if ok {"ok"} else {"down"},
+                        "store_detail": self.app.ledger.describe()}),
+                );
             }
             (&Method::GET, "/metrics") => {
                 let usage = self.app.ledger.usage(now_ms()).await.unwrap_or_default();

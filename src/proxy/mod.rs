@@ -78,8 +78,10 @@ impl Gateway {
     }
 
     /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
-    /// answer was written, `Ok(false)` to let the request through without a seat.
-    async fn store_failed(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, e: &LedgerError) -> Result<bool> {
+    /// answer was written, `Ok(false)` to let the request through without a seat. `known` is
+    /// the gateway's last view for `last_known` (session held / a seat free); without one,
+    /// `last_known` fails closed.
+    async fn store_failed(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, e: &LedgerError, known: Option<bool>) -> Result<bool> {
         let policy = match p.on_store_error {
             StoreErrorPolicy::FailClosed => "fail_closed",
             StoreErrorPolicy::FailOpen => "fail_open",
@@ -92,7 +94,12 @@ impl Gateway {
                 ctx.outcome = Outcome::Denied("store_error");
                 self.respond(s, &responses::unavailable()).await
             }
-            StoreErrorPolicy::FailOpen | StoreErrorPolicy::LastKnown => Ok(false),
+            StoreErrorPolicy::FailOpen => Ok(false),
+            StoreErrorPolicy::LastKnown if known == Some(true) => Ok(false),
+            StoreErrorPolicy::LastKnown => {
+                ctx.outcome = Outcome::Denied("store_error");
+                self.respond(s, &responses::unavailable()).await
+            }
         }
     }
 
@@ -143,7 +150,10 @@ impl Gateway {
                 let c = self.deny_for(p, client);
                 self.respond(s, &c).await
             }
-            Err(e) => self.store_failed(s, ctx, p, &e).await,
+            Err(e) => {
+                let free = self.app.ledger.available(&claim.pool, now_ms()).map(|n| n > 0);
+                self.store_failed(s, ctx, p, &e, free).await
+            }
         }
     }
 
@@ -170,7 +180,7 @@ impl Gateway {
                 return Ok(false);
             }
             Ok(Touch::Gone(g)) => g,
-            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+            Err(e) => return self.store_failed(s, ctx, p, &e, self.app.ledger.last_known(&key)).await,
         };
         match seat::on_stale(p.session.expired, gone) {
             Stale::RedirectToLogin => {
@@ -189,7 +199,7 @@ impl Gateway {
         let now = now_ms();
         let res = match self.app.ledger.reserve(&claim, now).await {
             Ok(r) => r,
-            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+            Err(e) => return self.store_failed(s, ctx, p, &e, None).await,
         };
         match res {
             Reservation::Granted(lease) => match self.app.ledger.commit(&lease, &claim, key, now).await {
@@ -197,7 +207,7 @@ impl Gateway {
                     log::debug!("product {}: adopted {key:?} ({}) as {id}", p.name, seat::notice(gone));
                     Ok(false)
                 }
-                Err(e) => self.store_failed(s, ctx, p, &e).await,
+                Err(e) => self.store_failed(s, ctx, p, &e, None).await,
             },
             Reservation::Full(full) => {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
@@ -306,7 +316,8 @@ impl ProxyHttp for Gateway {
             Action::Logout => {
                 if let Some(k) = key {
                     if let Err(e) = self.app.ledger.release(&k, crate::ledger::ReleaseReason::Logout, now_ms()).await {
-                        return self.store_failed(s, ctx, &p, &e).await;
+                        // `last_known` lets a logout through: the seat then ends at idle timeout.
+                        return self.store_failed(s, ctx, &p, &e, Some(true)).await;
                     }
                 }
                 Ok(false)

@@ -3,3 +3,5 @@
 mod core;
 mod harness;
 mod browser;
+mod redis;
+mod reload;
