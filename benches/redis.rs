@@ -9,7 +9,9 @@
 use seatgate::config::file::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{Claim, NoObserver, PoolKey, PoolSpec, ReleaseReason, Reservation, SeatLedger, SessionKey};
+use seatgate::ledger::{
+    Claim, NoObserver, PoolKey, PoolSpec, ReleaseReason, Reservation, SeatLedger, SessionKey,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +19,11 @@ use std::time::{Duration, Instant};
 fn spec(seats: u32) -> PoolSpec {
     PoolSpec {
         key: PoolKey::new("bench", "default"),
-        grants: vec![Grant { seats, not_before: None, expires: None }],
+        grants: vec![Grant {
+            seats,
+            not_before: None,
+            expires: None,
+        }],
         idle_timeout: 3_600_000,
         max_lifetime: 36_000_000,
         presence_timeout: None,
@@ -30,18 +36,35 @@ fn spec(seats: u32) -> PoolSpec {
 }
 
 fn claim(i: u64) -> Claim {
-    Claim { pool: PoolKey::new("bench", "default"), user: Some(format!("u{i}")), device: None, client: "web".into(), lease_id: i }
+    Claim {
+        pool: PoolKey::new("bench", "default"),
+        user: Some(format!("u{i}")),
+        device: None,
+        client: "web".into(),
+        lease_id: i,
+    }
 }
 
 fn main() {
-    let url = std::env::var("SEATGATE_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("SEATGATE_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("bench{:x}", rand::random::<u32>());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let cfg = RedisConfig { target: RedisTarget::Single(url.clone()), prefix: prefix.clone() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = RedisConfig {
+        target: RedisTarget::Single(url.clone()),
+        prefix: prefix.clone(),
+    };
     let l = Arc::new(RedisLedger::new(&cfg, Arc::new(NoObserver)).unwrap());
     let held = 500u32;
     l.configure(&[spec(held + 1000)]);
-    let secs = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
+    let secs = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5u64);
 
     rt.block_on(async {
         // 500 seats already held: admission counts and purges with a realistic pool.
@@ -113,14 +136,14 @@ fn main() {
         let n = 2_000u32;
         let t0 = Instant::now();
         for _ in 0..n {
-            l.touch(&key, 0).await.unwrap();
+            let _ = l.touch(&key, 0).await.unwrap();
         }
         let hit = t0.elapsed() / n;
         let t0 = Instant::now();
         let m = 500u32;
         for i in 0..m {
             // A different session each time: always a cache miss (one script call).
-            l.touch(&SessionKey::new("bench", &(1 + i % (held - 1)).to_string()), 0).await.unwrap();
+            let _ = l.touch(&SessionKey::new("bench", &(1 + i % (held - 1)).to_string()), 0).await.unwrap();
             if i % 100 == 99 {
                 tokio::time::sleep(seatgate::ledger::redis::CACHE_TTL).await;
             }
@@ -134,7 +157,10 @@ fn main() {
 
     if let Ok(c) = redis::Client::open(url.as_str()) {
         if let Ok(mut con) = c.get_connection() {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{{{prefix}:*")).query(&mut con).unwrap_or_default();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{prefix}:*"))
+                .query(&mut con)
+                .unwrap_or_default();
             if !keys.is_empty() {
                 let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
             }

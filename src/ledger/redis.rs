@@ -19,8 +19,9 @@
 //! ledger would die with it. A failed connect is retried at most every [`RECONNECT_BACKOFF`].
 
 use super::{
-    Claim, EndOutcome, Full, FullReason, Gone, LedgerError, LedgerObserver, Lease, Millis, PauseOutcome, PoolKey,
-    PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord, SeatState, SessionKey, Touch,
+    Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
+    PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
+    SeatRecord, SeatState, SessionKey, Touch,
 };
 use crate::config::file::SeatsPer;
 use crate::config::{RedisConfig, RedisTarget};
@@ -150,7 +151,11 @@ pub struct RedisLedger {
 fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     // Lua numbers are doubles; cjson may print them as such.
     let v = f64::deserialize(d)?;
-    Ok(if v.is_finite() && v > 0.0 { v as u64 } else { 0 })
+    Ok(if v.is_finite() && v > 0.0 {
+        v as u64
+    } else {
+        0
+    })
 }
 
 /// cjson encodes an empty Lua table as `{}`: accept it for an empty list.
@@ -247,7 +252,11 @@ fn spec_json(spec: &PoolSpec) -> String {
         .map(|g| {
             let mut users: Vec<&str> = g.users.iter().map(String::as_str).collect();
             users.sort_unstable();
-            GroupJson { users, reserve: g.reserve, max: g.max }
+            GroupJson {
+                users,
+                reserve: g.reserve,
+                max: g.max,
+            }
         })
         .collect();
     groups.shrink_to_fit();
@@ -255,7 +264,11 @@ fn spec_json(spec: &PoolSpec) -> String {
         grants: spec
             .grants
             .iter()
-            .map(|g| GrantJson { seats: g.seats, not_before: g.not_before, expires: g.expires })
+            .map(|g| GrantJson {
+                seats: g.seats,
+                not_before: g.not_before,
+                expires: g.expires,
+            })
             .collect(),
         idle_timeout: spec.idle_timeout,
         max_lifetime: spec.max_lifetime,
@@ -276,15 +289,22 @@ fn spec_json(spec: &PoolSpec) -> String {
 /// `{prefix:product:pool}`: braces in names would break the hash tag, so they are replaced.
 fn pool_tag(prefix: &str, key: &PoolKey) -> String {
     let clean = |s: &str| s.replace(['{', '}'], "_");
-    format!("{{{}:{}:{}}}", prefix, clean(&key.product), clean(&key.pool))
+    format!(
+        "{{{}:{}:{}}}",
+        prefix,
+        clean(&key.product),
+        clean(&key.pool)
+    )
 }
 
 fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
     let tag = pool_tag(prefix, key);
-    ["z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended"]
-        .iter()
-        .map(|s| format!("{tag}:{s}"))
-        .collect()
+    [
+        "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended",
+    ]
+    .iter()
+    .map(|s| format!("{tag}:{s}"))
+    .collect()
 }
 
 fn parse_state(s: &str) -> SeatState {
@@ -357,7 +377,10 @@ impl RedisLedger {
     /// used is an error now, a server that is down is not (the gateway starts and reports it).
     pub fn new(cfg: &RedisConfig, observer: Arc<dyn LedgerObserver>) -> Result<Self, LedgerError> {
         let (target, clients) = match &cfg.target {
-            RedisTarget::Single(url) => ("single", Clients::Single(redis::Client::open(url.as_str()).map_err(unavailable)?)),
+            RedisTarget::Single(url) => (
+                "single",
+                Clients::Single(redis::Client::open(url.as_str()).map_err(unavailable)?),
+            ),
             RedisTarget::Cluster(urls) => (
                 "cluster",
                 Clients::Cluster(
@@ -371,7 +394,13 @@ impl RedisLedger {
             RedisTarget::Sentinel { master, urls } => (
                 "sentinel",
                 Clients::Sentinel(tokio::sync::Mutex::new(
-                    SentinelClient::build(urls.clone(), master.clone(), None, SentinelServerType::Master).map_err(unavailable)?,
+                    SentinelClient::build(
+                        urls.clone(),
+                        master.clone(),
+                        None,
+                        SentinelServerType::Master,
+                    )
+                    .map_err(unavailable)?,
                 )),
             ),
         };
@@ -397,8 +426,16 @@ impl RedisLedger {
 
     /// Evaluates the pure rules of the script on one case (tests compare them with Rust).
     #[doc(hidden)]
-    pub async fn script_rules(&self, spec: &PoolSpec, case: &serde_json::Value) -> Result<serde_json::Value, LedgerError> {
-        let pool = Pool { spec: spec.clone(), spec_json: spec_json(spec), keys: pool_keys(&self.inner.prefix, &spec.key) };
+    pub async fn script_rules(
+        &self,
+        spec: &PoolSpec,
+        case: &serde_json::Value,
+    ) -> Result<serde_json::Value, LedgerError> {
+        let pool = Pool {
+            spec: spec.clone(),
+            spec_json: spec_json(spec),
+            keys: pool_keys(&self.inner.prefix, &spec.key),
+        };
         let raw = self.inner.eval(&pool, "rules", &[case.to_string()]).await?;
         serde_json::from_str(&raw).map_err(unavailable)
     }
@@ -406,11 +443,21 @@ impl RedisLedger {
 
 impl Inner {
     fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
-        self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
-        let mut v: Vec<_> = self.pools.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.spec.key.cmp(&b.spec.key));
         v
     }
@@ -439,7 +486,9 @@ impl Inner {
                     .set_response_timeout(CALL_TIMEOUT)
                     .set_number_of_retries(2)
                     .set_max_delay(500);
-                ConnectionManager::new_with_config(c.clone(), cfg).await.map(Conn::Managed)
+                ConnectionManager::new_with_config(c.clone(), cfg)
+                    .await
+                    .map(Conn::Managed)
             }
             Clients::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
             Clients::Sentinel(c) => c.lock().await.get_async_connection().await.map(Conn::Plain),
@@ -460,7 +509,9 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
         {
-            return Err(LedgerError::Unavailable("redis: not connected (retrying)".into()));
+            return Err(LedgerError::Unavailable(
+                "redis: not connected (retrying)".into(),
+            ));
         }
         let res = match tokio::time::timeout(CONNECT_TIMEOUT * 2, self.connect()).await {
             Ok(r) => r.map_err(unavailable),
@@ -482,7 +533,12 @@ impl Inner {
     }
 
     /// One script call. Returns the raw JSON answer.
-    async fn eval(self: &Arc<Self>, pool: &Pool, op: &str, args: &[String]) -> Result<String, LedgerError> {
+    async fn eval(
+        self: &Arc<Self>,
+        pool: &Pool,
+        op: &str,
+        args: &[String],
+    ) -> Result<String, LedgerError> {
         let conn = self.conn().await?;
         let mut inv = self.script.prepare_invoke();
         for k in &pool.keys {
@@ -520,9 +576,15 @@ impl Inner {
     }
 
     /// A script call whose answer is parsed, and whose releases reach the observer and the cache.
-    async fn call(self: &Arc<Self>, pool: &Pool, op: &str, args: &[String]) -> Result<Answer, LedgerError> {
+    async fn call(
+        self: &Arc<Self>,
+        pool: &Pool,
+        op: &str,
+        args: &[String],
+    ) -> Result<Answer, LedgerError> {
         let raw = self.eval(pool, op, args).await?;
-        let a: Answer = serde_json::from_str(&raw).map_err(|e| LedgerError::Unavailable(format!("redis: bad answer to {op}: {e}")))?;
+        let a: Answer = serde_json::from_str(&raw)
+            .map_err(|e| LedgerError::Unavailable(format!("redis: bad answer to {op}: {e}")))?;
         for r in &a.released {
             if let Some(k) = SessionKey::from_hex(&r.seat.session) {
                 self.cache.remove(&k);
@@ -557,7 +619,13 @@ impl Inner {
     async fn refresh_views(self: &Arc<Self>) {
         for pool in self.all_pools() {
             if let Ok(a) = self.call(&pool, "view", &[]).await {
-                self.views.insert(pool.spec.key.clone(), View { capacity: a.capacity as u32, held: a.held as u32 });
+                self.views.insert(
+                    pool.spec.key.clone(),
+                    View {
+                        capacity: a.capacity as u32,
+                        held: a.held as u32,
+                    },
+                );
             }
         }
     }
@@ -575,13 +643,26 @@ impl Inner {
             return;
         }
         let epoch = epoch.unwrap_or_default();
-        self.cache.insert(session, Cached { pool: pool.clone(), seat, epoch, checked: Instant::now() });
+        self.cache.insert(
+            session,
+            Cached {
+                pool: pool.clone(),
+                seat,
+                epoch,
+                checked: Instant::now(),
+            },
+        );
     }
 
     fn held(pool: &PoolKey, seat: &Rec) -> Option<Touch> {
         let id = seat.id.parse().ok()?;
         let state = parse_state(&seat.state);
-        Some(Touch::Held { id, pool: pool.clone(), state, ending_at: (seat.ending_at > 0).then_some(seat.ending_at) })
+        Some(Touch::Held {
+            id,
+            pool: pool.clone(),
+            state,
+            ending_at: (seat.ending_at > 0).then_some(seat.ending_at),
+        })
     }
 
     /// Verifies a session with Redis (cache miss or stale entry).
@@ -609,7 +690,10 @@ impl Inner {
                 }
                 _ => match a.reason.as_deref() {
                     Some("unknown") | None => {
-                        if let Some(t) = self.restore(session, &pool, before.as_ref(), a.epoch.as_deref()).await {
+                        if let Some(t) = self
+                            .restore(session, &pool, before.as_ref(), a.epoch.as_deref())
+                            .await
+                        {
                             return Ok(t);
                         }
                     }
@@ -632,7 +716,13 @@ impl Inner {
     /// e.g. a restart without persistence or a failover to an empty replica): a session this
     /// replica knew held a seat takes it back through normal admission, so the pool never goes
     /// beyond capacity; when it is full the session is treated as unknown.
-    async fn restore(self: &Arc<Self>, session: &SessionKey, pool: &Pool, before: Option<&Cached>, epoch: Option<&str>) -> Option<Touch> {
+    async fn restore(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        pool: &Pool,
+        before: Option<&Cached>,
+        epoch: Option<&str>,
+    ) -> Option<Touch> {
         let c = before.filter(|c| c.pool == pool.spec.key)?;
         if c.epoch.is_empty() || Some(c.epoch.as_str()) == epoch {
             return None;
@@ -640,7 +730,10 @@ impl Inner {
         let json = serde_json::to_string(&c.seat).ok()?;
         let a = self.call(pool, "restore", &[json]).await.ok()?;
         let seat = a.seat.filter(|_| a.kind == "held")?;
-        log::info!("restored {session:?} as seat {} after the store lost its data", seat.id);
+        log::info!(
+            "restored {session:?} as seat {} after the store lost its data",
+            seat.id
+        );
         let t = Self::held(&pool.spec.key, &seat);
         self.remember(*session, &pool.spec.key, seat, a.epoch);
         t
@@ -652,7 +745,11 @@ impl SeatLedger for RedisLedger {
     fn configure(&self, pools: &[PoolSpec]) {
         let mut map = self.inner.pools.write().unwrap_or_else(|e| e.into_inner());
         for spec in pools {
-            let pool = Pool { spec: spec.clone(), spec_json: spec_json(spec), keys: pool_keys(&self.inner.prefix, &spec.key) };
+            let pool = Pool {
+                spec: spec.clone(),
+                spec_json: spec_json(spec),
+                keys: pool_keys(&self.inner.prefix, &spec.key),
+            };
             map.insert(spec.key.clone(), Arc::new(pool));
         }
     }
@@ -680,11 +777,19 @@ impl SeatLedger for RedisLedger {
                 capacity: a.capacity as u32,
                 reason: parse_full(a.reason.as_deref().unwrap_or("pool")),
             })),
-            k => Err(LedgerError::Unavailable(format!("redis: unexpected answer `{k}` to reserve"))),
+            k => Err(LedgerError::Unavailable(format!(
+                "redis: unexpected answer `{k}` to reserve"
+            ))),
         }
     }
 
-    async fn commit(&self, lease: &Lease, claim: &Claim, session: SessionKey, _now: Millis) -> Result<SeatId, LedgerError> {
+    async fn commit(
+        &self,
+        lease: &Lease,
+        claim: &Claim,
+        session: SessionKey,
+        _now: Millis,
+    ) -> Result<SeatId, LedgerError> {
         let pool = self
             .inner
             .pool(&lease.pool)
@@ -700,15 +805,24 @@ impl SeatLedger for RedisLedger {
         ];
         let a = self.inner.call(&pool, "commit", &args).await?;
         self.inner.cache.remove(&session);
-        match (a.kind.as_str(), a.id.as_deref().and_then(|s| s.parse().ok())) {
+        match (
+            a.kind.as_str(),
+            a.id.as_deref().and_then(|s| s.parse().ok()),
+        ) {
             ("seat", Some(id)) => Ok(id),
             _ => Err(LedgerError::LeaseLost(lease.id)),
         }
     }
 
     async fn cancel(&self, lease: &Lease) {
-        let Some(pool) = self.inner.pool(&lease.pool) else { return };
-        if let Err(e) = self.inner.call(&pool, "cancel", &[format!("{:x}", lease.id)]).await {
+        let Some(pool) = self.inner.pool(&lease.pool) else {
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .call(&pool, "cancel", &[format!("{:x}", lease.id)])
+            .await
+        {
             // The lease expires by itself after `standby_timeout`.
             log::debug!("cancel of lease {:x} failed: {e}", lease.id);
         }
@@ -736,7 +850,10 @@ impl SeatLedger for RedisLedger {
     async fn heartbeat(&self, session: &SessionKey, _now: Millis) -> Result<bool, LedgerError> {
         let hex = session.hex();
         for pool in self.inner.pools_for(session) {
-            let a = self.inner.call(&pool, "heartbeat", std::slice::from_ref(&hex)).await?;
+            let a = self
+                .inner
+                .call(&pool, "heartbeat", std::slice::from_ref(&hex))
+                .await?;
             if a.kind == "held" {
                 return Ok(true);
             }
@@ -744,7 +861,12 @@ impl SeatLedger for RedisLedger {
         Ok(false)
     }
 
-    async fn release(&self, session: &SessionKey, reason: ReleaseReason, _now: Millis) -> Result<Option<SeatRecord>, LedgerError> {
+    async fn release(
+        &self,
+        session: &SessionKey,
+        reason: ReleaseReason,
+        _now: Millis,
+    ) -> Result<Option<SeatRecord>, LedgerError> {
         let args = [session.hex(), reason.as_str().to_string()];
         let pools = self.inner.pools_for(session);
         self.inner.cache.remove(session);
@@ -757,14 +879,23 @@ impl SeatLedger for RedisLedger {
         Ok(None)
     }
 
-    async fn end(&self, ids: &[SeatId], grace_ms: Millis, by: &str, _now: Millis) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
-        let mut best: HashMap<SeatId, EndOutcome> = ids.iter().map(|id| (*id, EndOutcome::NotFound)).collect();
+    async fn end(
+        &self,
+        ids: &[SeatId],
+        grace_ms: Millis,
+        by: &str,
+        _now: Millis,
+    ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
+        let mut best: HashMap<SeatId, EndOutcome> =
+            ids.iter().map(|id| (*id, EndOutcome::NotFound)).collect();
         let mut args = vec![grace_ms.to_string(), by.to_string()];
         args.extend(ids.iter().map(|id| id.to_string()));
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "end", &args).await?;
             for (id, what, at) in a.out {
-                let Ok(id) = id.parse::<SeatId>() else { continue };
+                let Ok(id) = id.parse::<SeatId>() else {
+                    continue;
+                };
                 let o = match what.as_str() {
                     "ending" => EndOutcome::Ending { at: at as u64 },
                     "already_ended" => EndOutcome::AlreadyEnded,
@@ -777,9 +908,18 @@ impl SeatLedger for RedisLedger {
             }
         }
         // Other replicas notice within CACHE_TTL; this one at once.
-        let ended: Vec<SeatId> = best.iter().filter(|(_, o)| matches!(o, EndOutcome::Ending { .. })).map(|(id, _)| *id).collect();
-        self.inner.cache.retain(|_, c| !ended.iter().any(|id| id.to_string() == c.seat.id));
-        Ok(ids.iter().map(|id| (*id, best.get(id).copied().unwrap_or(EndOutcome::NotFound))).collect())
+        let ended: Vec<SeatId> = best
+            .iter()
+            .filter(|(_, o)| matches!(o, EndOutcome::Ending { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        self.inner
+            .cache
+            .retain(|_, c| !ended.iter().any(|id| id.to_string() == c.seat.id));
+        Ok(ids
+            .iter()
+            .map(|id| (*id, best.get(id).copied().unwrap_or(EndOutcome::NotFound)))
+            .collect())
     }
 
     async fn pause(&self, id: SeatId, _now: Millis) -> Result<PauseOutcome, LedgerError> {
@@ -795,7 +935,9 @@ impl SeatLedger for RedisLedger {
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "list", &[]).await?;
             for raw in &a.seats {
-                let Ok(rec) = serde_json::from_str::<Rec>(raw) else { continue };
+                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
+                    continue;
+                };
                 if expiry(&pool.spec, &rec.times(), a.now).is_none() {
                     out.extend(rec.record(&pool.spec.key));
                 }
@@ -811,7 +953,9 @@ impl SeatLedger for RedisLedger {
             let a = self.inner.call(&pool, "list", &[]).await?;
             let (mut live, mut standby, mut ending, mut running) = (0u32, 0u32, 0u32, 0u64);
             for raw in &a.seats {
-                let Ok(rec) = serde_json::from_str::<Rec>(raw) else { continue };
+                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
+                    continue;
+                };
                 let t = rec.times();
                 if !t.state.holds_seat() || expiry(&pool.spec, &t, a.now).is_some() {
                     continue;
@@ -828,7 +972,13 @@ impl SeatLedger for RedisLedger {
             }
             let capacity = pool.spec.capacity(a.now);
             let in_use = live + a.pending as u32;
-            self.inner.views.insert(pool.spec.key.clone(), View { capacity, held: in_use });
+            self.inner.views.insert(
+                pool.spec.key.clone(),
+                View {
+                    capacity,
+                    held: in_use,
+                },
+            );
             out.push(PoolUsage {
                 product: pool.spec.key.product.clone(),
                 pool: pool.spec.key.pool.clone(),
@@ -856,7 +1006,9 @@ impl SeatLedger for RedisLedger {
         for pool in self.inner.all_pools() {
             n += self.inner.call(&pool, "sweep", &[]).await?.released.len();
         }
-        self.inner.cache.retain(|_, c| c.checked.elapsed() < CACHE_KEEP);
+        self.inner
+            .cache
+            .retain(|_, c| c.checked.elapsed() < CACHE_KEEP);
         Ok(n)
     }
 
@@ -870,7 +1022,9 @@ impl SeatLedger for RedisLedger {
         }
         let mut result = Ok(());
         for (key, seats) in by_pool {
-            let Some(pool) = self.inner.pool(&key) else { continue };
+            let Some(pool) = self.inner.pool(&key) else {
+                continue;
+            };
             let mut args = Vec::with_capacity(seats.len() * 2);
             for (id, at) in &seats {
                 args.push(id.to_string());
@@ -911,7 +1065,12 @@ impl SeatLedger for RedisLedger {
     }
 
     fn describe(&self) -> serde_json::Value {
-        let h = self.inner.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let h = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         serde_json::json!({
             "kind": "redis",
             "target": self.inner.target,

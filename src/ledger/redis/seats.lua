@@ -42,7 +42,7 @@ end
 
 -- policy::seat::expiry
 local function expiry(r, now)
-  if r.state == 'ending' and str(r.ending_at) and now >= r.ending_at then return 'ended' end
+  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 and now >= r.ending_at then return 'ended' end
   if now >= r.started_at + spec.max_lifetime then return 'lifetime' end
   if r.state == 'paused' then return nil end
   if now >= r.last_activity + spec.idle_timeout then return 'idle' end
@@ -55,7 +55,7 @@ end
 -- policy::seat::deadline: the first instant at which `expiry` is not nil.
 local function deadline(r)
   local d = r.started_at + spec.max_lifetime
-  if r.state == 'ending' and str(r.ending_at) then d = math.min(d, r.ending_at) end
+  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 then d = math.min(d, r.ending_at) end
   if r.state == 'paused' then return d end
   d = math.min(d, r.last_activity + spec.idle_timeout)
   if r.state == 'standby' then d = math.min(d, r.last_activity + spec.standby_timeout) end
