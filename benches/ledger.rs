@@ -13,11 +13,7 @@ use std::sync::Arc;
 fn spec(seats: u32) -> PoolSpec {
     PoolSpec {
         key: PoolKey::new("bench", "default"),
-        grants: vec![Grant {
-            seats,
-            not_before: None,
-            expires: None,
-        }],
+        grants: vec![Grant { seats, not_before: None, expires: None }],
         idle_timeout: 3_600_000,
         max_lifetime: 36_000_000,
         presence_timeout: None,
@@ -30,13 +26,7 @@ fn spec(seats: u32) -> PoolSpec {
 }
 
 fn claim(i: u64) -> Claim {
-    Claim {
-        pool: PoolKey::new("bench", "default"),
-        user: Some(format!("u{i}")),
-        device: None,
-        client: "web".into(),
-        lease_id: i,
-    }
+    Claim { pool: PoolKey::new("bench", "default"), user: Some(format!("u{i}")), device: None, client: "web".into(), lease_id: i }
 }
 
 fn ledger(seats: u32) -> Arc<MemoryLedger> {
@@ -46,48 +36,32 @@ fn ledger(seats: u32) -> Arc<MemoryLedger> {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let now = seatgate::ledger::now_ms();
 
     let mut g = c.benchmark_group("ledger");
     for held in [10u32, 500] {
-        g.bench_with_input(
-            BenchmarkId::new("admit_commit_release", held),
-            &held,
-            |b, &held| {
-                let l = ledger(held + 1);
+        g.bench_with_input(BenchmarkId::new("admit_commit_release", held), &held, |b, &held| {
+            let l = ledger(held + 1);
+            rt.block_on(async {
+                for i in 0..held as u64 {
+                    let c = claim(i);
+                    let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!() };
+                    l.commit(&lease, &c, SessionKey::new("bench", &i.to_string()), now).await.unwrap();
+                }
+            });
+            let mut i = 1_000_000u64;
+            b.iter(|| {
+                i += 1;
                 rt.block_on(async {
-                    for i in 0..held as u64 {
-                        let c = claim(i);
-                        let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
-                            panic!()
-                        };
-                        l.commit(&lease, &c, SessionKey::new("bench", &i.to_string()), now)
-                            .await
-                            .unwrap();
-                    }
-                });
-                let mut i = 1_000_000u64;
-                b.iter(|| {
-                    i += 1;
-                    rt.block_on(async {
-                        let c = claim(i);
-                        let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
-                            panic!("full")
-                        };
-                        let key = SessionKey::new("bench", &i.to_string());
-                        l.commit(&lease, &c, key, now).await.unwrap();
-                        l.release(&key, seatgate::ledger::ReleaseReason::Logout, now)
-                            .await
-                            .unwrap();
-                    })
-                });
-            },
-        );
+                    let c = claim(i);
+                    let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!("full") };
+                    let key = SessionKey::new("bench", &i.to_string());
+                    l.commit(&lease, &c, key, now).await.unwrap();
+                    l.release(&key, seatgate::ledger::ReleaseReason::Logout, now).await.unwrap();
+                })
+            });
+        });
     }
 
     let l = ledger(1000);
@@ -95,9 +69,7 @@ fn benches(c: &mut Criterion) {
         let mut keys = Vec::new();
         for i in 0..1000u64 {
             let c = claim(i);
-            let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
-                panic!()
-            };
+            let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else { panic!() };
             let k = SessionKey::new("bench", &i.to_string());
             l.commit(&lease, &c, k, now).await.unwrap();
             keys.push(k);
@@ -114,12 +86,8 @@ fn benches(c: &mut Criterion) {
             futures_lite(l.touch(&k, now))
         })
     });
-    g.bench_function("session_key_hash", |b| {
-        b.iter(|| SessionKey::new("crm", "0123456789abcdef0123456789abcdef"))
-    });
-    g.bench_function("available", |b| {
-        b.iter(|| l.available(&PoolKey::new("bench", "default"), now))
-    });
+    g.bench_function("session_key_hash", |b| b.iter(|| SessionKey::new("crm", "0123456789abcdef0123456789abcdef")));
+    g.bench_function("available", |b| b.iter(|| l.available(&PoolKey::new("bench", "default"), now)));
     g.throughput(Throughput::Elements(4 * 10_000));
     g.bench_function("touch_4_threads_x10k", |b| {
         b.iter(|| {

@@ -42,47 +42,25 @@ pub fn resolve(cfg: &Config) -> Result<Vec<SocketAddr>, ReloadError> {
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    ReloadError::Refused(format!(
-                        "product `{}`: cannot resolve upstream `{}`",
-                        p.name, p.upstream
-                    ))
-                })
+                .ok_or_else(|| ReloadError::Refused(format!("product `{}`: cannot resolve upstream `{}`", p.name, p.upstream)))
         })
         .collect()
 }
 
 pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
-    cfg.products
-        .iter()
-        .flat_map(|p| PoolSpec::from_product(p))
-        .collect()
+    cfg.products.iter().flat_map(|p| PoolSpec::from_product(p)).collect()
 }
 
 impl App {
-    pub fn new(
-        cfg: Config,
-        ledger: SharedLedger,
-        metrics: Arc<Metrics>,
-        audit: Arc<Audit>,
-        path: Option<PathBuf>,
-    ) -> Result<Self, ReloadError> {
+    pub fn new(cfg: Config, ledger: SharedLedger, metrics: Arc<Metrics>, audit: Arc<Audit>, path: Option<PathBuf>) -> Result<Self, ReloadError> {
         let upstreams = resolve(&cfg)?;
         ledger.configure(&pool_specs(&cfg));
         for p in &cfg.products {
-            let kinds: Vec<String> = p
-                .clients
-                .iter()
-                .map(|c| c.kind.clone())
-                .chain(["default".to_string()])
-                .collect();
+            let kinds: Vec<String> = p.clients.iter().map(|c| c.kind.clone()).chain(["default".to_string()]).collect();
             metrics.prime(&p.name, &kinds);
         }
         Ok(App {
-            runtime: ArcSwap::from_pointee(Runtime {
-                config: Arc::new(cfg),
-                upstreams,
-            }),
+            runtime: ArcSwap::from_pointee(Runtime { config: Arc::new(cfg), upstreams }),
             ledger,
             metrics,
             audit,
@@ -101,15 +79,14 @@ impl App {
     /// Re-reads the config file. A bad config is refused and the running one kept; listeners
     /// and the store cannot change without a restart, so such a change is refused too.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let path = self.config_path.as_ref().ok_or_else(|| {
-            ReloadError::Refused("this gateway was started without a config file".into())
-        })?;
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| ReloadError::Refused("this gateway was started without a config file".into()))?;
         let new = config::load(path)?;
         let old = self.config();
         if new.listen != old.listen || new.admin.listen != old.admin.listen {
-            return Err(ReloadError::Refused(
-                "`listen` and `admin.listen` need a restart (or `run -u` upgrade)".into(),
-            ));
+            return Err(ReloadError::Refused("`listen` and `admin.listen` need a restart (or `run -u` upgrade)".into()));
         }
         if new.store.backend != old.store.backend {
             return Err(ReloadError::Refused("`store` needs a restart".into()));
@@ -117,22 +94,11 @@ impl App {
         let upstreams = resolve(&new)?;
         self.ledger.configure(&pool_specs(&new));
         for p in &new.products {
-            let kinds: Vec<String> = p
-                .clients
-                .iter()
-                .map(|c| c.kind.clone())
-                .chain(["default".to_string()])
-                .collect();
+            let kinds: Vec<String> = p.clients.iter().map(|c| c.kind.clone()).chain(["default".to_string()]).collect();
             self.metrics.prime(&p.name, &kinds);
         }
-        self.runtime.store(Arc::new(Runtime {
-            config: Arc::new(new),
-            upstreams,
-        }));
-        self.audit.record(
-            "config_reload",
-            serde_json::json!({ "path": path.display().to_string() }),
-        );
+        self.runtime.store(Arc::new(Runtime { config: Arc::new(new), upstreams }));
+        self.audit.record("config_reload", serde_json::json!({ "path": path.display().to_string() }));
         log::info!("configuration reloaded from {}", path.display());
         Ok(())
     }

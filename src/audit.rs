@@ -25,12 +25,7 @@ pub struct Audit {
 impl Audit {
     /// An audit log that drops everything (no `audit:` in the config).
     pub fn disabled() -> Self {
-        Audit {
-            tx: None,
-            seq: AtomicU64::new(0),
-            hash_users: false,
-            clock: Mutex::new((Instant::now(), SystemTime::now())),
-        }
+        Audit { tx: None, seq: AtomicU64::new(0), hash_users: false, clock: Mutex::new((Instant::now(), SystemTime::now())) }
     }
 
     pub fn open(path: &Path, hash_users: bool) -> Result<Self, String> {
@@ -70,13 +65,7 @@ impl Audit {
             None => Value::Null,
             Some(u) if self.hash_users => {
                 let d = Sha256::digest(u.as_bytes());
-                Value::String(format!(
-                    "sha256:{}",
-                    d[..8]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ))
+                Value::String(format!("sha256:{}", d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()))
             }
             Some(u) => Value::String(u.to_string()),
         }
@@ -90,14 +79,8 @@ impl Audit {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        obj.insert(
-            "seq".into(),
-            json!(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
-        );
-        obj.insert(
-            "ts".into(),
-            json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-        );
+        obj.insert("seq".into(), json!(self.seq.fetch_add(1, Ordering::SeqCst) + 1));
+        obj.insert("ts".into(), json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()));
         obj.insert("event".into(), json!(event));
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
@@ -124,10 +107,7 @@ impl Audit {
                 "event": "clock_jump",
                 "skew_ms": skew,
             });
-            let _ = tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(format!("{line}\n"));
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(format!("{line}\n"));
         }
     }
 
@@ -149,11 +129,7 @@ impl LedgerObserver for Audit {
         if let Some(by) = &seat.ended_by {
             f["by"] = json!(by);
         }
-        let event = if reason == ReleaseReason::Paused {
-            "pause"
-        } else {
-            "release"
-        };
+        let event = if reason == ReleaseReason::Paused { "pause" } else { "release" };
         self.record(event, f);
     }
 }
@@ -178,10 +154,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["seq"], 1);
         assert_eq!(lines[1]["seq"], 2);

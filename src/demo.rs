@@ -3,10 +3,10 @@
 //! password `demo`; other passwords are refused (and, through the gateway, cost no seat).
 
 use async_trait::async_trait;
-use dashmap::DashMap;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use dashmap::DashMap;
 
 pub const COOKIE: &str = "LEGACYSESSION";
 
@@ -32,10 +32,7 @@ fn page(status: StatusCode, body: String, extra: &[(&str, String)]) -> Response<
 }
 
 fn redirect(to: &str, cookie: Option<String>) -> Response<Vec<u8>> {
-    let mut b = Response::builder()
-        .status(StatusCode::FOUND)
-        .header("location", to)
-        .header("content-length", 0);
+    let mut b = Response::builder().status(StatusCode::FOUND).header("location", to).header("content-length", 0);
     if let Some(c) = cookie {
         b = b.header("set-cookie", c);
     }

@@ -10,11 +10,7 @@ use std::process::ExitCode;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "seatgate",
-    version,
-    about = "Concurrent-license gateway: one seat per session, clear denials"
-)]
+#[command(name = "seatgate", version, about = "Concurrent-license gateway: one seat per session, clear denials")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,31 +103,13 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::CheckConfig { config } => {
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;
-            let seats: u32 = cfg
-                .products
-                .iter()
-                .flat_map(|p| p.pools.iter())
-                .map(|p| p.capacity(seatgate::ledger::now_ms()))
-                .sum();
-            println!(
-                "{}: ok ({} products, {} seats)",
-                config.display(),
-                cfg.products.len(),
-                seats
-            );
+            let seats: u32 = cfg.products.iter().flat_map(|p| p.pools.iter()).map(|p| p.capacity(seatgate::ledger::now_ms())).sum();
+            println!("{}: ok ({} products, {} seats)", config.display(), cfg.products.len(), seats);
             Ok(())
         }
-        Cmd::Run {
-            config,
-            upgrade,
-            daemon,
-        } => {
+        Cmd::Run { config, upgrade, daemon } => {
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;
-            let opts = RunOptions {
-                upgrade,
-                daemon,
-                config_path: Some(config),
-            };
+            let opts = RunOptions { upgrade, daemon, config_path: Some(config) };
             let app = build_app(cfg, &opts)?;
             build_server(app, &opts)?.run_forever()
         }
@@ -139,10 +117,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;
             let upstream = cfg.products[0].upstream.clone();
             let (listen, admin) = (cfg.listen.clone(), cfg.admin.listen.clone());
-            let opts = RunOptions {
-                config_path: Some(config),
-                ..Default::default()
-            };
+            let opts = RunOptions { config_path: Some(config), ..Default::default() };
             let app = build_app(cfg, &opts)?;
             let mut server = build_server(app, &opts)?;
             let mut demo = pingora_core::services::listening::Service::new(
@@ -163,10 +138,7 @@ License Usage page and metrics on http://{admin}/ (admin / admin)"
                 eprint!("password: ");
             }
             let mut line = String::new();
-            stdin
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
+            stdin.lock().read_line(&mut line).map_err(|e| e.to_string())?;
             let pw = line.trim_end_matches(['\r', '\n']);
             if pw.is_empty() {
                 return Err("empty password".into());
@@ -183,12 +155,7 @@ License Usage page and metrics on http://{admin}/ (admin / admin)"
     }
 }
 
-fn call(
-    a: &AdminArgs,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
+fn call(a: &AdminArgs, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, String> {
     use base64::Engine;
     let url = format!("{}{path}", a.admin.trim_end_matches('/'));
     let password = a.password.clone().unwrap_or_default();
@@ -210,12 +177,7 @@ fn call(
 
 fn sessions(cmd: SessionsCmd) -> Result<(), String> {
     match cmd {
-        SessionsCmd::List {
-            admin,
-            product,
-            for_user,
-            json,
-        } => {
+        SessionsCmd::List { admin, product, for_user, json } => {
             let mut q = form_urlencoded::Serializer::new(String::new());
             if let Some(p) = &product {
                 q.append_pair("product", p);
@@ -223,53 +185,25 @@ fn sessions(cmd: SessionsCmd) -> Result<(), String> {
             if let Some(u) = &for_user {
                 q.append_pair("user", u);
             }
-            let v = call(
-                &admin,
-                "GET",
-                &format!("/api/sessions?{}", q.finish()),
-                None,
-            )?;
+            let v = call(&admin, "GET", &format!("/api/sessions?{}", q.finish()), None)?;
             if json {
                 println!("{v}");
                 return Ok(());
             }
-            println!(
-                "{:<17} {:<10} {:<12} {:<16} {:<8} {:<8} LAST ACTIVITY",
-                "ID", "PRODUCT", "LICENSE", "USER", "CLIENT", "STATE"
-            );
+            println!("{:<17} {:<10} {:<12} {:<16} {:<8} {:<8} LAST ACTIVITY", "ID", "PRODUCT", "LICENSE", "USER", "CLIENT", "STATE");
             for s in v.as_array().into_iter().flatten() {
                 let f = |k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
                 println!(
                     "{:<17} {:<10} {:<12} {:<16} {:<8} {:<8} {}",
-                    f("id"),
-                    f("product"),
-                    f("license_type"),
-                    f("user"),
-                    f("client"),
-                    f("state"),
-                    f("last_activity")
+                    f("id"), f("product"), f("license_type"), f("user"), f("client"), f("state"), f("last_activity")
                 );
             }
             Ok(())
         }
         SessionsCmd::End { admin, ids, grace } => {
-            let v = call(
-                &admin,
-                "POST",
-                "/api/sessions/end",
-                Some(serde_json::json!({"ids": ids, "grace_seconds": grace})),
-            )?;
-            for e in v
-                .get("ended")
-                .and_then(|x| x.as_array())
-                .into_iter()
-                .flatten()
-            {
-                println!(
-                    "{} {}",
-                    e["id"].as_str().unwrap_or("?"),
-                    e["result"].as_str().unwrap_or("?")
-                );
+            let v = call(&admin, "POST", "/api/sessions/end", Some(serde_json::json!({"ids": ids, "grace_seconds": grace})))?;
+            for e in v.get("ended").and_then(|x| x.as_array()).into_iter().flatten() {
+                println!("{} {}", e["id"].as_str().unwrap_or("?"), e["result"].as_str().unwrap_or("?"));
             }
             Ok(())
         }

@@ -5,9 +5,7 @@
 //! the ledger.
 
 use crate::ledger::{LedgerObserver, PoolUsage, ReleaseReason, SeatRecord};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -28,15 +26,13 @@ pub struct Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once");
+    r.register(Box::new(c.clone())).expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric registered once");
+    r.register(Box::new(g.clone())).expect("metric registered once");
     g
 }
 
@@ -48,88 +44,34 @@ impl Metrics {
                 "seatgate_request_duration_seconds",
                 "Time from request to response end, as seen by the gateway (upstream included).",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["product", "action"],
         )
         .expect("static metric definition");
-        r.register(Box::new(request_duration.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(request_duration.clone())).expect("metric registered once");
         Metrics {
-            seats_capacity: gauge(
-                &r,
-                "seatgate_seats_capacity",
-                "Concurrent seats granted (all pools).",
-                &["product"],
-            ),
+            seats_capacity: gauge(&r, "seatgate_seats_capacity", "Concurrent seats granted (all pools).", &["product"]),
             seats_in_use: gauge(
                 &r,
                 "seatgate_seats_in_use",
                 "Seats held, by state (active, standby, ending); their sum is the seats held.",
                 &["product", "state"],
             ),
-            seats_available: gauge(
-                &r,
-                "seatgate_seats_available",
-                "Seats free right now (all pools).",
-                &["product"],
-            ),
-            pool_capacity: gauge(
-                &r,
-                "seatgate_pool_capacity",
-                "Concurrent seats granted, per pool.",
-                &["product", "pool"],
-            ),
-            pool_in_use: gauge(
-                &r,
-                "seatgate_pool_in_use",
-                "Seats held per pool, by state.",
-                &["product", "pool", "state"],
-            ),
-            logins: counter(
-                &r,
-                "seatgate_logins_total",
-                "Login attempts through the gateway.",
-                &["product", "client", "result"],
-            ),
-            denials: counter(
-                &r,
-                "seatgate_denials_total",
-                "Requests the gateway refused.",
-                &["product", "client", "reason"],
-            ),
-            checks: counter(
-                &r,
-                "seatgate_checks_total",
-                "Pass/fail availability checks.",
-                &["product", "client", "result"],
-            ),
-            releases: counter(
-                &r,
-                "seatgate_seat_releases_total",
-                "Seats released, by reason.",
-                &["product", "reason"],
-            ),
-            store_errors: counter(
-                &r,
-                "seatgate_store_errors_total",
-                "Store calls that failed.",
-                &["product", "policy"],
-            ),
+            seats_available: gauge(&r, "seatgate_seats_available", "Seats free right now (all pools).", &["product"]),
+            pool_capacity: gauge(&r, "seatgate_pool_capacity", "Concurrent seats granted, per pool.", &["product", "pool"]),
+            pool_in_use: gauge(&r, "seatgate_pool_in_use", "Seats held per pool, by state.", &["product", "pool", "state"]),
+            logins: counter(&r, "seatgate_logins_total", "Login attempts through the gateway.", &["product", "client", "result"]),
+            denials: counter(&r, "seatgate_denials_total", "Requests the gateway refused.", &["product", "client", "reason"]),
+            checks: counter(&r, "seatgate_checks_total", "Pass/fail availability checks.", &["product", "client", "result"]),
+            releases: counter(&r, "seatgate_seat_releases_total", "Seats released, by reason.", &["product", "reason"]),
+            store_errors: counter(&r, "seatgate_store_errors_total", "Store calls that failed.", &["product", "policy"]),
             overflow_used_seconds: gauge(
                 &r,
                 "seatgate_overflow_used_seconds",
                 "Pay-per-use overflow seat time used.",
                 &["product", "pool"],
             ),
-            heartbeats: counter(
-                &r,
-                "seatgate_heartbeats_total",
-                "Presence heartbeats.",
-                &["product", "result"],
-            ),
+            heartbeats: counter(&r, "seatgate_heartbeats_total", "Presence heartbeats.", &["product", "result"]),
             request_duration,
             registry: r,
         }
@@ -141,40 +83,21 @@ impl Metrics {
         for u in usage {
             let labels = [u.product.as_str(), u.pool.as_str()];
             let active = u.in_use.saturating_sub(u.standby + u.ending);
-            self.pool_capacity
-                .with_label_values(&labels)
-                .set(u.capacity as i64);
-            for (state, n) in [
-                ("active", active),
-                ("standby", u.standby),
-                ("ending", u.ending),
-            ] {
-                self.pool_in_use
-                    .with_label_values(&[u.product.as_str(), u.pool.as_str(), state])
-                    .set(n as i64);
+            self.pool_capacity.with_label_values(&labels).set(u.capacity as i64);
+            for (state, n) in [("active", active), ("standby", u.standby), ("ending", u.ending)] {
+                self.pool_in_use.with_label_values(&[u.product.as_str(), u.pool.as_str(), state]).set(n as i64);
             }
-            self.overflow_used_seconds
-                .with_label_values(&labels)
-                .set(u.overflow_used_seconds as i64);
+            self.overflow_used_seconds.with_label_values(&labels).set(u.overflow_used_seconds as i64);
             let t = per_product.entry(u.product.as_str()).or_default();
-            for (slot, n) in
-                t.iter_mut()
-                    .zip([u.capacity, u.available, active, u.standby, u.ending])
-            {
+            for (slot, n) in t.iter_mut().zip([u.capacity, u.available, active, u.standby, u.ending]) {
                 *slot += n;
             }
         }
         for (product, [capacity, available, active, standby, ending]) in per_product {
-            self.seats_capacity
-                .with_label_values(&[product])
-                .set(capacity as i64);
-            self.seats_available
-                .with_label_values(&[product])
-                .set(available as i64);
+            self.seats_capacity.with_label_values(&[product]).set(capacity as i64);
+            self.seats_available.with_label_values(&[product]).set(available as i64);
             for (state, n) in [("active", active), ("standby", standby), ("ending", ending)] {
-                self.seats_in_use
-                    .with_label_values(&[product, state])
-                    .set(n as i64);
+                self.seats_in_use.with_label_values(&[product, state]).set(n as i64);
             }
         }
         let mut buf = Vec::new();
@@ -206,8 +129,6 @@ impl Default for Metrics {
 
 impl LedgerObserver for Metrics {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason) {
-        self.releases
-            .with_label_values(&[seat.pool.product.as_str(), reason.as_str()])
-            .inc();
+        self.releases.with_label_values(&[seat.pool.product.as_str(), reason.as_str()]).inc();
     }
 }

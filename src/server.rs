@@ -45,10 +45,7 @@ pub fn server_conf(cfg: &Config, opts: &RunOptions) -> ServerConf {
 }
 
 /// Opens the configured store; the embedded store restores surviving seats here.
-pub async fn open_ledger(
-    cfg: &Config,
-    observer: Arc<dyn LedgerObserver>,
-) -> Result<SharedLedger, String> {
+pub async fn open_ledger(cfg: &Config, observer: Arc<dyn LedgerObserver>) -> Result<SharedLedger, String> {
     match &cfg.store.backend {
         StoreBackend::Embedded { path } => {
             let l = MemoryLedger::open(path, &pool_specs(cfg), observer, now_ms())
@@ -71,16 +68,14 @@ pub fn build_app(cfg: Config, opts: &RunOptions) -> Result<Arc<App>, String> {
         Some(a) => Audit::open(&a.path, a.hash_users).map_err(|e| format!("audit: {e}"))?,
         None => Audit::disabled(),
     });
-    let observer: Arc<dyn LedgerObserver> =
-        Arc::new(Observers(vec![metrics.clone(), audit.clone()]));
+    let observer: Arc<dyn LedgerObserver> = Arc::new(Observers(vec![metrics.clone(), audit.clone()]));
     // The ledger is opened on a short-lived runtime: pingora builds its own runtimes later.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let ledger = rt.block_on(open_ledger(&cfg, observer))?;
-    let app = App::new(cfg, ledger, metrics, audit, opts.config_path.clone())
-        .map_err(|e| e.to_string())?;
+    let app = App::new(cfg, ledger, metrics, audit, opts.config_path.clone()).map_err(|e| e.to_string())?;
     Ok(Arc::new(app))
 }
 
@@ -132,18 +127,11 @@ impl BackgroundService for Upkeep {
 /// Adds the gateway's services to `server`; `extra` lets `demo` add its sample app.
 pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> {
     let cfg = app.config();
-    let opt = Opt {
-        upgrade: opts.upgrade,
-        daemon: opts.daemon,
-        nocapture: false,
-        test: false,
-        conf: None,
-    };
+    let opt = Opt { upgrade: opts.upgrade, daemon: opts.daemon, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&cfg, opts));
     server.bootstrap();
 
-    let mut proxy =
-        pingora_proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
     proxy.add_tcp(&cfg.listen);
     let mut admin = Service::new("seatgate admin".to_string(), AdminService::new(app.clone()));
     admin.add_tcp(&cfg.admin.listen);

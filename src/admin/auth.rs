@@ -34,10 +34,7 @@ fn unauthorized(msg: &str) -> Response<Vec<u8>> {
     let body = serde_json::json!({ "error": msg }).to_string().into_bytes();
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
-        .header(
-            "www-authenticate",
-            "Basic realm=\"seatgate\", charset=\"UTF-8\"",
-        )
+        .header("www-authenticate", "Basic realm=\"seatgate\", charset=\"UTF-8\"")
         .header("content-type", "application/json")
         .header("cache-control", "no-store")
         .header("content-length", body.len())
@@ -58,18 +55,12 @@ fn too_many() -> Response<Vec<u8>> {
 
 /// `(user, password)` of a Basic `Authorization` header.
 pub fn basic_credentials(req: &RequestHeader) -> Option<(String, String)> {
-    let v = req
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_string(), p.to_string()))
@@ -77,16 +68,12 @@ pub fn basic_credentials(req: &RequestHeader) -> Option<(String, String)> {
 
 impl Authn {
     pub fn principal(cfg: &Config, name: &str) -> Option<Principal> {
-        cfg.admin
-            .users
-            .iter()
-            .find(|u| u.name == name)
-            .map(|u| Principal {
-                name: u.name.clone(),
-                role: u.role,
-                products: u.products.clone(),
-                permission: u.permission,
-            })
+        cfg.admin.users.iter().find(|u| u.name == name).map(|u| Principal {
+            name: u.name.clone(),
+            role: u.role,
+            products: u.products.clone(),
+            permission: u.permission,
+        })
     }
 
     /// Checks a name and password; `Ok(None)` when they do not match.
@@ -105,52 +92,34 @@ impl Authn {
             }
         }
         let parsed = PasswordHash::new(&u.password_hash).ok()?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .ok()?;
+        Argon2::default().verify_password(password.as_bytes(), &parsed).ok()?;
         if self.verified.len() >= MAX_ENTRIES {
             self.verified.clear();
         }
-        self.verified.insert(
-            key,
-            (user.to_string(), u.password_hash.clone(), Instant::now()),
-        );
+        self.verified.insert(key, (user.to_string(), u.password_hash.clone(), Instant::now()));
         Self::principal(cfg, user)
     }
 
     pub fn throttled(&self, peer: Option<&str>) -> bool {
-        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else {
-            return false;
-        };
+        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else { return false };
         self.failures
             .get(ip)
             .is_some_and(|f| f.1.elapsed() < Duration::from_secs(60) && f.0 >= FAILURES_PER_MINUTE)
     }
 
     pub fn failed(&self, peer: Option<&str>) {
-        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else {
-            return;
-        };
+        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else { return };
         if self.failures.len() >= MAX_ENTRIES {
-            self.failures
-                .retain(|_, f| f.1.elapsed() < Duration::from_secs(60));
+            self.failures.retain(|_, f| f.1.elapsed() < Duration::from_secs(60));
         }
-        let mut e = self
-            .failures
-            .entry(ip.to_string())
-            .or_insert((0, Instant::now()));
+        let mut e = self.failures.entry(ip.to_string()).or_insert((0, Instant::now()));
         if e.1.elapsed() >= Duration::from_secs(60) {
             *e = (0, Instant::now());
         }
         e.0 += 1;
     }
 
-    pub fn authenticate(
-        &self,
-        cfg: &Config,
-        req: &RequestHeader,
-        peer: Option<&str>,
-    ) -> Result<Principal, Response<Vec<u8>>> {
+    pub fn authenticate(&self, cfg: &Config, req: &RequestHeader, peer: Option<&str>) -> Result<Principal, Response<Vec<u8>>> {
         if self.throttled(peer) {
             return Err(too_many());
         }
@@ -161,10 +130,7 @@ impl Authn {
             Some(p) => Ok(p),
             None => {
                 self.failed(peer);
-                log::warn!(
-                    "admin login failed for user {user:?} from {}",
-                    peer.unwrap_or("?")
-                );
+                log::warn!("admin login failed for user {user:?} from {}", peer.unwrap_or("?"));
                 Err(unauthorized("wrong user name or password"))
             }
         }
@@ -189,12 +155,8 @@ mod tests {
     fn basic_header_parsing() {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         assert_eq!(basic_credentials(&r), None);
-        r.insert_header("authorization", "Basic YWRtaW46czNjcjN0Og==")
-            .unwrap();
-        assert_eq!(
-            basic_credentials(&r),
-            Some(("admin".into(), "s3cr3t:".into()))
-        );
+        r.insert_header("authorization", "Basic YWRtaW46czNjcjN0Og==").unwrap();
+        assert_eq!(basic_credentials(&r), Some(("admin".into(), "s3cr3t:".into())));
         r.insert_header("authorization", "Basic !!!").unwrap();
         assert_eq!(basic_credentials(&r), None);
         r.insert_header("authorization", "Bearer abc").unwrap();

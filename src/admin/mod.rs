@@ -9,8 +9,8 @@ pub mod auth;
 use crate::app::App;
 use crate::config::{Config, Permission, Role};
 use crate::ledger::{now_ms, EndOutcome, Millis, SeatId, SeatRecord};
-use async_trait::async_trait;
 use auth::{Authn, Principal};
+use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -31,16 +31,12 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(app: Arc<App>) -> Self {
-        AdminService {
-            app,
-            authn: Authn::default(),
-        }
+        AdminService { app, authn: Authn::default() }
     }
 }
 
 pub fn rfc3339(ms: Millis) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
@@ -110,11 +106,7 @@ pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
                 }
                 f.state = v
             }
-            other => {
-                return Err(format!(
-                    "unknown filter `{other}` (user, product, license_type, state)"
-                ))
-            }
+            other => return Err(format!("unknown filter `{other}` (user, product, license_type, state)")),
         }
     }
     Ok(f)
@@ -122,9 +114,7 @@ pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
 
 impl SessionFilter {
     pub fn matches(&self, s: &SeatRecord) -> bool {
-        self.user
-            .as_ref()
-            .is_none_or(|u| s.user.as_deref() == Some(u.as_str()))
+        self.user.as_ref().is_none_or(|u| s.user.as_deref() == Some(u.as_str()))
             && self.product.as_ref().is_none_or(|p| &s.pool.product == p)
             && self.license_type.as_ref().is_none_or(|l| &s.pool.pool == l)
             && self.state.as_ref().is_none_or(|st| s.state.as_str() == st)
@@ -175,19 +165,11 @@ async fn read_body(s: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> 
             Ok(Some(chunk)) => {
                 buf.extend_from_slice(&chunk);
                 if buf.len() > MAX_ADMIN_BODY {
-                    return Err(error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body is larger than 64 KiB",
-                    ));
+                    return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than 64 KiB"));
                 }
             }
             Ok(None) => return Ok(buf.to_vec()),
-            Err(_) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "could not read the request body",
-                ))
-            }
+            Err(_) => return Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
         }
     }
 }
@@ -215,36 +197,20 @@ impl AdminService {
     async fn end(&self, who: &Principal, body: &[u8]) -> Response<Vec<u8>> {
         let req: EndRequest = match serde_json::from_slice(body) {
             Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"ids\": [..], \"grace_seconds\": N}}: {e}"),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("expected {{\"ids\": [..], \"grace_seconds\": N}}: {e}")),
         };
         if req.ids.is_empty() || req.ids.len() > 1000 {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "`ids` must list 1 to 1000 session ids",
-            );
+            return error(StatusCode::BAD_REQUEST, "`ids` must list 1 to 1000 session ids");
         }
         let grace = req.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
         if grace > MAX_GRACE_SECONDS {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "`grace_seconds` must be at most 86400",
-            );
+            return error(StatusCode::BAD_REQUEST, "`grace_seconds` must be at most 86400");
         }
         let mut ids = Vec::with_capacity(req.ids.len());
         for raw in &req.ids {
             match raw.parse::<SeatId>() {
                 Ok(id) => ids.push(id),
-                Err(()) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("`{raw}` is not a session id"),
-                    )
-                }
+                Err(()) => return error(StatusCode::BAD_REQUEST, &format!("`{raw}` is not a session id")),
             }
         }
         let now = now_ms();
@@ -256,41 +222,22 @@ impl AdminService {
         // All-or-nothing on permissions and existence, so a batch never half-applies.
         for id in &ids {
             match by_id.get(id) {
-                Some(s) if !may_see(who, s) => {
-                    return error(StatusCode::NOT_FOUND, &format!("unknown session {id}"))
-                }
+                Some(s) if !may_see(who, s) => return error(StatusCode::NOT_FOUND, &format!("unknown session {id}")),
                 Some(s) if !may_control(who, s) => {
-                    return error(
-                        StatusCode::FORBIDDEN,
-                        &format!("not allowed to end session {id}"),
-                    )
+                    return error(StatusCode::FORBIDDEN, &format!("not allowed to end session {id}"))
                 }
                 Some(_) => {}
                 None => {
                     let code = match self.app.ledger.end(&[*id], 0, &who.name, now).await {
-                        Ok(v)
-                            if v.first()
-                                .is_some_and(|(_, o)| *o == EndOutcome::AlreadyEnded) =>
-                        {
-                            StatusCode::CONFLICT
-                        }
+                        Ok(v) if v.first().is_some_and(|(_, o)| *o == EndOutcome::AlreadyEnded) => StatusCode::CONFLICT,
                         _ => StatusCode::NOT_FOUND,
                     };
-                    let msg = if code == StatusCode::CONFLICT {
-                        "already ended"
-                    } else {
-                        "unknown session"
-                    };
+                    let msg = if code == StatusCode::CONFLICT { "already ended" } else { "unknown session" };
                     return error(code, &format!("{msg} {id}"));
                 }
             }
         }
-        match self
-            .app
-            .ledger
-            .end(&ids, grace * 1000, &who.name, now)
-            .await
-        {
+        match self.app.ledger.end(&ids, grace * 1000, &who.name, now).await {
             Ok(results) => {
                 let mut out = Vec::new();
                 for (id, o) in results {
@@ -341,11 +288,7 @@ impl AdminService {
         match (&method, path.as_str()) {
             (&Method::GET, "/healthz") => {
                 let ok = self.app.ledger.healthy().await;
-                let status = if ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 return json_response(
                     status,
                     &json!({"status": if ok {"ok"} else {"unavailable"}, "store": if ok {"ok"} else {"down"},
@@ -361,10 +304,7 @@ impl AdminService {
         }
         let cfg = self.app.config();
         let peer = s.client_addr().map(|a| a.to_string());
-        let who = match self
-            .authn
-            .authenticate(&cfg, s.req_header(), peer.as_deref())
-        {
+        let who = match self.authn.authenticate(&cfg, s.req_header(), peer.as_deref()) {
             Ok(p) => p,
             Err(resp) => return resp,
         };
@@ -383,10 +323,7 @@ impl AdminService {
                     Ok(()) => json_response(StatusCode::OK, &json!({"reloaded": true})),
                     Err(e) => {
                         log::error!("reload refused: {e}");
-                        error(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            &format!("reload refused, old config kept: {e}"),
-                        )
+                        error(StatusCode::UNPROCESSABLE_ENTITY, &format!("reload refused, old config kept: {e}"))
                     }
                 }
             }
@@ -429,12 +366,7 @@ mod tests {
     }
 
     fn who(role: Role, products: &[&str], permission: Permission) -> Principal {
-        Principal {
-            name: "kim".into(),
-            role,
-            products: products.iter().map(|s| s.to_string()).collect(),
-            permission,
-        }
+        Principal { name: "kim".into(), role, products: products.iter().map(|s| s.to_string()).collect(), permission }
     }
 
     #[test]
@@ -456,19 +388,9 @@ mod tests {
     fn filters() {
         assert_eq!(parse_filter(None).unwrap(), SessionFilter::default());
         let f = parse_filter(Some("user=bob&product=crm&license_type=")).unwrap();
-        assert_eq!(
-            f,
-            SessionFilter {
-                user: Some("bob".into()),
-                product: Some("crm".into()),
-                ..Default::default()
-            }
-        );
+        assert_eq!(f, SessionFilter { user: Some("bob".into()), product: Some("crm".into()), ..Default::default() });
         assert!(f.matches(&seat("crm", "bob")) && !f.matches(&seat("hr", "bob")));
-        assert_eq!(
-            parse_filter(Some("usr=x")).unwrap_err(),
-            "unknown filter `usr` (user, product, license_type, state)"
-        );
+        assert_eq!(parse_filter(Some("usr=x")).unwrap_err(), "unknown filter `usr` (user, product, license_type, state)");
         assert!(parse_filter(Some("state=zombie")).is_err());
     }
 }

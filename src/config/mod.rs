@@ -13,34 +13,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// serde_yaml's message already carries the key path, line and column.
     #[error("{path}: {source}")]
-    Syntax {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    Syntax { path: PathBuf, source: serde_yaml::Error },
     #[error("{key}{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
-    Invalid {
-        key: String,
-        line: Option<usize>,
-        reason: String,
-    },
+    Invalid { key: String, line: Option<usize>, reason: String },
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse(&src).map_err(|e| match e {
-        ConfigError::Syntax { source, .. } => ConfigError::Syntax {
-            path: path.to_owned(),
-            source,
-        },
+        ConfigError::Syntax { source, .. } => ConfigError::Syntax { path: path.to_owned(), source },
         ConfigError::Invalid { key, line, reason } => ConfigError::Invalid {
             key: format!("{}: {key}", path.display()),
             line,
@@ -51,9 +35,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 pub fn parse(src: &str) -> Result<Config, ConfigError> {
-    let f: file::FileConfig = serde_yaml::from_str(src).map_err(|source| ConfigError::Syntax {
-        path: PathBuf::from("<config>"),
-        source,
-    })?;
+    let f: file::FileConfig =
+        serde_yaml::from_str(src).map_err(|source| ConfigError::Syntax { path: PathBuf::from("<config>"), source })?;
     Config::from_file(f, src)
 }

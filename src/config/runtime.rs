@@ -142,9 +142,7 @@ impl Pool {
     pub fn capacity(&self, now_ms: u64) -> u32 {
         self.grants
             .iter()
-            .filter(|g| {
-                g.not_before.is_none_or(|t| now_ms >= t) && g.expires.is_none_or(|t| now_ms < t)
-            })
+            .filter(|g| g.not_before.is_none_or(|t| now_ms >= t) && g.expires.is_none_or(|t| now_ms < t))
             .map(|g| g.seats)
             .sum()
     }
@@ -256,11 +254,7 @@ impl Config {
         let mut names = HashSet::new();
         for (i, p) in f.products.into_iter().enumerate() {
             if !names.insert(p.name.clone()) {
-                return Err(loc.invalid(
-                    &format!("products[{i}].name"),
-                    Some(&p.name),
-                    "duplicate product name",
-                ));
+                return Err(loc.invalid(&format!("products[{i}].name"), Some(&p.name), "duplicate product name"));
             }
             products.push(Arc::new(product(i, p, &loc)?));
         }
@@ -281,16 +275,12 @@ impl Config {
             .collect();
         for (i, a) in routes.iter().enumerate() {
             for b in &routes[..i] {
-                let hosts_overlap =
-                    a.1.is_empty() || b.1.is_empty() || a.1.iter().any(|h| b.1.contains(h));
+                let hosts_overlap = a.1.is_empty() || b.1.is_empty() || a.1.iter().any(|h| b.1.contains(h));
                 if hosts_overlap && a.2 == b.2 && (a.1.is_empty() == b.1.is_empty()) {
                     return Err(loc.invalid(
                         &format!("products[{i}].path_prefix"),
                         Some(&a.0),
-                        &format!(
-                            "routes exactly like product `{}` (same hosts and path_prefix)",
-                            b.0
-                        ),
+                        &format!("routes exactly like product `{}` (same hosts and path_prefix)", b.0),
                     ));
                 }
             }
@@ -300,17 +290,11 @@ impl Config {
             admin: AdminConfig {
                 listen: f.admin.listen.0,
                 users,
-                session_ttl: f
-                    .admin
-                    .session_ttl
-                    .map_or(Duration::from_secs(8 * 3600), |d| d.0),
+                session_ttl: f.admin.session_ttl.map_or(Duration::from_secs(8 * 3600), |d| d.0),
             },
             store,
             products,
-            audit: f.audit.map(|a| AuditConfig {
-                path: a.path,
-                hash_users: a.hash_users,
-            }),
+            audit: f.audit.map(|a| AuditConfig { path: a.path, hash_users: a.hash_users }),
             threads: f.threads.unwrap_or(0),
         })
     }
@@ -327,9 +311,7 @@ fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, Config
                 return Err(loc.invalid("store.redis", None, "only used with `kind: redis`"));
             }
             StoreBackend::Embedded {
-                path: s
-                    .path
-                    .unwrap_or_else(|| PathBuf::from("data/seatgate.redb")),
+                path: s.path.unwrap_or_else(|| PathBuf::from("data/seatgate.redb")),
             }
         }
         StoreKind::Redis => {
@@ -337,9 +319,7 @@ fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, Config
                 .redis
                 .ok_or_else(|| loc.invalid("store.redis", None, "required with `kind: redis`"))?;
             let target = match (r.url, r.cluster, r.sentinel) {
-                (Some(u), None, None) => {
-                    RedisTarget::Single(redis_url(&u, "store.redis.url", loc)?)
-                }
+                (Some(u), None, None) => RedisTarget::Single(redis_url(&u, "store.redis.url", loc)?),
                 (None, Some(c), None) if !c.is_empty() => RedisTarget::Cluster(
                     c.iter()
                         .map(|u| redis_url(u, "store.redis.cluster", loc))
@@ -363,11 +343,7 @@ fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, Config
             };
             let prefix = r.prefix.unwrap_or_else(|| "seatgate".into());
             if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
-                return Err(loc.invalid(
-                    "store.redis.prefix",
-                    None,
-                    "must be non-empty without braces or spaces",
-                ));
+                return Err(loc.invalid("store.redis.prefix", None, "must be non-empty without braces or spaces"));
             }
             StoreBackend::Redis(RedisConfig { target, prefix })
         }
@@ -377,11 +353,7 @@ fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, Config
     if flush_interval.is_zero() || sweep_interval.is_zero() {
         return Err(loc.invalid("store.flush_interval", None, "intervals must be above zero"));
     }
-    Ok(StoreConfig {
-        backend,
-        flush_interval,
-        sweep_interval,
-    })
+    Ok(StoreConfig { backend, flush_interval, sweep_interval })
 }
 
 fn redis_url(u: &str, key: &str, loc: &Locator) -> Result<String, ConfigError> {
@@ -398,21 +370,15 @@ fn redis_url(u: &str, key: &str, loc: &Locator) -> Result<String, ConfigError> {
 fn method(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<Method, ConfigError> {
     let up = s.to_ascii_uppercase();
     match up.as_str() {
-        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => {
-            Method::from_bytes(up.as_bytes())
-                .map_err(|_| loc.invalid(key, Some(ctx), &format!("unknown HTTP method `{s}`")))
-        }
+        "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => Method::from_bytes(up.as_bytes())
+            .map_err(|_| loc.invalid(key, Some(ctx), &format!("unknown HTTP method `{s}`"))),
         _ => Err(loc.invalid(key, Some(ctx), &format!("unknown HTTP method `{s}`"))),
     }
 }
 
 fn path(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<String, ConfigError> {
     if !s.starts_with('/') || s.contains(char::is_whitespace) {
-        return Err(loc.invalid(
-            key,
-            Some(ctx),
-            &format!("`{s}` must be a path starting with /"),
-        ));
+        return Err(loc.invalid(key, Some(ctx), &format!("`{s}` must be a path starting with /")));
     }
     Ok(s.to_string())
 }
@@ -422,30 +388,19 @@ fn header_name(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<HeaderNam
         .map_err(|_| loc.invalid(key, Some(ctx), &format!("`{s}` is not a valid header name")))
 }
 
-fn header_match(
-    h: &file::HeaderMatchFile,
-    key: &str,
-    ctx: &str,
-    loc: &Locator,
-) -> Result<HeaderMatch, ConfigError> {
+fn header_match(h: &file::HeaderMatchFile, key: &str, ctx: &str, loc: &Locator) -> Result<HeaderMatch, ConfigError> {
     let test = match (&h.value, &h.contains) {
         (None, None) => TextTest::Present,
         (Some(v), None) => TextTest::Equals(v.clone()),
         (None, Some(c)) => TextTest::Contains(c.clone()),
-        (Some(_), Some(_)) => {
-            return Err(loc.invalid(key, Some(ctx), "give `value` or `contains`, not both"))
-        }
+        (Some(_), Some(_)) => return Err(loc.invalid(key, Some(ctx), "give `value` or `contains`, not both")),
     };
-    Ok(HeaderMatch {
-        name: header_name(&h.name, &format!("{key}.name"), ctx, loc)?,
-        test,
-    })
+    Ok(HeaderMatch { name: header_name(&h.name, &format!("{key}.name"), ctx, loc)?, test })
 }
 
 fn cookie_name(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<String, ConfigError> {
     let ok = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
     if !ok {
         return Err(loc.invalid(key, Some(ctx), &format!("`{s}` is not a valid cookie name")));
     }
@@ -453,42 +408,19 @@ fn cookie_name(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<String, C
 }
 
 fn date_ms(s: &str, key: &str, ctx: &str, loc: &Locator) -> Result<u64, ConfigError> {
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_string()
-    };
-    let t = humantime::parse_rfc3339_weak(&full).map_err(|e| {
-        loc.invalid(
-            key,
-            Some(ctx),
-            &format!("`{s}` is not a date (YYYY-MM-DD or RFC 3339): {e}"),
-        )
-    })?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0))
+    let full = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
+    let t = humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| loc.invalid(key, Some(ctx), &format!("`{s}` is not a date (YYYY-MM-DD or RFC 3339): {e}")))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
 }
 
 fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, ConfigError> {
     let k = |s: &str| format!("products[{i}].{s}");
     let ctx = p.name.as_str();
-    if p.name.is_empty()
-        || p.name
-            .contains(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == ':')
-    {
-        return Err(loc.invalid(
-            &k("name"),
-            Some(ctx),
-            "must be a word without spaces, braces or colons",
-        ));
+    if p.name.is_empty() || p.name.contains(|c: char| c.is_whitespace() || c == '{' || c == '}' || c == ':') {
+        return Err(loc.invalid(&k("name"), Some(ctx), "must be a word without spaces, braces or colons"));
     }
-    let path_prefix = path(
-        p.path_prefix.as_deref().unwrap_or("/"),
-        &k("path_prefix"),
-        ctx,
-        loc,
-    )?;
+    let path_prefix = path(p.path_prefix.as_deref().unwrap_or("/"), &k("path_prefix"), ctx, loc)?;
     let s = &p.session;
     let session = SessionPolicy {
         cookie: cookie_name(&s.cookie, &k("session.cookie"), ctx, loc)?,
@@ -506,63 +438,36 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         cookie_path: s.cookie_path.clone().unwrap_or_else(|| "/".into()),
     };
     if session.device_cookie == session.cookie {
-        return Err(loc.invalid(
-            &k("session.device_cookie"),
-            Some(ctx),
-            "must differ from session.cookie",
-        ));
+        return Err(loc.invalid(&k("session.device_cookie"), Some(ctx), "must differ from session.cookie"));
     }
     if let Some(pt) = session.presence_timeout {
         if pt < Duration::from_secs(3) {
-            return Err(loc.invalid(
-                &k("session.presence_timeout"),
-                Some(ctx),
-                "must be at least 3s (or 0 to disable)",
-            ));
+            return Err(loc.invalid(&k("session.presence_timeout"), Some(ctx), "must be at least 3s (or 0 to disable)"));
         }
     }
     let user = match &p.login.user {
         None => UserSource::None,
         Some(u) => match (&u.form_field, &u.header) {
             (Some(f), None) if !f.is_empty() => UserSource::Form(f.clone()),
-            (None, Some(h)) => {
-                UserSource::Header(header_name(h, &k("login.user.header"), ctx, loc)?)
-            }
+            (None, Some(h)) => UserSource::Header(header_name(h, &k("login.user.header"), ctx, loc)?),
             _ => {
-                return Err(loc.invalid(
-                    &k("login.user"),
-                    Some(ctx),
-                    "give exactly one of `form_field` or `header`",
-                ))
+                return Err(loc.invalid(&k("login.user"), Some(ctx), "give exactly one of `form_field` or `header`"))
             }
         },
     };
     if p.seats_per != SeatsPer::Session && user == UserSource::None {
-        return Err(loc.invalid(
-            &k("login.user"),
-            Some(ctx),
-            "required when seats_per is `user` or `user_device`",
-        ));
+        return Err(loc.invalid(&k("login.user"), Some(ctx), "required when seats_per is `user` or `user_device`"));
     }
     let login = LoginRule {
         path: path(&p.login.path, &k("login.path"), ctx, loc)?,
-        method: method(
-            p.login.method.as_deref().unwrap_or("POST"),
-            &k("login.method"),
-            ctx,
-            loc,
-        )?,
+        method: method(p.login.method.as_deref().unwrap_or("POST"), &k("login.method"), ctx, loc)?,
         user,
     };
     let logout = match &p.logout {
         None => None,
         Some(l) => Some(LogoutRule {
             path: path(&l.path, &k("logout.path"), ctx, loc)?,
-            method: l
-                .method
-                .as_deref()
-                .map(|m| method(m, &k("logout.method"), ctx, loc))
-                .transpose()?,
+            method: l.method.as_deref().map(|m| method(m, &k("logout.method"), ctx, loc)).transpose()?,
         }),
     };
 
@@ -572,13 +477,10 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         let gk = k(&format!("groups[{gi}]"));
         let pool = match &g.pool {
             None => pools.iter().position(|x| x.default).unwrap_or(0),
-            Some(name) => pools.iter().position(|x| &x.name == name).ok_or_else(|| {
-                loc.invalid(
-                    &format!("{gk}.pool"),
-                    Some(&g.name),
-                    &format!("unknown pool `{name}`"),
-                )
-            })?,
+            Some(name) => pools
+                .iter()
+                .position(|x| &x.name == name)
+                .ok_or_else(|| loc.invalid(&format!("{gk}.pool"), Some(&g.name), &format!("unknown pool `{name}`")))?,
         };
         let cap = pools[pool].grants.iter().map(|g| g.seats).sum::<u32>();
         let reserve = g.reserve.unwrap_or(0);
@@ -586,19 +488,12 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
             return Err(loc.invalid(
                 &format!("{gk}.reserve"),
                 Some(&g.name),
-                &format!(
-                    "reserve {reserve} is larger than pool `{}` ({cap} seats)",
-                    pools[pool].name
-                ),
+                &format!("reserve {reserve} is larger than pool `{}` ({cap} seats)", pools[pool].name),
             ));
         }
         if let (Some(max), r) = (g.max, reserve) {
             if max < r {
-                return Err(loc.invalid(
-                    &format!("{gk}.max"),
-                    Some(&g.name),
-                    "max must be at least reserve",
-                ));
+                return Err(loc.invalid(&format!("{gk}.max"), Some(&g.name), "max must be at least reserve"));
             }
         }
         groups.push(Group {
@@ -611,20 +506,13 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
     }
     let reserved: u32 = groups.iter().map(|g| g.reserve).sum();
     for (pi, pool) in pools.iter().enumerate() {
-        let r: u32 = groups
-            .iter()
-            .filter(|g| g.pool == pi)
-            .map(|g| g.reserve)
-            .sum();
+        let r: u32 = groups.iter().filter(|g| g.pool == pi).map(|g| g.reserve).sum();
         let cap: u32 = pool.grants.iter().map(|g| g.seats).sum();
         if r > cap {
             return Err(loc.invalid(
                 &k("groups"),
                 Some(ctx),
-                &format!(
-                    "reserves add up to {r}, more than pool `{}` ({cap} seats)",
-                    pool.name
-                ),
+                &format!("reserves add up to {r}, more than pool `{}` ({cap} seats)", pool.name),
             ));
         }
     }
@@ -636,11 +524,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
     for (ci, c) in p.clients.iter().enumerate() {
         let ck = k(&format!("clients[{ci}]"));
         if !kinds.insert(c.kind.clone()) {
-            return Err(loc.invalid(
-                &format!("{ck}.kind"),
-                Some(&c.kind),
-                "duplicate client kind",
-            ));
+            return Err(loc.invalid(&format!("{ck}.kind"), Some(&c.kind), "duplicate client kind"));
         }
         let matcher = match &c.matcher {
             None => Matcher::default(),
@@ -681,22 +565,13 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         }
         let on_full = responses::on_full(c.on_full.as_ref(), &p.name, pools_capacity(&pools))
             .map_err(|e| loc.invalid(&format!("{ck}.on_full"), Some(&c.kind), &e))?;
-        clients.push(Client {
-            kind: c.kind.clone(),
-            matcher,
-            mode: c.mode,
-            on_full,
-        });
+        clients.push(Client { kind: c.kind.clone(), matcher, mode: c.mode, on_full });
     }
     let default_denial = responses::on_full(None, &p.name, pools_capacity(&pools))
         .map_err(|e| loc.invalid(&k("clients"), Some(ctx), &e))?;
     let max_login_body = p.max_login_body.unwrap_or(DEFAULT_MAX_LOGIN_BODY);
     if max_login_body == 0 || max_login_body > MAX_LOGIN_BODY_LIMIT {
-        return Err(loc.invalid(
-            &k("max_login_body"),
-            Some(ctx),
-            "must be between 1 and 65536 bytes",
-        ));
+        return Err(loc.invalid(&k("max_login_body"), Some(ctx), "must be between 1 and 65536 bytes"));
     }
     let hosts = p.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
     Ok(Product {
@@ -721,27 +596,18 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
 }
 
 fn pools_capacity(pools: &[Pool]) -> u32 {
-    pools
-        .iter()
-        .map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>())
-        .sum()
+    pools.iter().map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>()).sum()
 }
 
 fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, ConfigError> {
     let k = |s: &str| format!("products[{i}].{s}");
     let ctx = p.name.as_str();
     match (p.seats, p.pools.is_empty()) {
-        (Some(_), false) => {
-            Err(loc.invalid(&k("seats"), Some(ctx), "give `seats` or `pools`, not both"))
-        }
+        (Some(_), false) => Err(loc.invalid(&k("seats"), Some(ctx), "give `seats` or `pools`, not both")),
         (None, true) => Err(loc.invalid(&k("seats"), Some(ctx), "required (or `pools`)")),
         (Some(n), true) => Ok(vec![Pool {
             name: "default".into(),
-            grants: vec![Grant {
-                seats: n.get(),
-                not_before: None,
-                expires: None,
-            }],
+            grants: vec![Grant { seats: n.get(), not_before: None, expires: None }],
             users: HashSet::new(),
             header: None,
             overflow_seat_minutes: None,
@@ -753,80 +619,42 @@ fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, Co
             for (pi, pf) in p.pools.iter().enumerate() {
                 let pk = k(&format!("pools[{pi}]"));
                 if out.iter().any(|x| x.name == pf.name) {
-                    return Err(loc.invalid(
-                        &format!("{pk}.name"),
-                        Some(&pf.name),
-                        "duplicate pool name",
-                    ));
+                    return Err(loc.invalid(&format!("{pk}.name"), Some(&pf.name), "duplicate pool name"));
                 }
                 let grants = match (pf.seats, pf.grants.is_empty()) {
                     (Some(_), false) => {
-                        return Err(loc.invalid(
-                            &format!("{pk}.seats"),
-                            Some(&pf.name),
-                            "give `seats` or `grants`, not both",
-                        ))
+                        return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "give `seats` or `grants`, not both"))
                     }
                     (None, true) => {
-                        return Err(loc.invalid(
-                            &format!("{pk}.seats"),
-                            Some(&pf.name),
-                            "required (or `grants`)",
-                        ))
+                        return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "required (or `grants`)"))
                     }
-                    (Some(n), true) => vec![Grant {
-                        seats: n,
-                        not_before: None,
-                        expires: None,
-                    }],
+                    (Some(n), true) => vec![Grant { seats: n, not_before: None, expires: None }],
                     (None, false) => pf
                         .grants
                         .iter()
                         .enumerate()
                         .map(|(gi, g)| {
                             let gk = format!("{pk}.grants[{gi}]");
-                            let nb = g
-                                .not_before
-                                .as_deref()
-                                .map(|d| date_ms(d, &format!("{gk}.not_before"), &pf.name, loc))
-                                .transpose()?;
-                            let ex = g
-                                .expires
-                                .as_deref()
-                                .map(|d| date_ms(d, &format!("{gk}.expires"), &pf.name, loc))
-                                .transpose()?;
+                            let nb = g.not_before.as_deref().map(|d| date_ms(d, &format!("{gk}.not_before"), &pf.name, loc)).transpose()?;
+                            let ex = g.expires.as_deref().map(|d| date_ms(d, &format!("{gk}.expires"), &pf.name, loc)).transpose()?;
                             if let (Some(a), Some(b)) = (nb, ex) {
                                 if b <= a {
-                                    return Err(loc.invalid(
-                                        &format!("{gk}.expires"),
-                                        Some(&pf.name),
-                                        "expires before not_before",
-                                    ));
+                                    return Err(loc.invalid(&format!("{gk}.expires"), Some(&pf.name), "expires before not_before"));
                                 }
                             }
-                            Ok(Grant {
-                                seats: g.seats,
-                                not_before: nb,
-                                expires: ex,
-                            })
+                            Ok(Grant { seats: g.seats, not_before: nb, expires: ex })
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 };
                 if grants.iter().map(|g| g.seats).sum::<u32>() == 0 {
-                    return Err(loc.invalid(
-                        &format!("{pk}.seats"),
-                        Some(&pf.name),
-                        "must be at least 1",
-                    ));
+                    return Err(loc.invalid(&format!("{pk}.seats"), Some(&pf.name), "must be at least 1"));
                 }
                 for u in &pf.users {
                     if !mapped.insert(u.as_str()) {
                         return Err(loc.invalid(
                             &format!("{pk}.users"),
                             Some(&pf.name),
-                            &format!(
-                                "user `{u}` is already mapped to another pool (pools overlap)"
-                            ),
+                            &format!("user `{u}` is already mapped to another pool (pools overlap)"),
                         ));
                     }
                 }
@@ -847,20 +675,8 @@ fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, Co
             match out.iter().filter(|p| p.default).count() {
                 0 if out.len() == 1 => out[0].default = true,
                 1 => {}
-                0 => {
-                    return Err(loc.invalid(
-                        &k("pools"),
-                        Some(ctx),
-                        "mark exactly one pool `default: true`",
-                    ))
-                }
-                _ => {
-                    return Err(loc.invalid(
-                        &k("pools"),
-                        Some(ctx),
-                        "more than one pool is `default: true`",
-                    ))
-                }
+                0 => return Err(loc.invalid(&k("pools"), Some(ctx), "mark exactly one pool `default: true`")),
+                _ => return Err(loc.invalid(&k("pools"), Some(ctx), "more than one pool is `default: true`")),
             }
             Ok(out)
         }
@@ -883,11 +699,7 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     fn invalid(&self, key: &str, entity: Option<&str>, reason: &str) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            line: self.line(key, entity),
-            reason: reason.to_string(),
-        }
+        ConfigError::Invalid { key: key.to_string(), line: self.line(key, entity), reason: reason.to_string() }
     }
 
     fn line(&self, key: &str, entity: Option<&str>) -> Option<usize> {

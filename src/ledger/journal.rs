@@ -73,13 +73,9 @@ impl Journal {
     pub async fn commit(&self, ops: Vec<Op>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Batch {
-                ops,
-                done: Some(done),
-            })
+            .send(Batch { ops, done: Some(done) })
             .map_err(|_| "journal writer stopped".to_string())?;
-        wait.await
-            .map_err(|_| "journal writer stopped".to_string())?
+        wait.await.map_err(|_| "journal writer stopped".to_string())?
     }
 
     /// Queues `ops` without waiting (activity, tombstone upkeep).
@@ -108,9 +104,7 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     }
     for row in r.open_table(GONE)?.iter()? {
         let (k, v) = row?;
-        let Some(key) = <[u8; 16]>::try_from(k.value()).ok().map(SessionKey) else {
-            continue;
-        };
+        let Some(key) = <[u8; 16]>::try_from(k.value()).ok().map(SessionKey) else { continue };
         if let Ok((gone, until)) = serde_json::from_slice::<(Gone, Millis)>(v.value()) {
             out.gone.push((key, gone, until));
         }

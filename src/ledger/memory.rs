@@ -8,9 +8,8 @@
 
 use super::journal::{Journal, Op};
 use super::{
-    Claim, EndOutcome, Gone, Lease, LedgerError, LedgerObserver, Millis, PauseOutcome, PoolKey,
-    PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord, SeatState,
-    SessionKey, Touch,
+    Claim, EndOutcome, Gone, LedgerError, LedgerObserver, Lease, Millis, PauseOutcome, PoolKey, PoolSpec, PoolUsage,
+    ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord, SeatState, SessionKey, Touch,
 };
 use crate::config::file::SeatsPer;
 use crate::policy::admission::{self, Admit, Holders};
@@ -140,11 +139,7 @@ impl Live {
             state: t.state,
             ending_at: t.ending_at,
             overflow: self.overflow,
-            ended_by: self
-                .ended_by
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            ended_by: self.ended_by.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
@@ -169,22 +164,14 @@ impl MemoryLedger {
 
     /// Opens (or creates) the journal at `path` and restores the seats that are still valid
     /// under `pools`; seats that expired while the gateway was down are released.
-    pub async fn open(
-        path: &Path,
-        pools: &[PoolSpec],
-        observer: Arc<dyn LedgerObserver>,
-        now: Millis,
-    ) -> Result<Self, LedgerError> {
+    pub async fn open(path: &Path, pools: &[PoolSpec], observer: Arc<dyn LedgerObserver>, now: Millis) -> Result<Self, LedgerError> {
         let (journal, loaded) = Journal::open(path).map_err(LedgerError::Journal)?;
         let mut me = Self::volatile(observer);
         me.journal = Some(journal);
         me.configure(pools);
         let mut dead = Vec::new();
         for (name, v) in loaded.counters {
-            if let Some(k) = name
-                .strip_prefix("overflow_ms/")
-                .and_then(|k| k.split_once('/'))
-            {
+            if let Some(k) = name.strip_prefix("overflow_ms/").and_then(|k| k.split_once('/')) {
                 if let Some(slot) = me.slot(&PoolKey::new(k.0, k.1)) {
                     slot.lock().overflow_used_ms = v;
                 }
@@ -247,28 +234,17 @@ impl MemoryLedger {
     }
 
     fn slot(&self, key: &PoolKey) -> Option<Arc<PoolSlot>> {
-        self.pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     fn slots(&self) -> Vec<Arc<PoolSlot>> {
-        let mut v: Vec<_> = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.pools.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
     }
 
     fn tombstone_ttl(&self, pool: &PoolKey) -> Millis {
-        self.slot(pool)
-            .map_or(24 * 3600 * 1000, |s| s.spec().max_lifetime)
+        self.slot(pool).map_or(24 * 3600 * 1000, |s| s.spec().max_lifetime)
     }
 
     async fn journal_commit(&self, ops: Vec<Op>) {
@@ -277,9 +253,7 @@ impl MemoryLedger {
         }
         if let Some(j) = &self.journal {
             if let Err(e) = j.commit(ops).await {
-                log::error!(
-                    "seat journal write failed; the change is live in memory but not durable: {e}"
-                );
+                log::error!("seat journal write failed; the change is live in memory but not durable: {e}");
             }
         }
     }
@@ -292,11 +266,7 @@ impl MemoryLedger {
     }
 
     /// Holders of a pool at `now`, expired seats and leases excluded (and returned for release).
-    fn holders<'a>(
-        st: &'a PoolState,
-        spec: &PoolSpec,
-        now: Millis,
-    ) -> (Holders<'a>, Vec<(Arc<Live>, ReleaseReason)>) {
+    fn holders<'a>(st: &'a PoolState, spec: &PoolSpec, now: Millis) -> (Holders<'a>, Vec<(Arc<Live>, ReleaseReason)>) {
         let mut users = Vec::with_capacity(st.seats.len() + st.pending.len());
         let mut expired = Vec::new();
         for live in st.seats.values() {
@@ -331,12 +301,7 @@ impl MemoryLedger {
         }
     }
 
-    async fn release_live(
-        &self,
-        live: &Arc<Live>,
-        reason: ReleaseReason,
-        now: Millis,
-    ) -> Option<SeatRecord> {
+    async fn release_live(&self, live: &Arc<Live>, reason: ReleaseReason, now: Millis) -> Option<SeatRecord> {
         let mut counter = None;
         {
             let mut st = live.slot.lock();
@@ -363,13 +328,7 @@ impl MemoryLedger {
             self.remember_gone(k, Gone::Released(reason), until, &mut ops);
         }
         if let Some(v) = counter {
-            ops.push(Op::Counter(
-                format!(
-                    "overflow_ms/{}/{}",
-                    live.slot.key.product, live.slot.key.pool
-                ),
-                v,
-            ));
+            ops.push(Op::Counter(format!("overflow_ms/{}/{}", live.slot.key.product, live.slot.key.pool), v));
         }
         if reason == ReleaseReason::Ended {
             self.ended_ids.insert(live.id, now + 3_600_000);
@@ -379,13 +338,7 @@ impl MemoryLedger {
         Some(rec)
     }
 
-    fn new_live(
-        slot: &Arc<PoolSlot>,
-        claim: &Claim,
-        session: SessionKey,
-        overflow: bool,
-        now: Millis,
-    ) -> Arc<Live> {
+    fn new_live(slot: &Arc<PoolSlot>, claim: &Claim, session: SessionKey, overflow: bool, now: Millis) -> Arc<Live> {
         Arc::new(Live {
             id: SeatId::random(),
             slot: slot.clone(),
@@ -427,9 +380,7 @@ impl SeatLedger for MemoryLedger {
         let mut map = self.pools.write().unwrap_or_else(|e| e.into_inner());
         for spec in pools {
             match map.get(&spec.key) {
-                Some(slot) => {
-                    *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone())
-                }
+                Some(slot) => *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone()),
                 None => {
                     map.insert(
                         spec.key.clone(),
@@ -453,60 +404,29 @@ impl SeatLedger for MemoryLedger {
             let mut st = slot.lock();
             st.pending.retain(|_, p| p.expires > now);
             if let Some(p) = st.pending.get(&claim.lease_id) {
-                let lease = Lease {
-                    id: claim.lease_id,
-                    pool: claim.pool.clone(),
-                    reuse: None,
-                    overflow: p.overflow,
-                };
+                let lease = Lease { id: claim.lease_id, pool: claim.pool.clone(), reuse: None, overflow: p.overflow };
                 return Ok(Reservation::Granted(lease));
             }
             if let Some(id) = Self::reusable(&st, &spec, claim, now) {
-                let pending = Pending {
-                    user: claim.user.clone(),
-                    expires: now + spec.standby_timeout,
-                    counts: false,
-                    overflow: false,
-                };
+                let pending = Pending { user: claim.user.clone(), expires: now + spec.standby_timeout, counts: false, overflow: false };
                 st.pending.insert(claim.lease_id, pending);
-                let lease = Lease {
-                    id: claim.lease_id,
-                    pool: claim.pool.clone(),
-                    reuse: Some(id),
-                    overflow: false,
-                };
+                let lease = Lease { id: claim.lease_id, pool: claim.pool.clone(), reuse: Some(id), overflow: false };
                 return Ok(Reservation::Granted(lease));
             }
             let (holders, expired) = Self::holders(&st, &spec, now);
             let in_use = holders.users.len() as u32;
             let overflow_left = Self::overflow_left(&st, &spec, now);
-            let outcome = match admission::admit(
-                &spec,
-                &holders,
-                claim.user.as_deref(),
-                now,
-                overflow_left,
-            ) {
+            let outcome = match admission::admit(&spec, &holders, claim.user.as_deref(), now, overflow_left) {
                 Admit::Deny(full) => {
                     st.denied += 1;
                     Reservation::Full(full)
                 }
                 admit => {
                     let overflow = admit == Admit::Overflow;
-                    let pending = Pending {
-                        user: claim.user.clone(),
-                        expires: now + spec.standby_timeout,
-                        counts: true,
-                        overflow,
-                    };
+                    let pending = Pending { user: claim.user.clone(), expires: now + spec.standby_timeout, counts: true, overflow };
                     st.pending.insert(claim.lease_id, pending);
                     st.peak = st.peak.max(in_use + 1);
-                    Reservation::Granted(Lease {
-                        id: claim.lease_id,
-                        pool: claim.pool.clone(),
-                        reuse: None,
-                        overflow,
-                    })
+                    Reservation::Granted(Lease { id: claim.lease_id, pool: claim.pool.clone(), reuse: None, overflow })
                 }
             };
             (outcome, expired)
@@ -515,13 +435,7 @@ impl SeatLedger for MemoryLedger {
         Ok(outcome)
     }
 
-    async fn commit(
-        &self,
-        lease: &Lease,
-        claim: &Claim,
-        session: SessionKey,
-        now: Millis,
-    ) -> Result<SeatId, LedgerError> {
+    async fn commit(&self, lease: &Lease, claim: &Claim, session: SessionKey, now: Millis) -> Result<SeatId, LedgerError> {
         let slot = self
             .slot(&lease.pool)
             .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
@@ -533,24 +447,16 @@ impl SeatLedger for MemoryLedger {
             let pending = st.pending.remove(&lease.id);
             // The app may hand back the session it already had: that session keeps its seat.
             let existing = self.by_session.get(&session).map(|e| e.clone());
-            if let Some(live) = existing.filter(|l| {
-                st.seats.contains_key(&l.id) && expiry(&spec, &l.times(), now).is_none()
-            }) {
+            if let Some(live) = existing.filter(|l| st.seats.contains_key(&l.id) && expiry(&spec, &l.times(), now).is_none()) {
                 live.last_activity.store(now, Ordering::Release);
                 return Ok(live.id);
             }
             let reuse = lease
                 .reuse
                 .and_then(|id| st.seats.get(&id).cloned())
-                .filter(|l| {
-                    expiry(&spec, &l.times(), now).is_none() && l.state() != SeatState::Ending
-                });
+                .filter(|l| expiry(&spec, &l.times(), now).is_none() && l.state() != SeatState::Ending);
             if let Some(live) = reuse {
-                let old = live
-                    .session
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .replace(session);
+                let old = live.session.lock().unwrap_or_else(|e| e.into_inner()).replace(session);
                 live.last_activity.store(now, Ordering::Release);
                 replaced = old.filter(|o| *o != session);
                 live
@@ -575,12 +481,7 @@ impl SeatLedger for MemoryLedger {
         };
         if let Some(old) = replaced {
             self.by_session.remove_if(&old, |_, v| v.id == live.id);
-            self.remember_gone(
-                old,
-                Gone::Released(ReleaseReason::Replaced),
-                now + spec.max_lifetime,
-                &mut ops,
-            );
+            self.remember_gone(old, Gone::Released(ReleaseReason::Replaced), now + spec.max_lifetime, &mut ops);
         }
         self.by_session.insert(session, live.clone());
         self.by_id.insert(live.id, live.clone());
@@ -621,29 +522,17 @@ impl SeatLedger for MemoryLedger {
         if state == SeatState::Standby
             && live
                 .state
-                .compare_exchange(
-                    0,
-                    state_to_u8(SeatState::Active),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(0, state_to_u8(SeatState::Active), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
             state = SeatState::Active;
         }
         let ending = live.ending_at.load(Ordering::Acquire);
-        Ok(Touch::Held {
-            id: live.id,
-            pool: live.slot.key.clone(),
-            state,
-            ending_at: (ending > 0).then_some(ending),
-        })
+        Ok(Touch::Held { id: live.id, pool: live.slot.key.clone(), state, ending_at: (ending > 0).then_some(ending) })
     }
 
     async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
-        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else {
-            return Ok(false);
-        };
+        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else { return Ok(false) };
         if let Some(reason) = live.expired(now) {
             self.release_live(&live, reason, now).await;
             return Ok(false);
@@ -656,33 +545,16 @@ impl SeatLedger for MemoryLedger {
         Ok(true)
     }
 
-    async fn release(
-        &self,
-        session: &SessionKey,
-        reason: ReleaseReason,
-        now: Millis,
-    ) -> Result<Option<SeatRecord>, LedgerError> {
-        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else {
-            return Ok(None);
-        };
+    async fn release(&self, session: &SessionKey, reason: ReleaseReason, now: Millis) -> Result<Option<SeatRecord>, LedgerError> {
+        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else { return Ok(None) };
         Ok(self.release_live(&live, reason, now).await)
     }
 
-    async fn end(
-        &self,
-        ids: &[SeatId],
-        grace_ms: Millis,
-        by: &str,
-        now: Millis,
-    ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
+    async fn end(&self, ids: &[SeatId], grace_ms: Millis, by: &str, now: Millis) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(live) = self.by_id.get(id).map(|l| l.clone()) else {
-                let o = if self.ended_ids.contains_key(id) {
-                    EndOutcome::AlreadyEnded
-                } else {
-                    EndOutcome::NotFound
-                };
+                let o = if self.ended_ids.contains_key(id) { EndOutcome::AlreadyEnded } else { EndOutcome::NotFound };
                 out.push((*id, o));
                 continue;
             };
@@ -704,19 +576,15 @@ impl SeatLedger for MemoryLedger {
                 continue;
             }
             live.ending_at.store(at, Ordering::Release);
-            live.state
-                .store(state_to_u8(SeatState::Ending), Ordering::Release);
-            self.journal_commit(vec![Op::Put(Box::new(live.record()))])
-                .await;
+            live.state.store(state_to_u8(SeatState::Ending), Ordering::Release);
+            self.journal_commit(vec![Op::Put(Box::new(live.record()))]).await;
             out.push((*id, EndOutcome::Ending { at }));
         }
         Ok(out)
     }
 
     async fn pause(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
-        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else {
-            return Ok(PauseOutcome::NotFound);
-        };
+        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else { return Ok(PauseOutcome::NotFound) };
         if live.expired(now).is_some() {
             return Ok(PauseOutcome::NotFound);
         }
@@ -726,20 +594,16 @@ impl SeatLedger for MemoryLedger {
                 return Ok(PauseOutcome::WrongState);
             }
             st.seats.remove(&id);
-            live.state
-                .store(state_to_u8(SeatState::Paused), Ordering::Release);
+            live.state.store(state_to_u8(SeatState::Paused), Ordering::Release);
         }
         let rec = live.record();
-        self.journal_commit(vec![Op::Put(Box::new(rec.clone()))])
-            .await;
+        self.journal_commit(vec![Op::Put(Box::new(rec.clone()))]).await;
         self.observer.released(&rec, ReleaseReason::Paused);
         Ok(PauseOutcome::Done)
     }
 
     async fn resume(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
-        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else {
-            return Ok(PauseOutcome::NotFound);
-        };
+        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else { return Ok(PauseOutcome::NotFound) };
         let spec = live.slot.spec();
         let (admitted, expired) = {
             let mut st = live.slot.lock();
@@ -747,16 +611,12 @@ impl SeatLedger for MemoryLedger {
                 return Ok(PauseOutcome::WrongState);
             }
             let (holders, expired) = Self::holders(&st, &spec, now);
-            if matches!(
-                admission::admit(&spec, &holders, live.user.as_deref(), now, None),
-                Admit::Deny(_)
-            ) {
+            if matches!(admission::admit(&spec, &holders, live.user.as_deref(), now, None), Admit::Deny(_)) {
                 st.denied += 1;
                 (false, expired)
             } else {
                 live.last_activity.store(now, Ordering::Release);
-                live.state
-                    .store(state_to_u8(SeatState::Active), Ordering::Release);
+                live.state.store(state_to_u8(SeatState::Active), Ordering::Release);
                 st.seats.insert(id, live.clone());
                 let n = st.seats.len() as u32;
                 st.peak = st.peak.max(n);
@@ -768,8 +628,7 @@ impl SeatLedger for MemoryLedger {
             return Ok(PauseOutcome::Full);
         }
         self.release_all(expired, now).await;
-        self.journal_commit(vec![Op::Put(Box::new(live.record()))])
-            .await;
+        self.journal_commit(vec![Op::Put(Box::new(live.record()))]).await;
         Ok(PauseOutcome::Done)
     }
 
@@ -805,11 +664,7 @@ impl SeatLedger for MemoryLedger {
                     running_overflow += now.saturating_sub(l.started_at);
                 }
             }
-            let pending = st
-                .pending
-                .values()
-                .filter(|p| p.counts && p.expires > now)
-                .count() as u32;
+            let pending = st.pending.values().filter(|p| p.counts && p.expires > now).count() as u32;
             let capacity = spec.capacity(now);
             let in_use = live + pending;
             out.push(PoolUsage {
@@ -832,15 +687,8 @@ impl SeatLedger for MemoryLedger {
         let slot = self.slot(pool)?;
         let spec = slot.spec();
         let st = slot.lock();
-        let held = st
-            .seats
-            .values()
-            .filter(|l| expiry(&spec, &l.times(), now).is_none())
-            .count()
-            + st.pending
-                .values()
-                .filter(|p| p.counts && p.expires > now)
-                .count();
+        let held = st.seats.values().filter(|l| expiry(&spec, &l.times(), now).is_none()).count()
+            + st.pending.values().filter(|p| p.counts && p.expires > now).count();
         Some(spec.capacity(now).saturating_sub(held as u32))
     }
 
@@ -877,11 +725,7 @@ impl SeatLedger for MemoryLedger {
             .filter(|e| e.value().dirty.swap(false, Ordering::AcqRel))
             .map(|e| {
                 let l = e.value();
-                Op::Activity(
-                    l.id,
-                    l.last_activity.load(Ordering::Acquire),
-                    l.last_heartbeat.load(Ordering::Acquire),
-                )
+                Op::Activity(l.id, l.last_activity.load(Ordering::Acquire), l.last_heartbeat.load(Ordering::Acquire))
             })
             .collect();
         if let (Some(j), false) = (&self.journal, ops.is_empty()) {

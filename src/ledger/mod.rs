@@ -66,11 +66,7 @@ impl SessionKey {
 impl fmt::Debug for SessionKey {
     /// Only a short prefix: enough to correlate log lines, useless to hijack a session.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "sk:{:02x}{:02x}{:02x}{:02x}",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "sk:{:02x}{:02x}{:02x}{:02x}", self.0[0], self.0[1], self.0[2], self.0[3])
     }
 }
 
@@ -114,8 +110,7 @@ impl Serialize for SeatId {
 impl<'de> Deserialize<'de> for SeatId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom(format!("bad seat id `{s}`")))
+        s.parse().map_err(|_| serde::de::Error::custom(format!("bad seat id `{s}`")))
     }
 }
 
@@ -127,10 +122,7 @@ pub struct PoolKey {
 
 impl PoolKey {
     pub fn new(product: &str, pool: &str) -> Self {
-        PoolKey {
-            product: product.into(),
-            pool: pool.into(),
-        }
+        PoolKey { product: product.into(), pool: pool.into() }
     }
 }
 
@@ -279,12 +271,7 @@ impl PoolSpec {
                     .groups
                     .iter()
                     .filter(|g| g.pool == i)
-                    .map(|g| GroupLimit {
-                        name: g.name.clone(),
-                        users: g.users.clone(),
-                        reserve: g.reserve,
-                        max: g.max,
-                    })
+                    .map(|g| GroupLimit { name: g.name.clone(), users: g.users.clone(), reserve: g.reserve, max: g.max })
                     .collect(),
                 overflow_seat_minutes: pool.overflow_seat_minutes,
             })
@@ -349,12 +336,7 @@ pub enum Reservation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Touch {
-    Held {
-        id: SeatId,
-        pool: PoolKey,
-        state: SeatState,
-        ending_at: Option<Millis>,
-    },
+    Held { id: SeatId, pool: PoolKey, state: SeatState, ending_at: Option<Millis> },
     Gone(Gone),
 }
 
@@ -426,13 +408,7 @@ pub trait SeatLedger: Send + Sync + 'static {
     async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError>;
 
     /// Binds a granted lease to the session cookie the app set. Durable before it returns.
-    async fn commit(
-        &self,
-        lease: &Lease,
-        claim: &Claim,
-        session: SessionKey,
-        now: Millis,
-    ) -> Result<SeatId, LedgerError>;
+    async fn commit(&self, lease: &Lease, claim: &Claim, session: SessionKey, now: Millis) -> Result<SeatId, LedgerError>;
 
     /// Drops a lease whose login did not succeed.
     async fn cancel(&self, lease: &Lease);
@@ -443,20 +419,9 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// A presence ping: never refreshes activity. `false` when the session holds no seat.
     async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError>;
 
-    async fn release(
-        &self,
-        session: &SessionKey,
-        reason: ReleaseReason,
-        now: Millis,
-    ) -> Result<Option<SeatRecord>, LedgerError>;
+    async fn release(&self, session: &SessionKey, reason: ReleaseReason, now: Millis) -> Result<Option<SeatRecord>, LedgerError>;
 
-    async fn end(
-        &self,
-        ids: &[SeatId],
-        grace_ms: Millis,
-        by: &str,
-        now: Millis,
-    ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError>;
+    async fn end(&self, ids: &[SeatId], grace_ms: Millis, by: &str, now: Millis) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError>;
 
     async fn pause(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError>;
 

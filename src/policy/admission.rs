@@ -14,9 +14,7 @@ pub struct Holders<'a> {
 
 impl<'a> Holders<'a> {
     pub fn new(users: impl IntoIterator<Item = Option<&'a str>>) -> Self {
-        Holders {
-            users: users.into_iter().collect(),
-        }
+        Holders { users: users.into_iter().collect() }
     }
 }
 
@@ -35,22 +33,10 @@ fn group_of<'g>(groups: &'g [GroupLimit], user: Option<&str>) -> Option<usize> {
 }
 
 /// Decides one admission. `overflow_left_ms` is what remains of the pool's overflow allowance.
-pub fn admit(
-    spec: &PoolSpec,
-    holders: &Holders<'_>,
-    user: Option<&str>,
-    now: Millis,
-    overflow_left_ms: Option<u64>,
-) -> Admit {
+pub fn admit(spec: &PoolSpec, holders: &Holders<'_>, user: Option<&str>, now: Millis, overflow_left_ms: Option<u64>) -> Admit {
     let capacity = spec.capacity(now);
     let in_use = holders.users.len() as u32;
-    let full = |reason| {
-        Admit::Deny(Full {
-            in_use,
-            capacity,
-            reason,
-        })
-    };
+    let full = |reason| Admit::Deny(Full { in_use, capacity, reason });
 
     if let (Some(max), Some(u)) = (spec.max_sessions, user) {
         let mine = holders.users.iter().filter(|h| **h == Some(u)).count() as u32;
@@ -78,8 +64,7 @@ pub fn admit(
     }
     let general_capacity = capacity.saturating_sub(reserved);
     let fits = in_use < capacity
-        && (my_group.is_some_and(|g| per_group[g] < spec.groups[g].reserve)
-            || general_used < general_capacity);
+        && (my_group.is_some_and(|g| per_group[g] < spec.groups[g].reserve) || general_used < general_capacity);
     if fits {
         return Admit::Seat;
     }
@@ -100,11 +85,7 @@ mod tests {
     fn spec(seats: u32, groups: Vec<GroupLimit>, max_sessions: Option<u32>) -> PoolSpec {
         PoolSpec {
             key: PoolKey::new("p", "default"),
-            grants: vec![Grant {
-                seats,
-                not_before: None,
-                expires: None,
-            }],
+            grants: vec![Grant { seats, not_before: None, expires: None }],
             idle_timeout: 1000,
             max_lifetime: 10_000,
             presence_timeout: None,
@@ -117,32 +98,17 @@ mod tests {
     }
 
     fn group(name: &str, users: &[&str], reserve: u32, max: Option<u32>) -> GroupLimit {
-        GroupLimit {
-            name: name.into(),
-            users: users.iter().map(|s| s.to_string()).collect(),
-            reserve,
-            max,
-        }
+        GroupLimit { name: name.into(), users: users.iter().map(|s| s.to_string()).collect(), reserve, max }
     }
 
     #[test]
     fn plain_pool() {
         let s = spec(2, vec![], None);
-        assert_eq!(
-            admit(&s, &Holders::new([]), Some("a"), 0, None),
-            Admit::Seat
-        );
-        assert_eq!(
-            admit(&s, &Holders::new([Some("x")]), None, 0, None),
-            Admit::Seat
-        );
+        assert_eq!(admit(&s, &Holders::new([]), Some("a"), 0, None), Admit::Seat);
+        assert_eq!(admit(&s, &Holders::new([Some("x")]), None, 0, None), Admit::Seat);
         assert_eq!(
             admit(&s, &Holders::new([Some("x"), None]), Some("a"), 0, None),
-            Admit::Deny(Full {
-                in_use: 2,
-                capacity: 2,
-                reason: FullReason::Pool
-            })
+            Admit::Deny(Full { in_use: 2, capacity: 2, reason: FullReason::Pool })
         );
     }
 
@@ -151,40 +117,24 @@ mod tests {
         // 3 seats, 1 reserved for ops: outsiders get 2, ops still gets in.
         let s = spec(3, vec![group("ops", &["olga"], 1, None)], None);
         let two = Holders::new([Some("a"), Some("b")]);
-        assert!(matches!(
-            admit(&s, &two, Some("c"), 0, None),
-            Admit::Deny(_)
-        ));
+        assert!(matches!(admit(&s, &two, Some("c"), 0, None), Admit::Deny(_)));
         assert_eq!(admit(&s, &two, Some("olga"), 0, None), Admit::Seat);
         // A member beyond the reserve competes for unreserved seats.
         let h = Holders::new([Some("olga"), Some("a")]);
         assert_eq!(admit(&s, &h, Some("olga"), 0, None), Admit::Seat);
         let h = Holders::new([Some("olga"), Some("a"), Some("b")]);
-        assert!(matches!(
-            admit(&s, &h, Some("olga"), 0, None),
-            Admit::Deny(_)
-        ));
+        assert!(matches!(admit(&s, &h, Some("olga"), 0, None), Admit::Deny(_)));
     }
 
     #[test]
     fn group_max_caps_members() {
         let s = spec(10, vec![group("interns", &["i1", "i2"], 0, Some(1))], None);
-        assert_eq!(
-            admit(&s, &Holders::new([]), Some("i1"), 0, None),
-            Admit::Seat
-        );
+        assert_eq!(admit(&s, &Holders::new([]), Some("i1"), 0, None), Admit::Seat);
         assert_eq!(
             admit(&s, &Holders::new([Some("i1")]), Some("i2"), 0, None),
-            Admit::Deny(Full {
-                in_use: 1,
-                capacity: 10,
-                reason: FullReason::GroupMax
-            })
+            Admit::Deny(Full { in_use: 1, capacity: 10, reason: FullReason::GroupMax })
         );
-        assert_eq!(
-            admit(&s, &Holders::new([Some("i1")]), Some("bob"), 0, None),
-            Admit::Seat
-        );
+        assert_eq!(admit(&s, &Holders::new([Some("i1")]), Some("bob"), 0, None), Admit::Seat);
     }
 
     #[test]
@@ -193,11 +143,7 @@ mod tests {
         let h = Holders::new([Some("a"), Some("a")]);
         assert_eq!(
             admit(&s, &h, Some("a"), 0, None),
-            Admit::Deny(Full {
-                in_use: 2,
-                capacity: 10,
-                reason: FullReason::UserMax
-            })
+            Admit::Deny(Full { in_use: 2, capacity: 10, reason: FullReason::UserMax })
         );
         assert_eq!(admit(&s, &h, Some("b"), 0, None), Admit::Seat);
     }
@@ -205,11 +151,7 @@ mod tests {
     #[test]
     fn grants_sum_and_expire() {
         let mut s = spec(1, vec![], None);
-        s.grants.push(Grant {
-            seats: 2,
-            not_before: Some(100),
-            expires: Some(200),
-        });
+        s.grants.push(Grant { seats: 2, not_before: Some(100), expires: Some(200) });
         assert_eq!(s.capacity(50), 1);
         assert_eq!(s.capacity(150), 3);
         assert_eq!(s.capacity(200), 1);
@@ -222,17 +164,10 @@ mod tests {
     fn overflow_only_when_full_and_not_spent() {
         let s = spec(1, vec![], None);
         assert_eq!(admit(&s, &Holders::new([]), None, 0, Some(1)), Admit::Seat);
-        assert_eq!(
-            admit(&s, &Holders::new([None]), None, 0, Some(60_000)),
-            Admit::Overflow
-        );
+        assert_eq!(admit(&s, &Holders::new([None]), None, 0, Some(60_000)), Admit::Overflow);
         assert_eq!(
             admit(&s, &Holders::new([None]), None, 0, Some(0)),
-            Admit::Deny(Full {
-                in_use: 1,
-                capacity: 1,
-                reason: FullReason::OverflowSpent
-            })
+            Admit::Deny(Full { in_use: 1, capacity: 1, reason: FullReason::OverflowSpent })
         );
     }
 }

@@ -21,25 +21,14 @@ impl<'a> RequestFacts<'a> {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| uri.authority().map(|a| a.as_str()));
-        RequestFacts {
-            host,
-            path: uri.path(),
-            method,
-            headers,
-        }
+        RequestFacts { host, path: uri.path(), method, headers }
     }
 
     fn host_name(&self) -> Option<String> {
         let h = self.host?;
         let name = match h.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => h.rsplit_once(':').map_or(h, |(n, p)| {
-                if p.bytes().all(|b| b.is_ascii_digit()) {
-                    n
-                } else {
-                    h
-                }
-            }),
+            None => h.rsplit_once(':').map_or(h, |(n, p)| if p.bytes().all(|b| b.is_ascii_digit()) { n } else { h }),
         };
         Some(name.to_ascii_lowercase())
     }
@@ -50,10 +39,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
         return true;
     }
     let p = prefix.trim_end_matches('/');
-    path == p
-        || path
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with('/'))
+    path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The product a request belongs to: hosts must match (empty = any), then the longest
@@ -64,10 +50,7 @@ pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
     for (i, p) in cfg.products.iter().enumerate() {
         let host_hit = if p.hosts.is_empty() {
             false
-        } else if host
-            .as_ref()
-            .is_some_and(|h| p.hosts.iter().any(|x| x == h))
-        {
+        } else if host.as_ref().is_some_and(|h| p.hosts.iter().any(|x| x == h)) {
             true
         } else {
             continue;
@@ -84,9 +67,7 @@ pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
 }
 
 fn matcher_hits(m: &Matcher, f: &RequestFacts<'_>) -> bool {
-    m.path_prefix
-        .as_deref()
-        .is_none_or(|p| prefix_matches(p, f.path))
+    m.path_prefix.as_deref().is_none_or(|p| prefix_matches(p, f.path))
         && m.method.as_ref().is_none_or(|x| x == f.method)
         && m.user_agent.as_deref().is_none_or(|ua| {
             f.headers
@@ -122,13 +103,7 @@ pub enum Action {
     Pass,
 }
 
-pub fn action(
-    p: &Product,
-    mode: Mode,
-    f: &RequestFacts<'_>,
-    has_session_cookie: bool,
-    has_credentials: bool,
-) -> Action {
+pub fn action(p: &Product, mode: Mode, f: &RequestFacts<'_>, has_session_cookie: bool, has_credentials: bool) -> Action {
     if f.path.ends_with(HEARTBEAT_SUFFIX) && f.method == Method::POST {
         return Action::Heartbeat;
     }
@@ -136,11 +111,7 @@ pub fn action(
         Mode::Exempt => return Action::Pass,
         Mode::Check => {
             // Checks with no credentials at all go to the app, which answers 401 itself.
-            return if has_credentials || has_session_cookie {
-                Action::Check
-            } else {
-                Action::Pass
-            };
+            return if has_credentials || has_session_cookie { Action::Check } else { Action::Pass };
         }
         Mode::Hold => {}
     }
@@ -149,11 +120,7 @@ pub fn action(
     }
     if let Some(l) = &p.logout {
         if f.path == l.path && l.method.as_ref().is_none_or(|m| m == f.method) {
-            return if has_session_cookie {
-                Action::Logout
-            } else {
-                Action::Pass
-            };
+            return if has_session_cookie { Action::Logout } else { Action::Pass };
         }
     }
     // The login page itself must load even with a stale cookie, or the expired redirect loops.
@@ -184,9 +151,7 @@ impl BadLogin {
 
     pub fn message(&self) -> String {
         match self {
-            BadLogin::TooLarge { limit } => {
-                format!("login request body is larger than {limit} bytes")
-            }
+            BadLogin::TooLarge { limit } => format!("login request body is larger than {limit} bytes"),
             BadLogin::NotUtf8 => "login request is not valid UTF-8".into(),
             BadLogin::MissingUser(f) => format!("login request has no `{f}`"),
             BadLogin::UnsupportedType => {
@@ -204,11 +169,7 @@ pub fn needs_body(src: &UserSource) -> bool {
 const MAX_USER_LEN: usize = 256;
 
 /// The user name a login names, per `login.user`.
-pub fn login_user(
-    src: &UserSource,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Option<String>, BadLogin> {
+pub fn login_user(src: &UserSource, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, BadLogin> {
     let clean = |s: &str, what: &str| -> Result<Option<String>, BadLogin> {
         let s = s.trim();
         if s.is_empty() || s.len() > MAX_USER_LEN || s.chars().any(char::is_control) {
@@ -222,9 +183,7 @@ pub fn login_user(
     match src {
         UserSource::None => Ok(None),
         UserSource::Header(h) => {
-            let v = headers
-                .get(h)
-                .ok_or_else(|| BadLogin::MissingUser(h.to_string()))?;
+            let v = headers.get(h).ok_or_else(|| BadLogin::MissingUser(h.to_string()))?;
             let v = v.to_str().map_err(|_| BadLogin::NotUtf8)?;
             clean(v, h.as_str())
         }
@@ -232,13 +191,7 @@ pub fn login_user(
             let ct = headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase()
-                });
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
             let text = std::str::from_utf8(body).map_err(|_| BadLogin::NotUtf8)?;
             match ct.as_deref() {
                 Some("application/x-www-form-urlencoded") => {
@@ -249,12 +202,8 @@ pub fn login_user(
                     clean(&v, field)
                 }
                 Some("application/json") => {
-                    let v: serde_json::Value = serde_json::from_str(text)
-                        .map_err(|_| BadLogin::MissingUser(field.clone()))?;
-                    let s = v
-                        .get(field)
-                        .and_then(|x| x.as_str())
-                        .ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
+                    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| BadLogin::MissingUser(field.clone()))?;
+                    let s = v.get(field).and_then(|x| x.as_str()).ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
                     clean(s, field)
                 }
                 _ => Err(BadLogin::UnsupportedType),
@@ -325,11 +274,7 @@ products:
             let mut h = HeaderMap::new();
             h.insert(http::header::HOST, host.parse().unwrap());
             let uri: http::Uri = path.parse().unwrap();
-            assert_eq!(
-                product_for(&cfg, &facts(&get, &uri, &h)),
-                want,
-                "{host}{path}"
-            );
+            assert_eq!(product_for(&cfg, &facts(&get, &uri, &h)), want, "{host}{path}");
         }
     }
 
@@ -343,10 +288,7 @@ products:
         assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(0));
         let uri: http::Uri = "/app".parse().unwrap();
         assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(2));
-        h.insert(
-            http::header::USER_AGENT,
-            "Microsoft Outlook 16".parse().unwrap(),
-        );
+        h.insert(http::header::USER_AGENT, "Microsoft Outlook 16".parse().unwrap());
         assert_eq!(client_for(p, &facts(&get, &uri, &h)), Some(1));
     }
 
@@ -358,105 +300,35 @@ products:
         let post = Method::POST;
         let get = Method::GET;
         let u = |s: &str| -> http::Uri { s.parse().unwrap() };
-        let (login, logout, app, hb) = (
-            u("/login"),
-            u("/logout"),
-            u("/app"),
-            u("/.seatgate/heartbeat"),
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&post, &login, &h), false, false),
-            Action::Login
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&get, &login, &h), true, false),
-            Action::Pass
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&get, &logout, &h), true, false),
-            Action::Logout
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&get, &logout, &h), false, false),
-            Action::Pass
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&get, &app, &h), true, false),
-            Action::Session
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&get, &app, &h), false, false),
-            Action::Pass
-        );
-        assert_eq!(
-            action(p, Mode::Check, &facts(&get, &app, &h), false, true),
-            Action::Check
-        );
-        assert_eq!(
-            action(p, Mode::Check, &facts(&get, &app, &h), false, false),
-            Action::Pass
-        );
-        assert_eq!(
-            action(p, Mode::Exempt, &facts(&get, &app, &h), true, true),
-            Action::Pass
-        );
-        assert_eq!(
-            action(p, Mode::Hold, &facts(&post, &hb, &h), true, false),
-            Action::Heartbeat
-        );
+        let (login, logout, app, hb) = (u("/login"), u("/logout"), u("/app"), u("/.seatgate/heartbeat"));
+        assert_eq!(action(p, Mode::Hold, &facts(&post, &login, &h), false, false), Action::Login);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &login, &h), true, false), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &logout, &h), true, false), Action::Logout);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &logout, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &app, &h), true, false), Action::Session);
+        assert_eq!(action(p, Mode::Hold, &facts(&get, &app, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Check, &facts(&get, &app, &h), false, true), Action::Check);
+        assert_eq!(action(p, Mode::Check, &facts(&get, &app, &h), false, false), Action::Pass);
+        assert_eq!(action(p, Mode::Exempt, &facts(&get, &app, &h), true, true), Action::Pass);
+        assert_eq!(action(p, Mode::Hold, &facts(&post, &hb, &h), true, false), Action::Heartbeat);
     }
 
     #[test]
     fn login_user_from_form_json_and_header() {
         let form = UserSource::Form("username".into());
         let mut h = HeaderMap::new();
-        assert_eq!(
-            login_user(&form, &h, b"username=al"),
-            Err(BadLogin::UnsupportedType)
-        );
-        h.insert(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded; charset=utf-8"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            login_user(&form, &h, b"password=x&username=Al+B%C3%A9"),
-            Ok(Some("Al Bé".into()))
-        );
-        assert_eq!(
-            login_user(&form, &h, b"password=x"),
-            Err(BadLogin::MissingUser("username".into()))
-        );
-        assert_eq!(
-            login_user(&form, &h, b"username="),
-            Err(BadLogin::MissingUser("username".into()))
-        );
-        assert_eq!(
-            login_user(&form, &h, b"username=\xff\xfe"),
-            Err(BadLogin::NotUtf8)
-        );
-        assert_eq!(
-            login_user(&form, &h, b"username=%FF"),
-            Err(BadLogin::NotUtf8)
-        );
-        h.insert(
-            http::header::CONTENT_TYPE,
-            "application/json".parse().unwrap(),
-        );
-        assert_eq!(
-            login_user(&form, &h, br#"{"username":"jo"}"#),
-            Ok(Some("jo".into()))
-        );
-        assert_eq!(
-            login_user(&form, &h, b"{"),
-            Err(BadLogin::MissingUser("username".into()))
-        );
+        assert_eq!(login_user(&form, &h, b"username=al"), Err(BadLogin::UnsupportedType));
+        h.insert(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap());
+        assert_eq!(login_user(&form, &h, b"password=x&username=Al+B%C3%A9"), Ok(Some("Al Bé".into())));
+        assert_eq!(login_user(&form, &h, b"password=x"), Err(BadLogin::MissingUser("username".into())));
+        assert_eq!(login_user(&form, &h, b"username="), Err(BadLogin::MissingUser("username".into())));
+        assert_eq!(login_user(&form, &h, b"username=\xff\xfe"), Err(BadLogin::NotUtf8));
+        assert_eq!(login_user(&form, &h, b"username=%FF"), Err(BadLogin::NotUtf8));
+        h.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(login_user(&form, &h, br#"{"username":"jo"}"#), Ok(Some("jo".into())));
+        assert_eq!(login_user(&form, &h, b"{"), Err(BadLogin::MissingUser("username".into())));
         let hdr = UserSource::Header("x-user".parse().unwrap());
-        assert_eq!(
-            login_user(&hdr, &h, b""),
-            Err(BadLogin::MissingUser("x-user".into()))
-        );
+        assert_eq!(login_user(&hdr, &h, b""), Err(BadLogin::MissingUser("x-user".into())));
         h.insert("x-user", "kim".parse().unwrap());
         assert_eq!(login_user(&hdr, &h, b""), Ok(Some("kim".into())));
     }

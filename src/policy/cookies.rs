@@ -14,10 +14,7 @@ pub fn request_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str>
         for c in cookie::Cookie::split_parse(s).flatten() {
             if c.name() == name && !c.value().is_empty() {
                 // Re-find the value in the original header text so the borrow outlives the parser.
-                let (start, len) = (
-                    c.value().as_ptr() as usize - s.as_ptr() as usize,
-                    c.value().len(),
-                );
+                let (start, len) = (c.value().as_ptr() as usize - s.as_ptr() as usize, c.value().len());
                 return s.get(start..start + len);
             }
         }
@@ -29,21 +26,14 @@ pub fn request_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str>
 pub fn set_cookie_value(set_cookie_values: &[&str], name: &str) -> Option<String> {
     let mut found = None;
     for raw in set_cookie_values {
-        let Ok(c) = cookie::Cookie::parse(*raw) else {
-            continue;
-        };
+        let Ok(c) = cookie::Cookie::parse(*raw) else { continue };
         if c.name() != name {
             continue;
         }
         let deleted = c.value().is_empty()
             || c.max_age().is_some_and(|a| a.whole_seconds() <= 0)
-            || c.expires_datetime()
-                .is_some_and(|e| e.unix_timestamp() < 86_400 * 365 * 20);
-        found = if deleted {
-            None
-        } else {
-            Some(c.value().to_string())
-        };
+            || c.expires_datetime().is_some_and(|e| e.unix_timestamp() < 86_400 * 365 * 20);
+        found = if deleted { None } else { Some(c.value().to_string()) };
     }
     found
 }
@@ -77,39 +67,24 @@ mod tests {
         assert_eq!(request_cookie(&h, "b"), Some("2"));
         assert_eq!(request_cookie(&h, "nope"), None);
         assert_eq!(request_cookie(&headers(&["SID="]), "SID"), None);
-        assert_eq!(
-            request_cookie(&headers(&["SID=first; SID=second"]), "SID"),
-            Some("first")
-        );
+        assert_eq!(request_cookie(&headers(&["SID=first; SID=second"]), "SID"), Some("first"));
         assert_eq!(request_cookie(&headers(&[";;;==;"]), "SID"), None);
     }
 
     #[test]
     fn non_utf8_cookie_header_is_ignored() {
         let mut h = HeaderMap::new();
-        h.append(
-            http::header::COOKIE,
-            http::HeaderValue::from_bytes(b"SID=\xff").unwrap(),
-        );
+        h.append(http::header::COOKIE, http::HeaderValue::from_bytes(b"SID=\xff").unwrap());
         assert_eq!(request_cookie(&h, "SID"), None);
     }
 
     #[test]
     fn set_cookie_detection() {
-        assert_eq!(
-            set_cookie_value(&["SID=xyz; Path=/; HttpOnly"], "SID"),
-            Some("xyz".into())
-        );
-        assert_eq!(
-            set_cookie_value(&["other=1", "SID=xyz"], "SID"),
-            Some("xyz".into())
-        );
+        assert_eq!(set_cookie_value(&["SID=xyz; Path=/; HttpOnly"], "SID"), Some("xyz".into()));
+        assert_eq!(set_cookie_value(&["other=1", "SID=xyz"], "SID"), Some("xyz".into()));
         assert_eq!(set_cookie_value(&["SID=; Max-Age=0"], "SID"), None);
         assert_eq!(set_cookie_value(&["SID=gone; Max-Age=0"], "SID"), None);
-        assert_eq!(
-            set_cookie_value(&["SID=gone; Expires=Thu, 01 Jan 1970 00:00:00 GMT"], "SID"),
-            None
-        );
+        assert_eq!(set_cookie_value(&["SID=gone; Expires=Thu, 01 Jan 1970 00:00:00 GMT"], "SID"), None);
         assert_eq!(set_cookie_value(&["NOTSID=1"], "SID"), None);
         assert_eq!(set_cookie_value(&["garbage"], "SID"), None);
     }

@@ -27,8 +27,7 @@ pub fn expiry(spec: &PoolSpec, t: &SeatTimes, now: Millis) -> Option<ReleaseReas
     if now >= t.last_activity.saturating_add(spec.idle_timeout) {
         return Some(ReleaseReason::Idle);
     }
-    if t.state == SeatState::Standby && now >= t.last_activity.saturating_add(spec.standby_timeout)
-    {
+    if t.state == SeatState::Standby && now >= t.last_activity.saturating_add(spec.standby_timeout) {
         return Some(ReleaseReason::Standby);
     }
     if let Some(pt) = spec.presence_timeout {
@@ -80,10 +79,9 @@ pub fn on_stale(expired: crate::config::Expired, gone: Gone) -> Stale {
     match (expired, gone) {
         (Expired::Login, _) => Stale::RedirectToLogin,
         (Expired::Adopt, Gone::Unknown) => Stale::Adopt,
-        (
-            Expired::Adopt,
-            Gone::Released(ReleaseReason::Idle | ReleaseReason::Presence | ReleaseReason::Standby),
-        ) => Stale::Adopt,
+        (Expired::Adopt, Gone::Released(ReleaseReason::Idle | ReleaseReason::Presence | ReleaseReason::Standby)) => {
+            Stale::Adopt
+        }
         (Expired::Adopt, Gone::Released(_)) => Stale::RedirectToLogin,
     }
 }
@@ -105,11 +103,7 @@ mod tests {
     fn spec() -> PoolSpec {
         PoolSpec {
             key: PoolKey::new("p", "default"),
-            grants: vec![Grant {
-                seats: 1,
-                not_before: None,
-                expires: None,
-            }],
+            grants: vec![Grant { seats: 1, not_before: None, expires: None }],
             idle_timeout: 100,
             max_lifetime: 1000,
             presence_timeout: Some(30),
@@ -122,13 +116,7 @@ mod tests {
     }
 
     fn t(state: SeatState, last_activity: Millis, last_heartbeat: Millis) -> SeatTimes {
-        SeatTimes {
-            started_at: 0,
-            last_activity,
-            last_heartbeat,
-            state,
-            ending_at: None,
-        }
+        SeatTimes { started_at: 0, last_activity, last_heartbeat, state, ending_at: None }
     }
 
     #[test]
@@ -137,43 +125,17 @@ mod tests {
         let cases = [
             (t(SeatState::Active, 0, 0), 99, None),
             (t(SeatState::Active, 0, 0), 100, Some(ReleaseReason::Idle)),
-            (
-                t(SeatState::Active, 950, 0),
-                1000,
-                Some(ReleaseReason::Lifetime),
-            ),
-            (
-                t(SeatState::Standby, 0, 0),
-                50,
-                Some(ReleaseReason::Standby),
-            ),
+            (t(SeatState::Active, 950, 0), 1000, Some(ReleaseReason::Lifetime)),
+            (t(SeatState::Standby, 0, 0), 50, Some(ReleaseReason::Standby)),
             (t(SeatState::Standby, 0, 0), 49, None),
             // Presence applies only once a heartbeat was seen, and heartbeats don't renew idle.
-            (
-                t(SeatState::Active, 0, 10),
-                40,
-                Some(ReleaseReason::Presence),
-            ),
+            (t(SeatState::Active, 0, 10), 40, Some(ReleaseReason::Presence)),
             (t(SeatState::Active, 0, 10), 39, None),
             (t(SeatState::Active, 0, 80), 100, Some(ReleaseReason::Idle)),
             (t(SeatState::Active, 20, 10), 49, None),
             (t(SeatState::Paused, 0, 0), 500, None),
-            (
-                SeatTimes {
-                    ending_at: Some(20),
-                    ..t(SeatState::Ending, 0, 0)
-                },
-                20,
-                Some(ReleaseReason::Ended),
-            ),
-            (
-                SeatTimes {
-                    ending_at: Some(20),
-                    ..t(SeatState::Ending, 0, 0)
-                },
-                19,
-                None,
-            ),
+            (SeatTimes { ending_at: Some(20), ..t(SeatState::Ending, 0, 0) }, 20, Some(ReleaseReason::Ended)),
+            (SeatTimes { ending_at: Some(20), ..t(SeatState::Ending, 0, 0) }, 19, None),
         ];
         for (i, (times, now, want)) in cases.iter().enumerate() {
             assert_eq!(expiry(&s, times, *now), *want, "case {i}");
@@ -183,54 +145,23 @@ mod tests {
     #[test]
     fn deadline_is_where_expiry_starts() {
         let s = spec();
-        let states = [
-            SeatState::Standby,
-            SeatState::Active,
-            SeatState::Ending,
-            SeatState::Paused,
-        ];
+        let states = [SeatState::Standby, SeatState::Active, SeatState::Ending, SeatState::Paused];
         for state in states {
-            for (la, hb, ending) in [
-                (0, 0, None),
-                (20, 10, Some(30)),
-                (5, 0, Some(500)),
-                (90, 95, None),
-            ] {
-                let times = SeatTimes {
-                    started_at: 0,
-                    last_activity: la,
-                    last_heartbeat: hb,
-                    state,
-                    ending_at: ending,
-                };
+            for (la, hb, ending) in [(0, 0, None), (20, 10, Some(30)), (5, 0, Some(500)), (90, 95, None)] {
+                let times = SeatTimes { started_at: 0, last_activity: la, last_heartbeat: hb, state, ending_at: ending };
                 let d = deadline(&s, &times);
                 assert!(expiry(&s, &times, d).is_some(), "{times:?} at {d}");
-                assert!(
-                    d == 0 || expiry(&s, &times, d - 1).is_none(),
-                    "{times:?} before {d}"
-                );
+                assert!(d == 0 || expiry(&s, &times, d - 1).is_none(), "{times:?} before {d}");
             }
         }
     }
 
     #[test]
     fn stale_cookies() {
-        assert_eq!(
-            on_stale(Expired::Login, Gone::Unknown),
-            Stale::RedirectToLogin
-        );
+        assert_eq!(on_stale(Expired::Login, Gone::Unknown), Stale::RedirectToLogin);
         assert_eq!(on_stale(Expired::Adopt, Gone::Unknown), Stale::Adopt);
-        assert_eq!(
-            on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Idle)),
-            Stale::Adopt
-        );
-        assert_eq!(
-            on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Ended)),
-            Stale::RedirectToLogin
-        );
-        assert_eq!(
-            on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Logout)),
-            Stale::RedirectToLogin
-        );
+        assert_eq!(on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Idle)), Stale::Adopt);
+        assert_eq!(on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Ended)), Stale::RedirectToLogin);
+        assert_eq!(on_stale(Expired::Adopt, Gone::Released(ReleaseReason::Logout)), Stale::RedirectToLogin);
     }
 }

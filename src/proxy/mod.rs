@@ -7,9 +7,7 @@
 use crate::app::{pool_for, pool_key, App, Runtime};
 use crate::config::file::{Mode, SeatsPer, StoreErrorPolicy};
 use crate::config::Product;
-use crate::ledger::{
-    now_ms, Claim, Gone, Lease, LedgerError, Millis, Reservation, SessionKey, Touch,
-};
+use crate::ledger::{now_ms, Claim, Gone, LedgerError, Lease, Millis, Reservation, SessionKey, Touch};
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies;
 use crate::policy::seat::{self, Stale};
@@ -76,34 +74,20 @@ impl Gateway {
     }
 
     fn deny_for(&self, p: &Product, client: Option<usize>) -> Canned {
-        client.map_or_else(
-            || p.default_denial.clone(),
-            |i| p.clients[i].on_full.clone(),
-        )
+        client.map_or_else(|| p.default_denial.clone(), |i| p.clients[i].on_full.clone())
     }
 
     /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
     /// answer was written, `Ok(false)` to let the request through without a seat. `known` is
     /// the gateway's last view for `last_known` (session held / a seat free); without one,
     /// `last_known` fails closed.
-    async fn store_failed(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        e: &LedgerError,
-        known: Option<bool>,
-    ) -> Result<bool> {
+    async fn store_failed(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, e: &LedgerError, known: Option<bool>) -> Result<bool> {
         let policy = match p.on_store_error {
             StoreErrorPolicy::FailClosed => "fail_closed",
             StoreErrorPolicy::FailOpen => "fail_open",
             StoreErrorPolicy::LastKnown => "last_known",
         };
-        self.app
-            .metrics
-            .store_errors
-            .with_label_values(&[p.name.as_str(), policy])
-            .inc();
+        self.app.metrics.store_errors.with_label_values(&[p.name.as_str(), policy]).inc();
         log::warn!("product {}: seat store error ({policy}): {e}", p.name);
         match p.on_store_error {
             StoreErrorPolicy::FailClosed => {
@@ -119,13 +103,7 @@ impl Gateway {
         }
     }
 
-    async fn login(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        client: Option<usize>,
-    ) -> Result<bool> {
+    async fn login(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>) -> Result<bool> {
         let mut body = Bytes::new();
         if classify::needs_body(&p.login.user) {
             match read_body(s, p.max_login_body).await? {
@@ -137,17 +115,12 @@ impl Gateway {
             Ok(u) => u,
             Err(bad) => return self.bad_login(s, ctx, p, bad).await,
         };
-        if user
-            .as_deref()
-            .is_some_and(|u| p.exempt_users.contains(u) || p.named_users.contains(u))
-        {
+        if user.as_deref().is_some_and(|u| p.exempt_users.contains(u) || p.named_users.contains(u)) {
             return Ok(false);
         }
         let (device, new_device) = match p.seats_per {
             SeatsPer::UserDevice => {
-                match cookies::request_cookie(&s.req_header().headers, &p.session.device_cookie)
-                    .filter(|d| cookies::valid_device(d))
-                {
+                match cookies::request_cookie(&s.req_header().headers, &p.session.device_cookie).filter(|d| cookies::valid_device(d)) {
                     Some(d) => (Some(d.to_string()), None),
                     None => {
                         let d = cookies::new_device_id();
@@ -167,11 +140,7 @@ impl Gateway {
         };
         match self.app.ledger.reserve(&claim, now_ms()).await {
             Ok(Reservation::Granted(lease)) => {
-                ctx.login = Some(PendingLogin {
-                    lease,
-                    claim,
-                    new_device,
-                });
+                ctx.login = Some(PendingLogin { lease, claim, new_device });
                 Ok(false)
             }
             Ok(Reservation::Full(full)) => {
@@ -182,32 +151,17 @@ impl Gateway {
                 self.respond(s, &c).await
             }
             Err(e) => {
-                let free = self
-                    .app
-                    .ledger
-                    .available(&claim.pool, now_ms())
-                    .map(|n| n > 0);
+                let free = self.app.ledger.available(&claim.pool, now_ms()).map(|n| n > 0);
                 self.store_failed(s, ctx, p, &e, free).await
             }
         }
     }
 
-    async fn bad_login(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        bad: BadLogin,
-    ) -> Result<bool> {
-        log::info!(
-            "product {}: refused malformed login: {}",
-            p.name,
-            bad.message()
-        );
+    async fn bad_login(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, bad: BadLogin) -> Result<bool> {
+        log::info!("product {}: refused malformed login: {}", p.name, bad.message());
         ctx.outcome = Outcome::Denied("bad_request");
         ctx.login_result = Some("bad_request");
-        self.respond(s, &responses::bad_request(bad.status(), &bad.message()))
-            .await
+        self.respond(s, &responses::bad_request(bad.status(), &bad.message())).await
     }
 
     fn audit_deny(&self, p: &Product, claim: &Claim, reason: &str) {
@@ -218,14 +172,7 @@ impl Gateway {
         );
     }
 
-    async fn session(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        client: Option<usize>,
-        key: SessionKey,
-    ) -> Result<bool> {
+    async fn session(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>, key: SessionKey) -> Result<bool> {
         let now = now_ms();
         let gone = match self.app.ledger.touch(&key, now).await {
             Ok(Touch::Held { ending_at, .. }) => {
@@ -233,21 +180,12 @@ impl Gateway {
                 return Ok(false);
             }
             Ok(Touch::Gone(g)) => g,
-            Err(e) => {
-                return self
-                    .store_failed(s, ctx, p, &e, self.app.ledger.last_known(&key))
-                    .await
-            }
+            Err(e) => return self.store_failed(s, ctx, p, &e, self.app.ledger.last_known(&key)).await,
         };
         match seat::on_stale(p.session.expired, gone) {
             Stale::RedirectToLogin => {
                 ctx.outcome = Outcome::Denied("expired");
-                let r = responses::expired_redirect(
-                    &p.login.path,
-                    &p.session.cookie,
-                    &p.session.cookie_path,
-                    seat::notice(gone),
-                );
+                let r = responses::expired_redirect(&p.login.path, &p.session.cookie, &p.session.cookie_path, seat::notice(gone));
                 self.respond(s, &r).await
             }
             Stale::Adopt => self.adopt(s, ctx, p, client, key, gone).await,
@@ -255,42 +193,22 @@ impl Gateway {
     }
 
     /// `expired: adopt`: a session the app still honours takes a free seat if there is one.
-    async fn adopt(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        client: Option<usize>,
-        key: SessionKey,
-        gone: Gone,
-    ) -> Result<bool> {
+    async fn adopt(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>, key: SessionKey, gone: Gone) -> Result<bool> {
         let pool = pool_for(p, None, &s.req_header().headers);
-        let claim = Claim {
-            pool: pool_key(p, pool),
-            user: None,
-            device: None,
-            client: ctx.client_label().to_string(),
-            lease_id: rand::random(),
-        };
+        let claim = Claim { pool: pool_key(p, pool), user: None, device: None, client: ctx.client_label().to_string(), lease_id: rand::random() };
         let now = now_ms();
         let res = match self.app.ledger.reserve(&claim, now).await {
             Ok(r) => r,
             Err(e) => return self.store_failed(s, ctx, p, &e, None).await,
         };
         match res {
-            Reservation::Granted(lease) => {
-                match self.app.ledger.commit(&lease, &claim, key, now).await {
-                    Ok(id) => {
-                        log::debug!(
-                            "product {}: adopted {key:?} ({}) as {id}",
-                            p.name,
-                            seat::notice(gone)
-                        );
-                        Ok(false)
-                    }
-                    Err(e) => self.store_failed(s, ctx, p, &e, None).await,
+            Reservation::Granted(lease) => match self.app.ledger.commit(&lease, &claim, key, now).await {
+                Ok(id) => {
+                    log::debug!("product {}: adopted {key:?} ({}) as {id}", p.name, seat::notice(gone));
+                    Ok(false)
                 }
-            }
+                Err(e) => self.store_failed(s, ctx, p, &e, None).await,
+            },
             Reservation::Full(full) => {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 let c = self.deny_for(p, client);
@@ -299,64 +217,31 @@ impl Gateway {
         }
     }
 
-    async fn check(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        client: Option<usize>,
-    ) -> Result<bool> {
+    async fn check(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, client: Option<usize>) -> Result<bool> {
         let pool = pool_key(p, pool_for(p, None, &s.req_header().headers));
         let free = self.app.ledger.available(&pool, now_ms()).unwrap_or(0);
         let label = [p.name.as_str(), ctx.client_label()];
         if free > 0 {
-            self.app
-                .metrics
-                .checks
-                .with_label_values(&[label[0], label[1], "pass"])
-                .inc();
+            self.app.metrics.checks.with_label_values(&[label[0], label[1], "pass"]).inc();
             ctx.outcome = Outcome::CheckPassed;
             Ok(false)
         } else {
-            self.app
-                .metrics
-                .checks
-                .with_label_values(&[label[0], label[1], "fail"])
-                .inc();
+            self.app.metrics.checks.with_label_values(&[label[0], label[1], "fail"]).inc();
             ctx.outcome = Outcome::Denied("check_full");
             let c = self.deny_for(p, client);
             self.respond(s, &c).await
         }
     }
 
-    async fn heartbeat(
-        &self,
-        s: &mut Session,
-        ctx: &mut Ctx,
-        p: &Product,
-        key: Option<SessionKey>,
-    ) -> Result<bool> {
+    async fn heartbeat(&self, s: &mut Session, ctx: &mut Ctx, p: &Product, key: Option<SessionKey>) -> Result<bool> {
         ctx.outcome = Outcome::Answered;
         let alive = match key {
-            Some(k) => self
-                .app
-                .ledger
-                .heartbeat(&k, now_ms())
-                .await
-                .unwrap_or(false),
+            Some(k) => self.app.ledger.heartbeat(&k, now_ms()).await.unwrap_or(false),
             None => false,
         };
         let result = if alive { "ok" } else { "gone" };
-        self.app
-            .metrics
-            .heartbeats
-            .with_label_values(&[p.name.as_str(), result])
-            .inc();
-        let c = if alive {
-            responses::no_content()
-        } else {
-            responses::gone("no seat for this session")
-        };
+        self.app.metrics.heartbeats.with_label_values(&[p.name.as_str(), result]).inc();
+        let c = if alive { responses::no_content() } else { responses::gone("no seat for this session") };
         c.send(s).await?;
         Ok(true)
     }
@@ -412,12 +297,7 @@ impl ProxyHttp for Gateway {
         let facts = RequestFacts::new(&req.method, &req.uri, &req.headers);
         let Some(pi) = classify::product_for(&rt.config, &facts) else {
             ctx.outcome = Outcome::Denied("no_product");
-            return self
-                .respond(
-                    s,
-                    &Canned::text(StatusCode::NOT_FOUND, "No application is served here."),
-                )
-                .await;
+            return self.respond(s, &Canned::text(StatusCode::NOT_FOUND, "No application is served here.")).await;
         };
         let p = rt.config.products[pi].clone();
         ctx.product = Some(pi);
@@ -426,13 +306,7 @@ impl ProxyHttp for Gateway {
         ctx.client_kind = client.map(|i| p.clients[i].kind.clone());
         let cookie = cookies::request_cookie(&req.headers, &p.session.cookie);
         let key = cookie.map(|c| SessionKey::new(&p.name, c));
-        let action = classify::action(
-            &p,
-            mode,
-            &facts,
-            key.is_some(),
-            classify::has_credentials(&req.headers),
-        );
+        let action = classify::action(&p, mode, &facts, key.is_some(), classify::has_credentials(&req.headers));
         ctx.action = Some(action);
         match action {
             Action::Pass => Ok(false),
@@ -441,12 +315,7 @@ impl ProxyHttp for Gateway {
             Action::Login => self.login(s, ctx, &p, client).await,
             Action::Logout => {
                 if let Some(k) = key {
-                    if let Err(e) = self
-                        .app
-                        .ledger
-                        .release(&k, crate::ledger::ReleaseReason::Logout, now_ms())
-                        .await
-                    {
+                    if let Err(e) = self.app.ledger.release(&k, crate::ledger::ReleaseReason::Logout, now_ms()).await {
                         // `last_known` lets a logout through: the seat then ends at idle timeout.
                         return self.store_failed(s, ctx, &p, &e, Some(true)).await;
                     }
@@ -466,31 +335,13 @@ impl ProxyHttp for Gateway {
             .product
             .and_then(|i| rt.upstreams.get(i))
             .copied()
-            .ok_or_else(|| {
-                pingora_error::Error::explain(
-                    pingora_error::ErrorType::InternalError,
-                    "no product for request",
-                )
-            })?;
+            .ok_or_else(|| pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no product for request"))?;
         Ok(Box::new(HttpPeer::new(addr, false, String::new())))
     }
 
-    async fn upstream_request_filter(
-        &self,
-        s: &mut Session,
-        up: &mut RequestHeader,
-        _ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(ip) = s
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let xff = match up
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
+    async fn upstream_request_filter(&self, s: &mut Session, up: &mut RequestHeader, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(ip) = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
+            let xff = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip,
             };
@@ -502,25 +353,14 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(
-        &self,
-        _s: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if let Some(at) = ctx.ending_at {
             let secs = at.saturating_sub(now_ms()).div_ceil(1000);
             resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
         }
-        let Some(login) = ctx.login.take() else {
-            return Ok(());
-        };
-        let Some(rt) = ctx.rt.clone() else {
-            return Ok(());
-        };
-        let Some(p) = ctx.product(&rt).cloned() else {
-            return Ok(());
-        };
+        let Some(login) = ctx.login.take() else { return Ok(()) };
+        let Some(rt) = ctx.rt.clone() else { return Ok(()) };
+        let Some(p) = ctx.product(&rt).cloned() else { return Ok(()) };
         let set: Vec<&str> = resp
             .headers
             .get_all(http::header::SET_COOKIE)
@@ -530,12 +370,7 @@ impl ProxyHttp for Gateway {
         match cookies::set_cookie_value(&set, &p.session.cookie) {
             Some(value) => {
                 let key = SessionKey::new(&p.name, &value);
-                match self
-                    .app
-                    .ledger
-                    .commit(&login.lease, &login.claim, key, now_ms())
-                    .await
-                {
+                match self.app.ledger.commit(&login.lease, &login.claim, key, now_ms()).await {
                     Ok(id) => {
                         ctx.login_result = Some("admitted");
                         let a = &self.app.audit;
@@ -548,10 +383,7 @@ impl ProxyHttp for Gateway {
                         if let Some(d) = login.new_device {
                             resp.append_header(
                                 http::header::SET_COOKIE,
-                                format!(
-                                    "{}={d}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
-                                    p.session.device_cookie
-                                ),
+                                format!("{}={d}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax", p.session.device_cookie),
                             )?;
                         }
                     }
@@ -559,10 +391,7 @@ impl ProxyHttp for Gateway {
                         // The app accepted the login but no seat could be bound: the next
                         // request with that cookie is treated as a stale session.
                         ctx.login_result = Some("failed");
-                        log::warn!(
-                            "product {}: login succeeded at the app but no seat: {e}",
-                            p.name
-                        );
+                        log::warn!("product {}: login succeeded at the app but no seat: {e}", p.name);
                     }
                 }
             }
@@ -586,14 +415,10 @@ impl ProxyHttp for Gateway {
         let client = ctx.client_label().to_string();
         if let Some(r) = ctx.login_result {
             let result = if r == "bad_request" { "failed" } else { r };
-            m.logins
-                .with_label_values(&[product, &client, result])
-                .inc();
+            m.logins.with_label_values(&[product, &client, result]).inc();
         }
         if let Outcome::Denied(reason) = ctx.outcome {
-            m.denials
-                .with_label_values(&[product, &client, reason])
-                .inc();
+            m.denials.with_label_values(&[product, &client, reason]).inc();
         }
         let action = match ctx.action {
             Some(Action::Login) => "login",

@@ -23,10 +23,7 @@ impl Canned {
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Canned {
             status,
-            headers: vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            )],
+            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
             body: body.into(),
         }
     }
@@ -64,11 +61,7 @@ impl Canned {
         for (k, v) in &self.headers {
             h.append_header(k.clone(), v.clone())?;
         }
-        if !self
-            .headers
-            .iter()
-            .any(|(k, _)| k == http::header::CACHE_CONTROL)
-        {
+        if !self.headers.iter().any(|(k, _)| k == http::header::CACHE_CONTROL) {
             h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         }
         h.insert_header(http::header::CONTENT_LENGTH, self.body.len().to_string())?;
@@ -78,13 +71,9 @@ impl Canned {
     /// Writes the whole answer; the app never sees the request.
     pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
         let header = self.to_header()?;
-        session
-            .write_response_header(Box::new(header), self.body.is_empty())
-            .await?;
+        session.write_response_header(Box::new(header), self.body.is_empty()).await?;
         if !self.body.is_empty() {
-            session
-                .write_response_body(Some(self.body.clone()), true)
-                .await?;
+            session.write_response_body(Some(self.body.clone()), true).await?;
         }
         Ok(())
     }
@@ -94,10 +83,10 @@ impl Canned {
 pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<Canned, String> {
     let default_page = || builtin_page("web-denied", product, seats);
     let Some(c) = conf else {
-        return Ok(
-            Canned::html(StatusCode::SERVICE_UNAVAILABLE, default_page()?)
-                .header(http::header::RETRY_AFTER, HeaderValue::from_static("30")),
-        );
+        return Ok(Canned::html(StatusCode::SERVICE_UNAVAILABLE, default_page()?).header(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("30"),
+        ));
     };
     let status = StatusCode::from_u16(c.status.unwrap_or(503))
         .ok()
@@ -110,23 +99,14 @@ pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<C
         (None, None) => (default_page()?, "text/html; charset=utf-8"),
     };
     let ct = c.content_type.as_deref().unwrap_or(default_type);
-    let ct = HeaderValue::from_str(ct)
-        .map_err(|_| format!("content_type `{ct}` is not a valid header value"))?;
-    let mut out = Canned {
-        status,
-        headers: vec![(http::header::CONTENT_TYPE, ct)],
-        body,
-    };
+    let ct = HeaderValue::from_str(ct).map_err(|_| format!("content_type `{ct}` is not a valid header value"))?;
+    let mut out = Canned { status, headers: vec![(http::header::CONTENT_TYPE, ct)], body };
     for (k, v) in &c.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("`{k}` is not a valid header name"))?;
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("`{k}` is not a valid header name"))?;
         if name == http::header::CONTENT_LENGTH || name == http::header::CONTENT_TYPE {
-            return Err(format!(
-                "header `{k}` is set by the gateway; use content_type"
-            ));
+            return Err(format!("header `{k}` is set by the gateway; use content_type"));
         }
-        let value =
-            HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
         out.headers.push((name, value));
     }
     Ok(out)
@@ -135,9 +115,7 @@ pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<C
 fn builtin_page(name: &str, product: &str, seats: u32) -> Result<Bytes, String> {
     match name {
         "web-denied" => Ok(Bytes::from(denied_page(product, seats))),
-        other => Err(format!(
-            "unknown built-in page `{other}` (known: web-denied)"
-        )),
+        other => Err(format!("unknown built-in page `{other}` (known: web-denied)")),
     }
 }
 
@@ -171,10 +149,7 @@ h1{{font-size:1.4em}}</style></head><body><h1>All licenses are in use</h1>\
 /// 302 to the login page after the seat of this session ended; clears the session cookie and
 /// leaves a short-lived notice cookie the login page (or the injected script) can show.
 pub fn expired_redirect(login_path: &str, cookie: &str, cookie_path: &str, reason: &str) -> Canned {
-    let location = format!(
-        "{login_path}{}seatgate_notice={reason}",
-        if login_path.contains('?') { '&' } else { '?' }
-    );
+    let location = format!("{login_path}{}seatgate_notice={reason}", if login_path.contains('?') { '&' } else { '?' });
     let body = format!("Your session has ended ({reason}). Please log in again.");
     Canned::text(StatusCode::FOUND, body)
         .header_str(http::header::LOCATION, &location)
@@ -193,11 +168,7 @@ pub fn bad_request(status: StatusCode, why: &str) -> Canned {
 }
 
 pub fn no_content() -> Canned {
-    Canned {
-        status: StatusCode::NO_CONTENT,
-        headers: vec![],
-        body: Bytes::new(),
-    }
+    Canned { status: StatusCode::NO_CONTENT, headers: vec![], body: Bytes::new() }
 }
 
 pub fn gone(why: &str) -> Canned {
@@ -240,21 +211,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.status, StatusCode::UNAUTHORIZED);
         assert_eq!(&c.body[..], b"the user name or password is invalid");
-        assert!(c
-            .headers
-            .iter()
-            .any(|(k, v)| k == "www-authenticate" && v == "Basic"));
+        assert!(c.headers.iter().any(|(k, v)| k == "www-authenticate" && v == "Basic"));
     }
 
     #[test]
     fn bad_on_full_is_an_error() {
-        assert_eq!(
-            on_full(Some(&conf("{status: 200}")), "p", 1).unwrap_err(),
-            "status 200 must be a 4xx or 5xx code"
-        );
-        assert!(on_full(Some(&conf("{page: nope}")), "p", 1)
-            .unwrap_err()
-            .contains("unknown built-in page `nope`"));
+        assert_eq!(on_full(Some(&conf("{status: 200}")), "p", 1).unwrap_err(), "status 200 must be a 4xx or 5xx code");
+        assert!(on_full(Some(&conf("{page: nope}")), "p", 1).unwrap_err().contains("unknown built-in page `nope`"));
         assert!(on_full(Some(&conf("{body: a, page: web-denied}")), "p", 1).is_err());
         assert!(on_full(Some(&conf("{headers: {Content-Length: \"3\"}}")), "p", 1).is_err());
     }
@@ -270,13 +233,8 @@ mod tests {
     fn expired_redirect_clears_cookie() {
         let r = expired_redirect("/login", "SID", "/", "idle");
         assert_eq!(r.status, StatusCode::FOUND);
-        let loc = r
-            .headers
-            .iter()
-            .find(|(k, _)| k == http::header::LOCATION)
-            .unwrap();
+        let loc = r.headers.iter().find(|(k, _)| k == http::header::LOCATION).unwrap();
         assert_eq!(loc.1, "/login?seatgate_notice=idle");
-        assert!(r.headers.iter().any(|(k, v)| k == http::header::SET_COOKIE
-            && v.to_str().unwrap().starts_with("SID=; Path=/; Max-Age=0")));
+        assert!(r.headers.iter().any(|(k, v)| k == http::header::SET_COOKIE && v.to_str().unwrap().starts_with("SID=; Path=/; Max-Age=0")));
     }
 }

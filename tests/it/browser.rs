@@ -17,10 +17,7 @@ pub struct Browser {
 }
 
 fn find_exe(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find(|n| std::path::Path::new(n).exists())
-        .map(|s| s.to_string())
+    names.iter().find(|n| std::path::Path::new(n).exists()).map(|s| s.to_string())
 }
 
 impl Browser {
@@ -28,8 +25,7 @@ impl Browser {
     pub async fn start() -> Browser {
         let chromedriver = find_exe(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
             .expect("chromedriver is required (scripts/setup --test installs chromium-driver)");
-        let chromium = find_exe(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
-            .expect("chromium is required");
+        let chromium = find_exe(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]).expect("chromium is required");
         let port = free_port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -38,10 +34,7 @@ impl Browser {
             .spawn()
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{base}/status")).send().await.is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -58,26 +51,9 @@ impl Browser {
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {r}"))
-            .to_string();
-        Browser {
-            driver,
-            base,
-            session,
-            http,
-            profile,
-        }
+        let r: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        Browser { driver, base, session, http, profile }
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -94,94 +70,52 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
     }
 
     /// Runs `script` (a function body; `arguments` available) and returns its result.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": args })),
-        )
-        .await
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
     }
 
     /// Runs an async script: call `arguments[arguments.length-1](result)` when done.
     pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/async",
-            Some(json!({ "script": script, "args": args })),
-        )
-        .await
+        self.cmd(reqwest::Method::POST, "/execute/async", Some(json!({ "script": script, "args": args }))).await
     }
 
     pub async fn find(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v.as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|x| x.as_str())
-            .unwrap()
-            .to_string()
+        let v = self.cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await;
+        v.as_object().and_then(|o| o.values().next()).and_then(|x| x.as_str()).unwrap().to_string()
     }
 
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
     }
 
     pub async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
-        self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or("").to_string()
     }
 
     pub async fn current_url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.cmd(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_string()
     }
 
     /// Accepts a `confirm()` dialog.
     pub async fn accept_alert(&self) {
-        self.cmd(reqwest::Method::POST, "/alert/accept", Some(json!({})))
-            .await;
+        self.cmd(reqwest::Method::POST, "/alert/accept", Some(json!({}))).await;
     }
 
     pub async fn screenshot_png(&self) -> Vec<u8> {
         use base64::Engine;
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
     }
 
     /// Kills the browser the hard way: no unload handlers, no beacons — a crashed or
@@ -190,29 +124,13 @@ impl Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         // Chromium outlives chromedriver; its processes are the ones using this profile dir.
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("user-data-dir={}", self.profile.display()),
-            ])
-            .status();
+        let _ = Command::new("pkill").args(["-9", "-f", &format!("user-data-dir={}", self.profile.display())]).status();
     }
 
     pub async fn quit(mut self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("user-data-dir={}", self.profile.display()),
-            ])
-            .status();
+        let _ = Command::new("pkill").args(["-9", "-f", &format!("user-data-dir={}", self.profile.display())]).status();
     }
 }

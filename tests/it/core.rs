@@ -3,10 +3,7 @@
 use crate::harness::*;
 use std::time::Duration;
 
-async fn start(
-    seats: u32,
-    tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
-) -> (Upstream, Gateway) {
+async fn start(seats: u32, tweak: impl FnOnce(&mut Vec<(&'static str, String)>)) -> (Upstream, Gateway) {
     let up = upstream("SID").await;
     let mut vars = basic_vars(&up, seats);
     tweak(&mut vars);
@@ -28,33 +25,14 @@ async fn full_pool_denies_and_app_never_sees_it() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body = r.text().await.unwrap();
     assert!(body.contains("All licenses are in use"), "{body}");
-    assert!(
-        body.contains("All 2 concurrent licenses of <strong>crm</strong>"),
-        "{body}"
-    );
-    assert_eq!(
-        up.seen.count("/login"),
-        2,
-        "a denied login must not reach the app"
-    );
+    assert!(body.contains("All 2 concurrent licenses of <strong>crm</strong>"), "{body}");
+    assert_eq!(up.seen.count("/login"), 2, "a denied login must not reach the app");
     assert_eq!(g.in_use("crm").await, 2);
     let m = g.metrics().await;
-    assert!(
-        m.contains(r#"seatgate_denials_total{client="default",product="crm",reason="full"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"seatgate_logins_total{client="default",product="crm",result="admitted"} 2"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"seatgate_seats_capacity{product="crm"} 2"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"seatgate_seats_in_use{product="crm",state="standby"} 2"#),
-        "{m}"
-    );
+    assert!(m.contains(r#"seatgate_denials_total{client="default",product="crm",reason="full"} 1"#), "{m}");
+    assert!(m.contains(r#"seatgate_logins_total{client="default",product="crm",result="admitted"} 2"#), "{m}");
+    assert!(m.contains(r#"seatgate_seats_capacity{product="crm"} 2"#), "{m}");
+    assert!(m.contains(r#"seatgate_seats_in_use{product="crm",state="standby"} 2"#), "{m}");
 }
 
 #[tokio::test]
@@ -69,11 +47,7 @@ async fn wrong_password_costs_no_seat() {
     let r = login(&g, "bob", PASSWORD, None).await;
     assert_eq!(r.status(), 302);
     assert_eq!(g.in_use("crm").await, 1);
-    assert_eq!(
-        g.metric(r#"seatgate_logins_total{client="default",product="crm",result="failed"}"#)
-            .await,
-        3.0
-    );
+    assert_eq!(g.metric(r#"seatgate_logins_total{client="default",product="crm",result="failed"}"#).await, 3.0);
 }
 
 #[tokio::test]
@@ -89,12 +63,7 @@ async fn passthrough_keeps_body_headers_and_cookies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cookies: Vec<_> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     assert_eq!(cookies, vec!["a=1; Path=/", "b=2; Path=/"]);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echo["body_len"], 100_000);
@@ -102,17 +71,11 @@ async fn passthrough_keeps_body_headers_and_cookies() {
     assert_eq!(echo["headers"]["x-forwarded-for"][0], "127.0.0.1");
     assert_eq!(echo["headers"]["x-forwarded-proto"][0], "http");
     let seen_cookie = serde_json::to_string(&echo["headers"]["cookie"]).unwrap();
-    assert!(
-        seen_cookie.contains("a=1") && seen_cookie.contains("b=2"),
-        "{seen_cookie}"
-    );
+    assert!(seen_cookie.contains("a=1") && seen_cookie.contains("b=2"), "{seen_cookie}");
     // The login body is read by the gateway and still reaches the app intact.
     let r = login(&g, "ann", PASSWORD, None).await;
     assert_eq!(r.status(), 302);
-    assert_eq!(
-        up.seen.last_body.lock().unwrap().as_slice(),
-        format!("username=ann&password={PASSWORD}").as_bytes()
-    );
+    assert_eq!(up.seen.last_body.lock().unwrap().as_slice(), format!("username=ann&password={PASSWORD}").as_bytes());
 }
 
 #[tokio::test]
@@ -121,21 +84,12 @@ async fn logout_frees_the_seat_and_is_forwarded() {
     let r = login(&g, "ann", PASSWORD, None).await;
     let sid = set_cookie(&r, "SID").unwrap();
     assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
-    let r = client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/logout")).header("cookie", format!("SID={sid}")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(up.seen.count("/logout"), 1);
     assert_eq!(g.in_use("crm").await, 0);
     assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 302);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="logout"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(g.metric(r#"seatgate_seat_releases_total{product="crm",reason="logout"}"#).await, 1.0);
 }
 
 #[tokio::test]
@@ -144,51 +98,22 @@ async fn requests_keep_the_seat_and_idle_frees_it() {
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let r = client()
-            .get(g.url("/home"))
-            .header("cookie", format!("SID={sid}"))
-            .send()
-            .await
-            .unwrap();
+        let r = client().get(g.url("/home")).header("cookie", format!("SID={sid}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "activity must keep the seat");
     }
     assert_eq!(g.in_use("crm").await, 1);
     // Idle: the expired seat never counts, even before the sweep.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(g.in_use("crm").await, 0);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", format!("SID={sid}")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/login?seatgate_notice=idle");
-    let cleared: Vec<_> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    assert!(
-        cleared
-            .iter()
-            .any(|c| c.starts_with("SID=;") && c.contains("Max-Age=0")),
-        "{cleared:?}"
-    );
+    let cleared: Vec<_> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(cleared.iter().any(|c| c.starts_with("SID=;") && c.contains("Max-Age=0")), "{cleared:?}");
     // The login page itself still loads with the stale cookie (no redirect loop).
-    let r = client()
-        .get(g.url("/login"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/login")).header("cookie", format!("SID={sid}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="idle"}"#)
-            .await
-            >= 1.0
-    );
+    assert!(g.metric(r#"seatgate_seat_releases_total{product="crm",reason="idle"}"#).await >= 1.0);
 }
 
 #[tokio::test]
@@ -196,48 +121,24 @@ async fn max_lifetime_ends_even_an_active_session() {
     let (_up, g) = start(1, |v| set(v, "lifetime", "2s")).await;
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
     let ok = eventually(Duration::from_secs(5), || async {
-        let r = client()
-            .get(g.url("/home"))
-            .header("cookie", format!("SID={sid}"))
-            .send()
-            .await
-            .unwrap();
+        let r = client().get(g.url("/home")).header("cookie", format!("SID={sid}")).send().await.unwrap();
         r.status() == 302
     })
     .await;
     assert!(ok);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="lifetime"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(g.metric(r#"seatgate_seat_releases_total{product="crm",reason="lifetime"}"#).await, 1.0);
 }
 
 #[tokio::test]
 async fn unknown_cookie_adopts_a_free_seat_or_is_denied() {
     let (_up, g) = start(1, |v| set(v, "expired", "adopt")).await;
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=from-before-the-gateway")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", "SID=from-before-the-gateway").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=another-old-one")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", "SID=another-old-one").send().await.unwrap();
     assert_eq!(r.status(), 503);
     // The adopted one keeps working.
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=from-before-the-gateway")
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", "SID=from-before-the-gateway").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -250,35 +151,16 @@ async fn same_user_same_device_reuses_the_seat() {
     // Re-login three times from the same browser: still one seat.
     let mut last = first.clone();
     for _ in 0..3 {
-        let r = login(
-            &g,
-            "ann",
-            PASSWORD,
-            Some(&format!("seatgate_device={device}")),
-        )
-        .await;
+        let r = login(&g, "ann", PASSWORD, Some(&format!("seatgate_device={device}"))).await;
         assert_eq!(r.status(), 302);
-        assert!(
-            set_cookie(&r, "seatgate_device").is_none(),
-            "known device keeps its cookie"
-        );
+        assert!(set_cookie(&r, "seatgate_device").is_none(), "known device keeps its cookie");
         last = set_cookie(&r, "SID").unwrap();
     }
     assert_eq!(g.in_use("crm").await, 1);
     // The old session's seat went to the new one.
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={first}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", format!("SID={first}")).send().await.unwrap();
     assert_eq!(r.status(), 302);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={last}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", format!("SID={last}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // Another device of the same user takes a second seat; a third user is refused.
     assert_eq!(login(&g, "ann", PASSWORD, None).await.status(), 302);
@@ -305,18 +187,8 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
     // Keep `ann` alive across the restart window, let `bob` lapse.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     g.spawn().await;
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={keep}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "a live session survives the restart: {}",
-        g.log()
-    );
+    let r = client().get(g.url("/home")).header("cookie", format!("SID={keep}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a live session survives the restart: {}", g.log());
     assert_eq!(g.in_use("crm").await, 2);
     // Activity is flushed in batches (every 200 ms here): a SIGKILL loses at most one batch.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -325,12 +197,7 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
     g.spawn().await;
     // bob's seat expired while the gateway was down; ann's was touched 2 s ago.
     assert_eq!(g.in_use("crm").await, 1);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={lapse}"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(g.url("/home")).header("cookie", format!("SID={lapse}")).send().await.unwrap();
     assert_eq!(r.status(), 302);
 }
 
@@ -377,59 +244,20 @@ async fn bad_input_gets_clear_4xx_and_counts_stay_exact() {
         r.send()
     };
     let form = Some("application/x-www-form-urlencoded");
-    assert_eq!(
-        post(b"username=\xff\xfe&password=pw".to_vec(), form)
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        post(b"password=pw".to_vec(), form).await.unwrap().status(),
-        400
-    );
-    assert_eq!(
-        post(b"username=a&password=pw".to_vec(), None)
-            .await
-            .unwrap()
-            .status(),
-        415
-    );
+    assert_eq!(post(b"username=\xff\xfe&password=pw".to_vec(), form).await.unwrap().status(), 400);
+    assert_eq!(post(b"password=pw".to_vec(), form).await.unwrap().status(), 400);
+    assert_eq!(post(b"username=a&password=pw".to_vec(), None).await.unwrap().status(), 415);
     let big = format!("username=a&password=pw&pad={}", "x".repeat(70_000));
     assert_eq!(post(big.into_bytes(), form).await.unwrap().status(), 413);
-    assert_eq!(
-        up.seen.count("/login"),
-        0,
-        "malformed logins never reach the app"
-    );
+    assert_eq!(up.seen.count("/login"), 0, "malformed logins never reach the app");
     // Malformed and duplicate cookies: no 500, the request goes through.
-    for cookie in [
-        ";;;==",
-        "SID",
-        "SID=; SID=",
-        "SID=\"unterminated",
-        "=x; ;SID",
-    ] {
-        let r = c
-            .get(g.url("/home"))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status() == 200 || r.status() == 302,
-            "{cookie:?}: {}",
-            r.status()
-        );
+    for cookie in [";;;==", "SID", "SID=; SID=", "SID=\"unterminated", "=x; ;SID"] {
+        let r = c.get(g.url("/home")).header("cookie", cookie).send().await.unwrap();
+        assert!(r.status() == 200 || r.status() == 302, "{cookie:?}: {}", r.status());
     }
     assert_eq!(g.in_use("crm").await, 0);
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
-    let r = c
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}; SID=other"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(g.url("/home")).header("cookie", format!("SID={sid}; SID=other")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);
 }
@@ -438,12 +266,7 @@ async fn bad_input_gets_clear_4xx_and_counts_stay_exact() {
 async fn heartbeat_answers_204_or_410() {
     let (up, g) = start(1, |_| {}).await;
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
-    let hb = |cookie: String| {
-        client()
-            .post(g.url("/.seatgate/heartbeat"))
-            .header("cookie", cookie)
-            .send()
-    };
+    let hb = |cookie: String| client().post(g.url("/.seatgate/heartbeat")).header("cookie", cookie).send();
     assert_eq!(hb(format!("SID={sid}")).await.unwrap().status(), 204);
     assert_eq!(hb("SID=unknown".into()).await.unwrap().status(), 410);
     assert_eq!(up.seen.count("/.seatgate/heartbeat"), 0);
@@ -453,20 +276,8 @@ async fn heartbeat_answers_204_or_410() {
 async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
     let (_up, g) = start(1, |_| {}).await;
     let c = client();
-    assert_eq!(
-        c.get(g.admin_url("/api/sessions"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let r = c
-        .get(g.admin_url("/api/sessions"))
-        .basic_auth("admin", Some("wrong"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(c.get(g.admin_url("/api/sessions")).send().await.unwrap().status(), 401);
+    let r = c.get(g.admin_url("/api/sessions")).basic_auth("admin", Some("wrong")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     login(&g, "ann", PASSWORD, None).await;
     let list: serde_json::Value = c
@@ -480,16 +291,7 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         .unwrap();
     assert_eq!(list[0]["user"], "ann");
     assert_eq!(list[0]["product"], "crm");
-    for k in [
-        "id",
-        "device",
-        "client",
-        "license_type",
-        "state",
-        "started_at",
-        "last_activity",
-        "expires_at",
-    ] {
+    for k in ["id", "device", "client", "license_type", "state", "started_at", "last_activity", "expires_at"] {
         assert!(list[0].get(k).is_some(), "missing {k}");
     }
     let text = g.metrics().await;
@@ -501,19 +303,9 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         .spawn()
     {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     } else {
         panic!("promtool is required (scripts/setup --test installs prometheus)");
     }

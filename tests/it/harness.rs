@@ -52,9 +52,7 @@ pub async fn upstream(cookie: &str) -> Upstream {
     let s2 = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+            let Ok((stream, _)) = listener.accept().await else { continue };
             let seen = s2.clone();
             let cookie = cookie_name.clone();
             tokio::spawn(async move {
@@ -65,31 +63,15 @@ pub async fn upstream(cookie: &str) -> Upstream {
             });
         }
     });
-    Upstream {
-        addr,
-        seen,
-        cookie: cookie.to_string(),
-    }
+    Upstream { addr, seen, cookie: cookie.to_string() }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    seen: Arc<Seen>,
-    cookie: String,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(req: Request<Incoming>, seen: Arc<Seen>, cookie: String) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = req.uri().path().to_string();
-    *seen
-        .by_path
-        .lock()
-        .unwrap()
-        .entry(path.clone())
-        .or_default() += 1;
+    *seen.by_path.lock().unwrap().entry(path.clone()).or_default() += 1;
     let mut headers: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in req.headers() {
-        headers
-            .entry(k.to_string())
-            .or_default()
-            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        headers.entry(k.to_string()).or_default().push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     *seen.last_headers.lock().unwrap() = headers.clone();
     let method = req.method().clone();
@@ -98,8 +80,7 @@ async fn handle(
     let resp = |status: u16| Response::builder().status(status);
     let r = match (method.as_str(), path.as_str()) {
         ("POST", "/login") | ("POST", "/app2/login") => {
-            let form: HashMap<String, String> =
-                form_urlencoded::parse(&body).into_owned().collect();
+            let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
             let ok = form.get("password").map(String::as_str) == Some(PASSWORD)
                 || headers.get("x-password").is_some_and(|v| v[0] == PASSWORD);
             if ok {
@@ -125,9 +106,7 @@ async fn handle(
         }
         (_, "/page") => resp(200)
             .header("content-type", "text/html; charset=utf-8")
-            .body(Full::new(Bytes::from_static(
-                b"<html><head><title>t</title></head><body><p>hello</p></body></html>",
-            ))),
+            .body(Full::new(Bytes::from_static(b"<html><head><title>t</title></head><body><p>hello</p></body></html>"))),
         _ => {
             let echo = serde_json::json!({
                 "method": method.as_str(),
@@ -146,11 +125,7 @@ async fn handle(
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// argon2id of "secret" (admin users in test configs).
@@ -172,13 +147,7 @@ impl Gateway {
         Self::start_in(dir, yaml, vars, free_port(), free_port()).await
     }
 
-    pub async fn start_in(
-        dir: Arc<tempfile::TempDir>,
-        yaml: &str,
-        vars: &[(&str, String)],
-        port: u16,
-        admin_port: u16,
-    ) -> Gateway {
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, yaml: &str, vars: &[(&str, String)], port: u16, admin_port: u16) -> Gateway {
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let mut text = yaml
@@ -191,13 +160,7 @@ impl Gateway {
         }
         let config_path = dir.path().join("seatgate.yaml");
         std::fs::write(&config_path, text).unwrap();
-        let mut g = Gateway {
-            child: None,
-            listen,
-            admin,
-            dir,
-            config_path,
-        };
+        let mut g = Gateway { child: None, listen, admin, dir, config_path };
         g.spawn().await;
         g
     }
@@ -225,18 +188,10 @@ impl Gateway {
                     return;
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("gateway exited with {status}: {}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready: {}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "gateway not ready: {}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -262,24 +217,14 @@ impl Gateway {
     }
 
     pub async fn metrics(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        client().get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of a metric line, e.g. `seatgate_seats_in_use{product="crm",state="active"}`.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or(0.0)
     }
 
@@ -334,12 +279,7 @@ pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// Logs in through the gateway; returns the response.
-pub async fn login(
-    g: &Gateway,
-    user: &str,
-    password: &str,
-    extra_cookie: Option<&str>,
-) -> reqwest::Response {
+pub async fn login(g: &Gateway, user: &str, password: &str, extra_cookie: Option<&str>) -> reqwest::Response {
     let mut req = client()
         .post(g.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -1,7 +1,7 @@
 //! Integration tests: one binary, so the gateway is built once and shared.
 
-mod browser;
 mod core;
 mod harness;
+mod browser;
 mod redis;
 mod reload;
