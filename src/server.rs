@@ -6,7 +6,8 @@ use crate::app::{pool_specs, App, Observers};
 use crate::audit::Audit;
 use crate::config::{Config, StoreBackend};
 use crate::ledger::memory::MemoryLedger;
-use crate::ledger::{now_ms, LedgerObserver, SharedLedger};
+use crate::ledger::redis::RedisLedger;
+use crate::ledger::{now_ms, LedgerObserver, SeatLedger, SharedLedger};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use async_trait::async_trait;
@@ -55,8 +56,11 @@ pub async fn open_ledger(
                 .map_err(|e| format!("store: {e}"))?;
             Ok(Arc::new(l))
         }
-        StoreBackend::Redis(_) => {
-            Err("store.kind: redis is not available in this build yet".into())
+        // Builds the client only: it connects on first use, inside pingora's runtimes.
+        StoreBackend::Redis(r) => {
+            let l = RedisLedger::new(r, observer).map_err(|e| format!("store: {e}"))?;
+            l.configure(&pool_specs(cfg));
+            Ok(Arc::new(l))
         }
     }
 }

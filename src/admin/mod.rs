@@ -348,7 +348,8 @@ impl AdminService {
                 };
                 return json_response(
                     status,
-                    &json!({"status": if ok {"ok"} else {"unavailable"}, "store": if ok {"ok"} else {"down"}}),
+                    &json!({"status": if ok {"ok"} else {"unavailable"}, "store": if ok {"ok"} else {"down"},
+                        "store_detail": self.app.ledger.describe()}),
                 );
             }
             (&Method::GET, "/metrics") => {

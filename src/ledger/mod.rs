@@ -10,6 +10,7 @@
 
 pub mod journal;
 pub mod memory;
+pub mod redis;
 
 use crate::config::file::SeatsPer;
 use crate::config::{Grant, Product};
@@ -476,6 +477,17 @@ pub trait SeatLedger: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), LedgerError>;
 
     async fn healthy(&self) -> bool;
+
+    /// The store's state for `/healthz` (kind, reachability, last error).
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "embedded" })
+    }
+
+    /// Whether this gateway last saw `session` holding a seat, without asking the store
+    /// (`on_store_error: last_known`). `None`: the store keeps no such view.
+    fn last_known(&self, _session: &SessionKey) -> Option<bool> {
+        None
+    }
 }
 
 pub type SharedLedger = Arc<dyn SeatLedger>;

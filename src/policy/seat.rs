@@ -39,6 +39,31 @@ pub fn expiry(spec: &PoolSpec, t: &SeatTimes, now: Millis) -> Option<ReleaseReas
     None
 }
 
+/// The first instant at which [`expiry`] stops returning `None` (stores that index seats by
+/// deadline, such as the Redis sorted set, use it as the score): `expiry(now).is_some()` exactly
+/// when `now >= deadline`.
+pub fn deadline(spec: &PoolSpec, t: &SeatTimes) -> Millis {
+    let mut d = t.started_at.saturating_add(spec.max_lifetime);
+    if t.state == SeatState::Ending {
+        if let Some(at) = t.ending_at {
+            d = d.min(at);
+        }
+    }
+    if t.state == SeatState::Paused {
+        return d;
+    }
+    d = d.min(t.last_activity.saturating_add(spec.idle_timeout));
+    if t.state == SeatState::Standby {
+        d = d.min(t.last_activity.saturating_add(spec.standby_timeout));
+    }
+    if let Some(pt) = spec.presence_timeout {
+        if t.last_heartbeat > 0 {
+            d = d.min(t.last_heartbeat.max(t.last_activity).saturating_add(pt));
+        }
+    }
+    d
+}
+
 /// What a request with a session cookie that holds no seat gets, per `session.expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -152,6 +177,39 @@ mod tests {
         ];
         for (i, (times, now, want)) in cases.iter().enumerate() {
             assert_eq!(expiry(&s, times, *now), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn deadline_is_where_expiry_starts() {
+        let s = spec();
+        let states = [
+            SeatState::Standby,
+            SeatState::Active,
+            SeatState::Ending,
+            SeatState::Paused,
+        ];
+        for state in states {
+            for (la, hb, ending) in [
+                (0, 0, None),
+                (20, 10, Some(30)),
+                (5, 0, Some(500)),
+                (90, 95, None),
+            ] {
+                let times = SeatTimes {
+                    started_at: 0,
+                    last_activity: la,
+                    last_heartbeat: hb,
+                    state,
+                    ending_at: ending,
+                };
+                let d = deadline(&s, &times);
+                assert!(expiry(&s, &times, d).is_some(), "{times:?} at {d}");
+                assert!(
+                    d == 0 || expiry(&s, &times, d - 1).is_none(),
+                    "{times:?} before {d}"
+                );
+            }
         }
     }
 

@@ -73,12 +73,11 @@ impl Gateway {
         // A request whose body we did not read cannot share its connection with the next one;
         // bodiless requests (checks are GETs) keep their connection, which a check storm needs.
         let h = &s.req_header().headers;
-        if h.contains_key(http::header::CONTENT_LENGTH)
-            || h.contains_key(http::header::TRANSFER_ENCODING)
+        if (h.contains_key(http::header::CONTENT_LENGTH)
+            || h.contains_key(http::header::TRANSFER_ENCODING))
+            && !s.is_body_done()
         {
-            if !s.is_body_done() {
-                s.set_keepalive(None);
-            }
+            s.set_keepalive(None);
         }
         c.send(s).await?;
         Ok(true)
@@ -92,13 +91,16 @@ impl Gateway {
     }
 
     /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
-    /// answer was written, `Ok(false)` to let the request through without a seat.
+    /// answer was written, `Ok(false)` to let the request through without a seat. `known` is
+    /// the gateway's last view for `last_known` (session held / a seat free); without one,
+    /// `last_known` fails closed.
     async fn store_failed(
         &self,
         s: &mut Session,
         ctx: &mut Ctx,
         p: &Product,
         e: &LedgerError,
+        known: Option<bool>,
     ) -> Result<bool> {
         let policy = match p.on_store_error {
             StoreErrorPolicy::FailClosed => "fail_closed",
@@ -116,7 +118,12 @@ impl Gateway {
                 ctx.outcome = Outcome::Denied("store_error");
                 self.respond(s, &responses::unavailable()).await
             }
-            StoreErrorPolicy::FailOpen | StoreErrorPolicy::LastKnown => Ok(false),
+            StoreErrorPolicy::FailOpen => Ok(false),
+            StoreErrorPolicy::LastKnown if known == Some(true) => Ok(false),
+            StoreErrorPolicy::LastKnown => {
+                ctx.outcome = Outcome::Denied("store_error");
+                self.respond(s, &responses::unavailable()).await
+            }
         }
     }
 
@@ -182,7 +189,14 @@ impl Gateway {
                 let c = self.deny_for(p, client);
                 self.respond(s, &c).await
             }
-            Err(e) => self.store_failed(s, ctx, p, &e).await,
+            Err(e) => {
+                let free = self
+                    .app
+                    .ledger
+                    .available(&claim.pool, now_ms())
+                    .map(|n| n > 0);
+                self.store_failed(s, ctx, p, &e, free).await
+            }
         }
     }
 
@@ -227,7 +241,11 @@ impl Gateway {
                 return Ok(false);
             }
             Ok(Touch::Gone(g)) => g,
-            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+            Err(e) => {
+                return self
+                    .store_failed(s, ctx, p, &e, self.app.ledger.last_known(&key))
+                    .await
+            }
         };
         match seat::on_stale(p.session.expired, gone) {
             Stale::RedirectToLogin => {
@@ -265,7 +283,7 @@ impl Gateway {
         let now = now_ms();
         let res = match self.app.ledger.reserve(&claim, now).await {
             Ok(r) => r,
-            Err(e) => return self.store_failed(s, ctx, p, &e).await,
+            Err(e) => return self.store_failed(s, ctx, p, &e, None).await,
         };
         match res {
             Reservation::Granted(lease) => {
@@ -278,7 +296,7 @@ impl Gateway {
                         );
                         Ok(false)
                     }
-                    Err(e) => self.store_failed(s, ctx, p, &e).await,
+                    Err(e) => self.store_failed(s, ctx, p, &e, None).await,
                 }
             }
             Reservation::Full(full) => {
@@ -437,7 +455,8 @@ impl ProxyHttp for Gateway {
                         .release(&k, crate::ledger::ReleaseReason::Logout, now_ms())
                         .await
                     {
-                        return self.store_failed(s, ctx, &p, &e).await;
+                        // `last_known` lets a logout through: the seat then ends at idle timeout.
+                        return self.store_failed(s, ctx, &p, &e, Some(true)).await;
                     }
                 }
                 Ok(false)

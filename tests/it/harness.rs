@@ -122,6 +122,11 @@ async fn handle(
                 .header("set-cookie", format!("{cookie}=; Path=/; Max-Age=0"))
                 .body(Full::new(Bytes::new()))
         }
+        (_, "/slow") => {
+            // An in-flight request for reload/upgrade tests.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            resp(200).body(Full::new(Bytes::from_static(b"slow done")))
+        }
         (_, "/page") => resp(200)
             .header("content-type", "text/html; charset=utf-8")
             .body(Full::new(Bytes::from_static(

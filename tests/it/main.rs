@@ -5,3 +5,5 @@ mod cli;
 mod core;
 mod harness;
 mod products;
+mod redis;
+mod reload;

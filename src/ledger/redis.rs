@@ -1,0 +1,1104 @@
+//! The shared store (`store.kind: redis`): several gateway replicas, one exact pool.
+//!
+//! Every change to a pool is one call of `redis/seats.lua` (EVALSHA, reloaded by the client on
+//! NOSCRIPT), which first drops expired seats and then decides, so admission is one atomic step
+//! however many replicas race. Time is Redis `TIME`, never a gateway clock; the `now` the trait
+//! passes in is ignored here. Each pool's keys share the hash tag `{prefix:product:pool}`, so a
+//! pool lives in one slot of a Redis Cluster.
+//!
+//! What stays local (and is therefore approximate, by at most the stated lag):
+//! * the session → seat cache: a request whose seat was verified less than [`CACHE_TTL`] ago is
+//!   admitted without a round trip; its activity is queued and written by `flush` (every
+//!   `store.flush_interval`). A session ended or logged out on another replica is seen here
+//!   within [`CACHE_TTL`]. A late flush never revives a seat: the script only refreshes seats
+//!   that still hold.
+//! * the pool view behind `available()` (checks), refreshed every [`VIEW_EVERY`].
+//!
+//! Connection: the client is built at start (bad URLs fail then) but connects on first use,
+//! inside pingora's runtimes: a connection made on the short-lived runtime that opens the
+//! ledger would die with it. A failed connect is retried at most every [`RECONNECT_BACKOFF`].
+
+use super::{
+    Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
+    PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
+    SeatRecord, SeatState, SessionKey, Touch,
+};
+use crate::config::file::SeatsPer;
+use crate::config::{RedisConfig, RedisTarget};
+use crate::policy::seat::{expiry, SeatTimes};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = include_str!("redis/seats.lua");
+
+/// How long a verified session is trusted without asking Redis again. This bounds how late a
+/// replica notices a session ended elsewhere.
+pub const CACHE_TTL: Duration = Duration::from_millis(1000);
+/// How often the pool view behind `available()` is refreshed.
+pub const VIEW_EVERY: Duration = Duration::from_millis(500);
+/// Every Redis call gives up after this: a store that hangs counts as down.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// Verified sessions are remembered this long (after which only Redis knows them): what
+/// `last_known` answers from during an outage, and what `restore` re-seats after one.
+const CACHE_KEEP: Duration = Duration::from_secs(15 * 60);
+/// Sessions cached at most; beyond it entries are simply verified on each request.
+const MAX_CACHED: usize = 500_000;
+
+enum Clients {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+#[derive(Clone)]
+enum Conn {
+    /// Reconnects by itself.
+    Managed(ConnectionManager),
+    /// Follows slot moves and reconnects by itself.
+    Cluster(ClusterConnection),
+    /// A connection to the master Sentinel named; dropped on error so the next call asks the
+    /// Sentinels again (that is how a failover is followed).
+    Plain(MultiplexedConnection),
+}
+
+struct Pool {
+    spec: PoolSpec,
+    spec_json: String,
+    keys: Vec<String>,
+}
+
+/// A seat as the script stores it (JSON; empty strings and 0 stand for "none").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Rec {
+    id: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    client: String,
+    #[serde(default)]
+    session: String,
+    #[serde(deserialize_with = "de_u64")]
+    started_at: u64,
+    #[serde(deserialize_with = "de_u64")]
+    last_activity: u64,
+    #[serde(deserialize_with = "de_u64")]
+    last_heartbeat: u64,
+    state: String,
+    #[serde(default, deserialize_with = "de_u64")]
+    ending_at: u64,
+    #[serde(default)]
+    overflow: bool,
+    #[serde(default)]
+    ended_by: String,
+}
+
+#[derive(Clone)]
+struct Cached {
+    pool: PoolKey,
+    seat: Rec,
+    epoch: String,
+    checked: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct View {
+    capacity: u32,
+    held: u32,
+}
+
+#[derive(Default, Clone)]
+struct Health {
+    up: bool,
+    last_error: Option<String>,
+    changed_at: Millis,
+}
+
+struct Inner {
+    target: &'static str,
+    clients: Clients,
+    script: redis::Script,
+    conn: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+    failed_at: Mutex<Option<Instant>>,
+    prefix: String,
+    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    cache: DashMap<SessionKey, Cached>,
+    /// Activity seen from cache hits, written by `flush`: seat → (pool, when).
+    activity: DashMap<SeatId, (PoolKey, Instant)>,
+    views: DashMap<PoolKey, View>,
+    refresher: AtomicBool,
+    observer: Arc<dyn LedgerObserver>,
+    health: Mutex<Health>,
+}
+
+pub struct RedisLedger {
+    inner: Arc<Inner>,
+}
+
+fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    // Lua numbers are doubles; cjson may print them as such.
+    let v = f64::deserialize(d)?;
+    Ok(if v.is_finite() && v > 0.0 {
+        v as u64
+    } else {
+        0
+    })
+}
+
+/// cjson encodes an empty Lua table as `{}`: accept it for an empty list.
+fn de_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SeqOrMap<T> {
+        Seq(Vec<T>),
+        Map(#[allow(dead_code)] serde_json::Map<String, serde_json::Value>),
+    }
+    Ok(match SeqOrMap::<T>::deserialize(d)? {
+        SeqOrMap::Seq(v) => v,
+        SeqOrMap::Map(_) => Vec::new(),
+    })
+}
+
+#[derive(Deserialize, Debug)]
+struct Released {
+    seat: Rec,
+    reason: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct Answer {
+    kind: String,
+    #[serde(default)]
+    reuse: Option<String>,
+    #[serde(default)]
+    overflow: bool,
+    #[serde(default, deserialize_with = "de_u64")]
+    in_use: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    capacity: u64,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    seat: Option<Rec>,
+    #[serde(default, deserialize_with = "de_seq")]
+    released: Vec<Released>,
+    #[serde(default, deserialize_with = "de_seq")]
+    out: Vec<(String, String, f64)>,
+    #[serde(default, deserialize_with = "de_u64")]
+    now: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    held: u64,
+    #[serde(default, deserialize_with = "de_seq")]
+    seats: Vec<String>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pending: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    peak: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    denied: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    overflow_ms: u64,
+}
+
+/// The pool spec as the script reads it.
+#[derive(Serialize)]
+struct SpecJson<'a> {
+    grants: Vec<GrantJson>,
+    idle_timeout: u64,
+    max_lifetime: u64,
+    presence_timeout: Option<u64>,
+    standby_timeout: u64,
+    seats_per: &'static str,
+    max_sessions: Option<u32>,
+    groups: Vec<GroupJson<'a>>,
+    overflow_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct GrantJson {
+    seats: u32,
+    not_before: Option<u64>,
+    expires: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    users: Vec<&'a str>,
+    reserve: u32,
+    max: Option<u32>,
+}
+
+fn spec_json(spec: &PoolSpec) -> String {
+    let mut groups: Vec<GroupJson> = spec
+        .groups
+        .iter()
+        .map(|g| {
+            let mut users: Vec<&str> = g.users.iter().map(String::as_str).collect();
+            users.sort_unstable();
+            GroupJson {
+                users,
+                reserve: g.reserve,
+                max: g.max,
+            }
+        })
+        .collect();
+    groups.shrink_to_fit();
+    let j = SpecJson {
+        grants: spec
+            .grants
+            .iter()
+            .map(|g| GrantJson {
+                seats: g.seats,
+                not_before: g.not_before,
+                expires: g.expires,
+            })
+            .collect(),
+        idle_timeout: spec.idle_timeout,
+        max_lifetime: spec.max_lifetime,
+        presence_timeout: spec.presence_timeout,
+        standby_timeout: spec.standby_timeout,
+        seats_per: match spec.seats_per {
+            SeatsPer::Session => "session",
+            SeatsPer::User => "user",
+            SeatsPer::UserDevice => "user_device",
+        },
+        max_sessions: spec.max_sessions,
+        groups,
+        overflow_ms: spec.overflow_ms,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+/// `{prefix:product:pool}`: braces in names would break the hash tag, so they are replaced.
+fn pool_tag(prefix: &str, key: &PoolKey) -> String {
+    let clean = |s: &str| s.replace(['{', '}'], "_");
+    format!(
+        "{{{}:{}:{}}}",
+        prefix,
+        clean(&key.product),
+        clean(&key.pool)
+    )
+}
+
+fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
+    let tag = pool_tag(prefix, key);
+    [
+        "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended",
+    ]
+    .iter()
+    .map(|s| format!("{tag}:{s}"))
+    .collect()
+}
+
+fn parse_state(s: &str) -> SeatState {
+    match s {
+        "standby" => SeatState::Standby,
+        "ending" => SeatState::Ending,
+        "paused" => SeatState::Paused,
+        _ => SeatState::Active,
+    }
+}
+
+fn parse_reason(s: &str) -> ReleaseReason {
+    ReleaseReason::ALL
+        .iter()
+        .copied()
+        .find(|r| r.as_str() == s)
+        .unwrap_or(ReleaseReason::Idle)
+}
+
+fn parse_full(s: &str) -> FullReason {
+    match s {
+        "group_max" => FullReason::GroupMax,
+        "user_max" => FullReason::UserMax,
+        "overflow_spent" => FullReason::OverflowSpent,
+        _ => FullReason::Pool,
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Rec {
+    fn times(&self) -> SeatTimes {
+        SeatTimes {
+            started_at: self.started_at,
+            last_activity: self.last_activity,
+            last_heartbeat: self.last_heartbeat,
+            state: parse_state(&self.state),
+            ending_at: (self.ending_at > 0).then_some(self.ending_at),
+        }
+    }
+
+    fn record(&self, pool: &PoolKey) -> Option<SeatRecord> {
+        let t = self.times();
+        Some(SeatRecord {
+            id: self.id.parse().ok()?,
+            pool: pool.clone(),
+            user: opt(&self.user),
+            device: opt(&self.device),
+            client: self.client.clone(),
+            session: SessionKey::from_hex(&self.session),
+            started_at: self.started_at,
+            last_activity: self.last_activity,
+            last_heartbeat: self.last_heartbeat,
+            state: t.state,
+            ending_at: t.ending_at,
+            overflow: self.overflow,
+            ended_by: opt(&self.ended_by),
+        })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisLedger {
+    /// Builds the client for the configured target without connecting: a URL that cannot be
+    /// used is an error now, a server that is down is not (the gateway starts and reports it).
+    pub fn new(cfg: &RedisConfig, observer: Arc<dyn LedgerObserver>) -> Result<Self, LedgerError> {
+        let (target, clients) = match &cfg.target {
+            RedisTarget::Single(url) => (
+                "single",
+                Clients::Single(redis::Client::open(url.as_str()).map_err(unavailable)?),
+            ),
+            RedisTarget::Cluster(urls) => (
+                "cluster",
+                Clients::Cluster(
+                    ClusterClient::builder(urls.clone())
+                        .connection_timeout(CONNECT_TIMEOUT)
+                        .response_timeout(CALL_TIMEOUT)
+                        .build()
+                        .map_err(unavailable)?,
+                ),
+            ),
+            RedisTarget::Sentinel { master, urls } => (
+                "sentinel",
+                Clients::Sentinel(tokio::sync::Mutex::new(
+                    SentinelClient::build(
+                        urls.clone(),
+                        master.clone(),
+                        None,
+                        SentinelServerType::Master,
+                    )
+                    .map_err(unavailable)?,
+                )),
+            ),
+        };
+        Ok(RedisLedger {
+            inner: Arc::new(Inner {
+                target,
+                clients,
+                script: redis::Script::new(SCRIPT),
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                failed_at: Mutex::new(None),
+                prefix: cfg.prefix.clone(),
+                pools: RwLock::new(HashMap::new()),
+                cache: DashMap::new(),
+                activity: DashMap::new(),
+                views: DashMap::new(),
+                refresher: AtomicBool::new(false),
+                observer,
+                health: Mutex::new(Health::default()),
+            }),
+        })
+    }
+
+    /// Evaluates the pure rules of the script on one case (tests compare them with Rust).
+    #[doc(hidden)]
+    pub async fn script_rules(
+        &self,
+        spec: &PoolSpec,
+        case: &serde_json::Value,
+    ) -> Result<serde_json::Value, LedgerError> {
+        let pool = Pool {
+            spec: spec.clone(),
+            spec_json: spec_json(spec),
+            keys: pool_keys(&self.inner.prefix, &spec.key),
+        };
+        let raw = self.inner.eval(&pool, "rules", &[case.to_string()]).await?;
+        serde_json::from_str(&raw).map_err(unavailable)
+    }
+}
+
+impl Inner {
+    fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+        self.pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn all_pools(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<_> = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.spec.key.cmp(&b.spec.key));
+        v
+    }
+
+    fn set_health(&self, up: bool, err: Option<String>) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if h.up != up || h.changed_at == 0 {
+            h.changed_at = super::now_ms();
+            if up {
+                log::info!("redis store reachable");
+            } else {
+                log::warn!("redis store unreachable: {}", err.as_deref().unwrap_or("?"));
+            }
+        }
+        h.up = up;
+        if err.is_some() {
+            h.last_error = err;
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        match &self.clients {
+            Clients::Single(c) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(CALL_TIMEOUT)
+                    .set_number_of_retries(2)
+                    .set_max_delay(500);
+                ConnectionManager::new_with_config(c.clone(), cfg)
+                    .await
+                    .map(Conn::Managed)
+            }
+            Clients::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+            Clients::Sentinel(c) => c.lock().await.get_async_connection().await.map(Conn::Plain),
+        }
+    }
+
+    async fn conn(self: &Arc<Self>) -> Result<Conn, LedgerError> {
+        if let Some(c) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        if self
+            .failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
+        {
+            return Err(LedgerError::Unavailable(
+                "redis: not connected (retrying)".into(),
+            ));
+        }
+        let res = match tokio::time::timeout(CONNECT_TIMEOUT * 2, self.connect()).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(LedgerError::Unavailable("redis: connect timed out".into())),
+        };
+        match res {
+            Ok(c) => {
+                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.start_refresher();
+                Ok(c)
+            }
+            Err(e) => {
+                *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                self.set_health(false, Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// One script call. Returns the raw JSON answer.
+    async fn eval(
+        self: &Arc<Self>,
+        pool: &Pool,
+        op: &str,
+        args: &[String],
+    ) -> Result<String, LedgerError> {
+        let conn = self.conn().await?;
+        let mut inv = self.script.prepare_invoke();
+        for k in &pool.keys {
+            inv.key(k);
+        }
+        inv.arg(op).arg(&pool.spec_json);
+        for a in args {
+            inv.arg(a);
+        }
+        let fut = async {
+            match conn.clone() {
+                Conn::Managed(mut c) => inv.invoke_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async::<String>(&mut c).await,
+                Conn::Plain(mut c) => inv.invoke_async::<String>(&mut c).await,
+            }
+        };
+        let res = match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("call timed out".to_string()),
+        };
+        match res {
+            Ok(s) => {
+                self.set_health(true, None);
+                Ok(s)
+            }
+            Err(e) => {
+                if matches!(conn, Conn::Plain(_)) {
+                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                self.set_health(false, Some(e.clone()));
+                Err(LedgerError::Unavailable(format!("redis: {e}")))
+            }
+        }
+    }
+
+    /// A script call whose answer is parsed, and whose releases reach the observer and the cache.
+    async fn call(
+        self: &Arc<Self>,
+        pool: &Pool,
+        op: &str,
+        args: &[String],
+    ) -> Result<Answer, LedgerError> {
+        let raw = self.eval(pool, op, args).await?;
+        let a: Answer = serde_json::from_str(&raw)
+            .map_err(|e| LedgerError::Unavailable(format!("redis: bad answer to {op}: {e}")))?;
+        for r in &a.released {
+            if let Some(k) = SessionKey::from_hex(&r.seat.session) {
+                self.cache.remove(&k);
+            }
+            if let Some(rec) = r.seat.record(&pool.spec.key) {
+                self.activity.remove(&rec.id);
+                self.observer.released(&rec, parse_reason(&r.reason));
+            }
+        }
+        Ok(a)
+    }
+
+    fn start_refresher(self: &Arc<Self>) {
+        if self.refresher.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.refresher.store(false, Ordering::Release);
+            return;
+        };
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let Some(me) = weak.upgrade() else { return };
+                me.refresh_views().await;
+                drop(me);
+                tokio::time::sleep(VIEW_EVERY).await;
+            }
+        });
+    }
+
+    async fn refresh_views(self: &Arc<Self>) {
+        for pool in self.all_pools() {
+            if let Ok(a) = self.call(&pool, "view", &[]).await {
+                self.views.insert(
+                    pool.spec.key.clone(),
+                    View {
+                        capacity: a.capacity as u32,
+                        held: a.held as u32,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The pools where a session may be: the one it was last seen in, else every pool.
+    fn pools_for(&self, session: &SessionKey) -> Vec<Arc<Pool>> {
+        if let Some(p) = self.cache.get(session).and_then(|c| self.pool(&c.pool)) {
+            return vec![p];
+        }
+        self.all_pools()
+    }
+
+    fn remember(&self, session: SessionKey, pool: &PoolKey, seat: Rec, epoch: Option<String>) {
+        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&session) {
+            return;
+        }
+        let epoch = epoch.unwrap_or_default();
+        self.cache.insert(
+            session,
+            Cached {
+                pool: pool.clone(),
+                seat,
+                epoch,
+                checked: Instant::now(),
+            },
+        );
+    }
+
+    fn held(pool: &PoolKey, seat: &Rec) -> Option<Touch> {
+        let id = seat.id.parse().ok()?;
+        let state = parse_state(&seat.state);
+        Some(Touch::Held {
+            id,
+            pool: pool.clone(),
+            state,
+            ending_at: (seat.ending_at > 0).then_some(seat.ending_at),
+        })
+    }
+
+    /// Verifies a session with Redis (cache miss or stale entry).
+    async fn verify(self: &Arc<Self>, session: &SessionKey) -> Result<Touch, LedgerError> {
+        let before = self.cache.get(session).map(|c| c.clone());
+        let hex = session.hex();
+        let mut gone = Gone::Unknown;
+        let mut err = None;
+        for pool in self.pools_for(session) {
+            let a = match self.call(&pool, "touch", std::slice::from_ref(&hex)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    err = Some(e);
+                    continue;
+                }
+            };
+            match (a.kind.as_str(), a.seat) {
+                ("held", Some(seat)) => {
+                    self.activity.remove(&seat.id.parse().unwrap_or(SeatId(0)));
+                    let t = Self::held(&pool.spec.key, &seat);
+                    self.remember(*session, &pool.spec.key, seat, a.epoch);
+                    if let Some(t) = t {
+                        return Ok(t);
+                    }
+                }
+                _ => match a.reason.as_deref() {
+                    Some("unknown") | None => {
+                        if let Some(t) = self
+                            .restore(session, &pool, before.as_ref(), a.epoch.as_deref())
+                            .await
+                        {
+                            return Ok(t);
+                        }
+                    }
+                    Some("paused") => gone = Gone::Released(ReleaseReason::Paused),
+                    Some(r) => gone = Gone::Released(parse_reason(r)),
+                },
+            }
+        }
+        match (gone, err) {
+            // Kept: `last_known` and `restore` need it once the store answers again.
+            (Gone::Unknown, Some(e)) => Err(e),
+            (g, _) => {
+                self.cache.remove(session);
+                Ok(Touch::Gone(g))
+            }
+        }
+    }
+
+    /// Redis lost its data (the pool's epoch changed since this replica verified the session,
+    /// e.g. a restart without persistence or a failover to an empty replica): a session this
+    /// replica knew held a seat takes it back through normal admission, so the pool never goes
+    /// beyond capacity; when it is full the session is treated as unknown.
+    async fn restore(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        pool: &Pool,
+        before: Option<&Cached>,
+        epoch: Option<&str>,
+    ) -> Option<Touch> {
+        let c = before.filter(|c| c.pool == pool.spec.key)?;
+        if c.epoch.is_empty() || Some(c.epoch.as_str()) == epoch {
+            return None;
+        }
+        let json = serde_json::to_string(&c.seat).ok()?;
+        let a = self.call(pool, "restore", &[json]).await.ok()?;
+        let seat = a.seat.filter(|_| a.kind == "held")?;
+        log::info!(
+            "restored {session:?} as seat {} after the store lost its data",
+            seat.id
+        );
+        let t = Self::held(&pool.spec.key, &seat);
+        self.remember(*session, &pool.spec.key, seat, a.epoch);
+        t
+    }
+}
+
+#[async_trait]
+impl SeatLedger for RedisLedger {
+    fn configure(&self, pools: &[PoolSpec]) {
+        let mut map = self.inner.pools.write().unwrap_or_else(|e| e.into_inner());
+        for spec in pools {
+            let pool = Pool {
+                spec: spec.clone(),
+                spec_json: spec_json(spec),
+                keys: pool_keys(&self.inner.prefix, &spec.key),
+            };
+            map.insert(spec.key.clone(), Arc::new(pool));
+        }
+    }
+
+    async fn reserve(&self, claim: &Claim, _now: Millis) -> Result<Reservation, LedgerError> {
+        let pool = self
+            .inner
+            .pool(&claim.pool)
+            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+        let args = [
+            format!("{:x}", claim.lease_id),
+            claim.user.clone().unwrap_or_default(),
+            claim.device.clone().unwrap_or_default(),
+        ];
+        let a = self.inner.call(&pool, "reserve", &args).await?;
+        match a.kind.as_str() {
+            "granted" => Ok(Reservation::Granted(Lease {
+                id: claim.lease_id,
+                pool: claim.pool.clone(),
+                reuse: a.reuse.as_deref().and_then(|s| s.parse().ok()),
+                overflow: a.overflow,
+            })),
+            "full" => Ok(Reservation::Full(Full {
+                in_use: a.in_use as u32,
+                capacity: a.capacity as u32,
+                reason: parse_full(a.reason.as_deref().unwrap_or("pool")),
+            })),
+            k => Err(LedgerError::Unavailable(format!(
+                "redis: unexpected answer `{k}` to reserve"
+            ))),
+        }
+    }
+
+    async fn commit(
+        &self,
+        lease: &Lease,
+        claim: &Claim,
+        session: SessionKey,
+        _now: Millis,
+    ) -> Result<SeatId, LedgerError> {
+        let pool = self
+            .inner
+            .pool(&lease.pool)
+            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
+        let args = [
+            format!("{:x}", lease.id),
+            lease.reuse.map(|r| r.to_string()).unwrap_or_default(),
+            claim.user.clone().unwrap_or_default(),
+            claim.device.clone().unwrap_or_default(),
+            claim.client.clone(),
+            session.hex(),
+            SeatId::random().to_string(),
+        ];
+        let a = self.inner.call(&pool, "commit", &args).await?;
+        self.inner.cache.remove(&session);
+        match (
+            a.kind.as_str(),
+            a.id.as_deref().and_then(|s| s.parse().ok()),
+        ) {
+            ("seat", Some(id)) => Ok(id),
+            _ => Err(LedgerError::LeaseLost(lease.id)),
+        }
+    }
+
+    async fn cancel(&self, lease: &Lease) {
+        let Some(pool) = self.inner.pool(&lease.pool) else {
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .call(&pool, "cancel", &[format!("{:x}", lease.id)])
+            .await
+        {
+            // The lease expires by itself after `standby_timeout`.
+            log::debug!("cancel of lease {:x} failed: {e}", lease.id);
+        }
+    }
+
+    async fn touch(&self, session: &SessionKey, _now: Millis) -> Result<Touch, LedgerError> {
+        let hit = self.inner.cache.get(session).and_then(|c| {
+            let state = parse_state(&c.seat.state);
+            let fresh = c.checked.elapsed() < CACHE_TTL
+                && matches!(state, SeatState::Active | SeatState::Ending)
+                && (c.seat.ending_at == 0 || super::now_ms() < c.seat.ending_at);
+            fresh.then(|| (c.pool.clone(), c.seat.clone()))
+        });
+        if let Some((pool, seat)) = hit {
+            if let Some(t) = Inner::held(&pool, &seat) {
+                if let Touch::Held { id, .. } = &t {
+                    self.inner.activity.insert(*id, (pool, Instant::now()));
+                }
+                return Ok(t);
+            }
+        }
+        self.inner.verify(session).await
+    }
+
+    async fn heartbeat(&self, session: &SessionKey, _now: Millis) -> Result<bool, LedgerError> {
+        let hex = session.hex();
+        for pool in self.inner.pools_for(session) {
+            let a = self
+                .inner
+                .call(&pool, "heartbeat", std::slice::from_ref(&hex))
+                .await?;
+            if a.kind == "held" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn release(
+        &self,
+        session: &SessionKey,
+        reason: ReleaseReason,
+        _now: Millis,
+    ) -> Result<Option<SeatRecord>, LedgerError> {
+        let args = [session.hex(), reason.as_str().to_string()];
+        let pools = self.inner.pools_for(session);
+        self.inner.cache.remove(session);
+        for pool in pools {
+            let a = self.inner.call(&pool, "release", &args).await?;
+            if let Some(rec) = a.seat.as_ref().and_then(|s| s.record(&pool.spec.key)) {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn end(
+        &self,
+        ids: &[SeatId],
+        grace_ms: Millis,
+        by: &str,
+        _now: Millis,
+    ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
+        let mut best: HashMap<SeatId, EndOutcome> =
+            ids.iter().map(|id| (*id, EndOutcome::NotFound)).collect();
+        let mut args = vec![grace_ms.to_string(), by.to_string()];
+        args.extend(ids.iter().map(|id| id.to_string()));
+        for pool in self.inner.all_pools() {
+            let a = self.inner.call(&pool, "end", &args).await?;
+            for (id, what, at) in a.out {
+                let Ok(id) = id.parse::<SeatId>() else {
+                    continue;
+                };
+                let o = match what.as_str() {
+                    "ending" => EndOutcome::Ending { at: at as u64 },
+                    "already_ended" => EndOutcome::AlreadyEnded,
+                    _ => continue,
+                };
+                let slot = best.entry(id).or_insert(EndOutcome::NotFound);
+                if !matches!(slot, EndOutcome::Ending { .. }) {
+                    *slot = o;
+                }
+            }
+        }
+        // Other replicas notice within CACHE_TTL; this one at once.
+        let ended: Vec<SeatId> = best
+            .iter()
+            .filter(|(_, o)| matches!(o, EndOutcome::Ending { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        self.inner
+            .cache
+            .retain(|_, c| !ended.iter().any(|id| id.to_string() == c.seat.id));
+        Ok(ids
+            .iter()
+            .map(|id| (*id, best.get(id).copied().unwrap_or(EndOutcome::NotFound)))
+            .collect())
+    }
+
+    async fn pause(&self, id: SeatId, _now: Millis) -> Result<PauseOutcome, LedgerError> {
+        self.pause_or_resume("pause", id).await
+    }
+
+    async fn resume(&self, id: SeatId, _now: Millis) -> Result<PauseOutcome, LedgerError> {
+        self.pause_or_resume("resume", id).await
+    }
+
+    async fn sessions(&self, _now: Millis) -> Result<Vec<SeatRecord>, LedgerError> {
+        let mut out = Vec::new();
+        for pool in self.inner.all_pools() {
+            let a = self.inner.call(&pool, "list", &[]).await?;
+            for raw in &a.seats {
+                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
+                    continue;
+                };
+                if expiry(&pool.spec, &rec.times(), a.now).is_none() {
+                    out.extend(rec.record(&pool.spec.key));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn usage(&self, _now: Millis) -> Result<Vec<PoolUsage>, LedgerError> {
+        let mut out = Vec::new();
+        for pool in self.inner.all_pools() {
+            let a = self.inner.call(&pool, "list", &[]).await?;
+            let (mut live, mut standby, mut ending, mut running) = (0u32, 0u32, 0u32, 0u64);
+            for raw in &a.seats {
+                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
+                    continue;
+                };
+                let t = rec.times();
+                if !t.state.holds_seat() || expiry(&pool.spec, &t, a.now).is_some() {
+                    continue;
+                }
+                live += 1;
+                match t.state {
+                    SeatState::Standby => standby += 1,
+                    SeatState::Ending => ending += 1,
+                    _ => {}
+                }
+                if rec.overflow {
+                    running += a.now.saturating_sub(rec.started_at);
+                }
+            }
+            let capacity = pool.spec.capacity(a.now);
+            let in_use = live + a.pending as u32;
+            self.inner.views.insert(
+                pool.spec.key.clone(),
+                View {
+                    capacity,
+                    held: in_use,
+                },
+            );
+            out.push(PoolUsage {
+                product: pool.spec.key.product.clone(),
+                pool: pool.spec.key.pool.clone(),
+                capacity,
+                in_use,
+                available: capacity.saturating_sub(in_use),
+                peak: a.peak as u32,
+                denied: a.denied,
+                standby: standby + a.pending as u32,
+                ending,
+                overflow_used_seconds: (a.overflow_ms + running) / 1000,
+            });
+        }
+        Ok(out)
+    }
+
+    fn available(&self, pool: &PoolKey, _now: Millis) -> Option<u32> {
+        self.inner.start_refresher();
+        let v = self.inner.views.get(pool)?;
+        Some(v.capacity.saturating_sub(v.held))
+    }
+
+    async fn sweep(&self, _now: Millis) -> Result<usize, LedgerError> {
+        let mut n = 0;
+        for pool in self.inner.all_pools() {
+            n += self.inner.call(&pool, "sweep", &[]).await?.released.len();
+        }
+        self.inner
+            .cache
+            .retain(|_, c| c.checked.elapsed() < CACHE_KEEP);
+        Ok(n)
+    }
+
+    async fn flush(&self) -> Result<(), LedgerError> {
+        let mut by_pool: HashMap<PoolKey, Vec<(SeatId, Instant)>> = HashMap::new();
+        let ids: Vec<SeatId> = self.inner.activity.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            if let Some((_, (pool, at))) = self.inner.activity.remove(&id) {
+                by_pool.entry(pool).or_default().push((id, at));
+            }
+        }
+        let mut result = Ok(());
+        for (key, seats) in by_pool {
+            let Some(pool) = self.inner.pool(&key) else {
+                continue;
+            };
+            let mut args = Vec::with_capacity(seats.len() * 2);
+            for (id, at) in &seats {
+                args.push(id.to_string());
+                args.push((at.elapsed().as_millis() as u64).to_string());
+            }
+            if let Err(e) = self.inner.call(&pool, "activity", &args).await {
+                // Keep them for the next flush (newer activity wins).
+                for (id, at) in seats {
+                    self.inner.activity.entry(id).or_insert((key.clone(), at));
+                }
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    async fn healthy(&self) -> bool {
+        let conn = match self.inner.conn().await {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        let ping = async {
+            let cmd = redis::cmd("PING");
+            match conn {
+                Conn::Managed(mut c) => cmd.query_async::<String>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<String>(&mut c).await,
+                Conn::Plain(mut c) => cmd.query_async::<String>(&mut c).await,
+            }
+        };
+        let ok = match tokio::time::timeout(CALL_TIMEOUT, ping).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("ping timed out".into()),
+        };
+        let up = ok.is_none();
+        self.inner.set_health(up, ok);
+        up
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let h = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        serde_json::json!({
+            "kind": "redis",
+            "target": self.inner.target,
+            "up": h.up,
+            "since": h.changed_at,
+            "last_error": h.last_error,
+            "cached_sessions": self.inner.cache.len(),
+        })
+    }
+
+    fn last_known(&self, session: &SessionKey) -> Option<bool> {
+        Some(self.inner.cache.contains_key(session))
+    }
+}
+
+impl RedisLedger {
+    async fn pause_or_resume(&self, op: &str, id: SeatId) -> Result<PauseOutcome, LedgerError> {
+        for pool in self.inner.all_pools() {
+            let a = self.inner.call(&pool, op, &[id.to_string()]).await?;
+            let o = match a.kind.as_str() {
+                "done" => PauseOutcome::Done,
+                "full" => PauseOutcome::Full,
+                "wrong_state" => PauseOutcome::WrongState,
+                _ => continue,
+            };
+            self.inner.cache.retain(|_, c| c.seat.id != id.to_string());
+            return Ok(o);
+        }
+        Ok(PauseOutcome::NotFound)
+    }
+}

@@ -1,0 +1,516 @@
+-- seatgate seat ledger: every change to a pool is one atomic call of this script.
+--
+-- KEYS (all share the pool's hash tag {prefix:product:pool}, so they live in one cluster slot):
+--   1 z       zset  seat id -> deadline (ms): seats that count (standby, active, ending)
+--   2 seats   hash  seat id -> JSON record (paused seats included)
+--   3 sess    hash  session hex -> seat id
+--   4 pend    zset  lease id -> expiry: reservations of logins in flight that count
+--   5 pinfo   hash  lease id -> JSON {user, overflow}
+--   6 gone    hash  session hex -> release reason (tombstones: an ended cookie never comes back)
+--   7 gonez   zset  session hex -> tombstone expiry
+--   8 stats   hash  peak, denied, overflow_ms, epoch
+--   9 paused  zset  seat id -> end of lifetime (paused seats hold no seat)
+--  10 ended   zset  seat id -> until (so a second `end` says already_ended)
+-- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
+--
+-- Time comes from Redis TIME only. The rules (`deadline`, `expiry`, `admit`) mirror the pure
+-- Rust functions in policy::seat and policy::admission; tests check both agree.
+
+local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local op = ARGV[1]
+local spec = cjson.decode(ARGV[2])
+
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function str(v)
+  if v == nil or v == cjson.null or v == '' then return nil end
+  return v
+end
+
+local function capacity(now)
+  local c = 0
+  for _, g in ipairs(spec.grants) do
+    local nb, ex = str(g.not_before), str(g.expires)
+    if (nb == nil or now >= nb) and (ex == nil or now < ex) then c = c + g.seats end
+  end
+  return c
+end
+
+-- policy::seat::expiry
+local function expiry(r, now)
+  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 and now >= r.ending_at then return 'ended' end
+  if now >= r.started_at + spec.max_lifetime then return 'lifetime' end
+  if r.state == 'paused' then return nil end
+  if now >= r.last_activity + spec.idle_timeout then return 'idle' end
+  if r.state == 'standby' and now >= r.last_activity + spec.standby_timeout then return 'standby' end
+  local pt = str(spec.presence_timeout)
+  if pt and r.last_heartbeat > 0 and now >= math.max(r.last_heartbeat, r.last_activity) + pt then return 'presence' end
+  return nil
+end
+
+-- policy::seat::deadline: the first instant at which `expiry` is not nil.
+local function deadline(r)
+  local d = r.started_at + spec.max_lifetime
+  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 then d = math.min(d, r.ending_at) end
+  if r.state == 'paused' then return d end
+  d = math.min(d, r.last_activity + spec.idle_timeout)
+  if r.state == 'standby' then d = math.min(d, r.last_activity + spec.standby_timeout) end
+  local pt = str(spec.presence_timeout)
+  if pt and r.last_heartbeat > 0 then d = math.min(d, math.max(r.last_heartbeat, r.last_activity) + pt) end
+  return d
+end
+
+local function group_of(user)
+  if user == nil then return nil end
+  for i, g in ipairs(spec.groups) do
+    for _, u in ipairs(g.users) do
+      if u == user then return i end
+    end
+  end
+  return nil
+end
+
+-- policy::admission::admit. `users` lists the holders' users (false = no user).
+local function admit(users, user, now, overflow_left)
+  local cap = capacity(now)
+  local in_use = #users
+  local function full(reason) return { kind = 'full', in_use = in_use, capacity = cap, reason = reason } end
+  local max_sessions = str(spec.max_sessions)
+  if max_sessions and user then
+    local mine = 0
+    for _, h in ipairs(users) do if h == user then mine = mine + 1 end end
+    if mine >= max_sessions then return full('user_max') end
+  end
+  local my_group = group_of(user)
+  local per_group = {}
+  for i = 1, #spec.groups do per_group[i] = 0 end
+  local general_used = 0
+  for _, h in ipairs(users) do
+    local g = nil
+    if h then g = group_of(h) end
+    if g then per_group[g] = per_group[g] + 1 else general_used = general_used + 1 end
+  end
+  if my_group then
+    local m = str(spec.groups[my_group].max)
+    if m and per_group[my_group] >= m then return full('group_max') end
+  end
+  local reserved = 0
+  for i, g in ipairs(spec.groups) do
+    reserved = reserved + g.reserve
+    general_used = general_used + math.max(0, per_group[i] - g.reserve)
+  end
+  local general_capacity = math.max(0, cap - reserved)
+  local fits = in_use < cap and
+    ((my_group ~= nil and per_group[my_group] < spec.groups[my_group].reserve) or general_used < general_capacity)
+  if fits then return { kind = 'seat' } end
+  if overflow_left ~= nil then
+    if overflow_left > 0 then return { kind = 'overflow' } end
+    return full('overflow_spent')
+  end
+  return full('pool')
+end
+
+local function load(id)
+  local raw = redis.call('HGET', SEATS, id)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function save(r)
+  redis.call('HSET', SEATS, r.id, cjson.encode(r))
+end
+
+local released = {}
+
+-- Drops a seat: no longer counts, its cookie is tombstoned, observers hear of it.
+local function release(r, reason, now)
+  local held = redis.call('ZREM', Z, r.id) == 1
+  redis.call('ZREM', PAUSED, r.id)
+  redis.call('HDEL', SEATS, r.id)
+  local s = str(r.session)
+  if s then
+    if redis.call('HGET', SESS, s) == r.id then redis.call('HDEL', SESS, s) end
+    redis.call('HSET', GONE, s, reason)
+    redis.call('ZADD', GONEZ, now + spec.max_lifetime, s)
+  end
+  if r.overflow and held then
+    redis.call('HINCRBY', STATS, 'overflow_ms', math.max(0, now - r.started_at))
+  end
+  if reason == 'ended' then redis.call('ZADD', ENDED, now + 3600000, r.id) end
+  table.insert(released, { seat = r, reason = reason })
+end
+
+-- Lazy expiry: whatever is past its deadline is released before anything is counted.
+local function purge(now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '-inf', now)) do
+    local r = load(id)
+    if r then
+      release(r, expiry(r, now) or 'idle', now)
+    else
+      redis.call('ZREM', Z, id)
+    end
+  end
+  local leases = redis.call('ZRANGEBYSCORE', PEND, '-inf', now)
+  if #leases > 0 then
+    redis.call('ZREMRANGEBYSCORE', PEND, '-inf', now)
+    redis.call('HDEL', PINFO, unpack(leases))
+  end
+end
+
+local function epoch()
+  local e = redis.call('HGET', STATS, 'epoch')
+  if not e then
+    local t = redis.call('TIME')
+    e = t[1] .. t[2]
+    redis.call('HSET', STATS, 'epoch', e)
+  end
+  return e
+end
+
+local function grouped()
+  return #spec.groups > 0 or str(spec.max_sessions) ~= nil
+end
+
+-- The users of every seat and counting lease (only read when groups or max_sessions need them).
+local function holders(now)
+  local users = {}
+  if not grouped() then
+    local n = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
+    for i = 1, n do users[i] = false end
+    return users
+  end
+  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+    local r = load(id)
+    table.insert(users, (r and str(r.user)) or false)
+  end
+  for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
+    local p = redis.call('HGET', PINFO, lid)
+    local u = false
+    if p then u = str(cjson.decode(p).user) or false end
+    table.insert(users, u)
+  end
+  return users
+end
+
+local function overflow_left(now)
+  local allowance = str(spec.overflow_ms)
+  if not allowance then return nil end
+  local used = tonumber(redis.call('HGET', STATS, 'overflow_ms') or '0')
+  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+    local r = load(id)
+    if r and r.overflow then used = used + math.max(0, now - r.started_at) end
+  end
+  return math.max(0, allowance - used)
+end
+
+local function bump_peak(n)
+  local peak = tonumber(redis.call('HGET', STATS, 'peak') or '0')
+  if n > peak then redis.call('HSET', STATS, 'peak', n) end
+end
+
+local function reusable(user, device, now)
+  if user == nil or spec.seats_per == 'session' then return nil end
+  if spec.seats_per == 'user_device' and device == nil then return nil end
+  local best, best_la = nil, -1
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. now, '+inf')) do
+    local r = load(id)
+    if r and str(r.user) == user and (spec.seats_per == 'user' or str(r.device) == device)
+      and (r.state == 'active' or r.state == 'standby') and expiry(r, now) == nil
+      and r.last_activity > best_la then
+      best, best_la = id, r.last_activity
+    end
+  end
+  return best
+end
+
+local function put_seat(r)
+  save(r)
+  redis.call('ZADD', Z, deadline(r), r.id)
+end
+
+local function answer(t)
+  t.released = released
+  return cjson.encode(t)
+end
+
+local now = redis_now()
+
+if op == 'reserve' then
+  -- ARGV: lease, user, device
+  local lease, user, device = ARGV[3], str(ARGV[4]), str(ARGV[5])
+  purge(now)
+  local p = redis.call('HGET', PINFO, lease)
+  if p then
+    return answer({ kind = 'granted', overflow = cjson.decode(p).overflow, now = now })
+  end
+  local reuse = reusable(user, device, now)
+  if reuse then return answer({ kind = 'granted', reuse = reuse, overflow = false, now = now }) end
+  local users = holders(now)
+  local a = admit(users, user, now, overflow_left(now))
+  if a.kind == 'full' then
+    redis.call('HINCRBY', STATS, 'denied', 1)
+    a.now = now
+    return answer(a)
+  end
+  local overflow = a.kind == 'overflow'
+  redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
+  redis.call('ZADD', PEND, now + spec.standby_timeout, lease)
+  bump_peak(#users + 1)
+  return answer({ kind = 'granted', overflow = overflow, now = now })
+
+elseif op == 'commit' then
+  -- ARGV: lease, reuse, user, device, client, session, new seat id
+  local lease, reuse, user, device, client, session, new_id =
+    ARGV[3], str(ARGV[4]), str(ARGV[5]), str(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+  purge(now)
+  local praw = redis.call('HGET', PINFO, lease)
+  redis.call('HDEL', PINFO, lease)
+  redis.call('ZREM', PEND, lease)
+  -- The app may hand back the session it already had (or this is a retried commit).
+  local have = redis.call('HGET', SESS, session)
+  if have then
+    local r = load(have)
+    if r and redis.call('ZSCORE', Z, have) and expiry(r, now) == nil then
+      r.last_activity = math.max(r.last_activity, now)
+      put_seat(r)
+      return answer({ kind = 'seat', id = have, epoch = epoch() })
+    end
+  end
+  if reuse then
+    local r = load(reuse)
+    if r and redis.call('ZSCORE', Z, reuse) and expiry(r, now) == nil and r.state ~= 'ending' then
+      local old = str(r.session)
+      r.session = session
+      r.last_activity = now
+      put_seat(r)
+      if old and old ~= session then
+        redis.call('HDEL', SESS, old)
+        redis.call('HSET', GONE, old, 'replaced')
+        redis.call('ZADD', GONEZ, now + spec.max_lifetime, old)
+      end
+      redis.call('HSET', SESS, session, reuse)
+      redis.call('HDEL', GONE, session)
+      redis.call('ZREM', GONEZ, session)
+      return answer({ kind = 'seat', id = reuse, epoch = epoch() })
+    end
+  end
+  local overflow = false
+  if praw then
+    overflow = cjson.decode(praw).overflow
+  else
+    -- The lease expired (slow app) or its reusable seat went away: admit afresh.
+    local a = admit(holders(now), user, now, overflow_left(now))
+    if a.kind == 'full' then return answer({ kind = 'lost' }) end
+    overflow = a.kind == 'overflow'
+  end
+  local r = { id = new_id, user = user or '', device = device or '', client = client, session = session,
+    started_at = now, last_activity = now, last_heartbeat = 0, state = 'standby', ending_at = 0,
+    overflow = overflow, ended_by = '' }
+  put_seat(r)
+  redis.call('HSET', SESS, session, new_id)
+  redis.call('HDEL', GONE, session)
+  redis.call('ZREM', GONEZ, session)
+  bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
+  return answer({ kind = 'seat', id = new_id, epoch = epoch() })
+
+elseif op == 'cancel' then
+  redis.call('HDEL', PINFO, ARGV[3])
+  redis.call('ZREM', PEND, ARGV[3])
+  return answer({ kind = 'ok' })
+
+elseif op == 'touch' or op == 'heartbeat' then
+  -- ARGV: session
+  local session = ARGV[3]
+  local id = redis.call('HGET', SESS, session)
+  local r = id and load(id)
+  if not r then
+    if id then redis.call('HDEL', SESS, session) end
+    local reason = redis.call('HGET', GONE, session)
+    local until_ = redis.call('ZSCORE', GONEZ, session)
+    if reason and until_ and tonumber(until_) > now then
+      return answer({ kind = 'gone', reason = reason, epoch = epoch() })
+    end
+    return answer({ kind = 'gone', reason = 'unknown', epoch = epoch() })
+  end
+  local why = expiry(r, now)
+  if why then
+    release(r, why, now)
+    return answer({ kind = 'gone', reason = why, epoch = epoch() })
+  end
+  if op == 'heartbeat' then
+    if r.state == 'paused' then return answer({ kind = 'gone', reason = 'paused', epoch = epoch() }) end
+    r.last_heartbeat = now
+    put_seat(r)
+    return answer({ kind = 'held', seat = r, epoch = epoch() })
+  end
+  if r.state == 'paused' then
+    -- A request from a paused session resumes it, if a seat is free.
+    purge(now)
+    local a = admit(holders(now), str(r.user), now, nil)
+    if a.kind == 'full' then
+      redis.call('HINCRBY', STATS, 'denied', 1)
+      return answer({ kind = 'gone', reason = 'paused', epoch = epoch() })
+    end
+    redis.call('ZREM', PAUSED, r.id)
+    r.state = 'active'
+  end
+  r.last_activity = now
+  if r.state == 'standby' then r.state = 'active' end
+  put_seat(r)
+  return answer({ kind = 'held', seat = r, epoch = epoch() })
+
+elseif op == 'restore' then
+  -- ARGV: seat JSON. A session this gateway knew held a seat before Redis lost its data
+  -- (epoch changed): it takes its seat back through normal admission, never beyond capacity.
+  local r = cjson.decode(ARGV[3])
+  purge(now)
+  if redis.call('HGET', SESS, r.session) or redis.call('HGET', GONE, r.session) then
+    return answer({ kind = 'skip' })
+  end
+  local a = admit(holders(now), str(r.user), now, nil)
+  if a.kind == 'full' then return answer({ kind = 'full' }) end
+  r.last_activity = now
+  if r.state ~= 'ending' then r.state = 'active' end
+  if expiry(r, now) then return answer({ kind = 'full' }) end
+  put_seat(r)
+  redis.call('HSET', SESS, r.session, r.id)
+  bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
+  return answer({ kind = 'held', seat = r, epoch = epoch() })
+
+elseif op == 'release' then
+  -- ARGV: session, reason
+  local id = redis.call('HGET', SESS, ARGV[3])
+  local r = id and load(id)
+  if not r then return answer({ kind = 'none' }) end
+  release(r, ARGV[4], now)
+  return answer({ kind = 'released', seat = r })
+
+elseif op == 'end' then
+  -- ARGV: grace ms, by, ids...
+  local grace, by = tonumber(ARGV[3]), ARGV[4]
+  local out = {}
+  for i = 5, #ARGV do
+    local id = ARGV[i]
+    local r = load(id)
+    if not r then
+      local until_ = redis.call('ZSCORE', ENDED, id)
+      if until_ and tonumber(until_) > now then table.insert(out, { id, 'already_ended', 0 })
+      else table.insert(out, { id, 'not_found', 0 }) end
+    elseif expiry(r, now) then
+      release(r, expiry(r, now), now)
+      table.insert(out, { id, 'not_found', 0 })
+    elseif r.state == 'ending' then
+      table.insert(out, { id, 'already_ended', 0 })
+    else
+      r.ended_by = by
+      if grace == 0 or r.state == 'paused' then
+        release(r, 'ended', now)
+        table.insert(out, { id, 'ending', now })
+      else
+        r.state = 'ending'
+        r.ending_at = now + grace
+        put_seat(r)
+        table.insert(out, { id, 'ending', r.ending_at })
+      end
+    end
+  end
+  return answer({ kind = 'ended', out = out })
+
+elseif op == 'pause' or op == 'resume' then
+  local id = ARGV[3]
+  local r = load(id)
+  if not r then return answer({ kind = 'not_found' }) end
+  if expiry(r, now) then
+    release(r, expiry(r, now), now)
+    return answer({ kind = 'not_found' })
+  end
+  if op == 'pause' then
+    if r.state ~= 'active' and r.state ~= 'standby' then return answer({ kind = 'wrong_state' }) end
+    r.state = 'paused'
+    save(r)
+    redis.call('ZREM', Z, id)
+    redis.call('ZADD', PAUSED, deadline(r), id)
+    table.insert(released, { seat = r, reason = 'paused' })
+    return answer({ kind = 'done' })
+  end
+  if r.state ~= 'paused' then return answer({ kind = 'wrong_state' }) end
+  purge(now)
+  local a = admit(holders(now), str(r.user), now, nil)
+  if a.kind == 'full' then
+    redis.call('HINCRBY', STATS, 'denied', 1)
+    return answer({ kind = 'full' })
+  end
+  r.state = 'active'
+  r.last_activity = now
+  redis.call('ZREM', PAUSED, id)
+  put_seat(r)
+  bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
+  return answer({ kind = 'done' })
+
+elseif op == 'activity' then
+  -- ARGV: (seat id, age ms)...: batched touches. Only seats that still hold are refreshed: an
+  -- expired or ended seat is never revived by a late flush.
+  local n = 0
+  for i = 3, #ARGV, 2 do
+    local id, age = ARGV[i], tonumber(ARGV[i + 1])
+    local score = redis.call('ZSCORE', Z, id)
+    if score and tonumber(score) > now then
+      local r = load(id)
+      local t = now - age
+      if r and r.state ~= 'paused' and t > r.last_activity then
+        r.last_activity = t
+        if r.state == 'standby' then r.state = 'active' end
+        put_seat(r)
+        n = n + 1
+      end
+    end
+  end
+  return answer({ kind = 'ok', n = n })
+
+elseif op == 'view' then
+  -- What `available()` answers from: seats and counting leases that hold at `now`.
+  return answer({ kind = 'view', now = now, capacity = capacity(now),
+    held = redis.call('ZCOUNT', Z, '(' .. now, '+inf') + redis.call('ZCOUNT', PEND, '(' .. now, '+inf'),
+    epoch = epoch() })
+
+elseif op == 'list' then
+  local pending = redis.call('ZCOUNT', PEND, '(' .. now, '+inf')
+  local st = redis.call('HMGET', STATS, 'peak', 'denied', 'overflow_ms')
+  return cjson.encode({ kind = 'list', now = now, seats = redis.call('HVALS', SEATS), pending = pending,
+    peak = tonumber(st[1] or '0'), denied = tonumber(st[2] or '0'), overflow_ms = tonumber(st[3] or '0') })
+
+elseif op == 'sweep' then
+  purge(now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', PAUSED, '-inf', now)) do
+    local r = load(id)
+    if r then release(r, 'lifetime', now) else redis.call('ZREM', PAUSED, id) end
+  end
+  local old = redis.call('ZRANGEBYSCORE', GONEZ, '-inf', now)
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', GONEZ, '-inf', now)
+    redis.call('HDEL', GONE, unpack(old))
+  end
+  redis.call('ZREMRANGEBYSCORE', ENDED, '-inf', now)
+  return answer({ kind = 'ok' })
+
+elseif op == 'rules' then
+  -- Test hook: the pure rules on given inputs, so tests can check they agree with Rust.
+  -- ARGV: case JSON {users, user, now, overflow_left, seat}
+  local c = cjson.decode(ARGV[3])
+  local users = {}
+  for i, u in ipairs(c.users) do users[i] = str(u) or false end
+  local ol = c.overflow_left
+  if ol == cjson.null then ol = nil end
+  local a = admit(users, str(c.user), c.now, ol)
+  local out = { admit = a }
+  if c.seat then
+    out.expiry = expiry(c.seat, c.now) or ''
+    out.deadline = deadline(c.seat)
+  end
+  return cjson.encode(out)
+end
+return redis.error_reply('unknown op ' .. tostring(op))
