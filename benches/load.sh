@@ -6,12 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONN=${2:-64}
+THREADS=${THREADS:-1}
+# One wrk thread and one gateway thread: each gets a core of the two.
+WRK_THREADS=${WRK_THREADS:-1}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
-cargo build --release --locked --bin seatgate >/dev/null
+cargo build --release --locked --bin seatgate --example bare >/dev/null
 BIN=target/release/seatgate
 T=$(mktemp -d)
-trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill $GW 2>/dev/null || true; rm -rf $T' EXIT
+trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill $GW $BARE 2>/dev/null || true; rm -rf $T' EXIT
 
 cat > $T/nginx.conf <<NGX
 worker_processes 1;
@@ -32,7 +35,7 @@ cat > $T/gw.yaml <<YAML
 listen: 127.0.0.1:18080
 admin: { listen: 127.0.0.1:19090 }
 store: { kind: embedded, path: $T/seats.redb }
-threads: 1
+threads: $THREADS
 products:
   - name: bench
     upstream: 127.0.0.1:18000
@@ -45,24 +48,42 @@ products:
         mode: check
         on_full: { status: 401, body: "the user name or password is invalid" }
       - kind: web
+  # A pool whose only grant has expired: every check fails, answered by the gateway alone.
+  - name: full
+    upstream: 127.0.0.1:18000
+    path_prefix: /full
+    session: { cookie: FSID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
+    login: { path: /full/login, user: { form_field: username } }
+    pools: [{ name: main, default: true, grants: [{ seats: 1, expires: "2020-01-01T00:00:00Z" }] }]
+    clients:
+      - kind: mobile
+        match: { path_prefix: /full/sdata/mobile }
+        mode: check
+        on_full: { status: 401, body: "the user name or password is invalid" }
+      - kind: web
 YAML
 RUST_LOG=warn $BIN run --config $T/gw.yaml 2>$T/gw.log &
 GW=$!
+THREADS=$THREADS target/release/examples/bare 127.0.0.1:18090 127.0.0.1:18000 2>$T/bare.log &
+BARE=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/healthz >/dev/null && break; sleep 0.1; done
 curl -s -o /dev/null -H 'Cookie: SID=bench-session' http://127.0.0.1:18080/
 
 run() {
   local name=$1; shift
   local out
-  out=$(wrk -t2 -c$CONN -d${DUR}s --latency "$@" 2>&1)
+  out=$(wrk -t$WRK_THREADS -c$CONN -d${DUR}s --latency "$@" 2>&1)
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   printf '%-28s %10s req/s   p50 %-8s p99 %s\n' "$name" "$rps" "$p50" "$p99"
 }
-echo "wrk -t2 -c$CONN -d${DUR}s, $(nproc) cores, gateway threads: 1, nginx workers: 1"
+echo "wrk -t$WRK_THREADS -c$CONN -d${DUR}s, $(nproc) cores, gateway threads: $THREADS, nginx workers: 1"
 run "nginx direct" http://127.0.0.1:18000/
+run "bare pingora pass-through" http://127.0.0.1:18090/
+run "bare pingora own answer" http://127.0.0.1:18090/answer
 run "seatgate pass-through" http://127.0.0.1:18080/
 run "seatgate held session" -H 'Cookie: SID=bench-session' http://127.0.0.1:18080/
 run "seatgate check (pass)" -H 'Authorization: Basic dTpw' http://127.0.0.1:18080/sdata/mobile/x
+run "seatgate check (fail)" -H 'Authorization: Basic dTpw' http://127.0.0.1:18080/full/sdata/mobile/x

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::file::SeatsPer;
 use crate::policy::admission::{self, Admit, Holders};
-use crate::policy::seat::{expiry, SeatTimes};
+use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -47,7 +47,16 @@ impl PoolSlot {
         self.spec.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The state, for a change: whoever may change seats, pending reservations or their
+    /// deadlines goes through here, so the cached count of [`Self::view`] is dropped.
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        let mut st = self.view();
+        st.held_until = None;
+        st
+    }
+
+    /// The state, to read it without changing any seat.
+    fn view(&self) -> std::sync::MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -61,6 +70,10 @@ struct PoolState {
     denied: u64,
     /// Overflow seat time used by released overflow seats, in ms.
     overflow_used_ms: u64,
+    /// Seats held (live and pending) and the first instant one of them may lapse: checks
+    /// answer from this in O(1) instead of scanning every seat, until a seat changes or
+    /// that instant passes.
+    held_until: Option<(u32, Millis)>,
 }
 
 struct Pending {
@@ -426,7 +439,8 @@ impl SeatLedger for MemoryLedger {
         for spec in pools {
             match map.get(&spec.key) {
                 Some(slot) => {
-                    *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone())
+                    *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone());
+                    drop(slot.lock());
                 }
                 None => {
                     map.insert(
@@ -649,7 +663,10 @@ impl SeatLedger for MemoryLedger {
         if live.state() == SeatState::Paused {
             return Ok(false);
         }
-        live.last_heartbeat.store(now, Ordering::Release);
+        if live.last_heartbeat.swap(now, Ordering::AcqRel) == 0 {
+            // Presence now applies to this seat: its deadline may come sooner.
+            drop(live.slot.lock());
+        }
         live.dirty.store(true, Ordering::Release);
         Ok(true)
     }
@@ -704,6 +721,7 @@ impl SeatLedger for MemoryLedger {
             live.ending_at.store(at, Ordering::Release);
             live.state
                 .store(state_to_u8(SeatState::Ending), Ordering::Release);
+            drop(live.slot.lock());
             self.journal_commit(vec![Op::Put(Box::new(live.record()))])
                 .await;
             out.push((*id, EndOutcome::Ending { at }));
@@ -786,7 +804,7 @@ impl SeatLedger for MemoryLedger {
         let mut out = Vec::new();
         for slot in self.slots() {
             let spec = slot.spec();
-            let st = slot.lock();
+            let st = slot.view();
             let (mut standby, mut ending, mut live) = (0u32, 0u32, 0u32);
             let mut running_overflow = 0u64;
             for l in st.seats.values() {
@@ -829,17 +847,28 @@ impl SeatLedger for MemoryLedger {
     fn available(&self, pool: &PoolKey, now: Millis) -> Option<u32> {
         let slot = self.slot(pool)?;
         let spec = slot.spec();
-        let st = slot.lock();
-        let held = st
-            .seats
-            .values()
-            .filter(|l| expiry(&spec, &l.times(), now).is_none())
-            .count()
-            + st.pending
-                .values()
-                .filter(|p| p.counts && p.expires > now)
-                .count();
-        Some(spec.capacity(now).saturating_sub(held as u32))
+        let mut st = slot.view();
+        let held = match st.held_until {
+            Some((held, until)) if now < until => held,
+            _ => {
+                let mut until = Millis::MAX;
+                let mut held = 0u32;
+                for l in st.seats.values() {
+                    let t = l.times();
+                    if expiry(&spec, &t, now).is_none() {
+                        held += 1;
+                        until = until.min(deadline(&spec, &t));
+                    }
+                }
+                for p in st.pending.values().filter(|p| p.counts && p.expires > now) {
+                    held += 1;
+                    until = until.min(p.expires);
+                }
+                st.held_until = Some((held, until));
+                held
+            }
+        };
+        Some(spec.capacity(now).saturating_sub(held))
     }
 
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {
@@ -890,5 +919,98 @@ impl SeatLedger for MemoryLedger {
 
     async fn healthy(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::SeatsPer;
+    use crate::config::Grant;
+    use crate::ledger::{Claim, NoObserver};
+
+    fn spec(presence: Option<Millis>) -> PoolSpec {
+        PoolSpec {
+            key: PoolKey::new("p", "default"),
+            grants: vec![Grant {
+                seats: 2,
+                not_before: None,
+                expires: None,
+            }],
+            idle_timeout: 1_000,
+            max_lifetime: 100_000,
+            presence_timeout: presence,
+            standby_timeout: 50_000,
+            seats_per: SeatsPer::Session,
+            max_sessions: None,
+            groups: vec![],
+            overflow_ms: None,
+        }
+    }
+
+    async fn seat(l: &MemoryLedger, i: u64, now: Millis) -> SessionKey {
+        let c = Claim {
+            pool: PoolKey::new("p", "default"),
+            user: Some(format!("u{i}")),
+            device: None,
+            client: "web".into(),
+            lease_id: i,
+        };
+        let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
+            panic!("no seat")
+        };
+        let k = SessionKey::new("p", &i.to_string());
+        l.commit(&lease, &c, k, now).await.unwrap();
+        k
+    }
+
+    /// The cached count of `available` must follow every way a seat stops counting: idle
+    /// lapse without a sweep, a touch that moves the lapse later, an end with grace, and
+    /// presence that starts with the first heartbeat.
+    #[tokio::test]
+    async fn available_follows_lapses_without_a_sweep() {
+        let pool = PoolKey::new("p", "default");
+        let l = MemoryLedger::volatile(Arc::new(NoObserver));
+        l.configure(&[spec(Some(300))]);
+        let a = seat(&l, 1, 0).await;
+        assert_eq!(l.available(&pool, 10), Some(1));
+        // A second request (touch) moves the idle lapse from 1000 to 1500.
+        let _ = l.touch(&a, 500).await.unwrap();
+        assert_eq!(l.available(&pool, 999), Some(1));
+        assert_eq!(l.available(&pool, 1_200), Some(1));
+        assert_eq!(
+            l.available(&pool, 1_500),
+            Some(2),
+            "idle lapse counts at once"
+        );
+
+        let b = seat(&l, 2, 2_000).await;
+        assert_eq!(l.available(&pool, 2_010), Some(1));
+        // The first heartbeat makes presence apply: gone 300 ms after it.
+        assert!(l.heartbeat(&b, 2_020).await.unwrap());
+        assert_eq!(l.available(&pool, 2_200), Some(1));
+        assert_eq!(
+            l.available(&pool, 2_330),
+            Some(2),
+            "presence lapse counts at once"
+        );
+
+        let c = seat(&l, 3, 3_000).await;
+        let id = l
+            .sessions(3_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.session == Some(c))
+            .map(|s| s.id)
+            .unwrap();
+        assert_eq!(l.available(&pool, 3_010), Some(1));
+        l.end(&[id], 100, "admin", 3_020).await.unwrap();
+        assert_eq!(l.available(&pool, 3_100), Some(1));
+        assert_eq!(
+            l.available(&pool, 3_120),
+            Some(2),
+            "ended seat counts at once"
+        );
     }
 }

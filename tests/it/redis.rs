@@ -677,17 +677,27 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub async fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
+        let port_s = port.to_string();
+        Self::spawn(
+            port,
+            &[
                 "--port",
-                &port.to_string(),
+                &port_s,
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--bind",
                 "127.0.0.1",
-            ])
+            ],
+        )
+        .await
+    }
+
+    /// `redis-server` with these arguments, listening on `port` (which the arguments set).
+    pub async fn spawn(port: u16, args: &[&str]) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -807,4 +817,166 @@ async fn redis_restart_applies_policy_then_pool_is_exact() {
     assert_eq!(get(&open, &o).await, 200);
     assert_eq!(get(&open, &unseated).await, 302);
     assert_eq!(open.in_use("crm").await, 1);
+}
+
+// ---------------------------------------------------------------- Sentinel and Cluster, live
+
+/// The pool stays exact when the ledger finds its primary through Sentinel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_live_pool_is_exact() {
+    let master = OwnRedis::start(free_port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sport = free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sport}\nbind 127.0.0.1\ndir {}\nsentinel monitor seatgate-test 127.0.0.1 {} 1\n",
+            dir.path().display(),
+            master.port
+        ),
+    )
+    .unwrap();
+    let _sentinel = OwnRedis::spawn(sport, &[conf.to_str().unwrap(), "--sentinel"]).await;
+    let p = Prefix::on(&master.url());
+    let cfg = RedisConfig {
+        target: RedisTarget::Sentinel {
+            master: "seatgate-test".into(),
+            urls: vec![format!("redis://127.0.0.1:{sport}")],
+        },
+        prefix: p.name.clone(),
+    };
+    let l = RedisLedger::new(&cfg, Arc::new(Seen::default())).unwrap();
+    l.configure(&[spec("main", 2)]);
+    assert!(
+        eventually(Duration::from_secs(5), || async { l.healthy().await }).await,
+        "ledger never reached the primary through Sentinel: {}",
+        l.describe()
+    );
+    let mut admitted = 0;
+    for i in 0..5 {
+        admitted += seat_login(&l, &claim("main", &format!("u{i}"), None), &format!("c{i}"))
+            .await
+            .is_some() as u32;
+    }
+    assert_eq!(admitted, 2);
+    assert_eq!(in_use(&l, "main").await, 2);
+    // The seats really live on the primary Sentinel named.
+    let c = redis::Client::open(master.url()).unwrap();
+    let mut con = c
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}:*", p.name))
+        .query(&mut con)
+        .unwrap();
+    assert!(!keys.is_empty(), "no seat keys on the primary");
+}
+
+/// A three-node Redis Cluster: each pool's keys share one hash slot, so every admission is
+/// one atomic script even though pools land on different nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_live_pools_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap().to_string();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let (port_s, conf) = (port.to_string(), format!("nodes-{port}.conf"));
+        nodes.push(
+            OwnRedis::spawn(
+                port,
+                &[
+                    "--port",
+                    &port_s,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir_s,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                ],
+            )
+            .await,
+        );
+    }
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ready = eventually(Duration::from_secs(10), || async {
+        nodes.iter().all(|n| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+        })
+    })
+    .await;
+    assert!(ready, "cluster did not become ready");
+
+    let urls: Vec<String> = addrs.iter().map(|a| format!("redis://{a}")).collect();
+    let cfg = RedisConfig {
+        target: RedisTarget::Cluster(urls),
+        prefix: "cl".into(),
+    };
+    let pools: Vec<String> = (0..4).map(|i| format!("pool{i}")).collect();
+    let specs: Vec<PoolSpec> = pools.iter().map(|p| spec(p, 3)).collect();
+    let a = Arc::new(RedisLedger::new(&cfg, Arc::new(Seen::default())).unwrap());
+    let b = Arc::new(RedisLedger::new(&cfg, Arc::new(Seen::default())).unwrap());
+    a.configure(&specs);
+    b.configure(&specs);
+    assert!(
+        eventually(Duration::from_secs(5), || async { a.healthy().await }).await,
+        "{}",
+        a.describe()
+    );
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let pool = pools[i % pools.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            seat_login(&l, &claim(&pool, &format!("u{i}"), None), &format!("c{i}"))
+                .await
+                .is_some()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap() as u32;
+    }
+    assert_eq!(admitted, 3 * pools.len() as u32);
+    for p in &pools {
+        assert_eq!(in_use(&a, p).await, 3, "{p}");
+    }
+    // The pools did spread over more than one node (else this test proves nothing about slots).
+    let holders = nodes
+        .iter()
+        .filter(|n| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "dbsize"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() != "0"
+        })
+        .count();
+    assert!(holders >= 2, "all pools landed on one node");
 }
