@@ -420,6 +420,57 @@ mod tests {
         assert_eq!(s.len(), 1);
     }
 
+    fn config(extra: &str, on_full: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!(
+            r#"
+listen: 127.0.0.1:8080
+admin: {{ listen: 127.0.0.1:9090 }}
+store: {{ kind: embedded, path: /tmp/x.redb }}
+products:
+  - name: crm
+    upstream: 127.0.0.1:8000
+    session: {{ cookie: SID, idle_timeout: 20m, max_lifetime: 12h }}
+    login: {{ path: /login, user: {{ form_field: username }} }}
+    seats: 1
+{extra}
+    clients:
+      - kind: api
+        match: {{ path_prefix: /api }}
+        on_full: {{ status: 429, body: "busy" }}
+      - kind: web
+{on_full}
+"#
+        );
+        crate::config::parse(&yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_keys_and_which_clients_get_the_page() {
+        let c = config("", "").unwrap();
+        let p = &c.products[0];
+        assert!(p.self_service.enabled);
+        assert_eq!(
+            p.self_service.token_ttl,
+            std::time::Duration::from_secs(120)
+        );
+        assert!(
+            !p.clients[0].builtin_page,
+            "a configured body is not the page"
+        );
+        assert!(p.clients[1].builtin_page);
+        let c = config("", "        on_full: { status: 403, page: web-denied }").unwrap();
+        assert!(c.products[0].clients[1].builtin_page);
+        let c = config("    self_service: { enabled: false, token_ttl: 30s }", "").unwrap();
+        let p = &c.products[0];
+        assert!(!p.self_service.enabled);
+        assert_eq!(p.self_service.token_ttl, std::time::Duration::from_secs(30));
+        let e = config("    self_service: { token_ttl: 0s }", "").unwrap_err();
+        assert!(e.contains("products[0].self_service.token_ttl"), "{e}");
+        assert!(e.contains("must be between 1s and 1h"), "{e}");
+        let e = config("    self_service: { ttl: 5s }", "").unwrap_err();
+        assert!(e.contains("unknown field `ttl`"), "{e}");
+    }
+
     #[test]
     fn token_errors_are_4xx() {
         for e in [
