@@ -423,7 +423,11 @@ async fn standby_flow(store: Store) {
     );
     let reserved = eventually(Duration::from_secs(1), || async {
         let u = usage_of(&g, "hang").await;
-        u["in_use"] == 1 && u["standby"] == 1
+        u["in_use"] == 1
+            && u["standby"] == 1
+            && g.metric(r#"seatgate_seats_in_use{product="hang",state="standby"}"#)
+                .await
+                == 1.0
     })
     .await;
     assert!(reserved, "{}", usage_of(&g, "hang").await);
