@@ -172,21 +172,22 @@ fn html_page(title: &str, body: &str) -> String {
     )
 }
 
-fn licenses(n: u32) -> &'static str {
+/// ("license", "is") / ("licenses", "are").
+fn licenses(n: u32) -> (&'static str, &'static str) {
     if n == 1 {
-        "license"
+        ("license", "is")
     } else {
-        "licenses"
+        ("licenses", "are")
     }
 }
 
 fn denied_page(product: &str, seats: u32) -> String {
     let product = escape_html(product);
-    let plural = licenses(seats);
+    let (plural, verb) = licenses(seats);
     html_page(
         "All licenses are in use",
         &format!(
-            "<p>All {seats} concurrent {plural} of <strong>{product}</strong> are in use right now.</p>\
+            "<p>All {seats} concurrent {plural} of <strong>{product}</strong> {verb} in use right now.</p>\
 <p>Please try again in a few minutes, or ask a colleague who is done to log out.</p>"
         ),
     )
@@ -229,8 +230,9 @@ pub fn full_page(
     let (in_use, capacity) = (full.in_use, full.capacity);
     let why = match full.reason {
         FullReason::Pool | FullReason::OverflowSpent => format!(
-            "<p>All {capacity} concurrent {} of <strong>{name}</strong> are in use right now.</p>",
-            licenses(capacity)
+            "<p>All {capacity} concurrent {} of <strong>{name}</strong> {} in use right now.</p>",
+            licenses(capacity).0,
+            licenses(capacity).1
         ),
         FullReason::UserMax => format!(
             "<p>You already hold as many sessions of <strong>{name}</strong> as one user may.</p>"
