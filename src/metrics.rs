@@ -24,6 +24,7 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub overflow_used_seconds: IntGaugeVec,
     pub heartbeats: IntCounterVec,
+    pub self_service: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -128,6 +129,12 @@ impl Metrics {
                 &r,
                 "seatgate_heartbeats_total",
                 "Presence heartbeats.",
+                &["product", "result"],
+            ),
+            self_service: counter(
+                &r,
+                "seatgate_self_service_total",
+                "Self-service offers and their use (offered, ended, already_gone, malformed, forged, expired, spent, wrong_product).",
                 &["product", "result"],
             ),
             request_duration,

@@ -143,7 +143,7 @@ pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> 
     server.bootstrap();
 
     let mut proxy =
-        pingora_proxy::http_proxy_service(&server.configuration, Gateway { app: app.clone() });
+        pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(app.clone()));
     proxy.add_tcp(&cfg.listen);
     let mut admin = Service::new("seatgate admin".to_string(), AdminService::new(app.clone()));
     admin.add_tcp(&cfg.admin.listen);

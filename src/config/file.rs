@@ -231,6 +231,19 @@ pub struct ProductFile {
     /// Largest login body the gateway reads to find the user name.
     #[serde(default)]
     pub max_login_body: Option<usize>,
+    /// Offering a user denied for lack of a seat to end one of their own sessions.
+    #[serde(default)]
+    pub self_service: Option<SelfServiceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfServiceFile {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How long the offer's buttons stay valid.
+    #[serde(default)]
+    pub token_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

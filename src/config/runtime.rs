@@ -93,7 +93,19 @@ pub struct Product {
     pub max_login_body: usize,
     /// The built-in denial used when a request of this product has no client kind of its own.
     pub default_denial: Canned,
+    pub self_service: SelfServicePolicy,
 }
+
+/// `self_service`: on by default; the offer only ever reaches clients whose `on_full` is the
+/// built-in page, after the app accepted the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelfServicePolicy {
+    pub enabled: bool,
+    pub token_ttl: Duration,
+}
+
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(120);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {
@@ -195,6 +207,9 @@ pub struct Client {
     pub matcher: Matcher,
     pub mode: Mode,
     pub on_full: Canned,
+    /// `on_full` is the built-in HTML page (a browser): the page is rendered per denial with the
+    /// seat counts, and may carry the self-service offer.
+    pub builtin_page: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -702,6 +717,10 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
             matcher,
             mode: c.mode,
             on_full,
+            builtin_page: c
+                .on_full
+                .as_ref()
+                .is_none_or(|o| o.body.is_none() && o.content_type.is_none()),
         });
     }
     let default_denial = responses::on_full(None, &p.name, pools_capacity(&pools))
@@ -712,6 +731,25 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
             &k("max_login_body"),
             Some(ctx),
             "must be between 1 and 65536 bytes",
+        ));
+    }
+    let self_service = SelfServicePolicy {
+        enabled: p
+            .self_service
+            .as_ref()
+            .and_then(|x| x.enabled)
+            .unwrap_or(true),
+        token_ttl: p
+            .self_service
+            .as_ref()
+            .and_then(|x| x.token_ttl.as_ref())
+            .map_or(DEFAULT_TOKEN_TTL, |d| d.0),
+    };
+    if self_service.token_ttl < Duration::from_secs(1) || self_service.token_ttl > MAX_TOKEN_TTL {
+        return Err(loc.invalid(
+            &k("self_service.token_ttl"),
+            Some(ctx),
+            "must be between 1s and 1h",
         ));
     }
     let hosts = p.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -733,6 +771,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         on_store_error: p.on_store_error.unwrap_or(StoreErrorPolicy::FailClosed),
         max_login_body,
         default_denial,
+        self_service,
     })
 }
 

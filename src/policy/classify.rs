@@ -5,6 +5,16 @@ use crate::config::{Config, Matcher, Product, UserSource};
 use http::{HeaderMap, Method, StatusCode};
 
 pub const HEARTBEAT_SUFFIX: &str = ".seatgate/heartbeat";
+/// Where the buttons of the self-service offer post (below the product's `path_prefix`).
+pub const SELF_SERVICE_SUFFIX: &str = ".seatgate/self-service";
+
+/// The self-service endpoint of a product whose requests live below `path_prefix`.
+pub fn self_service_path(path_prefix: &str) -> String {
+    format!(
+        "{}/{SELF_SERVICE_SUFFIX}",
+        path_prefix.trim_end_matches('/')
+    )
+}
 
 /// What the proxy pulls out of a request before asking anything.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +122,8 @@ pub fn client_for(p: &Product, f: &RequestFacts<'_>) -> Option<usize> {
 #[must_use]
 pub enum Action {
     Heartbeat,
+    /// The gateway's own self-service endpoint: never forwarded, whatever the method.
+    SelfService,
     Login,
     Logout,
     /// Pass/fail availability check: forwarded only while a seat is free.
@@ -131,6 +143,9 @@ pub fn action(
 ) -> Action {
     if f.path.ends_with(HEARTBEAT_SUFFIX) && f.method == Method::POST {
         return Action::Heartbeat;
+    }
+    if f.path.ends_with(SELF_SERVICE_SUFFIX) {
+        return Action::SelfService;
     }
     match mode {
         Mode::Exempt => return Action::Pass,
@@ -403,6 +418,22 @@ products:
         assert_eq!(
             action(p, Mode::Hold, &facts(&post, &hb, &h), true, false),
             Action::Heartbeat
+        );
+        let ss = u("/.seatgate/self-service");
+        for (m, mode) in [
+            (&post, Mode::Hold),
+            (&get, Mode::Exempt),
+            (&post, Mode::Check),
+        ] {
+            assert_eq!(
+                action(p, mode, &facts(m, &ss, &h), false, false),
+                Action::SelfService
+            );
+        }
+        assert_eq!(self_service_path("/"), "/.seatgate/self-service");
+        assert_eq!(
+            self_service_path("/reports/"),
+            "/reports/.seatgate/self-service"
         );
     }
 

@@ -4,8 +4,10 @@
 //! * `cookies`: session/device cookie extraction, login success detection.
 //! * `admission`: may a login take a seat (pools, groups' reserve/max, per-user max).
 //! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
+//! * `selfserve`: offering a denied user to end one of their own sessions; signed tokens.
 
 pub mod admission;
 pub mod classify;
 pub mod cookies;
 pub mod seat;
+pub mod selfserve;

@@ -2,7 +2,11 @@
 //!
 //! Each phase extracts plain data from the `Session`, asks `policy` and the ledger, and maps
 //! the answer to a canned response or to forwarding. What happened is kept in [`Ctx`] and turned
-//! into metrics in one place, `logging`.
+//! into metrics in one place, `logging`. The self-service offer of a full-pool login lives in
+//! `selfserve`.
+
+mod selfserve;
+pub use selfserve::SelfService;
 
 use crate::app::{pool_for, pool_key, App, Runtime};
 use crate::config::file::{Mode, SeatsPer, StoreErrorPolicy};
@@ -26,6 +30,7 @@ use std::time::Instant;
 
 pub struct Gateway {
     pub app: Arc<App>,
+    pub selfserve: Arc<SelfService>,
 }
 
 /// A login waiting for the app's answer.
@@ -69,6 +74,13 @@ impl Ctx {
 }
 
 impl Gateway {
+    pub fn new(app: Arc<App>) -> Self {
+        Gateway {
+            app,
+            selfserve: Arc::new(SelfService::new()),
+        }
+    }
+
     async fn respond(&self, s: &mut Session, c: &Canned) -> Result<bool> {
         // A request whose body we did not read cannot share its connection with the next one;
         // bodiless requests (checks are GETs) keep their connection, which a check storm needs.
@@ -135,7 +147,8 @@ impl Gateway {
         client: Option<usize>,
     ) -> Result<bool> {
         let mut body = Bytes::new();
-        if classify::needs_body(&p.login.user) {
+        let read = classify::needs_body(&p.login.user);
+        if read {
             match read_body(s, p.max_login_body).await? {
                 Ok(b) => body = b,
                 Err(bad) => return self.bad_login(s, ctx, p, bad).await,
@@ -183,11 +196,9 @@ impl Gateway {
                 Ok(false)
             }
             Ok(Reservation::Full(full)) => {
-                ctx.outcome = Outcome::Denied(full.reason.as_str());
-                ctx.login_result = Some("denied");
-                self.audit_deny(p, &claim, full.reason.as_str());
-                let c = self.deny_for(p, client);
-                self.respond(s, &c).await
+                let body = read.then_some(body);
+                self.login_full(s, ctx, p, client, claim, full, body, new_device)
+                    .await
             }
             Err(e) => {
                 let free = self
@@ -301,7 +312,7 @@ impl Gateway {
             }
             Reservation::Full(full) => {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
-                let c = self.deny_for(p, client);
+                let c = self.full_denial(p, client, &full, None);
                 self.respond(s, &c).await
             }
         }
@@ -445,6 +456,7 @@ impl ProxyHttp for Gateway {
         match action {
             Action::Pass => Ok(false),
             Action::Heartbeat => self.heartbeat(s, ctx, &p, key).await,
+            Action::SelfService => self.self_service(s, ctx, &p).await,
             Action::Check => self.check(s, ctx, &p, client).await,
             Action::Login => self.login(s, ctx, &p, client).await,
             Action::Logout => {
@@ -609,6 +621,7 @@ impl ProxyHttp for Gateway {
             Some(Action::Session) => "session",
             Some(Action::Check) => "check",
             Some(Action::Heartbeat) => "heartbeat",
+            Some(Action::SelfService) => "self_service",
             Some(Action::Pass) | None => "pass",
         };
         m.request_duration

@@ -7,3 +7,4 @@ mod harness;
 mod products;
 mod redis;
 mod reload;
+mod selfserve;
