@@ -794,8 +794,11 @@ async fn redis_restart_applies_policy_then_pool_is_exact() {
     // Redis comes back empty (no persistence): known sessions take their seats back through
     // admission, and the pool is exact again.
     let _rs2 = OwnRedis::start(port).await;
+    // Each replica notices on its own (its next store call or health probe): wait for all.
     let back = eventually(Duration::from_secs(10), || async {
         healthz(&closed).await.0 == 200
+            && healthz(&known).await.0 == 200
+            && healthz(&open).await.0 == 200
     })
     .await;
     assert!(back, "healthz never recovered: {}", closed.log());
@@ -816,7 +819,15 @@ async fn redis_restart_applies_policy_then_pool_is_exact() {
     // held a seat and is sent to log in again (the pool of 1 is taken).
     assert_eq!(get(&open, &o).await, 200);
     assert_eq!(get(&open, &unseated).await, 302);
-    assert_eq!(open.in_use("crm").await, 1);
+    let exact = eventually(Duration::from_secs(5), || async {
+        get(&open, &o).await == 200 && open.in_use("crm").await == 1
+    })
+    .await;
+    assert!(
+        exact,
+        "fail_open pool not exact again: {}",
+        open.usage().await
+    );
 }
 
 // ---------------------------------------------------------------- Sentinel and Cluster, live
