@@ -254,8 +254,11 @@ fn content_type(s: &ServerSession) -> String {
         .to_ascii_lowercase()
 }
 
-/// Reads a bounded body. An oversized one is refused before it is read (and the connection
-/// is closed rather than drained).
+/// How much of an oversized body is read and dropped before answering 413, so the client
+/// gets to read the answer (closing on unread data makes the kernel reset the connection).
+const MAX_DRAIN: usize = 1024 * 1024;
+
+/// Reads a bounded body; an oversized one is drained (up to [`MAX_DRAIN`]) and refused.
 async fn read_body(s: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
     let too_large = || {
         error(
@@ -269,20 +272,25 @@ async fn read_body(s: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> 
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
+    if declared.is_some_and(|n| n > MAX_DRAIN as u64) {
         s.set_keepalive(None);
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
     loop {
         match s.read_request_body().await {
             Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_ADMIN_BODY {
+                seen += chunk.len();
+                if seen > MAX_DRAIN {
                     s.set_keepalive(None);
                     return Err(too_large());
                 }
+                if seen <= MAX_ADMIN_BODY {
+                    buf.extend_from_slice(&chunk);
+                }
             }
+            Ok(None) if seen > MAX_ADMIN_BODY => return Err(too_large()),
             Ok(None) => return Ok(buf.to_vec()),
             Err(_) => {
                 s.set_keepalive(None);
