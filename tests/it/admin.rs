@@ -816,6 +816,75 @@ async fn ending_with_grace_warns_then_refuses_the_cookie_for_good() {
         .any(|l| l["event"] == "admit" && l["user"] == "ann"));
 }
 
+#[tokio::test]
+async fn cli_lists_and_ends_sessions_like_lmstat_and_lmremove() {
+    let (_up, g) = start(3, "login").await;
+    app_login(&g, "/login", "ann").await;
+    app_login(&g, "/login", "bob").await;
+    let admin = g.admin_url("");
+    let cli = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatgate"))
+                .args(&args)
+                .env("SEATGATE_ADMIN_PASSWORD", "secret")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (ok, out, err) = cli(args(&["sessions", "list", "--admin", &admin]))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (ok, out, _) = cli(args(&[
+        "sessions",
+        "list",
+        "--admin",
+        &admin,
+        "--for-user",
+        "ann",
+        "--license-type",
+        "default",
+    ]))
+    .await
+    .unwrap();
+    assert!(ok);
+    let line = out.lines().nth(1).unwrap().to_string();
+    assert!(line.contains("ann") && !out.contains("bob"), "{out}");
+    let id = line.split_whitespace().next().unwrap().to_string();
+    let (ok, out, err) = cli(args(&[
+        "sessions", "end", "--admin", &admin, "--grace", "0", &id,
+    ]))
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&format!("{id} ending")), "{out}");
+    assert_eq!(g.in_use("crm").await, 1);
+    // Ending it again, or with the wrong password: a clear message and exit 1.
+    let (ok, _, err) = cli(args(&["sessions", "end", "--admin", &admin, &id]))
+        .await
+        .unwrap();
+    assert!(!ok && err.contains("HTTP 409"), "{err}");
+    let (ok, _, err) = cli(args(&[
+        "sessions",
+        "list",
+        "--admin",
+        &admin,
+        "--password",
+        "wrong",
+    ]))
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("HTTP 401"), "{err}");
+}
+
 /// Polls `script` in the browser until it returns `want`.
 async fn wait_for(b: &Browser, script: &str, want: Value) {
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
