@@ -20,8 +20,7 @@ admin:
     - { name: hrboss, password_hash: "{admin_hash}", role: domain, products: [hr] }
     - { name: ann, password_hash: "{admin_hash}", role: own }
 store:
-  kind: embedded
-  path: "{dir}/seats.redb"
+  {store}
   sweep_interval: 200ms
   flush_interval: 200ms
 audit:
@@ -57,10 +56,17 @@ products:
     seats: 2
 "#;
 
+const EMBEDDED: &str = "kind: embedded\n  path: \"{dir}/seats.redb\"";
+
 async fn start(seats: u32, expired: &str) -> (Upstream, Gateway) {
+    start_on(EMBEDDED, seats, expired).await
+}
+
+async fn start_on(store: &str, seats: u32, expired: &str) -> (Upstream, Gateway) {
     let up = upstream("SID").await;
+    let text = CONFIG.replace("{store}", store);
     let g = Gateway::start(
-        CONFIG,
+        &text,
         &[
             ("upstream", up.addr.to_string()),
             ("seats", seats.to_string()),
@@ -397,46 +403,62 @@ async fn page_login_cookie_and_csrf() {
 #[tokio::test]
 async fn owner_pauses_and_resumes_when_a_seat_is_free() {
     let (_up, g) = start(1, "login").await;
-    let ann_sid = app_login(&g, "/login", "ann").await;
-    let id = session_id(&g, "ann", "ann").await;
+    pause_and_resume(&g).await;
+}
+
+#[tokio::test]
+async fn owner_pauses_and_resumes_on_redis() {
+    let prefix = crate::redis::Prefix::new();
+    let store = format!(
+        "kind: redis\n  redis: {{ url: \"{}\", prefix: \"{}\" }}",
+        crate::redis::redis_url(),
+        prefix.name
+    );
+    let (_up, g) = start_on(&store, 1, "login").await;
+    pause_and_resume(&g).await;
+}
+
+async fn pause_and_resume(g: &Gateway) {
+    let ann_sid = app_login(g, "/login", "ann").await;
+    let id = session_id(g, "ann", "ann").await;
     // Only the owner pauses: super may end it, but not pause it for her.
     assert_eq!(
-        post(&g, "admin", "/api/sessions/pause", json!({"ids": [id]}))
+        post(g, "admin", "/api/sessions/pause", json!({"ids": [id]}))
             .await
             .0,
         403
     );
     assert_eq!(
-        post(&g, "viewer", "/api/sessions/pause", json!({"ids": [id]}))
+        post(g, "viewer", "/api/sessions/pause", json!({"ids": [id]}))
             .await
             .0,
         403
     );
-    let (s, b) = post(&g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
+    let (s, b) = post(g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
     assert_eq!(
         (s, b["results"][0]["result"].as_str()),
         (200, Some("paused"))
     );
     assert_eq!(g.in_use("crm").await, 0, "a paused session holds no seat");
-    let (s, b) = post(&g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
+    let (s, b) = post(g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
     assert_eq!(
         (s, b["results"][0]["result"].as_str()),
         (200, Some("already_paused"))
     );
     // Listed for its owner only.
-    let (_, mine) = get(&g, "ann", "/api/sessions").await;
+    let (_, mine) = get(g, "ann", "/api/sessions").await;
     assert_eq!(mine[0]["state"], "paused");
-    assert_eq!(get(&g, "admin", "/api/sessions").await.1, json!([]));
+    assert_eq!(get(g, "admin", "/api/sessions").await.1, json!([]));
     assert_eq!(
-        post(&g, "admin", "/api/sessions/end", json!({"ids": [id]}))
+        post(g, "admin", "/api/sessions/end", json!({"ids": [id]}))
             .await
             .0,
         404
     );
 
     // Someone else takes the free seat; resuming now finds none.
-    let bob_sid = app_login(&g, "/login", "bob").await;
-    let (s, b) = post(&g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
+    let bob_sid = app_login(g, "/login", "bob").await;
+    let (s, b) = post(g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
     assert_eq!((s, b["results"][0]["result"].as_str()), (409, Some("full")));
     let r = client()
         .get(g.url("/logout"))
@@ -445,7 +467,7 @@ async fn owner_pauses_and_resumes_when_a_seat_is_free() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    let (s, b) = post(&g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
+    let (s, b) = post(g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
     assert_eq!(
         (s, b["results"][0]["result"].as_str()),
         (200, Some("resumed"))
@@ -458,8 +480,34 @@ async fn owner_pauses_and_resumes_when_a_seat_is_free() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the resumed session works as before");
-    assert!(audit_has(&g, |l| l["event"] == "pause" && l["user"] == "ann").await);
-    assert!(audit_has(&g, |l| l["event"] == "resume" && l["user"] == "ann").await);
+    // Paused again, the session's own next request takes a free seat back.
+    let (s, _) = post(g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
+    assert_eq!(s, 200);
+    assert_eq!(g.in_use("crm").await, 0);
+    let r = client()
+        .get(g.url("/home"))
+        .header("cookie", format!("SID={ann_sid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(g.in_use("crm").await, 1);
+    assert!(audit_has(g, |l| l["event"] == "pause" && l["user"] == "ann").await);
+    let resumes = || {
+        audit_lines(g)
+            .iter()
+            .filter(|l| l["event"] == "resume" && l["user"] == "ann")
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let n = resumes();
+            async move { n == 2 }
+        })
+        .await,
+        "resume through the API and by a request are both audited: {}",
+        resumes()
+    );
 }
 
 #[tokio::test]
