@@ -278,11 +278,12 @@
   }
 
   function drawChart(rep, from, to) {
-    const W = 720; const H = 220; const L = 34; const R = 8; const T = 8; const B = 26;
+    const W = 720; const H = 230; const L = 34; const R = 8; const T = 24; const B = 26;
     const h0 = Math.floor(from / 3600); const h1 = Math.ceil(to / 3600);
     const hours = Math.max(1, h1 - h0);
     const products = [...new Set(rep.rows.map((r) => r.product))].sort();
-    const maxY = Math.max(1, ...rep.rows.map((r) => Math.max(r.peak_in_use, r.capacity)));
+    // One step of headroom, so a full pool's capacity line stays visible above its bar.
+    const maxY = 1 + Math.max(0, ...rep.rows.map((r) => Math.max(r.peak_in_use, r.capacity)));
     const x = (h) => L + ((W - L - R) * h) / hours;
     const y = (v) => H - B - ((H - T - B) * v) / maxY;
     const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Peak seats in use per hour' });
@@ -311,8 +312,8 @@
       root.append(svg('line', { class: `cap p${i % 6}`, x1: bx, x2: bx + bw, y1: y(r.capacity), y2: y(r.capacity) }));
     }
     products.forEach((p, i) => {
-      root.append(svg('rect', { class: `p${i % 6}`, x: L + 8 + i * 110, y: T, width: 10, height: 10 }));
-      root.append(svg('text', { x: L + 22 + i * 110, y: T + 9 }, p));
+      root.append(svg('rect', { class: `p${i % 6}`, x: L + 8 + i * 110, y: 4, width: 10, height: 10 }));
+      root.append(svg('text', { x: L + 22 + i * 110, y: 13 }, p));
     });
     $('#chart').replaceChildren(root);
   }
