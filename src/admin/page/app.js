@@ -248,7 +248,7 @@
       state.selected.clear();
       const n = r.data.ended.filter((e) => e.result === 'ending').length;
       status(grace > 0
-        ? `${n} session(s) end in ${grace} s; their users have been told.`
+        ? `${n} session(s) end in ${grace} s.`
         : `${n} session(s) ended; their seats are free.`);
     } else {
       status(`not ended: ${(r.data && r.data.error) || r.status}`, true);
