@@ -172,4 +172,10 @@ impl LedgerObserver for Observers {
             o.released(seat, reason);
         }
     }
+
+    fn resumed(&self, seat: &SeatRecord) {
+        for o in &self.0 {
+            o.resumed(seat);
+        }
+    }
 }

@@ -1,35 +1,103 @@
 //! Append-only audit log: one JSON object per line, UTC time, a monotonic sequence number.
 //!
-//! Lines are written by one thread so callers never block on disk. Wall-clock jumps (NTP steps,
-//! VM resumes) are detected against the monotonic clock and recorded, because every timeout
-//! decision depends on wall time and an auditor must be able to see when it jumped.
+//! Lines are written by one thread so callers never block on disk. The sequence number is
+//! taken and the line queued under one lock, so lines reach the file in sequence order; on
+//! start it continues from the last line already in the file, so a reader can spot a missing
+//! or removed line across restarts. Wall-clock jumps (NTP steps, VM resumes) are detected
+//! against the monotonic clock and recorded, because every timeout decision depends on wall
+//! time and an auditor must be able to see when it jumped.
+//!
+//! With `hash_users`, user names are written as a keyed hash (HMAC-SHA256 under a random key
+//! kept next to the log in `<path>.key`): the same user gets the same token in every line and
+//! across restarts, so reports still work, but the token cannot be reversed by hashing a list
+//! of likely names.
 
+use crate::admin::auth::hmac_sha256;
 use crate::ledger::{LedgerObserver, ReleaseReason, SeatRecord};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Instant, SystemTime};
 
 const JUMP_TOLERANCE_MS: i64 = 2_000;
+/// How much of an existing log is read back to find the last sequence number.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+struct Writer {
+    tx: mpsc::Sender<String>,
+    seq: u64,
+    clock: (Instant, SystemTime),
+}
 
 pub struct Audit {
-    tx: Option<Mutex<mpsc::Sender<String>>>,
-    seq: AtomicU64,
-    hash_users: bool,
-    clock: Mutex<(Instant, SystemTime)>,
+    writer: Option<Mutex<Writer>>,
+    user_key: Option<[u8; 32]>,
+}
+
+/// The `seq` of the last complete line of `file`, 0 when there is none.
+fn last_seq(file: &mut std::fs::File) -> u64 {
+    let Ok(len) = file.seek(SeekFrom::End(0)) else {
+        return 0;
+    };
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut tail = String::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_string(&mut tail).is_err() {
+        return 0;
+    }
+    tail.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0)
+}
+
+/// The user-hashing key: read from `key_path`, or created there (owner-only) on first use.
+fn user_key(key_path: &Path) -> Result<[u8; 32], String> {
+    let parse = |text: &str| -> Option<[u8; 32]> {
+        let text = text.trim();
+        let mut k = [0u8; 32];
+        if text.len() != 64 {
+            return None;
+        }
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(k)
+    };
+    match std::fs::read_to_string(key_path) {
+        Ok(text) => parse(&text).ok_or_else(|| {
+            format!(
+                "{}: not a 64-hex-digit key (delete it to make a new one; old hashes then change)",
+                key_path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k: [u8; 32] = rand::random();
+            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            opts.open(key_path)
+                .and_then(|mut f| f.write_all(format!("{hex}\n").as_bytes()))
+                .map_err(|e| format!("{}: {e}", key_path.display()))?;
+            Ok(k)
+        }
+        Err(e) => Err(format!("{}: {e}", key_path.display())),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 impl Audit {
     /// An audit log that drops everything (no `audit:` in the config).
     pub fn disabled() -> Self {
         Audit {
-            tx: None,
-            seq: AtomicU64::new(0),
-            hash_users: false,
-            clock: Mutex::new((Instant::now(), SystemTime::now())),
+            writer: None,
+            user_key: None,
         }
     }
 
@@ -39,9 +107,18 @@ impl Audit {
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let seq = last_seq(&mut file);
+        let user_key = if hash_users {
+            let mut key_path = path.as_os_str().to_owned();
+            key_path.push(".key");
+            Some(user_key(Path::new(&key_path))?)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::Builder::new()
             .name("seatgate-audit".into())
@@ -57,78 +134,55 @@ impl Audit {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Audit {
-            tx: Some(Mutex::new(tx)),
-            seq: AtomicU64::new(0),
-            hash_users,
-            clock: Mutex::new((Instant::now(), SystemTime::now())),
-        })
+        let a = Audit {
+            writer: Some(Mutex::new(Writer {
+                tx,
+                seq,
+                clock: (Instant::now(), SystemTime::now()),
+            })),
+            user_key,
+        };
+        a.record(
+            "start",
+            json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}),
+        );
+        Ok(a)
     }
 
+    /// A user name as it may appear in the log (a keyed hash with `hash_users`).
     pub fn user(&self, user: Option<&str>) -> Value {
-        match user {
-            None => Value::Null,
-            Some(u) if self.hash_users => {
-                let d = Sha256::digest(u.as_bytes());
+        match (user, &self.user_key) {
+            (None, _) => Value::Null,
+            (Some(u), Some(key)) => {
+                let d = hmac_sha256(key, u.as_bytes());
                 Value::String(format!(
-                    "sha256:{}",
+                    "hmac:{}",
                     d[..8]
                         .iter()
                         .map(|b| format!("{b:02x}"))
                         .collect::<String>()
                 ))
             }
-            Some(u) => Value::String(u.to_string()),
+            (Some(u), None) => Value::String(u.to_string()),
         }
     }
 
     /// Records `event` with `fields` (an object); adds `ts`, `seq` and `event`.
     pub fn record(&self, event: &str, fields: Value) {
-        let Some(tx) = &self.tx else { return };
-        self.check_clock();
+        let Some(w) = &self.writer else { return };
         let mut obj = match fields {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        obj.insert(
-            "seq".into(),
-            json!(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
-        );
-        obj.insert(
-            "ts".into(),
-            json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-        );
         obj.insert("event".into(), json!(event));
-        let mut line = Value::Object(obj).to_string();
-        line.push('\n');
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(line);
-    }
-
-    fn check_clock(&self) {
-        let jump = {
-            let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-            let (now_i, now_w) = (Instant::now(), SystemTime::now());
-            let mono = now_i.duration_since(c.0).as_millis() as i64;
-            let wall = match now_w.duration_since(c.1) {
-                Ok(d) => d.as_millis() as i64,
-                Err(e) => -(e.duration().as_millis() as i64),
-            };
-            *c = (now_i, now_w);
-            let skew = wall - mono;
-            (skew.abs() > JUMP_TOLERANCE_MS).then_some(skew)
-        };
-        if let (Some(skew), Some(tx)) = (jump, &self.tx) {
-            let line = json!({
-                "seq": self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-                "ts": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "event": "clock_jump",
-                "skew_ms": skew,
-            });
-            let _ = tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(format!("{line}\n"));
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(skew) = check_clock(&mut w.clock) {
+            let mut jump = Map::new();
+            jump.insert("event".into(), json!("clock_jump"));
+            jump.insert("skew_ms".into(), json!(skew));
+            w.send(jump);
         }
+        w.send(obj);
     }
 
     pub fn seat_fields(&self, seat: &SeatRecord) -> Value {
@@ -142,19 +196,48 @@ impl Audit {
     }
 }
 
+impl Writer {
+    fn send(&mut self, mut obj: Map<String, Value>) {
+        self.seq += 1;
+        obj.insert("seq".into(), json!(self.seq));
+        obj.insert("ts".into(), json!(now_rfc3339()));
+        let mut line = Value::Object(obj).to_string();
+        line.push('\n');
+        let _ = self.tx.send(line);
+    }
+}
+
+/// How far wall time moved apart from monotonic time since the last line (ms), when that is
+/// beyond what scheduling noise explains.
+fn check_clock(last: &mut (Instant, SystemTime)) -> Option<i64> {
+    let (now_i, now_w) = (Instant::now(), SystemTime::now());
+    let mono = now_i.duration_since(last.0).as_millis() as i64;
+    let wall = match now_w.duration_since(last.1) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    };
+    *last = (now_i, now_w);
+    let skew = wall - mono;
+    (skew.abs() > JUMP_TOLERANCE_MS).then_some(skew)
+}
+
 impl LedgerObserver for Audit {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason) {
         let mut f = self.seat_fields(seat);
-        f["reason"] = json!(reason.as_str());
         if let Some(by) = &seat.ended_by {
             f["by"] = json!(by);
         }
-        let event = if reason == ReleaseReason::Paused {
-            "pause"
+        // A pause frees the seat but keeps the session: its own event, not a release.
+        if reason == ReleaseReason::Paused {
+            self.record("pause", f);
         } else {
-            "release"
-        };
-        self.record(event, f);
+            f["reason"] = json!(reason.as_str());
+            self.record("release", f);
+        }
+    }
+
+    fn resumed(&self, seat: &SeatRecord) {
+        self.record("resume", self.seat_fields(seat));
     }
 }
 
@@ -162,31 +245,99 @@ impl LedgerObserver for Audit {
 mod tests {
     use super::*;
 
-    #[test]
-    fn writes_json_lines_with_sequence_and_hashes_users() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a/audit.jsonl");
-        let a = Audit::open(&path, true).unwrap();
-        a.record("admit", json!({"user": a.user(Some("alice"))}));
-        a.record("deny", json!({}));
-        drop(a);
+    fn read_lines(path: &Path, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         let text = loop {
-            let t = std::fs::read_to_string(&path).unwrap_or_default();
-            if t.lines().count() >= 2 || Instant::now() > deadline {
+            let t = std::fs::read_to_string(path).unwrap_or_default();
+            if t.lines().count() >= n || Instant::now() > deadline {
                 break t;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        let lines: Vec<Value> = text
-            .lines()
+        text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["seq"], 1);
+            .collect()
+    }
+
+    #[test]
+    fn writes_json_lines_with_sequence_and_keyed_user_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/audit.jsonl");
+        let a = Audit::open(&path, true).unwrap();
+        let alice = a.user(Some("alice"));
+        a.record("admit", json!({"user": alice}));
+        a.record("deny", json!({}));
+        drop(a);
+        let lines = read_lines(&path, 3);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["event"], "start");
         assert_eq!(lines[1]["seq"], 2);
-        assert_eq!(lines[0]["event"], "admit");
-        assert!(lines[0]["user"].as_str().unwrap().starts_with("sha256:"));
-        assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(lines[2]["seq"], 3);
+        assert_eq!(lines[1]["event"], "admit");
+        let token = lines[1]["user"].as_str().unwrap();
+        assert!(token.starts_with("hmac:") && !token.contains("alice"));
+        assert!(lines[1]["ts"].as_str().unwrap().ends_with('Z'));
+
+        // A restart continues the sequence and hashes the same user the same way; without the
+        // key (another log) the same name hashes differently.
+        let a = Audit::open(&path, true).unwrap();
+        assert_eq!(a.user(Some("alice")), alice);
+        a.record("release", json!({}));
+        drop(a);
+        let lines = read_lines(&path, 5);
+        assert_eq!(lines[3]["event"], "start");
+        assert_eq!(lines[3]["seq"], 4);
+        assert_eq!(lines[4]["seq"], 5);
+        let other = Audit::open(&dir.path().join("b.jsonl"), true).unwrap();
+        assert_ne!(other.user(Some("alice")), alice);
+        assert_eq!(
+            Audit::open(&dir.path().join("c.jsonl"), false)
+                .unwrap()
+                .user(Some("alice")),
+            json!("alice")
+        );
+    }
+
+    #[test]
+    fn a_bad_key_file_is_an_error_not_a_silent_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(dir.path().join("audit.jsonl.key"), "nope").unwrap();
+        let err = Audit::open(&path, true).err().unwrap();
+        assert!(err.contains("64-hex-digit"), "{err}");
+    }
+
+    #[test]
+    fn clock_jumps_are_measured_against_monotonic_time() {
+        let mut c = (Instant::now(), SystemTime::now());
+        assert_eq!(check_clock(&mut c), None);
+        c.1 -= std::time::Duration::from_secs(10);
+        let skew = check_clock(&mut c).unwrap();
+        assert!((9_000..=11_000).contains(&skew), "{skew}");
+        assert_eq!(check_clock(&mut c), None);
+    }
+
+    #[test]
+    fn concurrent_writers_keep_file_order_equal_to_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let a = std::sync::Arc::new(Audit::open(&path, false).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        a.record("admit", json!({}));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(a);
+        let lines = read_lines(&path, 801);
+        let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=801).collect::<Vec<_>>());
     }
 }

@@ -78,6 +78,8 @@ enum SessionsCmd {
         product: Option<String>,
         #[arg(long = "for-user")]
         for_user: Option<String>,
+        #[arg(long = "license-type")]
+        license_type: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -214,6 +216,7 @@ fn sessions(cmd: SessionsCmd) -> Result<(), String> {
             admin,
             product,
             for_user,
+            license_type,
             json,
         } => {
             let mut q = form_urlencoded::Serializer::new(String::new());
@@ -222,6 +225,9 @@ fn sessions(cmd: SessionsCmd) -> Result<(), String> {
             }
             if let Some(u) = &for_user {
                 q.append_pair("user", u);
+            }
+            if let Some(l) = &license_type {
+                q.append_pair("license_type", l);
             }
             let v = call(
                 &admin,
@@ -265,8 +271,11 @@ fn sessions(cmd: SessionsCmd) -> Result<(), String> {
                 .into_iter()
                 .flatten()
             {
+                let at = e["ends_at"]
+                    .as_str()
+                    .map_or(String::new(), |t| format!(" at {t}"));
                 println!(
-                    "{} {}",
+                    "{} {}{at}",
                     e["id"].as_str().unwrap_or("?"),
                     e["result"].as_str().unwrap_or("?")
                 );

@@ -1,6 +1,7 @@
 //! Builds the pingora server from a validated config: proxy, admin and upkeep services.
 //! The one place where seatgate's config becomes pingora types.
 
+use crate::admin::reports::{Reports, Sampler};
 use crate::admin::AdminService;
 use crate::app::{pool_specs, App, Observers};
 use crate::audit::Audit;
@@ -145,11 +146,23 @@ pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> 
     let mut proxy =
         pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(app.clone()));
     proxy.add_tcp(&cfg.listen);
-    let mut admin = Service::new("seatgate admin".to_string(), AdminService::new(app.clone()));
+    let reports = Arc::new(Reports::default());
+    let mut admin = Service::new(
+        "seatgate admin".to_string(),
+        AdminService::new(app.clone(), reports.clone()),
+    );
     admin.add_tcp(&cfg.admin.listen);
+    let sampler = background_service(
+        "seatgate reports",
+        Sampler {
+            app: app.clone(),
+            reports,
+        },
+    );
     let upkeep = background_service("seatgate upkeep", Upkeep { app });
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(sampler);
     server.add_service(upkeep);
     Ok(server)
 }

@@ -1,5 +1,11 @@
 //! Admin authentication: HTTP Basic against argon2 hashes, with a short-lived cache of
-//! verified credentials and a per-peer throttle on failures.
+//! verified credentials and a per-peer throttle on failures; and the License Usage page's own
+//! login: a signed session cookie plus a CSRF token for the page's POSTs.
+//!
+//! Page sessions are signed with a key drawn at process start (HMAC-SHA256), so a cookie can
+//! neither be forged nor outlive the process; they are also kept in a bounded table so logout
+//! revokes one at once. The CSRF token is the HMAC of the session id under the same key: it
+//! needs no storage, and a token from one session is useless in another.
 
 use crate::config::{Config, Permission, Role};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -9,6 +15,11 @@ use http::{Response, StatusCode};
 use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
+
+/// The page's session cookie.
+pub const PAGE_COOKIE: &str = "seatgate_admin";
+/// The header the page sends its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Verified credentials are trusted this long before argon2 runs again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -28,6 +39,171 @@ pub struct Principal {
 pub struct Authn {
     verified: DashMap<[u8; 32], (String, String, Instant)>,
     failures: DashMap<String, (u32, Instant)>,
+    pub pages: PageSessions,
+}
+
+/// How a request proved who it is. Only cookie-authenticated writes need a CSRF token: a
+/// browser attaches the cookie to cross-site requests, while Basic API clients send their
+/// credentials on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Basic,
+    Cookie { sid: [u8; 16] },
+}
+
+/// HMAC-SHA256 (RFC 2104). Written out rather than pulling in another crate for 10 lines; the
+/// RFC 4231 vectors below pin it.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for i in 0..64 {
+        ipad[i] ^= k[i];
+        opad[i] ^= k[i];
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Compares without an early exit, so timing says nothing about how much of a MAC matched.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+}
+
+/// A fingerprint of the admin's password hash: changing the password in the config (and
+/// reloading) ends that admin's page sessions.
+fn hash_fingerprint(password_hash: &str) -> [u8; 8] {
+    let d = Sha256::digest(password_hash.as_bytes());
+    let mut f = [0u8; 8];
+    f.copy_from_slice(&d[..8]);
+    f
+}
+
+struct PageSession {
+    name: String,
+    expires: Instant,
+    fingerprint: [u8; 8],
+}
+
+/// Logged-in page sessions. Bounded: logins are throttled per peer, and expired entries are
+/// dropped before a new one is refused.
+pub struct PageSessions {
+    key: [u8; 32],
+    live: DashMap<[u8; 16], PageSession>,
+}
+
+impl Default for PageSessions {
+    fn default() -> Self {
+        PageSessions {
+            key: rand::random(),
+            live: DashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieError {
+    /// Not ours, tampered with, or from another process.
+    Invalid,
+    Expired,
+    /// Logged out, or the admin's password or entry changed.
+    Revoked,
+}
+
+impl PageSessions {
+    /// Starts a session for `name`; returns the cookie value, or `None` when the table is full.
+    pub fn start(&self, cfg: &Config, name: &str, ttl: Duration) -> Option<String> {
+        let u = cfg.admin.users.iter().find(|u| u.name == name)?;
+        if self.live.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            self.live.retain(|_, s| s.expires > now);
+            if self.live.len() >= MAX_ENTRIES {
+                return None;
+            }
+        }
+        let sid: [u8; 16] = rand::random();
+        let expires_unix = crate::ledger::now_ms() / 1000 + ttl.as_secs();
+        self.live.insert(
+            sid,
+            PageSession {
+                name: name.to_string(),
+                expires: Instant::now() + ttl,
+                fingerprint: hash_fingerprint(&u.password_hash),
+            },
+        );
+        let mut payload = Vec::with_capacity(24 + name.len());
+        payload.extend_from_slice(&sid);
+        payload.extend_from_slice(&expires_unix.to_be_bytes());
+        payload.extend_from_slice(name.as_bytes());
+        let mac = hmac_sha256(&self.key, &payload);
+        Some(format!("{}.{}", b64(&payload), b64(&mac)))
+    }
+
+    /// The admin a cookie value stands for, checked against the current config.
+    pub fn check(&self, cfg: &Config, value: &str) -> Result<(Principal, [u8; 16]), CookieError> {
+        let (payload, mac) = value.split_once('.').ok_or(CookieError::Invalid)?;
+        let (payload, mac) = (
+            unb64(payload).ok_or(CookieError::Invalid)?,
+            unb64(mac).ok_or(CookieError::Invalid)?,
+        );
+        if payload.len() < 24 || !ct_eq(&hmac_sha256(&self.key, &payload), &mac) {
+            return Err(CookieError::Invalid);
+        }
+        let mut sid = [0u8; 16];
+        sid.copy_from_slice(&payload[..16]);
+        let name = std::str::from_utf8(&payload[24..]).map_err(|_| CookieError::Invalid)?;
+        let live = self.live.get(&sid).ok_or(CookieError::Revoked)?;
+        if live.expires <= Instant::now() {
+            drop(live);
+            self.live.remove(&sid);
+            return Err(CookieError::Expired);
+        }
+        let current = cfg.admin.users.iter().find(|u| u.name == name);
+        if live.name != name
+            || current.is_none_or(|u| hash_fingerprint(&u.password_hash) != live.fingerprint)
+        {
+            drop(live);
+            self.live.remove(&sid);
+            return Err(CookieError::Revoked);
+        }
+        let p = Authn::principal(cfg, name).ok_or(CookieError::Revoked)?;
+        Ok((p, sid))
+    }
+
+    pub fn end(&self, sid: &[u8; 16]) {
+        self.live.remove(sid);
+    }
+
+    pub fn csrf_token(&self, sid: &[u8; 16]) -> String {
+        let mut msg = b"csrf\0".to_vec();
+        msg.extend_from_slice(sid);
+        b64(&hmac_sha256(&self.key, &msg))
+    }
+
+    pub fn csrf_ok(&self, sid: &[u8; 16], token: Option<&str>) -> bool {
+        token.is_some_and(|t| ct_eq(t.as_bytes(), self.csrf_token(sid).as_bytes()))
+    }
 }
 
 fn unauthorized(msg: &str) -> Response<Vec<u8>> {
@@ -145,19 +321,18 @@ impl Authn {
         e.0 += 1;
     }
 
-    pub fn authenticate(
+    /// Checks a name and password with the per-peer throttle; `Err` is the answer to send.
+    pub fn login(
         &self,
         cfg: &Config,
-        req: &RequestHeader,
+        user: &str,
+        password: &str,
         peer: Option<&str>,
     ) -> Result<Principal, Box<Response<Vec<u8>>>> {
         if self.throttled(peer) {
             return Err(Box::new(too_many()));
         }
-        let Some((user, password)) = basic_credentials(req) else {
-            return Err(Box::new(unauthorized("authentication required")));
-        };
-        match self.verify(cfg, &user, &password) {
+        match self.verify(cfg, user, password) {
             Some(p) => Ok(p),
             None => {
                 self.failed(peer);
@@ -167,6 +342,33 @@ impl Authn {
                 );
                 Err(Box::new(unauthorized("wrong user name or password")))
             }
+        }
+    }
+
+    /// HTTP Basic first (API clients), else the page's session cookie.
+    pub fn authenticate(
+        &self,
+        cfg: &Config,
+        req: &RequestHeader,
+        peer: Option<&str>,
+    ) -> Result<(Principal, Via), Box<Response<Vec<u8>>>> {
+        if req.headers.contains_key(http::header::AUTHORIZATION) {
+            let Some((user, password)) = basic_credentials(req) else {
+                return Err(Box::new(unauthorized(
+                    "malformed Authorization header (HTTP Basic expected)",
+                )));
+            };
+            return self
+                .login(cfg, &user, &password, peer)
+                .map(|p| (p, Via::Basic));
+        }
+        let Some(value) = crate::policy::cookies::request_cookie(&req.headers, PAGE_COOKIE) else {
+            return Err(Box::new(unauthorized("authentication required")));
+        };
+        match self.pages.check(cfg, value) {
+            Ok((p, sid)) => Ok((p, Via::Cookie { sid })),
+            Err(CookieError::Expired) => Err(Box::new(unauthorized("page session expired"))),
+            Err(_) => Err(Box::new(unauthorized("not logged in"))),
         }
     }
 }
@@ -199,6 +401,89 @@ mod tests {
         assert_eq!(basic_credentials(&r), None);
         r.insert_header("authorization", "Bearer abc").unwrap();
         assert_eq!(basic_credentials(&r), None);
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231() {
+        let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"ab", b"abc"));
+    }
+
+    fn config_with_admin(hash: &str) -> Config {
+        let yaml = [
+            "listen: 127.0.0.1:1",
+            "admin:",
+            "  listen: 127.0.0.1:2",
+            "  users:",
+            &format!(
+                "    - {{ name: kim, password_hash: \"{hash}\", role: own, permission: view }}"
+            ),
+            "store: { kind: embedded, path: /tmp/x.redb }",
+            "products:",
+            "  - name: crm",
+            "    upstream: 127.0.0.1:3",
+            "    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }",
+            "    login: { path: /login, method: POST, user: { form_field: username } }",
+            "    seats: 1",
+        ]
+        .join("\n");
+        crate::config::parse(&yaml).unwrap()
+    }
+
+    #[test]
+    fn page_cookies_are_signed_revocable_and_bound_to_the_password() {
+        let h = hash_password("pw").unwrap();
+        let cfg = config_with_admin(&h);
+        let pages = PageSessions::default();
+        assert!(pages
+            .start(&cfg, "nobody", Duration::from_secs(60))
+            .is_none());
+        let c = pages.start(&cfg, "kim", Duration::from_secs(60)).unwrap();
+        let (p, sid) = pages.check(&cfg, &c).unwrap();
+        assert_eq!((p.name.as_str(), p.permission), ("kim", Permission::View));
+        // Tampering with the payload (another name) breaks the MAC.
+        let (payload, mac) = c.split_once('.').unwrap();
+        let mut raw = unb64(payload).unwrap();
+        *raw.last_mut().unwrap() = b'x';
+        assert_eq!(
+            pages
+                .check(&cfg, &format!("{}.{mac}", b64(&raw)))
+                .unwrap_err(),
+            CookieError::Invalid
+        );
+        for junk in ["", ".", "a.b", "!!!.???", &c[1..]] {
+            assert!(pages.check(&cfg, junk).is_err(), "{junk:?}");
+        }
+        // Another process (another key) does not accept it.
+        assert_eq!(
+            PageSessions::default().check(&cfg, &c).unwrap_err(),
+            CookieError::Invalid
+        );
+        // CSRF tokens are per session.
+        let t = pages.csrf_token(&sid);
+        assert!(pages.csrf_ok(&sid, Some(&t)));
+        assert!(!pages.csrf_ok(&sid, None) && !pages.csrf_ok(&sid, Some("x")));
+        let c2 = pages.start(&cfg, "kim", Duration::from_secs(60)).unwrap();
+        let (_, sid2) = pages.check(&cfg, &c2).unwrap();
+        assert!(!pages.csrf_ok(&sid2, Some(&t)));
+        // A new password (config reload) ends the session; so does logout.
+        let cfg2 = config_with_admin(&hash_password("new").unwrap());
+        assert_eq!(pages.check(&cfg2, &c2).unwrap_err(), CookieError::Revoked);
+        pages.end(&sid);
+        assert_eq!(pages.check(&cfg, &c).unwrap_err(), CookieError::Revoked);
+        let short = pages.start(&cfg, "kim", Duration::from_millis(0)).unwrap();
+        assert_eq!(pages.check(&cfg, &short).unwrap_err(), CookieError::Expired);
     }
 
     #[test]

@@ -1,39 +1,53 @@
 //! The admin listener: `/metrics`, `/healthz`, the JSON API and the License Usage page.
 //!
-//! Authentication is HTTP Basic against argon2 hashes from the config. argon2 is slow on
-//! purpose, so a verified credential is remembered (as a SHA-256 of name and password, never
-//! the password) for a short while; failures are never cached.
+//! Two ways in (see `auth`): HTTP Basic for API clients and the CLI, or the page's login
+//! cookie. A cookie-authenticated POST must carry the page's CSRF token; a Basic one needs
+//! none, but any POST body must be JSON, which a cross-site form cannot send (so a browser
+//! that cached Basic credentials cannot be made to end sessions by another site).
+//!
+//! Who may see and do what is decided by pure functions here (`may_see`, `may_control`,
+//! `may_pause`), unit-tested below. A paused session is listed for its owner only: it holds no
+//! seat, so nobody else has anything to free.
 
 pub mod auth;
+pub mod page;
+pub mod reports;
 
-use crate::app::App;
+use crate::app::{pool_specs, App};
 use crate::config::{Config, Permission, Role};
-use crate::ledger::{now_ms, EndOutcome, Millis, SeatId, SeatRecord};
+use crate::ledger::{
+    now_ms, EndOutcome, Millis, PauseOutcome, PoolKey, PoolSpec, SeatId, SeatRecord, SeatState,
+};
+use crate::policy::seat::{deadline, SeatTimes};
 use async_trait::async_trait;
-use auth::{Authn, Principal};
+use auth::{Authn, Principal, Via};
 use bytes::BytesMut;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use reports::Reports;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+const MAX_IDS: usize = 1000;
 const DEFAULT_GRACE_SECONDS: u64 = 30;
 const MAX_GRACE_SECONDS: u64 = 24 * 3600;
 
 pub struct AdminService {
     pub app: Arc<App>,
     pub authn: Authn,
+    pub reports: Arc<Reports>,
 }
 
 impl AdminService {
-    pub fn new(app: Arc<App>) -> Self {
+    pub fn new(app: Arc<App>, reports: Arc<Reports>) -> Self {
         AdminService {
             app,
             authn: Authn::default(),
+            reports,
         }
     }
 }
@@ -68,17 +82,34 @@ fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u
         .unwrap_or_default()
 }
 
+fn owner(p: &Principal, seat: &SeatRecord) -> bool {
+    seat.user.as_deref() == Some(p.name.as_str())
+}
+
 /// What an admin may see or do, derived from its role (pure, tested below).
 pub fn may_see(p: &Principal, seat: &SeatRecord) -> bool {
+    if seat.state == SeatState::Paused && !owner(p, seat) {
+        return false;
+    }
     match p.role {
         Role::Super => true,
         Role::Domain => p.products.iter().any(|x| x == &seat.pool.product),
-        Role::Own => seat.user.as_deref() == Some(p.name.as_str()),
+        Role::Own => owner(p, seat),
     }
 }
 
 pub fn may_control(p: &Principal, seat: &SeatRecord) -> bool {
     p.permission == Permission::Control && may_see(p, seat)
+}
+
+/// Pausing keeps a session but gives up its seat: a choice for the session's owner only.
+pub fn may_pause(p: &Principal, seat: &SeatRecord) -> bool {
+    may_control(p, seat) && owner(p, seat)
+}
+
+/// Whether `p` sees a product's pool counts and reports at all.
+pub fn may_see_product(p: &Principal, product: &str) -> bool {
+    p.role != Role::Domain || p.products.iter().any(|x| x == product)
 }
 
 /// Parsed `GET /api/sessions` filters; unknown parameters are an error, not ignored.
@@ -131,16 +162,30 @@ impl SessionFilter {
     }
 }
 
+/// The pools of the running config, to compute when each listed seat ends.
+pub fn spec_map(cfg: &Config) -> HashMap<PoolKey, PoolSpec> {
+    pool_specs(cfg)
+        .into_iter()
+        .map(|s| (s.key.clone(), s))
+        .collect()
+}
+
 /// The JSON shape of one session (DESIGN.md contract, plus a few extra fields).
-pub fn session_json(cfg: &Config, s: &SeatRecord) -> Value {
-    let expires_at = cfg.product(&s.pool.product).map(|p| {
-        let lifetime = s.started_at + p.session.max_lifetime.as_millis() as u64;
-        let idle = s.last_activity + p.session.idle_timeout.as_millis() as u64;
-        let mut at = lifetime.min(idle);
-        if let Some(e) = s.ending_at {
-            at = at.min(e);
-        }
-        at
+/// `expires_at` is the instant the seat stops counting unless something renews it: the same
+/// rule the ledger applies (idle, lifetime, presence, standby, end), so the page can drop an
+/// expired row without waiting for the next poll.
+pub fn session_json(specs: &HashMap<PoolKey, PoolSpec>, s: &SeatRecord) -> Value {
+    let expires_at = specs.get(&s.pool).map(|spec| {
+        deadline(
+            spec,
+            &SeatTimes {
+                started_at: s.started_at,
+                last_activity: s.last_activity,
+                last_heartbeat: s.last_heartbeat,
+                state: s.state,
+                ending_at: s.ending_at,
+            },
+        )
     });
     json!({
         "id": s.id.to_string(),
@@ -168,66 +213,150 @@ struct EndRequest {
     grace_seconds: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsRequest {
+    ids: Vec<String>,
+}
+
+/// Session ids from a request: 1 to [`MAX_IDS`], each a valid id, duplicates dropped.
+fn parse_ids(raw: &[String]) -> Result<Vec<SeatId>, String> {
+    if raw.is_empty() || raw.len() > MAX_IDS {
+        return Err("`ids` must list 1 to 1000 session ids".into());
+    }
+    let mut seen = HashSet::new();
+    let mut ids = Vec::with_capacity(raw.len());
+    for r in raw {
+        let id = r
+            .parse::<SeatId>()
+            .map_err(|()| format!("`{r}` is not a session id"))?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+fn content_type(s: &ServerSession) -> String {
+    s.req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// How much of an oversized body is read and dropped before answering 413, so the client
+/// gets to read the answer (closing on unread data makes the kernel reset the connection).
+const MAX_DRAIN: usize = 1024 * 1024;
+
+/// Reads a bounded body; an oversized one is drained (up to [`MAX_DRAIN`]) and refused.
 async fn read_body(s: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than 64 KiB",
+        )
+    };
+    let declared = s
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_DRAIN as u64) {
+        s.set_keepalive(None);
+        return Err(too_large());
+    }
     let mut buf = BytesMut::new();
+    let mut seen = 0usize;
     loop {
         match s.read_request_body().await {
             Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_ADMIN_BODY {
-                    return Err(error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body is larger than 64 KiB",
-                    ));
+                seen += chunk.len();
+                if seen > MAX_DRAIN {
+                    s.set_keepalive(None);
+                    return Err(too_large());
+                }
+                if seen <= MAX_ADMIN_BODY {
+                    buf.extend_from_slice(&chunk);
                 }
             }
+            Ok(None) if seen > MAX_ADMIN_BODY => return Err(too_large()),
             Ok(None) => return Ok(buf.to_vec()),
             Err(_) => {
+                s.set_keepalive(None);
                 return Err(error(
                     StatusCode::BAD_REQUEST,
                     "could not read the request body",
-                ))
+                ));
             }
         }
     }
 }
 
+/// The body of an API POST: empty, or JSON (see the module doc on why nothing else).
+async fn read_json_body(s: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let ct = content_type(s);
+    let body = read_body(s).await?;
+    if !body.is_empty() && ct != "application/json" {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request body as application/json",
+        ));
+    }
+    Ok(body)
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("expected {shape}: {e}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PauseOp {
+    Pause,
+    Resume,
+}
+
 impl AdminService {
+    async fn list(&self) -> Result<Vec<SeatRecord>, Response<Vec<u8>>> {
+        self.app
+            .ledger
+            .sessions(now_ms())
+            .await
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")))
+    }
+
     async fn sessions(&self, who: &Principal, query: Option<&str>) -> Response<Vec<u8>> {
         let filter = match parse_filter(query) {
             Ok(f) => f,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e),
         };
-        let cfg = self.app.config();
-        match self.app.ledger.sessions(now_ms()).await {
+        let specs = spec_map(&self.app.config());
+        match self.list().await {
             Ok(list) => {
                 let out: Vec<Value> = list
                     .iter()
                     .filter(|s| may_see(who, s) && filter.matches(s))
-                    .map(|s| session_json(&cfg, s))
+                    .map(|s| session_json(&specs, s))
                     .collect();
                 json_response(StatusCode::OK, &Value::Array(out))
             }
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+            Err(r) => r,
         }
     }
 
     async fn end(&self, who: &Principal, body: &[u8]) -> Response<Vec<u8>> {
-        let req: EndRequest = match serde_json::from_slice(body) {
+        let req: EndRequest = match parse_json(body, "{\"ids\": [..], \"grace_seconds\": N}") {
             Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("expected {{\"ids\": [..], \"grace_seconds\": N}}: {e}"),
-                )
-            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
         };
-        if req.ids.is_empty() || req.ids.len() > 1000 {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "`ids` must list 1 to 1000 session ids",
-            );
-        }
+        let ids = match parse_ids(&req.ids) {
+            Ok(ids) => ids,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
         let grace = req.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
         if grace > MAX_GRACE_SECONDS {
             return error(
@@ -235,22 +364,10 @@ impl AdminService {
                 "`grace_seconds` must be at most 86400",
             );
         }
-        let mut ids = Vec::with_capacity(req.ids.len());
-        for raw in &req.ids {
-            match raw.parse::<SeatId>() {
-                Ok(id) => ids.push(id),
-                Err(()) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("`{raw}` is not a session id"),
-                    )
-                }
-            }
-        }
         let now = now_ms();
-        let list = match self.app.ledger.sessions(now).await {
+        let list = match self.list().await {
             Ok(l) => l,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+            Err(r) => return r,
         };
         let by_id: HashMap<SeatId, &SeatRecord> = list.iter().map(|s| (s.id, s)).collect();
         // All-or-nothing on permissions and existence, so a batch never half-applies.
@@ -267,6 +384,7 @@ impl AdminService {
                 }
                 Some(_) => {}
                 None => {
+                    // A zero-id probe tells an ended session (409) from one never seen (404).
                     let code = match self.app.ledger.end(&[*id], 0, &who.name, now).await {
                         Ok(v)
                             if v.first()
@@ -299,7 +417,7 @@ impl AdminService {
                         EndOutcome::AlreadyEnded => ("already_ended", None),
                         EndOutcome::NotFound => ("not_found", None),
                     };
-                    if let Some(s) = by_id.get(&id) {
+                    if let (Some(s), EndOutcome::Ending { .. }) = (by_id.get(&id), o) {
                         let mut f = self.app.audit.seat_fields(s);
                         f["by"] = json!(who.name);
                         f["grace_seconds"] = json!(grace);
@@ -313,15 +431,89 @@ impl AdminService {
         }
     }
 
+    async fn pause_resume(&self, who: &Principal, body: &[u8], op: PauseOp) -> Response<Vec<u8>> {
+        let req: IdsRequest = match parse_json(body, "{\"ids\": [..]}") {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let ids = match parse_ids(&req.ids) {
+            Ok(ids) => ids,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let list = match self.list().await {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let by_id: HashMap<SeatId, &SeatRecord> = list.iter().map(|s| (s.id, s)).collect();
+        for id in &ids {
+            match by_id.get(id) {
+                Some(s) if may_see(who, s) => {
+                    if !may_pause(who, s) {
+                        return error(
+                            StatusCode::FORBIDDEN,
+                            &format!(
+                                "session {id}: only its owner, with permission control, may pause or resume it"
+                            ),
+                        );
+                    }
+                }
+                _ => return error(StatusCode::NOT_FOUND, &format!("unknown session {id}")),
+            }
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut status = StatusCode::OK;
+        for id in &ids {
+            let was = by_id.get(id).map(|s| s.state);
+            let r = match op {
+                PauseOp::Pause => self.app.ledger.pause(*id, now).await,
+                PauseOp::Resume => self.app.ledger.resume(*id, now).await,
+            };
+            let (result, code) = match (op, r) {
+                (_, Err(e)) => {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}"))
+                }
+                (PauseOp::Pause, Ok(PauseOutcome::Done)) => ("paused", StatusCode::OK),
+                (PauseOp::Resume, Ok(PauseOutcome::Done)) => ("resumed", StatusCode::OK),
+                (PauseOp::Resume, Ok(PauseOutcome::Full)) => ("full", StatusCode::CONFLICT),
+                (PauseOp::Pause, Ok(PauseOutcome::WrongState))
+                    if was == Some(SeatState::Paused) =>
+                {
+                    ("already_paused", StatusCode::OK)
+                }
+                (PauseOp::Resume, Ok(PauseOutcome::WrongState))
+                    if matches!(was, Some(SeatState::Active | SeatState::Standby)) =>
+                {
+                    ("already_active", StatusCode::OK)
+                }
+                (_, Ok(PauseOutcome::WrongState | PauseOutcome::Full)) => {
+                    ("wrong_state", StatusCode::CONFLICT)
+                }
+                (_, Ok(PauseOutcome::NotFound)) => ("not_found", StatusCode::NOT_FOUND),
+            };
+            if code != StatusCode::OK && status == StatusCode::OK {
+                status = code;
+            }
+            out.push(json!({"id": id.to_string(), "result": result}));
+        }
+        let mut body = json!({ "results": out });
+        if status != StatusCode::OK {
+            body["error"] = json!(match status {
+                StatusCode::CONFLICT if op == PauseOp::Resume =>
+                    "no seat is free to resume (or the session is ending)",
+                StatusCode::CONFLICT => "a session being ended cannot be paused",
+                _ => "session ended meanwhile",
+            });
+        }
+        json_response(status, &body)
+    }
+
     async fn usage(&self, who: &Principal) -> Response<Vec<u8>> {
         match self.app.ledger.usage(now_ms()).await {
             Ok(u) => {
                 let out: Vec<Value> = u
                     .iter()
-                    .filter(|u| match who.role {
-                        Role::Domain => who.products.contains(&u.product),
-                        _ => true,
-                    })
+                    .filter(|u| may_see_product(who, &u.product))
                     .map(|u| {
                         json!({"product": u.product, "pool": u.pool, "capacity": u.capacity, "in_use": u.in_use,
                             "available": u.available, "peak": u.peak, "denied": u.denied, "standby": u.standby,
@@ -334,10 +526,153 @@ impl AdminService {
         }
     }
 
+    fn reports(&self, who: &Principal, query: Option<&str>) -> Response<Vec<u8>> {
+        let q = match reports::parse_query(query, now_ms()) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let mut rows = self.reports.range(q.from, q.to, |p| {
+            may_see_product(who, p) && q.product.as_deref().is_none_or(|x| x == p)
+        });
+        // `own` sees pool-wide counts (like the usage table) but only its own hours.
+        if who.role == Role::Own {
+            for (_, _, b) in &mut rows {
+                b.user_ms.retain(|u, _| u == &who.name);
+            }
+        }
+        match q.format {
+            reports::Format::Json => json_response(StatusCode::OK, &reports::to_json(&q, &rows)),
+            reports::Format::Csv => {
+                let mut r = text(
+                    StatusCode::OK,
+                    "text/csv; charset=utf-8",
+                    reports::to_csv(&rows).into_bytes(),
+                );
+                if let Ok(v) =
+                    http::HeaderValue::from_str("attachment; filename=\"seatgate-report.csv\"")
+                {
+                    r.headers_mut().insert(http::header::CONTENT_DISPOSITION, v);
+                }
+                r
+            }
+        }
+    }
+
+    fn me(&self, who: &Principal, via: &Via) -> Response<Vec<u8>> {
+        let csrf = match via {
+            Via::Cookie { sid } => Some(self.authn.pages.csrf_token(sid)),
+            Via::Basic => None,
+        };
+        let role = match who.role {
+            Role::Super => "super",
+            Role::Domain => "domain",
+            Role::Own => "own",
+        };
+        let permission = match who.permission {
+            Permission::View => "view",
+            Permission::Control => "control",
+        };
+        json_response(
+            StatusCode::OK,
+            &json!({"name": who.name, "role": role, "permission": permission,
+                "products": who.products, "csrf_token": csrf}),
+        )
+    }
+
+    fn reload(&self, who: &Principal) -> Response<Vec<u8>> {
+        if who.role != Role::Super || who.permission != Permission::Control {
+            return error(
+                StatusCode::FORBIDDEN,
+                "reload needs role super with permission control",
+            );
+        }
+        match self.app.reload() {
+            Ok(()) => json_response(StatusCode::OK, &json!({"reloaded": true})),
+            Err(e) => {
+                log::error!("reload refused: {e}");
+                self.app.audit.record(
+                    "config_reload_refused",
+                    json!({"by": who.name, "error": e.to_string()}),
+                );
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("reload refused, old config kept: {e}"),
+                )
+            }
+        }
+    }
+
+    /// `POST /login` from the page's form: a page session cookie, or the form again.
+    async fn page_login(&self, s: &mut ServerSession, cfg: &Config) -> Response<Vec<u8>> {
+        if content_type(s) != "application/x-www-form-urlencoded" {
+            s.set_keepalive(None);
+            return page::login(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("The login form must be sent as a form."),
+            );
+        }
+        let body = match read_body(s).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let (mut user, mut password) = (None, None);
+        for (k, v) in form_urlencoded::parse(&body) {
+            match k.as_ref() {
+                "username" => user = Some(v.into_owned()),
+                "password" => password = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let (Some(user), Some(password)) = (user.filter(|u| !u.is_empty()), password) else {
+            return page::login(
+                StatusCode::BAD_REQUEST,
+                Some("Enter a user name and a password."),
+            );
+        };
+        let peer = s.client_addr().map(|a| a.to_string());
+        if self.authn.throttled(peer.as_deref()) {
+            return page::login(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("Too many failed logins: wait a minute."),
+            );
+        }
+        let Some(p) = self.authn.verify(cfg, &user, &password) else {
+            self.authn.failed(peer.as_deref());
+            log::warn!(
+                "admin page login failed for user {user:?} from {}",
+                peer.as_deref().unwrap_or("?")
+            );
+            self.app.audit.record(
+                "admin_login_failed",
+                json!({"admin": user.chars().take(64).collect::<String>(), "peer": peer}),
+            );
+            return page::login(
+                StatusCode::UNAUTHORIZED,
+                Some("Wrong user name or password."),
+            );
+        };
+        let ttl = cfg.admin.session_ttl;
+        match self.authn.pages.start(cfg, &p.name, ttl) {
+            Some(cookie) => {
+                self.app
+                    .audit
+                    .record("admin_login", json!({"admin": p.name, "peer": peer}));
+                page::see_other("/", Some(page::session_cookie(&cookie, ttl.as_secs())))
+            }
+            None => page::login(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("Too many open admin sessions; try again later."),
+            ),
+        }
+    }
+
     async fn route(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let method = s.req_header().method.clone();
         let path = s.req_header().uri.path().to_string();
         let query = s.req_header().uri.query().map(str::to_string);
+        let cfg = self.app.config();
+        // Open to anyone: health, metrics (bind the listener privately), the page's static
+        // files and its login form.
         match (&method, path.as_str()) {
             (&Method::GET, "/healthz") => {
                 let ok = self.app.ledger.healthy().await;
@@ -357,42 +692,92 @@ impl AdminService {
                 let body = self.app.metrics.render(&usage).into_bytes();
                 return text(StatusCode::OK, "text/plain; version=0.0.4", body);
             }
+            (&Method::GET, p) if p.starts_with("/assets/") => {
+                return page::asset(p).unwrap_or_else(|| error(StatusCode::NOT_FOUND, "not found"));
+            }
+            (&Method::GET, "/" | "/usage" | "/login") => {
+                let cookie = crate::policy::cookies::request_cookie(
+                    &s.req_header().headers,
+                    auth::PAGE_COOKIE,
+                );
+                let logged_in = cookie.is_some_and(|c| self.authn.pages.check(&cfg, c).is_ok());
+                return match (path.as_str(), logged_in) {
+                    ("/login", false) => page::login(StatusCode::OK, None),
+                    ("/login", true) => page::see_other("/", None),
+                    (_, true) => page::index(),
+                    (_, false) => {
+                        page::see_other("/login", cookie.is_some().then(page::clear_cookie))
+                    }
+                };
+            }
+            (&Method::POST, "/login") => return self.page_login(s, &cfg).await,
             _ => {}
         }
-        let cfg = self.app.config();
         let peer = s.client_addr().map(|a| a.to_string());
-        let who = match self
+        let (who, via) = match self
             .authn
             .authenticate(&cfg, s.req_header(), peer.as_deref())
         {
             Ok(p) => p,
             Err(resp) => return *resp,
         };
+        if method == Method::POST {
+            if let Via::Cookie { sid } = &via {
+                let token = s
+                    .req_header()
+                    .headers
+                    .get(auth::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if !self.authn.pages.csrf_ok(sid, token) {
+                    s.set_keepalive(None);
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "missing or wrong CSRF token (X-CSRF-Token)",
+                    );
+                }
+            }
+        }
         match (&method, path.as_str()) {
+            (&Method::POST, "/logout") => {
+                if let Via::Cookie { sid } = &via {
+                    self.authn.pages.end(sid);
+                }
+                page::see_other("/login", Some(page::clear_cookie()))
+            }
+            (&Method::GET, "/api/me") => self.me(&who, &via),
             (&Method::GET, "/api/sessions") => self.sessions(&who, query.as_deref()).await,
-            (&Method::POST, "/api/sessions/end") => match read_body(s).await {
-                Ok(b) => self.end(&who, &b).await,
+            (&Method::GET, "/api/usage") => self.usage(&who).await,
+            (&Method::GET, "/api/reports") => self.reports(&who, query.as_deref()),
+            (
+                &Method::POST,
+                "/api/sessions/end" | "/api/sessions/pause" | "/api/sessions/resume",
+            ) => {
+                let body = match read_json_body(s).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                match path.as_str() {
+                    "/api/sessions/end" => self.end(&who, &body).await,
+                    "/api/sessions/pause" => self.pause_resume(&who, &body, PauseOp::Pause).await,
+                    _ => self.pause_resume(&who, &body, PauseOp::Resume).await,
+                }
+            }
+            (&Method::POST, "/api/reload") => match read_json_body(s).await {
+                Ok(_) => self.reload(&who),
                 Err(r) => r,
             },
-            (&Method::GET, "/api/usage") => self.usage(&who).await,
-            (&Method::POST, "/api/reload") => {
-                if who.role != Role::Super {
-                    return error(StatusCode::FORBIDDEN, "reload needs role super");
-                }
-                match self.app.reload() {
-                    Ok(()) => json_response(StatusCode::OK, &json!({"reloaded": true})),
-                    Err(e) => {
-                        log::error!("reload refused: {e}");
-                        error(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            &format!("reload refused, old config kept: {e}"),
-                        )
-                    }
-                }
-            }
-            (_, "/api/sessions" | "/api/sessions/end" | "/api/usage" | "/api/reload") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
+            (
+                _,
+                "/logout"
+                | "/api/me"
+                | "/api/sessions"
+                | "/api/sessions/end"
+                | "/api/sessions/pause"
+                | "/api/sessions/resume"
+                | "/api/usage"
+                | "/api/reports"
+                | "/api/reload",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         }
     }
@@ -401,14 +786,19 @@ impl AdminService {
 #[async_trait]
 impl ServeHttp for AdminService {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
-        self.route(s).await
+        let r = self.route(s).await;
+        // A body we did not read cannot be followed by another request on this connection.
+        if !s.is_body_done() {
+            s.set_keepalive(None);
+        }
+        r
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{PoolKey, SeatState};
+    use crate::ledger::PoolKey;
 
     fn seat(product: &str, user: &str) -> SeatRecord {
         SeatRecord {
@@ -450,6 +840,23 @@ mod tests {
         assert!(may_see(&dom, &crm_bob) && !may_see(&dom, &hr_bob));
         assert!(may_see(&own, &crm_kim) && !may_see(&own, &crm_bob));
         assert!(may_see(&viewer, &crm_bob) && !may_control(&viewer, &crm_bob));
+        // Pause is for the owner only, whatever the role.
+        assert!(may_pause(&own, &crm_kim) && may_pause(&sup, &crm_kim));
+        assert!(!may_pause(&sup, &hr_bob) && !may_pause(&dom, &crm_bob));
+        let own_viewer = who(Role::Own, &[], Permission::View);
+        assert!(may_see(&own_viewer, &crm_kim) && !may_pause(&own_viewer, &crm_kim));
+        // A paused session is listed for its owner only.
+        let paused_bob = SeatRecord {
+            state: SeatState::Paused,
+            ..seat("crm", "bob")
+        };
+        let paused_kim = SeatRecord {
+            state: SeatState::Paused,
+            ..seat("crm", "kim")
+        };
+        assert!(!may_see(&sup, &paused_bob) && may_see(&sup, &paused_kim));
+        assert!(may_see_product(&sup, "hr") && may_see_product(&own, "hr"));
+        assert!(may_see_product(&dom, "crm") && !may_see_product(&dom, "hr"));
     }
 
     #[test]
@@ -470,5 +877,46 @@ mod tests {
             "unknown filter `usr` (user, product, license_type, state)"
         );
         assert!(parse_filter(Some("state=zombie")).is_err());
+    }
+
+    #[test]
+    fn ids_are_bounded_valid_and_deduplicated() {
+        let ids = parse_ids(&["a".into(), "0a".into(), "b".into()]).unwrap();
+        assert_eq!(ids, vec![SeatId(10), SeatId(11)]);
+        assert!(parse_ids(&[]).is_err());
+        assert_eq!(
+            parse_ids(&["xyz".into()]).unwrap_err(),
+            "`xyz` is not a session id"
+        );
+        assert!(parse_ids(&vec!["1".to_string(); MAX_IDS + 1]).is_err());
+    }
+
+    #[test]
+    fn expires_at_follows_the_ledger_rule() {
+        let yaml = [
+            "listen: 127.0.0.1:1",
+            "admin: { listen: 127.0.0.1:2 }",
+            "store: { kind: embedded, path: /tmp/x.redb }",
+            "products:",
+            "  - name: crm",
+            "    upstream: 127.0.0.1:3",
+            "    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }",
+            "    login: { path: /login, method: POST, user: { form_field: username } }",
+            "    seats: 1",
+        ]
+        .join("\n");
+        let cfg = crate::config::parse(&yaml).unwrap();
+        let specs = spec_map(&cfg);
+        let mut s = seat("crm", "kim");
+        s.last_activity = 60_000;
+        assert_eq!(session_json(&specs, &s)["expires_at"], rfc3339(660_000));
+        // Paused: idle does not apply, only the lifetime.
+        s.state = SeatState::Paused;
+        assert_eq!(session_json(&specs, &s)["expires_at"], rfc3339(3_600_000));
+        s.state = SeatState::Ending;
+        s.ending_at = Some(90_000);
+        assert_eq!(session_json(&specs, &s)["expires_at"], rfc3339(90_000));
+        s.pool = PoolKey::new("gone", "default");
+        assert_eq!(session_json(&specs, &s)["expires_at"], Value::Null);
     }
 }

@@ -784,8 +784,10 @@ impl SeatLedger for MemoryLedger {
             return Ok(PauseOutcome::Full);
         }
         self.release_all(expired, now).await;
-        self.journal_commit(vec![Op::Put(Box::new(live.record()))])
+        let rec = live.record();
+        self.journal_commit(vec![Op::Put(Box::new(rec.clone()))])
             .await;
+        self.observer.resumed(&rec);
         Ok(PauseOutcome::Done)
     }
 

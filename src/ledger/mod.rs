@@ -409,6 +409,9 @@ pub enum LedgerError {
 /// Told of every release, whatever caused it (metrics, audit).
 pub trait LedgerObserver: Send + Sync {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason);
+
+    /// A paused seat took a seat again (asked through the admin API, or by its next request).
+    fn resumed(&self, _seat: &SeatRecord) {}
 }
 
 pub struct NoObserver;

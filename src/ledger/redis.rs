@@ -197,6 +197,9 @@ struct Answer {
     epoch: Option<String>,
     #[serde(default)]
     seat: Option<Rec>,
+    /// The seat a paused session took again (resume, or a request from it).
+    #[serde(default)]
+    resumed: Option<Rec>,
     #[serde(default, deserialize_with = "de_seq")]
     released: Vec<Released>,
     #[serde(default, deserialize_with = "de_seq")]
@@ -593,6 +596,9 @@ impl Inner {
                 self.activity.remove(&rec.id);
                 self.observer.released(&rec, parse_reason(&r.reason));
             }
+        }
+        if let Some(rec) = a.resumed.as_ref().and_then(|r| r.record(&pool.spec.key)) {
+            self.observer.resumed(&rec);
         }
         Ok(a)
     }

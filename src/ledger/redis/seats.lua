@@ -357,6 +357,10 @@ elseif op == 'touch' or op == 'heartbeat' then
     end
     redis.call('ZREM', PAUSED, r.id)
     r.state = 'active'
+    r.last_activity = now
+    put_seat(r)
+    bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
+    return answer({ kind = 'held', seat = r, resumed = r, epoch = epoch() })
   end
   r.last_activity = now
   if r.state == 'standby' then r.state = 'active' end
@@ -449,7 +453,7 @@ elseif op == 'pause' or op == 'resume' then
   redis.call('ZREM', PAUSED, id)
   put_seat(r)
   bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
-  return answer({ kind = 'done' })
+  return answer({ kind = 'done', resumed = r })
 
 elseif op == 'activity' then
   -- ARGV: (seat id, age ms)...: batched touches. Only seats that still hold are refreshed: an
