@@ -20,6 +20,18 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 use pingora_http::ResponseHeader;
 
+/// The script's beat period, which is also the heartbeat rate-limit window.
+pub fn beat_period(presence_timeout: Option<std::time::Duration>) -> crate::ledger::Millis {
+    presence_timeout.map_or(30_000, |pt| (pt.as_millis() as u64 / 3).max(1000))
+}
+
+/// Whether a heartbeat is the `pagehide` beacon (`?hint=hide`).
+pub fn is_hide_hint(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "hint" && v == "hide")
+    })
+}
+
 /// How one response is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -181,6 +193,17 @@ mod tests {
     }
 
     const HTML: (&str, &str) = ("content-type", "text/html; charset=utf-8");
+
+    #[test]
+    fn beat_period_and_hint() {
+        assert_eq!(beat_period(Some(Duration::from_secs(90))), 30_000);
+        assert_eq!(beat_period(Some(Duration::from_secs(3))), 1_000);
+        assert_eq!(beat_period(None), 30_000);
+        assert!(is_hide_hint(Some(script::HIDE_HINT_QUERY)));
+        assert!(is_hide_hint(Some("a=1&hint=hide")));
+        assert!(!is_hide_hint(Some("hint=hidden")));
+        assert!(!is_hide_hint(None));
+    }
 
     #[test]
     fn html_pages_get_the_script() {
