@@ -137,6 +137,10 @@ pub fn session_json(cfg: &Config, s: &SeatRecord) -> Value {
         let lifetime = s.started_at + p.session.max_lifetime.as_millis() as u64;
         let idle = s.last_activity + p.session.idle_timeout.as_millis() as u64;
         let mut at = lifetime.min(idle);
+        // Presence counts only once the session's page has sent a heartbeat.
+        if let Some(pt) = p.session.presence_timeout.filter(|_| s.last_heartbeat > 0) {
+            at = at.min(s.last_heartbeat.max(s.last_activity) + pt.as_millis() as u64);
+        }
         if let Some(e) = s.ending_at {
             at = at.min(e);
         }

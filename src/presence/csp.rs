@@ -77,9 +77,11 @@ fn governing<'p, 'a>(policy: &'p [Directive<'a>]) -> Option<&'p Directive<'a>> {
 }
 
 fn governing_index(policy: &[Directive<'_>]) -> Option<usize> {
-    GOVERNING
-        .iter()
-        .find_map(|want| policy.iter().position(|d| d.name.eq_ignore_ascii_case(want)))
+    GOVERNING.iter().find_map(|want| {
+        policy
+            .iter()
+            .position(|d| d.name.eq_ignore_ascii_case(want))
+    })
 }
 
 fn keyword(s: &str, kw: &str) -> bool {
@@ -223,7 +225,9 @@ mod tests {
         let p = one("default-src 'self'; img-src *");
         assert_eq!(
             p.enforce.unwrap(),
-            vec![format!("default-src 'self'; img-src *; script-src 'self' {H}")]
+            vec![format!(
+                "default-src 'self'; img-src *; script-src 'self' {H}"
+            )]
         );
         let p = one("default-src 'none'");
         assert_eq!(
@@ -237,7 +241,9 @@ mod tests {
         let p = one("script-src 'unsafe-inline'; script-src-elem 'self'");
         assert_eq!(
             p.enforce.unwrap(),
-            vec![format!("script-src 'unsafe-inline'; script-src-elem 'self' {H}")]
+            vec![format!(
+                "script-src 'unsafe-inline'; script-src-elem 'self' {H}"
+            )]
         );
     }
 
@@ -264,7 +270,10 @@ mod tests {
             p.enforce.unwrap(),
             vec![format!("script-src 'nonce-n1', script-src 'self' {H}")]
         );
-        assert_eq!(p.report_only.unwrap(), vec![format!("script-src 'self' {H}")]);
+        assert_eq!(
+            p.report_only.unwrap(),
+            vec![format!("script-src 'self' {H}")]
+        );
     }
 
     #[test]

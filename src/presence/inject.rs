@@ -274,7 +274,10 @@ impl Injector {
             Decoder::RawDeflate(d) => write_through(d, input, end, |d| d.try_finish()),
             Decoder::Brotli(d) => write_through(d.as_mut(), input, end, |d| {
                 d.close().map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated brotli stream")
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "truncated brotli stream",
+                    )
                 })
             }),
         };
@@ -293,9 +296,7 @@ impl Injector {
             Encoder::Pending => Ok(Vec::new()),
             Encoder::Gzip(e) => write_flushed(e, plain, end, |e| e.try_finish()).map_err(err),
             Encoder::Zlib(e) => write_flushed(e, plain, end, |e| e.try_finish()).map_err(err),
-            Encoder::RawDeflate(e) => {
-                write_flushed(e, plain, end, |e| e.try_finish()).map_err(err)
-            }
+            Encoder::RawDeflate(e) => write_flushed(e, plain, end, |e| e.try_finish()).map_err(err),
             Encoder::Brotli(slot) => {
                 let Some(e) = slot.as_mut() else {
                     return Ok(Vec::new());
@@ -388,7 +389,11 @@ mod tests {
     fn splice_all_cuts(page: &[u8]) -> Vec<u8> {
         let whole = splice_chunks(&[page]);
         for i in 0..=page.len() {
-            assert_eq!(splice_chunks(&[&page[..i], &page[i..]]), whole, "cut at {i}");
+            assert_eq!(
+                splice_chunks(&[&page[..i], &page[i..]]),
+                whole,
+                "cut at {i}"
+            );
             for j in i..=page.len() {
                 assert_eq!(
                     splice_chunks(&[&page[..i], &page[i..j], &page[j..]]),
@@ -551,7 +556,10 @@ mod tests {
     fn corrupt_or_truncated_bodies_are_errors_not_panics() {
         let mut inj = Injector::new(Encoding::Gzip, Bytes::from_static(TAG));
         let e = inj.feed(b"definitely not gzip", true).unwrap_err();
-        assert!(matches!(e, InjectError::Decode { coding: "gzip", .. }), "{e}");
+        assert!(
+            matches!(e, InjectError::Decode { coding: "gzip", .. }),
+            "{e}"
+        );
 
         let z = gzip(PAGE);
         let mut inj = Injector::new(Encoding::Gzip, Bytes::from_static(TAG));
@@ -568,7 +576,10 @@ mod tests {
         assert_eq!(Encoding::from_header(Some(" GZIP ")), Some(Encoding::Gzip));
         assert_eq!(Encoding::from_header(Some("x-gzip")), Some(Encoding::Gzip));
         assert_eq!(Encoding::from_header(Some("br")), Some(Encoding::Brotli));
-        assert_eq!(Encoding::from_header(Some("deflate")), Some(Encoding::Deflate));
+        assert_eq!(
+            Encoding::from_header(Some("deflate")),
+            Some(Encoding::Deflate)
+        );
         assert_eq!(Encoding::from_header(Some("zstd")), None);
         assert_eq!(Encoding::from_header(Some("gzip, br")), None);
     }

@@ -82,7 +82,9 @@ mod tests {
         }
         assert_eq!(
             l.check(&k, period, t0 + 100),
-            Verdict::Limited { retry_after_ms: 900 }
+            Verdict::Limited {
+                retry_after_ms: 900
+            }
         );
         // Per session: another session is not affected.
         assert_eq!(l.check(&other, period, t0 + 100), Verdict::Allowed);

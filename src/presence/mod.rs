@@ -41,7 +41,10 @@ pub struct Rewrite {
 }
 
 fn values<'h>(h: &'h HeaderMap, name: &HeaderName) -> Vec<&'h str> {
-    h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 fn is_html(content_type: &str) -> bool {
@@ -72,7 +75,7 @@ pub fn plan(
 ) -> Option<Rewrite> {
     if method == Method::HEAD
         || !status.is_success()
-        || matches!(status.as_u16(), 204 | 205 | 206)
+        || matches!(status.as_u16(), 204..=206)
         || resp.contains_key(header::CONTENT_RANGE)
     {
         return None;
@@ -182,7 +185,12 @@ mod tests {
         m
     }
 
-    fn decide(method: Method, req: &[(&str, &str)], status: u16, resp: &[(&str, &str)]) -> Option<Rewrite> {
+    fn decide(
+        method: Method,
+        req: &[(&str, &str)],
+        status: u16,
+        resp: &[(&str, &str)],
+    ) -> Option<Rewrite> {
         plan(
             &script(),
             &method,
@@ -222,8 +230,14 @@ mod tests {
 
     #[test]
     fn everything_else_is_left_alone() {
-        let cases: &[(Method, &[(&str, &str)], u16, &[(&str, &str)])] = &[
-            (Method::GET, &[], 200, &[("content-type", "application/json")]),
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Method, Headers, u16, Headers)] = &[
+            (
+                Method::GET,
+                &[],
+                200,
+                &[("content-type", "application/json")],
+            ),
             (Method::GET, &[], 200, &[("content-type", "text/htmlx")]),
             (Method::GET, &[], 200, &[]),
             (Method::HEAD, &[], 200, &[HTML]),
@@ -233,15 +247,43 @@ mod tests {
             (Method::GET, &[], 302, &[HTML]),
             (Method::GET, &[], 500, &[HTML]),
             (Method::GET, &[], 200, &[HTML, ("content-encoding", "zstd")]),
-            (Method::GET, &[], 200, &[HTML, ("content-encoding", "gzip"), ("content-encoding", "br")]),
-            (Method::GET, &[], 200, &[HTML, ("cache-control", "private, no-transform")]),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[
+                    HTML,
+                    ("content-encoding", "gzip"),
+                    ("content-encoding", "br"),
+                ],
+            ),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[HTML, ("cache-control", "private, no-transform")],
+            ),
             (Method::GET, &[], 200, &[HTML, ("content-length", "0")]),
-            (Method::GET, &[], 200, &[("content-type", "text/html; charset=UTF-16")]),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[("content-type", "text/html; charset=UTF-16")],
+            ),
             (Method::GET, &[("sec-fetch-dest", "empty")], 200, &[HTML]),
-            (Method::GET, &[("x-requested-with", "XMLHttpRequest")], 200, &[HTML]),
+            (
+                Method::GET,
+                &[("x-requested-with", "XMLHttpRequest")],
+                200,
+                &[HTML],
+            ),
         ];
         for (m, req, status, resp) in cases {
-            assert_eq!(decide(m.clone(), req, *status, resp), None, "{m} {req:?} {status} {resp:?}");
+            assert_eq!(
+                decide(m.clone(), req, *status, resp),
+                None,
+                "{m} {req:?} {status} {resp:?}"
+            );
         }
     }
 
@@ -269,7 +311,10 @@ mod tests {
         assert_eq!(get("content-encoding").as_deref(), Some("gzip"));
         assert_eq!(
             get("content-security-policy").unwrap(),
-            format!("default-src 'self'; script-src 'self' {}", script().csp_hash)
+            format!(
+                "default-src 'self'; script-src 'self' {}",
+                script().csp_hash
+            )
         );
         // An HTTP/1.0 client gets a close-delimited body instead.
         let mut resp = ResponseHeader::build(200, None).unwrap();

@@ -405,17 +405,30 @@ impl Gateway {
     }
 
     /// Sets up the script injection for this response if it is a page of a seat holder.
-    fn plan_injection(&self, s: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    fn plan_injection(
+        &self,
+        s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let Some(rt) = ctx.rt.as_ref() else {
             return Ok(());
         };
-        let Some(script) = ctx.product.and_then(|i| rt.scripts.get(i)).and_then(Option::as_ref)
+        let Some(script) = ctx
+            .product
+            .and_then(|i| rt.scripts.get(i))
+            .and_then(Option::as_ref)
         else {
             return Ok(());
         };
         let req = s.req_header();
-        let Some(plan) = presence::plan(script, &req.method, &req.headers, resp.status, &resp.headers)
-        else {
+        let Some(plan) = presence::plan(
+            script,
+            &req.method,
+            &req.headers,
+            resp.status,
+            &resp.headers,
+        ) else {
             return Ok(());
         };
         let chunked = req.version == http::Version::HTTP_11;
@@ -424,7 +437,10 @@ impl Gateway {
             // A close-delimited body ends the connection.
             s.set_keepalive(None);
         }
-        ctx.inject = Some(Injector::new(plan.encoding, script.tag(plan.csp.nonce.as_deref())));
+        ctx.inject = Some(Injector::new(
+            plan.encoding,
+            script.tag(plan.csp.nonce.as_deref()),
+        ));
         Ok(())
     }
 }

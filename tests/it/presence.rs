@@ -122,7 +122,9 @@ fn zlib(b: &[u8]) -> Vec<u8> {
 
 /// What the raw app sends for a path: headers, body parts, and whether to frame them as
 /// chunks (each part its own chunk, written apart) or with Content-Length.
-fn route(path: &str) -> (Vec<(&'static str, String)>, Vec<Vec<u8>>, bool) {
+type Reply = (Vec<(&'static str, String)>, Vec<Vec<u8>>, bool);
+
+fn route(path: &str) -> Reply {
     let html = ("content-type", "text/html; charset=utf-8".to_string());
     let split3 = |b: Vec<u8>| -> Vec<Vec<u8>> {
         let n = b.len() / 3;
@@ -327,7 +329,10 @@ async fn presence_script_goes_into_seat_holders_pages_only() {
     let s = sid(&g, "ann").await;
     let (h, body) = page(&g, "/page", &s).await;
     assert!(script_before_body_end(&body), "{body}");
-    assert!(body.contains("p=1000"), "beats every presence_timeout/3: {body}");
+    assert!(
+        body.contains("p=1000"),
+        "beats every presence_timeout/3: {body}"
+    );
     assert!(body.starts_with("<html><head><title>t</title></head><body><p>hello</p>"));
     assert!(h.get("content-length").is_none(), "{h:?}");
     assert_eq!(h["transfer-encoding"], "chunked");
@@ -377,12 +382,17 @@ async fn presence_injection_through_compressed_chunked_and_csp_pages() {
             let e = s + body[s..].find("</script>").unwrap() + "</script>".len();
             format!("{}{}", &body[..s], &body[e..])
         };
-        assert_eq!(without, PAGE, "{path}: the app's page is otherwise unchanged");
+        assert_eq!(
+            without, PAGE,
+            "{path}: the app's page is otherwise unchanged"
+        );
     }
 
     let (_, body) = page(&g, "/no-body-end", &s).await;
     assert!(
-        body.starts_with("<html><p>a fragment-like page that never closes its body<script data-seatgate"),
+        body.starts_with(
+            "<html><p>a fragment-like page that never closes its body<script data-seatgate"
+        ),
         "{body}"
     );
     assert!(body.ends_with("</script>"), "{body}");
@@ -434,11 +444,19 @@ async fn presence_heartbeat_bad_input_and_flood() {
     assert!(sessions(&g).await.is_empty());
 
     let s = sid(&g, "ann").await;
-    assert!(session_of(&g, "ann").await.unwrap()["last_heartbeat"].is_null());
+    let before = session_of(&g, "ann").await.unwrap();
+    assert!(before["last_heartbeat"].is_null());
     let r = beat(&g, Some(&s), "").await;
     assert_eq!(r.status(), 204);
     let first = session_of(&g, "ann").await.unwrap();
     assert!(first["last_heartbeat"].is_string(), "{first}");
+    // Once presence applies, the session expires with it (3s), not at idle (20m); both are
+    // RFC 3339 UTC with the same layout, so they compare as strings.
+    let (idle_at, presence_at) = (
+        before["expires_at"].as_str().unwrap(),
+        first["expires_at"].as_str().unwrap(),
+    );
+    assert!(presence_at < idle_at, "{presence_at} vs {idle_at}");
     // The pagehide hint is answered but does not extend presence.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(beat(&g, Some(&s), "?hint=hide").await.status(), 204);
@@ -455,8 +473,16 @@ async fn presence_heartbeat_bad_input_and_flood() {
             let url = g.url("/.seatgate/heartbeat");
             let cookie = format!("SID={s}");
             tokio::spawn(async move {
-                let r = client().post(url).header("cookie", cookie).send().await.unwrap();
-                (r.status().as_u16(), r.headers().get("retry-after").is_some())
+                let r = client()
+                    .post(url)
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
             })
         })
         .collect();
@@ -519,7 +545,10 @@ async fn presence_stops_and_idle_rules(g: &Gateway) {
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(session_of(g, "ann").await.is_some(), "not before presence_timeout");
+    assert!(
+        session_of(g, "ann").await.is_some(),
+        "not before presence_timeout"
+    );
     assert!(
         eventually(Duration::from_secs(6), || async {
             session_of(g, "ann").await.is_none()
@@ -528,8 +557,14 @@ async fn presence_stops_and_idle_rules(g: &Gateway) {
         "ann's seat was not freed by presence"
     );
     let freed = t0.elapsed();
-    assert!(freed >= Duration::from_millis(2900), "freed too early: {freed:?}");
-    assert!(session_of(g, "bob").await.is_some(), "no heartbeat, no presence");
+    assert!(
+        freed >= Duration::from_millis(2900),
+        "freed too early: {freed:?}"
+    );
+    assert!(
+        session_of(g, "bob").await.is_some(),
+        "no heartbeat, no presence"
+    );
     assert!(session_of(g, "cat").await.is_some());
     // Expired seats stop counting at once; the sweep then releases (and counts) them.
     assert!(released(g, "presence", 1).await);
@@ -646,9 +681,15 @@ async fn browser_presence_killed_browser_frees_seat_idle_one_keeps_it() {
     // The open, idle browser made no request but kept beating: its seat stays, well past
     // presence_timeout since its last page load.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let bob = session_of(&g, "bob").await.expect("idle browser kept its seat");
+    let bob = session_of(&g, "bob")
+        .await
+        .expect("idle browser kept its seat");
     assert!(bob["last_heartbeat"].is_string());
-    assert_eq!(up.seen.count("/page"), pages_before, "no page requests meanwhile");
+    assert_eq!(
+        up.seen.count("/page"),
+        pages_before,
+        "no page requests meanwhile"
+    );
     assert!(released(&g, "presence", 1).await);
     idle.quit().await;
 }
