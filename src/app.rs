@@ -5,6 +5,7 @@ use crate::audit::Audit;
 use crate::config::{self, Config, ConfigError, Product};
 use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
 use crate::metrics::Metrics;
+use crate::presence::{script, HeartbeatLimiter, Script};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -16,6 +17,27 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// `products[i].upstream`, resolved once per load so no request does DNS.
     pub upstreams: Vec<SocketAddr>,
+    /// `products[i]`'s heartbeat script, rendered once per load; `None` without presence.
+    pub scripts: Vec<Option<Script>>,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>, upstreams: Vec<SocketAddr>) -> Self {
+        let scripts = config
+            .products
+            .iter()
+            .map(|p| {
+                p.session
+                    .presence_timeout
+                    .map(|pt| Script::new(&script::heartbeat_url(&p.path_prefix), pt))
+            })
+            .collect();
+        Runtime {
+            config,
+            upstreams,
+            scripts,
+        }
+    }
 }
 
 pub struct App {
@@ -24,6 +46,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub audit: Arc<Audit>,
     pub config_path: Option<PathBuf>,
+    /// Per-session heartbeat flood limit; outlives reloads like the seats it guards.
+    pub heartbeat_limiter: HeartbeatLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +103,12 @@ impl App {
             metrics.prime(&p.name, &kinds);
         }
         Ok(App {
-            runtime: ArcSwap::from_pointee(Runtime {
-                config: Arc::new(cfg),
-                upstreams,
-            }),
+            runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams)),
             ledger,
             metrics,
             audit,
             config_path: path,
+            heartbeat_limiter: HeartbeatLimiter::default(),
         })
     }
 
@@ -125,10 +147,8 @@ impl App {
                 .collect();
             self.metrics.prime(&p.name, &kinds);
         }
-        self.runtime.store(Arc::new(Runtime {
-            config: Arc::new(new),
-            upstreams,
-        }));
+        self.runtime
+            .store(Arc::new(Runtime::new(Arc::new(new), upstreams)));
         self.audit.record(
             "config_reload",
             serde_json::json!({ "path": path.display().to_string() }),

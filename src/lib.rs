@@ -7,6 +7,7 @@
 //! * [`policy`]: pure decisions (classify a request, admit a login, when a seat ends).
 //! * [`ledger`]: the `SeatLedger` trait and its stores (memory + redb journal).
 //! * [`proxy`]: the pingora `ProxyHttp` impl; wires request → policy → ledger → response.
+//! * [`presence`]: the heartbeat script and its injection into HTML pages (pure parts).
 //! * [`responses`]: every canned answer (denials per client kind, expired redirect …).
 //! * [`admin`]: admin listener: JSON API, usage page, `/metrics`, `/healthz`.
 //! * [`metrics`], [`audit`]: Prometheus registry; append-only JSON-lines audit log.
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;
+pub mod presence;
 pub mod proxy;
 pub mod responses;
 pub mod server;

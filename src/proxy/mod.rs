@@ -17,6 +17,7 @@ use crate::ledger::{
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies;
 use crate::policy::seat::{self, Stale};
+use crate::presence::{self, Injector, Verdict};
 use crate::responses::{self, Canned};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -61,6 +62,11 @@ pub struct Ctx {
     outcome: Outcome,
     /// The seat is being ended by an admin at this time: tell the user.
     ending_at: Option<Millis>,
+    /// The request's session holds a seat (or its login just took one): its pages get the
+    /// heartbeat script when the product has presence.
+    holds_seat: bool,
+    /// Splices the heartbeat script into this response's HTML body.
+    inject: Option<Injector>,
 }
 
 impl Ctx {
@@ -249,6 +255,7 @@ impl Gateway {
         let gone = match self.app.ledger.touch(&key, now).await {
             Ok(Touch::Held { ending_at, .. }) => {
                 ctx.ending_at = ending_at;
+                ctx.holds_seat = true;
                 return Ok(false);
             }
             Ok(Touch::Gone(g)) => g,
@@ -305,6 +312,7 @@ impl Gateway {
                             p.name,
                             seat::notice(gone)
                         );
+                        ctx.holds_seat = true;
                         Ok(false)
                     }
                     Err(e) => self.store_failed(s, ctx, p, &e, None).await,
@@ -348,6 +356,10 @@ impl Gateway {
         }
     }
 
+    /// A presence ping. Unknown or ended sessions get 410 and nothing is touched; a flood
+    /// from one session gets 429 before any store call; a `pagehide` hint is only counted (a
+    /// closing tab must not extend its own presence). A store error is 503, not 410, so the
+    /// script keeps beating through a store outage.
     async fn heartbeat(
         &self,
         s: &mut Session,
@@ -356,28 +368,80 @@ impl Gateway {
         key: Option<SessionKey>,
     ) -> Result<bool> {
         ctx.outcome = Outcome::Answered;
-        let alive = match key {
-            Some(k) => self
-                .app
-                .ledger
-                .heartbeat(&k, now_ms())
-                .await
-                .unwrap_or(false),
-            None => false,
+        let now = now_ms();
+        let period = presence::beat_period(p.session.presence_timeout);
+        let limiter = &self.app.heartbeat_limiter;
+        let hint = presence::is_hide_hint(s.req_header().uri.query());
+        let (result, c) = match key {
+            None => ("gone", responses::gone("no seat for this session")),
+            Some(_) if hint => ("hide", responses::no_content()),
+            Some(k) => match limiter.check(&k, period, now) {
+                Verdict::Limited { retry_after_ms } => (
+                    "limited",
+                    responses::too_many("too many heartbeats", retry_after_ms.div_ceil(1000)),
+                ),
+                Verdict::Allowed => match self.app.ledger.heartbeat(&k, now).await {
+                    Ok(true) => {
+                        limiter.record(k, period, now);
+                        ("ok", responses::no_content())
+                    }
+                    Ok(false) => {
+                        limiter.forget(&k);
+                        ("gone", responses::gone("no seat for this session"))
+                    }
+                    Err(e) => {
+                        log::warn!("product {}: heartbeat store error: {e}", p.name);
+                        ("error", responses::unavailable())
+                    }
+                },
+            },
         };
-        let result = if alive { "ok" } else { "gone" };
         self.app
             .metrics
             .heartbeats
             .with_label_values(&[p.name.as_str(), result])
             .inc();
-        let c = if alive {
-            responses::no_content()
-        } else {
-            responses::gone("no seat for this session")
+        self.respond(s, &c).await
+    }
+
+    /// Sets up the script injection for this response if it is a page of a seat holder.
+    fn plan_injection(
+        &self,
+        s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.rt.as_ref() else {
+            return Ok(());
         };
-        c.send(s).await?;
-        Ok(true)
+        let Some(script) = ctx
+            .product
+            .and_then(|i| rt.scripts.get(i))
+            .and_then(Option::as_ref)
+        else {
+            return Ok(());
+        };
+        let req = s.req_header();
+        let Some(plan) = presence::plan(
+            script,
+            &req.method,
+            &req.headers,
+            resp.status,
+            &resp.headers,
+        ) else {
+            return Ok(());
+        };
+        let chunked = req.version == http::Version::HTTP_11;
+        plan.apply(resp, chunked)?;
+        if !chunked {
+            // A close-delimited body ends the connection.
+            s.set_keepalive(None);
+        }
+        ctx.inject = Some(Injector::new(
+            plan.encoding,
+            script.tag(plan.csp.nonce.as_deref()),
+        ));
+        Ok(())
     }
 }
 
@@ -421,6 +485,8 @@ impl ProxyHttp for Gateway {
             login_result: None,
             outcome: Outcome::Forwarded,
             ending_at: None,
+            holds_seat: false,
+            inject: None,
         }
     }
 
@@ -524,7 +590,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _s: &mut Session,
+        s: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -532,6 +598,50 @@ impl ProxyHttp for Gateway {
             let secs = at.saturating_sub(now_ms()).div_ceil(1000);
             resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
         }
+        if ctx.login.is_some() {
+            self.commit_login(resp, ctx).await?;
+        }
+        if ctx.holds_seat {
+            self.plan_injection(s, resp, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(inj) = ctx.inject.as_mut() else {
+            return Ok(None);
+        };
+        let input = body.take().unwrap_or_default();
+        match inj.feed(&input, end) {
+            Ok(out) => *body = Some(out),
+            Err(e) => {
+                // Headers are gone already: all that is left is to cut the response short.
+                ctx.inject = None;
+                return Err(pingora_error::Error::because(
+                    pingora_error::ErrorType::InternalError,
+                    "presence script injection",
+                    e,
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+        self.log_request(s, e, ctx).await
+    }
+}
+
+impl Gateway {
+    /// The app answered a login: bind the reserved seat to the session cookie it set, or drop
+    /// the reservation when it set none.
+    async fn commit_login(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         let Some(login) = ctx.login.take() else {
             return Ok(());
         };
@@ -558,6 +668,7 @@ impl ProxyHttp for Gateway {
                 {
                     Ok(id) => {
                         ctx.login_result = Some("admitted");
+                        ctx.holds_seat = true;
                         let a = &self.app.audit;
                         a.record(
                             "admit",
@@ -594,7 +705,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+    async fn log_request(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
         if let Some(login) = ctx.login.take() {
             // The app never answered (connect error, reset): the reservation must not linger.
             self.app.ledger.cancel(&login.lease).await;

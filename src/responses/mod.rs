@@ -406,6 +406,14 @@ pub fn gone(why: &str) -> Canned {
     Canned::text(StatusCode::GONE, why)
 }
 
+/// A per-client rate limit hit (heartbeat floods).
+pub fn too_many(why: &str, retry_after_secs: u64) -> Canned {
+    Canned::text(StatusCode::TOO_MANY_REQUESTS, why).header_str(
+        http::header::RETRY_AFTER,
+        &retry_after_secs.max(1).to_string(),
+    )
+}
+
 /// The store did not answer and the product is `fail_closed`.
 pub fn unavailable() -> Canned {
     Canned::text(

@@ -5,6 +5,7 @@
 
 use crate::harness::free_port;
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,14 @@ pub struct Browser {
     session: String,
     http: reqwest::Client,
     profile: std::path::PathBuf,
+    reaped: bool,
+}
+
+impl Drop for Browser {
+    /// A failing test must not leave browsers behind.
+    fn drop(&mut self) {
+        self.reap();
+    }
 }
 
 fn find_exe(names: &[&str]) -> Option<String> {
@@ -31,7 +40,10 @@ impl Browser {
         let chromium = find_exe(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
             .expect("chromium is required");
         let port = free_port();
+        // Its own process group: killing the group takes chromedriver and the browsers it
+        // started, and nothing else.
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -77,6 +89,7 @@ impl Browser {
             session,
             http,
             profile,
+            reaped: false,
         }
     }
 
@@ -187,16 +200,7 @@ impl Browser {
     /// Kills the browser the hard way: no unload handlers, no beacons — a crashed or
     /// force-closed browser.
     pub fn kill(mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        // Chromium outlives chromedriver; its processes are the ones using this profile dir.
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("user-data-dir={}", self.profile.display()),
-            ])
-            .status();
+        self.reap();
     }
 
     pub async fn quit(mut self) {
@@ -205,14 +209,41 @@ impl Browser {
             .delete(format!("{}/session/{}", self.base, self.session))
             .send()
             .await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        let _ = Command::new("pkill")
-            .args([
-                "-9",
-                "-f",
-                &format!("user-data-dir={}", self.profile.display()),
-            ])
+        self.reap();
+    }
+
+    /// SIGKILLs chromedriver's process group, then any process still running with this
+    /// browser's own profile dir (Chromium may leave the group), by pid.
+    fn reap(&mut self) {
+        if std::mem::replace(&mut self.reaped, true) {
+            return;
+        }
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
             .status();
+        let _ = self.driver.wait();
+        let needle = format!("--user-data-dir={}", self.profile.display());
+        let pids: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                cmd.split(|b| *b == 0)
+                    .any(|arg| arg == needle.as_bytes())
+                    .then(|| pid.to_string())
+            })
+            .collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&pids)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

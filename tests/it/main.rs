@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod core;
 mod harness;
+mod presence;
 mod products;
 mod redis;
 mod reload;

@@ -1,0 +1,326 @@
+//! Presence: the heartbeat script injected into the app's HTML pages, so a closed browser
+//! frees its seat after `presence_timeout` instead of `idle_timeout`.
+//!
+//! Everything here is pure and unit-tested without a socket: which responses get the script
+//! ([`plan`]), the script itself ([`script`]), the CSP header rewrite ([`csp`]), the body
+//! splice over (compressed) chunks ([`inject`]) and the heartbeat flood limit ([`limit`]).
+//! The proxy only calls these from its response filters and heartbeat handler. Presence rules
+//! themselves (when a seat ends) live in `policy::seat`; this module never decides seats.
+
+pub mod csp;
+pub mod inject;
+pub mod limit;
+pub mod script;
+
+pub use inject::{Encoding, InjectError, Injector};
+pub use limit::{HeartbeatLimiter, Verdict};
+pub use script::Script;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode};
+use pingora_http::ResponseHeader;
+
+/// The script's beat period, which is also the heartbeat rate-limit window.
+pub fn beat_period(presence_timeout: Option<std::time::Duration>) -> crate::ledger::Millis {
+    presence_timeout.map_or(30_000, |pt| (pt.as_millis() as u64 / 3).max(1000))
+}
+
+/// Whether a heartbeat is the `pagehide` beacon (`?hint=hide`).
+pub fn is_hide_hint(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "hint" && v == "hide")
+    })
+}
+
+/// How one response is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Rewrite {
+    pub encoding: Encoding,
+    pub csp: csp::CspPlan,
+}
+
+fn values<'h>(h: &'h HeaderMap, name: &HeaderName) -> Vec<&'h str> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+fn is_html(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let mime = parts.next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("text/html") {
+        return false;
+    }
+    // The splice works on bytes: only ASCII-compatible charsets (UTF-16/32 pages are left alone).
+    !parts.any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            let v = v.trim().trim_matches('"').to_ascii_lowercase();
+            k.trim().eq_ignore_ascii_case("charset")
+                && (v.starts_with("utf-16") || v.starts_with("utf-32"))
+        })
+    })
+}
+
+/// Whether this response is a page a browser renders and we may change: a top-level (or
+/// framed) document, 2xx with a body, `text/html`, a coding we can see through, and not
+/// marked `no-transform`. Everything else streams through untouched.
+pub fn plan(
+    script: &Script,
+    method: &Method,
+    req: &HeaderMap,
+    status: StatusCode,
+    resp: &HeaderMap,
+) -> Option<Rewrite> {
+    if method == Method::HEAD
+        || !status.is_success()
+        || matches!(status.as_u16(), 204..=206)
+        || resp.contains_key(header::CONTENT_RANGE)
+    {
+        return None;
+    }
+    if !resp
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_html)
+    {
+        return None;
+    }
+    // Fragments fetched by the page's own scripts are not pages: they must stay as the app
+    // sent them (a script appended to a fragment would run again in the page).
+    let dest = req.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    if dest.is_some_and(|d| !matches!(d, "document" | "iframe" | "frame")) {
+        return None;
+    }
+    if req
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"))
+    {
+        return None;
+    }
+    let no_transform = values(resp, &header::CACHE_CONTROL).iter().any(|v| {
+        v.split(',')
+            .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+    });
+    if no_transform {
+        return None;
+    }
+    if resp
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0")
+    {
+        return None;
+    }
+    let encodings = values(resp, &header::CONTENT_ENCODING);
+    let encoding = match encodings.as_slice() {
+        [] => Encoding::Identity,
+        [one] => Encoding::from_header(Some(one))?,
+        _ => return None,
+    };
+    let csp = csp::plan(
+        &values(resp, &header::CONTENT_SECURITY_POLICY),
+        &values(resp, &header::CONTENT_SECURITY_POLICY_REPORT_ONLY),
+        &script.csp_hash,
+    );
+    Some(Rewrite { encoding, csp })
+}
+
+impl Rewrite {
+    /// Adjusts the response header for a body whose length changes: no `Content-Length`
+    /// (chunked for HTTP/1.1 clients, `chunked == true`; close-delimited otherwise), a weak
+    /// ETag (the bytes differ from the app's), no ranges, and the CSP values the plan needs.
+    pub fn apply(&self, resp: &mut ResponseHeader, chunked: bool) -> pingora_error::Result<()> {
+        resp.remove_header(&header::CONTENT_LENGTH);
+        if chunked && !resp.headers.contains_key(header::TRANSFER_ENCODING) {
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+        resp.remove_header(&header::ACCEPT_RANGES);
+        if let Some(etag) = resp
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|e| !e.starts_with("W/"))
+            .map(|e| format!("W/{e}"))
+        {
+            resp.insert_header(header::ETAG, etag)?;
+        }
+        for (name, new) in [
+            (header::CONTENT_SECURITY_POLICY, &self.csp.enforce),
+            (
+                header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+                &self.csp.report_only,
+            ),
+        ] {
+            if let Some(values) = new {
+                resp.remove_header(&name);
+                for v in values {
+                    resp.append_header(name.clone(), v.as_str())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn script() -> Script {
+        Script::new("/.seatgate/heartbeat", Duration::from_secs(3))
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    fn decide(
+        method: Method,
+        req: &[(&str, &str)],
+        status: u16,
+        resp: &[(&str, &str)],
+    ) -> Option<Rewrite> {
+        plan(
+            &script(),
+            &method,
+            &h(req),
+            StatusCode::from_u16(status).unwrap(),
+            &h(resp),
+        )
+    }
+
+    const HTML: (&str, &str) = ("content-type", "text/html; charset=utf-8");
+
+    #[test]
+    fn beat_period_and_hint() {
+        assert_eq!(beat_period(Some(Duration::from_secs(90))), 30_000);
+        assert_eq!(beat_period(Some(Duration::from_secs(3))), 1_000);
+        assert_eq!(beat_period(None), 30_000);
+        assert!(is_hide_hint(Some(script::HIDE_HINT_QUERY)));
+        assert!(is_hide_hint(Some("a=1&hint=hide")));
+        assert!(!is_hide_hint(Some("hint=hidden")));
+        assert!(!is_hide_hint(None));
+    }
+
+    #[test]
+    fn html_pages_get_the_script() {
+        let r = decide(Method::GET, &[], 200, &[HTML]).unwrap();
+        assert_eq!(r.encoding, Encoding::Identity);
+        assert_eq!(r.csp, csp::CspPlan::default());
+        let r = decide(
+            Method::POST,
+            &[("sec-fetch-dest", "document")],
+            200,
+            &[("content-type", "TEXT/HTML"), ("content-encoding", "gzip")],
+        )
+        .unwrap();
+        assert_eq!(r.encoding, Encoding::Gzip);
+    }
+
+    #[test]
+    fn everything_else_is_left_alone() {
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Method, Headers, u16, Headers)] = &[
+            (
+                Method::GET,
+                &[],
+                200,
+                &[("content-type", "application/json")],
+            ),
+            (Method::GET, &[], 200, &[("content-type", "text/htmlx")]),
+            (Method::GET, &[], 200, &[]),
+            (Method::HEAD, &[], 200, &[HTML]),
+            (Method::GET, &[], 204, &[HTML]),
+            (Method::GET, &[], 206, &[HTML]),
+            (Method::GET, &[], 304, &[HTML]),
+            (Method::GET, &[], 302, &[HTML]),
+            (Method::GET, &[], 500, &[HTML]),
+            (Method::GET, &[], 200, &[HTML, ("content-encoding", "zstd")]),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[
+                    HTML,
+                    ("content-encoding", "gzip"),
+                    ("content-encoding", "br"),
+                ],
+            ),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[HTML, ("cache-control", "private, no-transform")],
+            ),
+            (Method::GET, &[], 200, &[HTML, ("content-length", "0")]),
+            (
+                Method::GET,
+                &[],
+                200,
+                &[("content-type", "text/html; charset=UTF-16")],
+            ),
+            (Method::GET, &[("sec-fetch-dest", "empty")], 200, &[HTML]),
+            (
+                Method::GET,
+                &[("x-requested-with", "XMLHttpRequest")],
+                200,
+                &[HTML],
+            ),
+        ];
+        for (m, req, status, resp) in cases {
+            assert_eq!(
+                decide(m.clone(), req, *status, resp),
+                None,
+                "{m} {req:?} {status} {resp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_are_adjusted_for_the_new_body() {
+        let resp_h = [
+            HTML,
+            ("content-length", "120"),
+            ("etag", "\"v1\""),
+            ("accept-ranges", "bytes"),
+            ("content-security-policy", "default-src 'self'"),
+            ("content-encoding", "gzip"),
+        ];
+        let r = decide(Method::GET, &[], 200, &resp_h).unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in resp_h {
+            resp.append_header(k.to_string(), v).unwrap();
+        }
+        r.apply(&mut resp, true).unwrap();
+        let get = |n: &str| resp.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("content-length"), None);
+        assert_eq!(get("transfer-encoding").as_deref(), Some("chunked"));
+        assert_eq!(get("accept-ranges"), None);
+        assert_eq!(get("etag").as_deref(), Some("W/\"v1\""));
+        assert_eq!(get("content-encoding").as_deref(), Some("gzip"));
+        assert_eq!(
+            get("content-security-policy").unwrap(),
+            format!(
+                "default-src 'self'; script-src 'self' {}",
+                script().csp_hash
+            )
+        );
+        // An HTTP/1.0 client gets a close-delimited body instead.
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("content-length", "5").unwrap();
+        r.apply(&mut resp, false).unwrap();
+        assert!(resp.headers.get("transfer-encoding").is_none());
+        assert!(resp.headers.get("content-length").is_none());
+    }
+}
