@@ -16,6 +16,7 @@ pub use inject::{Encoding, InjectError, Injector};
 pub use limit::{HeartbeatLimiter, Verdict};
 pub use script::Script;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 use pingora_http::ResponseHeader;
@@ -30,6 +31,18 @@ pub fn is_hide_hint(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "hint" && v == "hide")
     })
+}
+
+/// The banner spliced into the pages of a session an administrator is ending with a grace
+/// period, so the user sees it (the `X-Seatgate-Notice` header is for programs). Plain
+/// markup with inline style: no script, so no CSP change is needed for it to show.
+pub fn ending_notice(seconds: u64) -> Bytes {
+    Bytes::from(format!(
+        "<div role=\"alert\" data-seatgate-notice style=\"position:fixed;top:0;left:0;right:0;\
+z-index:2147483647;padding:.6em 1em;background:#b00020;color:#fff;font:bold 15px sans-serif;\
+text-align:center\">Your session will be ended by an administrator in {seconds} s. \
+Save your work now.</div>"
+    ))
 }
 
 /// How one response is rewritten.
@@ -67,7 +80,7 @@ fn is_html(content_type: &str) -> bool {
 /// framed) document, 2xx with a body, `text/html`, a coding we can see through, and not
 /// marked `no-transform`. Everything else streams through untouched.
 pub fn plan(
-    script: &Script,
+    script_hash: Option<&str>,
     method: &Method,
     req: &HeaderMap,
     status: StatusCode,
@@ -120,11 +133,14 @@ pub fn plan(
         [one] => Encoding::from_header(Some(one))?,
         _ => return None,
     };
-    let csp = csp::plan(
-        &values(resp, &header::CONTENT_SECURITY_POLICY),
-        &values(resp, &header::CONTENT_SECURITY_POLICY_REPORT_ONLY),
-        &script.csp_hash,
-    );
+    // Only a script needs the page's CSP to let it run; the notice banner is plain markup.
+    let csp = script_hash.map_or_else(csp::CspPlan::default, |hash| {
+        csp::plan(
+            &values(resp, &header::CONTENT_SECURITY_POLICY),
+            &values(resp, &header::CONTENT_SECURITY_POLICY_REPORT_ONLY),
+            hash,
+        )
+    });
     Some(Rewrite { encoding, csp })
 }
 
@@ -192,7 +208,7 @@ mod tests {
         resp: &[(&str, &str)],
     ) -> Option<Rewrite> {
         plan(
-            &script(),
+            Some(&script().csp_hash),
             &method,
             &h(req),
             StatusCode::from_u16(status).unwrap(),
@@ -201,6 +217,24 @@ mod tests {
     }
 
     const HTML: (&str, &str) = ("content-type", "text/html; charset=utf-8");
+
+    #[test]
+    fn notice_banner_is_plain_markup_naming_the_seconds() {
+        let b = ending_notice(30);
+        let t = std::str::from_utf8(&b).unwrap();
+        assert!(t.contains("ended by an administrator in 30 s"), "{t}");
+        assert!(!t.contains("<script"), "{t}");
+        // Without a script the page's CSP is left alone.
+        let r = plan(
+            None,
+            &Method::GET,
+            &h(&[]),
+            StatusCode::OK,
+            &h(&[HTML, ("content-security-policy", "script-src 'self'")]),
+        )
+        .unwrap();
+        assert_eq!(r.csp, csp::CspPlan::default());
+    }
 
     #[test]
     fn beat_period_and_hint() {

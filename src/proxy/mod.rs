@@ -404,7 +404,9 @@ impl Gateway {
         self.respond(s, &c).await
     }
 
-    /// Sets up the script injection for this response if it is a page of a seat holder.
+    /// Sets up the splice for this response if it is a page of a seat holder: the presence
+    /// script when the product has presence, and the administrator's end notice while the
+    /// session is in its grace period.
     fn plan_injection(
         &self,
         s: &mut Session,
@@ -414,16 +416,19 @@ impl Gateway {
         let Some(rt) = ctx.rt.as_ref() else {
             return Ok(());
         };
-        let Some(script) = ctx
+        let script = ctx
             .product
             .and_then(|i| rt.scripts.get(i))
-            .and_then(Option::as_ref)
-        else {
+            .and_then(Option::as_ref);
+        let notice = ctx
+            .ending_at
+            .map(|at| presence::ending_notice(at.saturating_sub(now_ms()).div_ceil(1000)));
+        if script.is_none() && notice.is_none() {
             return Ok(());
-        };
+        }
         let req = s.req_header();
         let Some(plan) = presence::plan(
-            script,
+            script.map(|s| s.csp_hash.as_str()),
             &req.method,
             &req.headers,
             resp.status,
@@ -437,10 +442,19 @@ impl Gateway {
             // A close-delimited body ends the connection.
             s.set_keepalive(None);
         }
-        ctx.inject = Some(Injector::new(
-            plan.encoding,
-            script.tag(plan.csp.nonce.as_deref()),
-        ));
+        let tag = match (notice, script) {
+            (Some(n), Some(sc)) => {
+                let t = sc.tag(plan.csp.nonce.as_deref());
+                let mut both = Vec::with_capacity(n.len() + t.len());
+                both.extend_from_slice(&n);
+                both.extend_from_slice(&t);
+                Bytes::from(both)
+            }
+            (Some(n), None) => n,
+            (None, Some(sc)) => sc.tag(plan.csp.nonce.as_deref()),
+            (None, None) => return Ok(()),
+        };
+        ctx.inject = Some(Injector::new(plan.encoding, tag));
         Ok(())
     }
 }

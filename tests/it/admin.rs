@@ -812,6 +812,20 @@ async fn ending_with_grace_warns_then_refuses_the_cookie_for_good() {
         notice == "session-ending; in=2" || notice == "session-ending; in=1",
         "{notice}"
     );
+    // A page the user sees shows it too, as a banner spliced into the app's HTML.
+    let page = client()
+        .get(g.url("/page"))
+        .header("cookie", format!("SID={sid}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Your session will be ended by an administrator in"),
+        "{page}"
+    );
     let (_, list) = get(&g, "admin", "/api/sessions").await;
     assert_eq!(list[0]["state"], "ending");
     assert_eq!(list[0]["ended_by"], "admin");
