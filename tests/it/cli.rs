@@ -189,3 +189,38 @@ fn hash_password_prints_a_usable_argon2_hash() {
     let (ok, text) = check(&yaml);
     assert!(ok, "{text}");
 }
+
+/// The shipped alert rules parse, and every seatgate metric they use is one the gateway
+/// registers (a renamed metric must not leave an alert that can never fire).
+#[test]
+fn shipped_alert_rules_are_valid_and_name_real_metrics() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool is required (scripts/setup --test installs prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(rules).unwrap();
+    let registered = include_str!("../../src/metrics.rs");
+    let mut used = 0;
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        let Some(name) = word.strip_prefix("seatgate_") else {
+            continue;
+        };
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            registered.contains(&format!("\"seatgate_{base}\"")),
+            "alert rule uses seatgate_{name}, which src/metrics.rs does not register"
+        );
+        used += 1;
+    }
+    assert!(used >= 4, "the rules should watch seatgate's own metrics");
+}
