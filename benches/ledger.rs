@@ -3,41 +3,13 @@
 //! `touch` is what every proxied request with a session cookie pays; it must not take a global
 //! lock, so it is also measured with several threads touching distinct seats at once.
 
+mod common;
+
+use common::{claim, spec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use seatgate::config::file::SeatsPer;
-use seatgate::config::Grant;
 use seatgate::ledger::memory::MemoryLedger;
-use seatgate::ledger::{Claim, NoObserver, PoolKey, PoolSpec, Reservation, SeatLedger, SessionKey};
+use seatgate::ledger::{NoObserver, PoolKey, Reservation, SeatLedger, SessionKey};
 use std::sync::Arc;
-
-fn spec(seats: u32) -> PoolSpec {
-    PoolSpec {
-        key: PoolKey::new("bench", "default"),
-        grants: vec![Grant {
-            seats,
-            not_before: None,
-            expires: None,
-        }],
-        idle_timeout: 3_600_000,
-        max_lifetime: 36_000_000,
-        presence_timeout: None,
-        standby_timeout: 60_000,
-        seats_per: SeatsPer::Session,
-        max_sessions: None,
-        groups: vec![],
-        overflow_ms: None,
-    }
-}
-
-fn claim(i: u64) -> Claim {
-    Claim {
-        pool: PoolKey::new("bench", "default"),
-        user: Some(format!("u{i}")),
-        device: None,
-        client: "web".into(),
-        lease_id: i,
-    }
-}
 
 fn ledger(seats: u32) -> Arc<MemoryLedger> {
     let l = MemoryLedger::volatile(Arc::new(NoObserver));

@@ -6,44 +6,15 @@
 //! prefix and deletes it afterwards. Run: `cargo bench --bench redis` (see
 //! docs/benchmarks-redis.md for the figures and the exact command used).
 
-use seatgate::config::file::SeatsPer;
-use seatgate::config::{Grant, RedisConfig, RedisTarget};
+mod common;
+
+use common::{claim, spec};
+use seatgate::config::{RedisConfig, RedisTarget};
 use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{
-    Claim, NoObserver, PoolKey, PoolSpec, ReleaseReason, Reservation, SeatLedger, SessionKey,
-};
+use seatgate::ledger::{NoObserver, ReleaseReason, Reservation, SeatLedger, SessionKey};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn spec(seats: u32) -> PoolSpec {
-    PoolSpec {
-        key: PoolKey::new("bench", "default"),
-        grants: vec![Grant {
-            seats,
-            not_before: None,
-            expires: None,
-        }],
-        idle_timeout: 3_600_000,
-        max_lifetime: 36_000_000,
-        presence_timeout: None,
-        standby_timeout: 60_000,
-        seats_per: SeatsPer::Session,
-        max_sessions: None,
-        groups: vec![],
-        overflow_ms: None,
-    }
-}
-
-fn claim(i: u64) -> Claim {
-    Claim {
-        pool: PoolKey::new("bench", "default"),
-        user: Some(format!("u{i}")),
-        device: None,
-        client: "web".into(),
-        lease_id: i,
-    }
-}
 
 fn main() {
     let url =

@@ -83,6 +83,19 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
         .collect()
 }
 
+/// Every product's metric series, for each client kind it names plus the fallback `default`.
+fn prime_metrics(metrics: &Metrics, cfg: &Config) {
+    for p in &cfg.products {
+        let kinds: Vec<String> = p
+            .clients
+            .iter()
+            .map(|c| c.kind.clone())
+            .chain(["default".to_string()])
+            .collect();
+        metrics.prime(&p.name, &kinds);
+    }
+}
+
 impl App {
     pub fn new(
         cfg: Config,
@@ -93,15 +106,7 @@ impl App {
     ) -> Result<Self, ReloadError> {
         let upstreams = resolve(&cfg)?;
         ledger.configure(&pool_specs(&cfg));
-        for p in &cfg.products {
-            let kinds: Vec<String> = p
-                .clients
-                .iter()
-                .map(|c| c.kind.clone())
-                .chain(["default".to_string()])
-                .collect();
-            metrics.prime(&p.name, &kinds);
-        }
+        prime_metrics(&metrics, &cfg);
         Ok(App {
             runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams)),
             ledger,
@@ -138,15 +143,7 @@ impl App {
         }
         let upstreams = resolve(&new)?;
         self.ledger.configure(&pool_specs(&new));
-        for p in &new.products {
-            let kinds: Vec<String> = p
-                .clients
-                .iter()
-                .map(|c| c.kind.clone())
-                .chain(["default".to_string()])
-                .collect();
-            self.metrics.prime(&p.name, &kinds);
-        }
+        prime_metrics(&self.metrics, &new);
         self.runtime
             .store(Arc::new(Runtime::new(Arc::new(new), upstreams)));
         self.audit.record(

@@ -421,24 +421,11 @@ mod tests {
     }
 
     fn config_with_admin(hash: &str) -> Config {
-        let yaml = [
-            "listen: 127.0.0.1:1",
-            "admin:",
-            "  listen: 127.0.0.1:2",
-            "  users:",
-            &format!(
-                "    - {{ name: kim, password_hash: \"{hash}\", role: own, permission: view }}"
-            ),
-            "store: { kind: embedded, path: /tmp/x.redb }",
-            "products:",
-            "  - name: crm",
-            "    upstream: 127.0.0.1:3",
-            "    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }",
-            "    login: { path: /login, method: POST, user: { form_field: username } }",
-            "    seats: 1",
-        ]
-        .join("\n");
-        crate::config::parse(&yaml).unwrap()
+        let kim =
+            format!("{{ name: kim, password_hash: \"{hash}\", role: own, permission: view }}");
+        crate::admin::tests::crm_config(&format!(
+            "admin:\n  listen: 127.0.0.1:2\n  users:\n    - {kim}"
+        ))
     }
 
     #[test]

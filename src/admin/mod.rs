@@ -800,7 +800,8 @@ mod tests {
     use super::*;
     use crate::ledger::PoolKey;
 
-    fn seat(product: &str, user: &str) -> SeatRecord {
+    /// An active web seat of `user` on `product`'s default pool (also for the submodules' tests).
+    pub(super) fn seat(product: &str, user: &str) -> SeatRecord {
         SeatRecord {
             id: SeatId(1),
             pool: PoolKey::new(product, "default"),
@@ -816,6 +817,24 @@ mod tests {
             overflow: false,
             ended_by: None,
         }
+    }
+
+    /// A config with one product, `crm` (one seat, idle 10m, lifetime 1h), and `admin` as
+    /// its `admin:` section.
+    pub(super) fn crm_config(admin: &str) -> Config {
+        let yaml = [
+            "listen: 127.0.0.1:1",
+            admin,
+            "store: { kind: embedded, path: /tmp/x.redb }",
+            "products:",
+            "  - name: crm",
+            "    upstream: 127.0.0.1:3",
+            "    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }",
+            "    login: { path: /login, method: POST, user: { form_field: username } }",
+            "    seats: 1",
+        ]
+        .join("\n");
+        crate::config::parse(&yaml).unwrap()
     }
 
     fn who(role: Role, products: &[&str], permission: Permission) -> Principal {
@@ -893,19 +912,7 @@ mod tests {
 
     #[test]
     fn expires_at_follows_the_ledger_rule() {
-        let yaml = [
-            "listen: 127.0.0.1:1",
-            "admin: { listen: 127.0.0.1:2 }",
-            "store: { kind: embedded, path: /tmp/x.redb }",
-            "products:",
-            "  - name: crm",
-            "    upstream: 127.0.0.1:3",
-            "    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }",
-            "    login: { path: /login, method: POST, user: { form_field: username } }",
-            "    seats: 1",
-        ]
-        .join("\n");
-        let cfg = crate::config::parse(&yaml).unwrap();
+        let cfg = crm_config("admin: { listen: 127.0.0.1:2 }");
         let specs = spec_map(&cfg);
         let mut s = seat("crm", "kim");
         s.last_activity = 60_000;

@@ -398,7 +398,7 @@ pub fn to_csv(rows: &[(u64, String, Bucket)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{PoolKey, SeatId, SeatState};
+    use crate::ledger::SeatState;
 
     fn usage(in_use: u32, peak: u32) -> PoolUsage {
         PoolUsage {
@@ -417,19 +417,8 @@ mod tests {
 
     fn seat(user: &str, state: SeatState) -> SeatRecord {
         SeatRecord {
-            id: SeatId(1),
-            pool: PoolKey::new("crm", "default"),
-            user: Some(user.into()),
-            device: None,
-            client: "web".into(),
-            session: None,
-            started_at: 0,
-            last_activity: 0,
-            last_heartbeat: 0,
             state,
-            ending_at: None,
-            overflow: false,
-            ended_by: None,
+            ..crate::admin::tests::seat("crm", user)
         }
     }
 

@@ -260,23 +260,11 @@ impl MemoryLedger {
     }
 
     fn slot(&self, key: &PoolKey) -> Option<Arc<PoolSlot>> {
-        self.pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        super::pool_in(&self.pools, key)
     }
 
     fn slots(&self) -> Vec<Arc<PoolSlot>> {
-        let mut v: Vec<_> = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.key.cmp(&b.key));
-        v
+        super::pools_by_key(&self.pools)
     }
 
     fn tombstone_ttl(&self, pool: &PoolKey) -> Millis {

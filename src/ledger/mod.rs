@@ -17,10 +17,10 @@ use crate::config::{Grant, Product};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub type Millis = u64;
 
@@ -494,3 +494,24 @@ pub trait SeatLedger: Send + Sync + 'static {
 }
 
 pub type SharedLedger = Arc<dyn SeatLedger>;
+
+/// A store's pools by key, as both stores keep them (`configure` writes, requests read).
+type Pools<T> = RwLock<HashMap<PoolKey, Arc<T>>>;
+
+/// A poisoned lock is read through: `configure` only inserts whole entries, so a panic there
+/// never leaves a half-written pool behind.
+fn pool_in<T>(pools: &Pools<T>, key: &PoolKey) -> Option<Arc<T>> {
+    pools
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+/// Every pool, ordered by key so that sweeps and listings are stable.
+fn pools_by_key<T>(pools: &Pools<T>) -> Vec<Arc<T>> {
+    let map = pools.read().unwrap_or_else(|e| e.into_inner());
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.into_iter().map(|(_, p)| p.clone()).collect()
+}

@@ -446,23 +446,11 @@ impl RedisLedger {
 
 impl Inner {
     fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
-        self.pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        super::pool_in(&self.pools, key)
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
-        let mut v: Vec<_> = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.spec.key.cmp(&b.spec.key));
-        v
+        super::pools_by_key(&self.pools)
     }
 
     fn set_health(&self, up: bool, err: Option<String>) {

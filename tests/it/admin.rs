@@ -460,12 +460,7 @@ async fn pause_and_resume(g: &Gateway) {
     let bob_sid = app_login(g, "/login", "bob").await;
     let (s, b) = post(g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
     assert_eq!((s, b["results"][0]["result"].as_str()), (409, Some("full")));
-    let r = client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={bob_sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/logout", &bob_sid).await;
     assert_eq!(r.status(), 302);
     let (s, b) = post(g, "ann", "/api/sessions/resume", json!({"ids": [id]})).await;
     assert_eq!(
@@ -473,23 +468,13 @@ async fn pause_and_resume(g: &Gateway) {
         (200, Some("resumed"))
     );
     assert_eq!(g.in_use("crm").await, 1);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={ann_sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &ann_sid).await;
     assert_eq!(r.status(), 200, "the resumed session works as before");
     // Paused again, the session's own next request takes a free seat back.
     let (s, _) = post(g, "ann", "/api/sessions/pause", json!({"ids": [id]})).await;
     assert_eq!(s, 200);
     assert_eq!(g.in_use("crm").await, 0);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={ann_sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &ann_sid).await;
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);
     assert!(audit_has(g, |l| l["event"] == "pause" && l["user"] == "ann").await);

@@ -121,21 +121,12 @@ async fn logout_frees_the_seat_and_is_forwarded() {
     let r = login(&g, "ann", PASSWORD, None).await;
     let sid = set_cookie(&r, "SID").unwrap();
     assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
-    let r = client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/logout", &sid).await;
     assert_eq!(r.status(), 302);
     assert_eq!(up.seen.count("/logout"), 1);
     assert_eq!(g.in_use("crm").await, 0);
     assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 302);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="logout"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(g.releases("logout").await, 1.0);
 }
 
 #[tokio::test]
@@ -149,24 +140,14 @@ async fn requests_keep_the_seat_and_idle_frees_it() {
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let r = client()
-            .get(g.url("/home"))
-            .header("cookie", format!("SID={sid}"))
-            .send()
-            .await
-            .unwrap();
+        let r = g.get_with_sid("/home", &sid).await;
         assert_eq!(r.status(), 200, "activity must keep the seat");
     }
     assert_eq!(g.in_use("crm").await, 1);
     // Idle: the expired seat never counts, even before the sweep.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(g.in_use("crm").await, 0);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &sid).await;
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/login?seatgate_notice=idle");
     let cleared: Vec<_> = r
@@ -182,18 +163,9 @@ async fn requests_keep_the_seat_and_idle_frees_it() {
         "{cleared:?}"
     );
     // The login page itself still loads with the stale cookie (no redirect loop).
-    let r = client()
-        .get(g.url("/login"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/login", &sid).await;
     assert_eq!(r.status(), 200);
-    assert!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="idle"}"#)
-            .await
-            >= 1.0
-    );
+    assert!(g.releases("idle").await >= 1.0);
 }
 
 #[tokio::test]
@@ -201,48 +173,28 @@ async fn max_lifetime_ends_even_an_active_session() {
     let (_up, g) = start(1, |v| set(v, "lifetime", "2s")).await;
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
     let ok = eventually(Duration::from_secs(5), || async {
-        let r = client()
-            .get(g.url("/home"))
-            .header("cookie", format!("SID={sid}"))
-            .send()
-            .await
-            .unwrap();
+        let r = g.get_with_sid("/home", &sid).await;
         r.status() == 302
     })
     .await;
     assert!(ok);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="lifetime"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(g.releases("lifetime").await, 1.0);
 }
 
 #[tokio::test]
 async fn unknown_cookie_adopts_a_free_seat_or_is_denied() {
     let (_up, g) = start(1, |v| set(v, "expired", "adopt")).await;
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=from-before-the-gateway")
-        .send()
-        .await
-        .unwrap();
+    let r = g
+        .get_with_cookie("/home", "SID=from-before-the-gateway")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=another-old-one")
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_cookie("/home", "SID=another-old-one").await;
     assert_eq!(r.status(), 503);
     // The adopted one keeps working.
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", "SID=from-before-the-gateway")
-        .send()
-        .await
-        .unwrap();
+    let r = g
+        .get_with_cookie("/home", "SID=from-before-the-gateway")
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -271,19 +223,9 @@ async fn same_user_same_device_reuses_the_seat() {
     }
     assert_eq!(g.in_use("crm").await, 1);
     // The old session's seat went to the new one.
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={first}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &first).await;
     assert_eq!(r.status(), 302);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={last}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &last).await;
     assert_eq!(r.status(), 200);
     // Another device of the same user takes a second seat; a third user is refused.
     assert_eq!(login(&g, "ann", PASSWORD, None).await.status(), 302);
@@ -313,12 +255,7 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
     assert_eq!(g.in_use("crm").await, 2, "{}", g.log());
     // ann stays active across the restart; bob is left to lapse.
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={keep}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &keep).await;
     assert_eq!(
         r.status(),
         200,
@@ -339,19 +276,9 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
         "machine too slow for this timing"
     );
     assert_eq!(g.in_use("crm").await, 1, "{}", g.log());
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={keep}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &keep).await;
     assert_eq!(r.status(), 200);
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={lapse}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &lapse).await;
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/login?seatgate_notice=idle");
 }
@@ -446,12 +373,9 @@ async fn bad_input_gets_clear_4xx_and_counts_stay_exact() {
     }
     assert_eq!(g.in_use("crm").await, 0);
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
-    let r = c
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}; SID=other"))
-        .send()
-        .await
-        .unwrap();
+    let r = g
+        .get_with_cookie("/home", &format!("SID={sid}; SID=other"))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);
 }
@@ -491,15 +415,7 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         .unwrap();
     assert_eq!(r.status(), 401);
     login(&g, "ann", PASSWORD, None).await;
-    let list: serde_json::Value = c
-        .get(g.admin_url("/api/sessions"))
-        .basic_auth("admin", Some("secret"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = g.admin_json("/api/sessions").await;
     assert_eq!(list[0]["user"], "ann");
     assert_eq!(list[0]["product"], "crm");
     for k in [

@@ -265,6 +265,21 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// GETs `path` through the gateway with `cookie` as the Cookie header.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` through the gateway as the session `SID={sid}`.
+    pub async fn get_with_sid(&self, path: &str, sid: &str) -> reqwest::Response {
+        self.get_with_cookie(path, &format!("SID={sid}")).await
+    }
+
     pub async fn metrics(&self) -> String {
         client()
             .get(self.admin_url("/metrics"))
@@ -287,9 +302,10 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
-    pub async fn usage(&self) -> serde_json::Value {
+    /// GETs the admin API `path` as `admin` (the super admin of the test configs): its JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         client()
-            .get(self.admin_url("/api/usage"))
+            .get(self.admin_url(path))
             .basic_auth("admin", Some("secret"))
             .send()
             .await
@@ -297,6 +313,23 @@ impl Gateway {
             .json()
             .await
             .unwrap()
+    }
+
+    /// `seatgate_seat_releases_total` of product `crm` for `reason`.
+    pub async fn releases(&self, reason: &str) -> f64 {
+        self.metric(&format!(
+            r#"seatgate_seat_releases_total{{product="crm",reason="{reason}"}}"#
+        ))
+        .await
+    }
+
+    pub async fn usage(&self) -> serde_json::Value {
+        self.admin_json("/api/usage").await
+    }
+
+    /// Every session the admin API lists.
+    pub async fn sessions(&self) -> Vec<serde_json::Value> {
+        serde_json::from_value(self.admin_json("/api/sessions").await).unwrap()
     }
 
     /// Seats in use of `product` (all pools), from the admin API.

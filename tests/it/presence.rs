@@ -73,23 +73,8 @@ async fn beat(g: &Gateway, sid: Option<&str>, query: &str) -> reqwest::Response 
     req.send().await.unwrap()
 }
 
-async fn sessions(g: &Gateway) -> Vec<Value> {
-    client()
-        .get(g.admin_url("/api/sessions"))
-        .basic_auth("admin", Some("secret"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap()
-}
-
 async fn session_of(g: &Gateway, user: &str) -> Option<Value> {
-    sessions(g).await.into_iter().find(|s| s["user"] == user)
+    g.sessions().await.into_iter().find(|s| s["user"] == user)
 }
 
 const SCRIPT_OPEN: &str = "<script data-seatgate";
@@ -441,7 +426,7 @@ async fn presence_heartbeat_bad_input_and_flood() {
     assert_eq!(beat(&g, None, "").await.status(), 410);
     assert_eq!(beat(&g, Some("never-issued"), "").await.status(), 410);
     assert_eq!(beat(&g, Some("%%%;;=="), "").await.status(), 410);
-    assert!(sessions(&g).await.is_empty());
+    assert!(g.sessions().await.is_empty());
 
     let s = sid(&g, "ann").await;
     let before = session_of(&g, "ann").await.unwrap();
@@ -510,12 +495,7 @@ async fn presence_heartbeat_bad_input_and_flood() {
     );
 
     // Ended session: 410 and nothing changes.
-    let r = client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={other}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/logout", &other).await;
     assert_eq!(r.status(), 302);
     assert_eq!(beat(&g, Some(&other), "").await.status(), 410);
     assert_eq!(g.in_use("crm").await, 1);
@@ -571,7 +551,7 @@ async fn presence_stops_and_idle_rules(g: &Gateway) {
     // Idle (5s) ends bob and cat alike, though cat kept beating.
     assert!(
         eventually(Duration::from_secs(8), || async {
-            sessions(g).await.is_empty()
+            g.sessions().await.is_empty()
         })
         .await,
         "idle did not end the others"
@@ -583,13 +563,12 @@ async fn presence_stops_and_idle_rules(g: &Gateway) {
 
 /// Waits (briefly) until `seatgate_seat_releases_total{reason}` reads `n`.
 async fn released(g: &Gateway, reason: &str, n: u64) -> bool {
-    let series = format!(r#"seatgate_seat_releases_total{{product="crm",reason="{reason}"}}"#);
     let ok = eventually(Duration::from_secs(3), || async {
-        g.metric(&series).await == n as f64
+        g.releases(reason).await == n as f64
     })
     .await;
     if !ok {
-        eprintln!("{series} = {}, want {n}", g.metric(&series).await);
+        eprintln!("{reason} releases = {}, want {n}", g.releases(reason).await);
     }
     ok
 }
@@ -657,12 +636,12 @@ async fn browser_presence_killed_browser_frees_seat_idle_one_keeps_it() {
     // Both pages run the injected script: their heartbeats reach the ledger.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            let s = sessions(&g).await;
+            let s = g.sessions().await;
             s.len() == 2 && s.iter().all(|x| x["last_heartbeat"].is_string())
         })
         .await,
         "no heartbeats from the browsers: {:?}",
-        sessions(&g).await
+        g.sessions().await
     );
     let pages_before = up.seen.count("/page");
 

@@ -319,12 +319,7 @@ async fn pools_groups_named_users_grants_and_overflow() {
         503,
         "overflow spent"
     );
-    client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={rob}"))
-        .send()
-        .await
-        .unwrap();
+    g.get_with_sid("/logout", &rob).await;
     // Grant expiry: capacity shrinks to 3; live sessions stay, new logins wait.
     let shrunk = eventually(Duration::from_secs(10), || async {
         let u = g.usage().await;
@@ -340,19 +335,9 @@ async fn pools_groups_named_users_grants_and_overflow() {
         5,
         "an expired grant ends no live session (4 full + rita)"
     );
-    let r = client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={a1}"))
-        .send()
-        .await
-        .unwrap();
+    let r = g.get_with_sid("/home", &a1).await;
     assert_eq!(r.status(), 200);
-    client()
-        .get(g.url("/logout"))
-        .header("cookie", format!("SID={a1}"))
-        .send()
-        .await
-        .unwrap();
+    g.get_with_sid("/logout", &a1).await;
     assert_eq!(
         login(&g, "e", PASSWORD, None).await.status(),
         503,

@@ -618,12 +618,7 @@ async fn two_replicas_share_one_exact_pool() {
     // Logout on one replica frees the seat for the other.
     assert_eq!(via0, 0);
     assert_eq!(login(&a, "late", PASSWORD, None).await.status(), 503);
-    let r = client()
-        .get(b.url("/logout"))
-        .header("cookie", format!("SID={sid0}"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get_with_sid("/logout", &sid0).await;
     assert_eq!(r.status(), 302);
     let r = login(&a, "late", PASSWORD, None).await;
     assert_eq!(r.status(), 302);

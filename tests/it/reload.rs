@@ -70,14 +70,7 @@ async fn capacity(g: &Gateway) -> f64 {
 }
 
 async fn session_get(g: &Gateway, sid: &str) -> u16 {
-    client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    g.get_with_sid("/home", sid).await.status().as_u16()
 }
 
 #[tokio::test]

@@ -90,12 +90,7 @@ async fn start(store: &Store, s: Setup) -> (Upstream, Gateway) {
 }
 
 async fn get_home(g: &Gateway, sid: &str) -> reqwest::Response {
-    client()
-        .get(g.url("/home"))
-        .header("cookie", format!("SID={sid}"))
-        .send()
-        .await
-        .unwrap()
+    g.get_with_sid("/home", sid).await
 }
 
 /// The tokens of the offer's buttons, in page order.
@@ -217,11 +212,7 @@ async fn self_service_flow(store: Store) {
     assert_eq!(g.metric(&series("offered")).await, 1.0);
     assert_eq!(g.metric(&series("ended")).await, 1.0);
     assert_eq!(g.metric(&series("spent")).await, 1.0);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="ended"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(g.releases("ended").await, 1.0);
     let audit = g.dir.path().join("audit.jsonl");
     let audited = eventually(Duration::from_secs(3), || async {
         let text = std::fs::read_to_string(&audit).unwrap_or_default();
@@ -335,11 +326,7 @@ async fn bad_self_service_requests_get_4xx_and_end_nothing() {
     assert_eq!(g.in_use("crm").await, 1);
     assert_eq!(get_home(&g, &first).await.status(), 200);
     assert_eq!(up.seen.count("/.seatgate/self-service"), 0);
-    assert_eq!(
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="ended"}"#)
-            .await,
-        0.0
-    );
+    assert_eq!(g.releases("ended").await, 0.0);
 }
 
 /// An upstream that accepts logins and never answers: a login stays in flight.
@@ -355,18 +342,6 @@ async fn hanging_upstream() -> (String, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, h)
-}
-
-async fn sessions(g: &Gateway) -> Vec<serde_json::Value> {
-    client()
-        .get(g.admin_url("/api/sessions"))
-        .basic_auth("admin", Some("secret"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .await
-        .unwrap()
 }
 
 async fn usage_of(g: &Gateway, product: &str) -> serde_json::Value {
@@ -403,7 +378,7 @@ async fn standby_flow(store: Store) {
             .send()
             .await;
     });
-    let list = sessions(&g).await;
+    let list = g.sessions().await;
     let state_of = |user: &str| {
         list.iter()
             .find(|s| s["user"] == user)
@@ -434,10 +409,7 @@ async fn standby_flow(store: Store) {
 
     // After standby_timeout both standby seats are freed, the active one stays.
     let freed = eventually(Duration::from_secs(4), || async {
-        g.metric(r#"seatgate_seat_releases_total{product="crm",reason="standby"}"#)
-            .await
-            == 1.0
-            && usage_of(&g, "hang").await["in_use"] == 0
+        g.releases("standby").await == 1.0 && usage_of(&g, "hang").await["in_use"] == 0
     })
     .await;
     assert!(freed, "{}", g.metrics().await);
@@ -456,7 +428,7 @@ async fn standby_flow(store: Store) {
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     assert!(loc.contains("seatgate_notice=standby"), "{loc}");
     assert_eq!(get_home(&g, &bob).await.status(), 200);
-    let list = sessions(&g).await;
+    let list = g.sessions().await;
     assert_eq!(list.len(), 1, "{list:?}");
     inflight.abort();
     hang_task.abort();
