@@ -53,25 +53,13 @@ pub fn asset(path: &str) -> Option<Response<Vec<u8>>> {
     )
 }
 
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The login form, with an error line when a login just failed.
 pub fn login(status: StatusCode, error: Option<&str>) -> Response<Vec<u8>> {
     let error = error.map_or(String::new(), |e| {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            crate::responses::escape_html(e)
+        )
     });
     html(status, &LOGIN_HTML.replace("{{error}}", &error))
 }

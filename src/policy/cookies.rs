@@ -58,6 +58,11 @@ pub fn new_device_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// The `Set-Cookie` value of the gateway's long-lived device cookie (`seats_per: user_device`).
+pub fn device_set_cookie(name: &str, device: &str) -> String {
+    format!("{name}={device}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

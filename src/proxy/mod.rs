@@ -693,10 +693,7 @@ impl Gateway {
                         if let Some(d) = login.new_device {
                             resp.append_header(
                                 http::header::SET_COOKIE,
-                                format!(
-                                    "{}={d}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
-                                    p.session.device_cookie
-                                ),
+                                cookies::device_set_cookie(&p.session.device_cookie, &d),
                             )?;
                         }
                     }
