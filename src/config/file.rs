@@ -244,6 +244,9 @@ pub struct SelfServiceFile {
     /// How long the offer's buttons stay valid.
     #[serde(default)]
     pub token_ttl: Option<Dur>,
+    /// How long the seat freed by self-service waits for the user's next login.
+    #[serde(default)]
+    pub hold: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

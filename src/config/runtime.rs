@@ -102,8 +102,12 @@ pub struct Product {
 pub struct SelfServicePolicy {
     pub enabled: bool,
     pub token_ttl: Duration,
+    /// The seat freed by self-service is reserved for the same user this long (their next login
+    /// on this gateway takes it); unused, it is released by the store when the time is up.
+    pub hold: Duration,
 }
 
+const DEFAULT_HOLD: Duration = Duration::from_secs(60);
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(120);
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -744,10 +748,22 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
             .as_ref()
             .and_then(|x| x.token_ttl.as_ref())
             .map_or(DEFAULT_TOKEN_TTL, |d| d.0),
+        hold: p
+            .self_service
+            .as_ref()
+            .and_then(|x| x.hold.as_ref())
+            .map_or(DEFAULT_HOLD, |d| d.0),
     };
     if self_service.token_ttl < Duration::from_secs(1) || self_service.token_ttl > MAX_TOKEN_TTL {
         return Err(loc.invalid(
             &k("self_service.token_ttl"),
+            Some(ctx),
+            "must be between 1s and 1h",
+        ));
+    }
+    if self_service.hold < Duration::from_secs(1) || self_service.hold > MAX_TOKEN_TTL {
+        return Err(loc.invalid(
+            &k("self_service.hold"),
             Some(ctx),
             "must be between 1s and 1h",
         ));

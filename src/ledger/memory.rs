@@ -420,35 +420,19 @@ impl MemoryLedger {
     }
 }
 
-#[async_trait]
-impl SeatLedger for MemoryLedger {
-    fn configure(&self, pools: &[PoolSpec]) {
-        let mut map = self.pools.write().unwrap_or_else(|e| e.into_inner());
-        for spec in pools {
-            match map.get(&spec.key) {
-                Some(slot) => {
-                    *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone());
-                    drop(slot.lock());
-                }
-                None => {
-                    map.insert(
-                        spec.key.clone(),
-                        Arc::new(PoolSlot {
-                            key: spec.key.clone(),
-                            spec: RwLock::new(Arc::new(spec.clone())),
-                            state: Mutex::new(PoolState::default()),
-                        }),
-                    );
-                }
-            }
-        }
-    }
-
-    async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError> {
+impl MemoryLedger {
+    /// `reserve` with the reservation's lifetime given (`None`: the pool's standby timeout).
+    async fn reserve_for(
+        &self,
+        claim: &Claim,
+        ttl: Option<Millis>,
+        now: Millis,
+    ) -> Result<Reservation, LedgerError> {
         let slot = self
             .slot(&claim.pool)
             .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
         let spec = slot.spec();
+        let ttl = ttl.unwrap_or(spec.standby_timeout);
         let (outcome, expired) = {
             let mut st = slot.lock();
             st.pending.retain(|_, p| p.expires > now);
@@ -464,7 +448,7 @@ impl SeatLedger for MemoryLedger {
             if let Some(id) = Self::reusable(&st, &spec, claim, now) {
                 let pending = Pending {
                     user: claim.user.clone(),
-                    expires: now + spec.standby_timeout,
+                    expires: now + ttl,
                     counts: false,
                     overflow: false,
                 };
@@ -495,7 +479,7 @@ impl SeatLedger for MemoryLedger {
                     let overflow = admit == Admit::Overflow;
                     let pending = Pending {
                         user: claim.user.clone(),
-                        expires: now + spec.standby_timeout,
+                        expires: now + ttl,
                         counts: true,
                         overflow,
                     };
@@ -514,7 +498,44 @@ impl SeatLedger for MemoryLedger {
         self.release_all(expired, now).await;
         Ok(outcome)
     }
+}
 
+#[async_trait]
+impl SeatLedger for MemoryLedger {
+    fn configure(&self, pools: &[PoolSpec]) {
+        let mut map = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        for spec in pools {
+            match map.get(&spec.key) {
+                Some(slot) => {
+                    *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone());
+                    drop(slot.lock());
+                }
+                None => {
+                    map.insert(
+                        spec.key.clone(),
+                        Arc::new(PoolSlot {
+                            key: spec.key.clone(),
+                            spec: RwLock::new(Arc::new(spec.clone())),
+                            state: Mutex::new(PoolState::default()),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError> {
+        self.reserve_for(claim, None, now).await
+    }
+
+    async fn hold(
+        &self,
+        claim: &Claim,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Reservation, LedgerError> {
+        self.reserve_for(claim, Some(ttl_ms), now).await
+    }
     async fn commit(
         &self,
         lease: &Lease,

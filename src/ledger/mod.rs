@@ -425,8 +425,19 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// keep their live seats until those end; they just take no new logins.
     fn configure(&self, pools: &[PoolSpec]);
 
-    /// Reserves a seat for a login in flight (or finds the seat it may reuse).
+    /// Reserves a seat for a login in flight (or finds the seat it may reuse). The reservation
+    /// lapses after the pool's `standby_timeout`; reserving again with the same `lease_id`
+    /// finds it.
     async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError>;
+
+    /// Like `reserve`, but the reservation lapses after `ttl_ms`: a seat held for a user who is
+    /// about to log in again (self-service), whose next login reserves with the same lease id.
+    async fn hold(
+        &self,
+        claim: &Claim,
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<Reservation, LedgerError>;
 
     /// Binds a granted lease to the session cookie the app set. Durable before it returns.
     async fn commit(

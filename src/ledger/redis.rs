@@ -734,21 +734,13 @@ impl Inner {
     }
 }
 
-#[async_trait]
-impl SeatLedger for RedisLedger {
-    fn configure(&self, pools: &[PoolSpec]) {
-        let mut map = self.inner.pools.write().unwrap_or_else(|e| e.into_inner());
-        for spec in pools {
-            let pool = Pool {
-                spec: spec.clone(),
-                spec_json: spec_json(spec),
-                keys: pool_keys(&self.inner.prefix, &spec.key),
-            };
-            map.insert(spec.key.clone(), Arc::new(pool));
-        }
-    }
-
-    async fn reserve(&self, claim: &Claim, _now: Millis) -> Result<Reservation, LedgerError> {
+impl RedisLedger {
+    /// `reserve` with the reservation's lifetime given (`None`: the pool's standby timeout).
+    async fn reserve_for(
+        &self,
+        claim: &Claim,
+        ttl: Option<Millis>,
+    ) -> Result<Reservation, LedgerError> {
         let pool = self
             .inner
             .pool(&claim.pool)
@@ -757,6 +749,7 @@ impl SeatLedger for RedisLedger {
             format!("{:x}", claim.lease_id),
             claim.user.clone().unwrap_or_default(),
             claim.device.clone().unwrap_or_default(),
+            ttl.map(|t| t.to_string()).unwrap_or_default(),
         ];
         let a = self.inner.call(&pool, "reserve", &args).await?;
         match a.kind.as_str() {
@@ -775,6 +768,34 @@ impl SeatLedger for RedisLedger {
                 "redis: unexpected answer `{k}` to reserve"
             ))),
         }
+    }
+}
+
+#[async_trait]
+impl SeatLedger for RedisLedger {
+    fn configure(&self, pools: &[PoolSpec]) {
+        let mut map = self.inner.pools.write().unwrap_or_else(|e| e.into_inner());
+        for spec in pools {
+            let pool = Pool {
+                spec: spec.clone(),
+                spec_json: spec_json(spec),
+                keys: pool_keys(&self.inner.prefix, &spec.key),
+            };
+            map.insert(spec.key.clone(), Arc::new(pool));
+        }
+    }
+
+    async fn reserve(&self, claim: &Claim, _now: Millis) -> Result<Reservation, LedgerError> {
+        self.reserve_for(claim, None).await
+    }
+
+    async fn hold(
+        &self,
+        claim: &Claim,
+        ttl_ms: Millis,
+        _now: Millis,
+    ) -> Result<Reservation, LedgerError> {
+        self.reserve_for(claim, Some(ttl_ms)).await
     }
 
     async fn commit(

@@ -8,7 +8,11 @@
 //! key: a restart (or another replica) invalidates outstanding offers, which costs the user one
 //! more login and never lets a forged or stale token end anything.
 //!
-//! Pure: keys, ids and time are inputs; [`Spent`] only remembers token ids in memory.
+//! Once the chosen session is ended, the seat it freed is reserved for the same user for
+//! `self_service.hold` ([`Holds`] remembers which reservation is whose), so "End this session
+//! and continue" really continues even while others are logging in.
+//!
+//! Pure: keys, ids and time are inputs; [`Spent`] and [`Holds`] only remember ids in memory.
 
 use crate::ledger::{Millis, PoolKey, SeatId, SeatRecord, SeatState};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -81,6 +85,9 @@ pub struct EndOffer {
     pub user: String,
     #[serde(rename = "s")]
     pub seat: SeatId,
+    /// The seat's pool, so its freed seat can be held in that pool.
+    #[serde(rename = "o")]
+    pub pool: String,
     #[serde(rename = "e")]
     pub expires: Millis,
 }
@@ -250,6 +257,73 @@ impl Spent {
     }
 }
 
+/// Seats freed by self-service, each reserved (a pending lease in the store that expires on its
+/// own) for one user of one pool until that user's next login on this gateway takes it.
+///
+/// At most one hold per (pool, user): ending a second session before coming back replaces the
+/// first hold's entry (whose store reservation then lapses by itself). Entries are only made
+/// after a valid token was spent, so the map grows with real self-service, not with junk; the
+/// cap is a backstop, past which no hold is made (the user then simply competes for the seat).
+pub struct Holds {
+    held: Mutex<HashMap<(PoolKey, String), Hold>>,
+    cap: usize,
+}
+
+/// Every entry is an unexpired hold and the cap is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldsFull;
+
+/// One held seat: the store's lease id and when the store drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub lease: u64,
+    pub until: Millis,
+}
+
+impl Holds {
+    pub fn new(cap: usize) -> Self {
+        Holds {
+            held: Mutex::new(HashMap::new()),
+            cap,
+        }
+    }
+
+    /// Remembers `hold` for `user` in `pool`; refused when full of unexpired holds. Returns
+    /// the hold it replaced, whose reservation the caller should drop.
+    pub fn put(
+        &self,
+        pool: &PoolKey,
+        user: &str,
+        hold: Hold,
+        now: Millis,
+    ) -> Result<Option<Hold>, HoldsFull> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (pool.clone(), user.to_string());
+        if !held.contains_key(&key) && held.len() >= self.cap {
+            held.retain(|_, h| h.until > now);
+            if held.len() >= self.cap {
+                return Err(HoldsFull);
+            }
+        }
+        Ok(held.insert(key, hold).filter(|h| h.until > now))
+    }
+
+    /// The user's unexpired hold in `pool`, removed: a login is about to use it.
+    pub fn take(&self, pool: &PoolKey, user: &str, now: Millis) -> Option<Hold> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&(pool.clone(), user.to_string()))
+            .filter(|h| h.until > now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +411,7 @@ mod tests {
             product: "crm".into(),
             user: "alice".into(),
             seat: SeatId(0xabc),
+            pool: "default".into(),
             expires,
         }
     }
@@ -420,6 +495,69 @@ mod tests {
         assert_eq!(s.len(), 1);
     }
 
+    #[test]
+    fn holds_are_per_pool_and_user_taken_once_and_lapse() {
+        let h = Holds::new(2);
+        let pool = PoolKey::new("crm", "default");
+        let other = PoolKey::new("crm", "other");
+        let a = Hold {
+            lease: 1,
+            until: 100,
+        };
+        assert_eq!(h.put(&pool, "alice", a, 0), Ok(None));
+        assert_eq!(h.take(&pool, "bob", 10), None);
+        assert_eq!(h.take(&other, "alice", 10), None);
+        assert_eq!(h.take(&pool, "alice", 10), Some(a));
+        assert_eq!(h.take(&pool, "alice", 10), None, "taken once");
+        // A second end before coming back replaces the first hold.
+        assert_eq!(h.put(&pool, "alice", a, 0), Ok(None));
+        let b = Hold {
+            lease: 2,
+            until: 150,
+        };
+        assert_eq!(h.put(&pool, "alice", b, 10), Ok(Some(a)));
+        assert_eq!(
+            h.put(
+                &pool,
+                "bob",
+                Hold {
+                    lease: 3,
+                    until: 50
+                },
+                10
+            ),
+            Ok(None)
+        );
+        // Full of unexpired holds: refused rather than forgetting one.
+        assert_eq!(
+            h.put(
+                &other,
+                "carol",
+                Hold {
+                    lease: 4,
+                    until: 200
+                },
+                20
+            ),
+            Err(HoldsFull)
+        );
+        // Bob's has lapsed by 60: it makes room, and would not be handed out anyway.
+        assert_eq!(h.take(&pool, "bob", 50), None);
+        assert_eq!(
+            h.put(
+                &other,
+                "carol",
+                Hold {
+                    lease: 4,
+                    until: 200
+                },
+                60
+            ),
+            Ok(None)
+        );
+        assert_eq!(h.take(&pool, "alice", 150), None, "expired at `until`");
+    }
+
     fn config(extra: &str, on_full: &str) -> Result<crate::config::Config, String> {
         let yaml = format!(
             r#"
@@ -464,6 +602,15 @@ products:
         let p = &c.products[0];
         assert!(!p.self_service.enabled);
         assert_eq!(p.self_service.token_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(p.self_service.hold, std::time::Duration::from_secs(60));
+        let c = config("    self_service: { hold: 5s }", "").unwrap();
+        assert_eq!(
+            c.products[0].self_service.hold,
+            std::time::Duration::from_secs(5)
+        );
+        let e = config("    self_service: { hold: 2h }", "").unwrap_err();
+        assert!(e.contains("products[0].self_service.hold"), "{e}");
+        assert!(e.contains("must be between 1s and 1h"), "{e}");
         let e = config("    self_service: { token_ttl: 0s }", "").unwrap_err();
         assert!(e.contains("products[0].self_service.token_ttl"), "{e}");
         assert!(e.contains("must be between 1s and 1h"), "{e}");

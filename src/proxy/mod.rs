@@ -17,6 +17,7 @@ use crate::ledger::{
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies;
 use crate::policy::seat::{self, Stale};
+use crate::policy::selfserve as selfserve_hold;
 use crate::presence::{self, Injector, Verdict};
 use crate::responses::{self, Canned};
 use async_trait::async_trait;
@@ -39,6 +40,8 @@ pub struct PendingLogin {
     lease: Lease,
     claim: Claim,
     new_device: Option<String>,
+    /// The login took a seat held for its user: a failed login gives the hold back.
+    held: Option<selfserve_hold::Hold>,
 }
 
 /// What the gateway did with the request, for metrics.
@@ -185,19 +188,26 @@ impl Gateway {
             _ => (None, None),
         };
         let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
+        let now = now_ms();
+        let pool = pool_key(p, pool);
+        // A seat this user freed by self-service waits for them under its own lease id.
+        let held = user
+            .as_deref()
+            .and_then(|u| self.selfserve.holds.take(&pool, u, now));
         let claim = Claim {
-            pool: pool_key(p, pool),
+            pool,
             user,
             device,
             client: ctx.client_label().to_string(),
-            lease_id: rand::random(),
+            lease_id: held.map_or_else(rand::random, |h| h.lease),
         };
-        match self.app.ledger.reserve(&claim, now_ms()).await {
+        match self.app.ledger.reserve(&claim, now).await {
             Ok(Reservation::Granted(lease)) => {
                 ctx.login = Some(PendingLogin {
                     lease,
                     claim,
                     new_device,
+                    held,
                 });
                 Ok(false)
             }
@@ -710,16 +720,34 @@ impl Gateway {
             }
             None => {
                 ctx.login_result = Some("failed");
-                self.app.ledger.cancel(&login.lease).await;
+                self.drop_lease(login).await;
             }
         }
         Ok(())
     }
 
+    /// A login that took no seat: its reservation goes, unless it was a seat held for its user
+    /// (a mistyped password must not cost the hold), which is held again until its time is up.
+    async fn drop_lease(&self, login: PendingLogin) {
+        let now = now_ms();
+        if let (Some(h), Some(user)) = (login.held, login.claim.user.as_deref()) {
+            if h.until > now {
+                if let Ok(replaced) = self.selfserve.holds.put(&login.claim.pool, user, h, now) {
+                    if let Some(old) = replaced {
+                        let old = selfserve::held_lease(&login.claim.pool, old);
+                        self.app.ledger.cancel(&old).await;
+                    }
+                    return;
+                }
+            }
+        }
+        self.app.ledger.cancel(&login.lease).await;
+    }
+
     async fn log_request(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
         if let Some(login) = ctx.login.take() {
             // The app never answered (connect error, reset): the reservation must not linger.
-            self.app.ledger.cancel(&login.lease).await;
+            self.drop_lease(login).await;
             ctx.login_result = Some("failed");
         }
         let Some(rt) = ctx.rt.clone() else { return };

@@ -15,10 +15,14 @@
 
 use super::{read_body, Ctx, Gateway, Outcome};
 use crate::config::Product;
-use crate::ledger::{now_ms, Claim, EndOutcome, Full, Millis, PoolKey, Reservation, SessionKey};
+use crate::ledger::{
+    now_ms, Claim, EndOutcome, Full, Lease, Millis, PoolKey, Reservation, SessionKey,
+};
 use crate::policy::classify;
 use crate::policy::cookies;
-use crate::policy::selfserve::{self, EndOffer, FullLogin, Spend, Spent, TokenError, TokenKey};
+use crate::policy::selfserve::{
+    self, EndOffer, FullLogin, Hold, Holds, Spend, Spent, TokenError, TokenKey,
+};
 use crate::responses::{self, Canned, Offer, OwnSession};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode};
@@ -39,6 +43,7 @@ const MAX_APP_BODY: usize = 1 << 20;
 /// The self-service form carries one token.
 const MAX_FORM: usize = 4096;
 const MAX_SPENT: usize = 100_000;
+const MAX_HOLDS: usize = 100_000;
 
 /// Headers of one hop only; never copied between the two connections.
 const HOP_BY_HOP: [&str; 8] = [
@@ -52,10 +57,11 @@ const HOP_BY_HOP: [&str; 8] = [
     "expect",
 ];
 
-/// Per-process state: the signing key, used token ids, a client for the app.
+/// Per-process state: the signing key, used token ids, held seats, a client for the app.
 pub struct SelfService {
     key: TokenKey,
     spent: Spent,
+    pub(super) holds: Holds,
     connector: Connector,
 }
 
@@ -70,6 +76,7 @@ impl SelfService {
         SelfService {
             key: TokenKey::random(),
             spent: Spent::new(MAX_SPENT),
+            holds: Holds::new(MAX_HOLDS),
             connector: Connector::new(None),
         }
     }
@@ -376,6 +383,7 @@ impl Gateway {
                         product: p.name.clone(),
                         user: user.clone(),
                         seat: r.id,
+                        pool: r.pool.pool.clone(),
                         expires: now + ttl,
                     },
                 );
@@ -556,15 +564,85 @@ impl Gateway {
                 return self.respond(s, &responses::unavailable()).await;
             }
         };
+        let held = if result == "ended" {
+            self.hold_freed_seat(p, &offer, now).await
+        } else {
+            None
+        };
         let a = &self.app.audit;
         a.record(
             "self_service_end",
             serde_json::json!({"product": p.name, "seat": offer.seat.to_string(),
-                "user": a.user(Some(&offer.user)), "who": a.user(Some(&offer.user)), "result": result}),
+                "user": a.user(Some(&offer.user)), "who": a.user(Some(&offer.user)), "result": result,
+                "held_until": held.map(|h| h.until)}),
         );
         self.count_self_service(p, result);
         self.respond(s, &responses::self_service_done(&p.name, &p.login.path))
             .await
+    }
+}
+
+impl Gateway {
+    /// Reserves the seat just freed for the user who freed it, for `self_service.hold`, so their
+    /// next login takes it even while others are logging in. Best effort: a login that slipped
+    /// in between the end and this reservation, or a store error, leaves the user to compete
+    /// for a seat as before.
+    async fn hold_freed_seat(&self, p: &Product, offer: &EndOffer, now: Millis) -> Option<Hold> {
+        let pool = PoolKey::new(&p.name, &offer.pool);
+        let claim = Claim {
+            pool: pool.clone(),
+            user: Some(offer.user.clone()),
+            device: None,
+            client: "self_service".into(),
+            lease_id: rand::random(),
+        };
+        let ttl = p.self_service.hold.as_millis() as u64;
+        match self.app.ledger.hold(&claim, ttl, now).await {
+            Ok(Reservation::Granted(lease)) if lease.reuse.is_none() => {
+                let hold = Hold {
+                    lease: lease.id,
+                    until: now + ttl,
+                };
+                match self.selfserve.holds.put(&pool, &offer.user, hold, now) {
+                    Ok(replaced) => {
+                        if let Some(old) = replaced {
+                            self.app.ledger.cancel(&held_lease(&pool, old)).await;
+                        }
+                        Some(hold)
+                    }
+                    Err(selfserve::HoldsFull) => {
+                        self.app.ledger.cancel(&lease).await;
+                        None
+                    }
+                }
+            }
+            // The user still holds a seat this login would take over: nothing to hold.
+            Ok(Reservation::Granted(lease)) => {
+                self.app.ledger.cancel(&lease).await;
+                None
+            }
+            Ok(Reservation::Full(_)) => {
+                log::info!(
+                    "product {}: the seat freed by self-service was taken before it could be held",
+                    p.name
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!("product {}: cannot hold the freed seat: {e}", p.name);
+                None
+            }
+        }
+    }
+}
+
+/// The lease of a hold, as `cancel` wants it.
+pub(super) fn held_lease(pool: &PoolKey, h: Hold) -> Lease {
+    Lease {
+        id: h.lease,
+        pool: pool.clone(),
+        reuse: None,
+        overflow: false,
     }
 }
 

@@ -29,7 +29,7 @@ products:
     login: { path: /login, method: POST, user: { form_field: username } }
     logout: { path: /logout }
     seats: {seats}
-    self_service: { token_ttl: {ttl} }
+    self_service: { token_ttl: {ttl}, hold: {hold} }
   - name: hang
     upstream: "{hang}"
     hosts: [hang.test]
@@ -60,6 +60,7 @@ struct Setup {
     seats: u32,
     ttl: &'static str,
     standby: &'static str,
+    hold: &'static str,
     hang: String,
 }
 
@@ -69,6 +70,7 @@ impl Default for Setup {
             seats: 1,
             ttl: "2m",
             standby: "60s",
+            hold: "60s",
             // Never contacted unless a test routes to it.
             hang: "127.0.0.1:9".into(),
         }
@@ -83,6 +85,7 @@ async fn start(store: &Store, s: Setup) -> (Upstream, Gateway) {
         ("seats", s.seats.to_string()),
         ("ttl", s.ttl.to_string()),
         ("standby", s.standby.to_string()),
+        ("hold", s.hold.to_string()),
         ("hang", s.hang),
     ];
     let g = Gateway::start(&yaml, &vars).await;
@@ -193,13 +196,16 @@ async fn self_service_flow(store: Store) {
         "/login?seatgate_notice=self_service"
     );
     assert!(r.text().await.unwrap().contains("<strong>crm</strong>"));
-    assert_eq!(g.in_use("crm").await, 0);
+    // The freed seat is held for alice: bob, logging in before she is back, is denied.
+    assert_eq!(g.in_use("crm").await, 1);
+    let r = login(&g, "bob", PASSWORD, None).await;
+    assert_eq!(r.status(), 503, "the held seat went to someone else");
     let r = get_home(&g, &first).await;
     assert_eq!(r.status(), 302, "the ended session is refused");
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     assert!(loc.contains("seatgate_notice=ended"), "{loc}");
 
-    // Replayed: refused, ends nothing more.
+    // Alice comes back and gets the held seat; replaying the token is refused, ends nothing.
     let again = alice_in(&g).await;
     let r = post_token(&g, &token).await;
     assert_eq!(r.status(), 410);
@@ -223,9 +229,9 @@ async fn self_service_flow(store: Store) {
         lines
             .iter()
             .any(|l| l["event"] == "release" && l["reason"] == "ended" && l["by"] == "alice")
-            && lines
-                .iter()
-                .any(|l| l["event"] == "self_service_end" && l["who"] == "alice")
+            && lines.iter().any(|l| {
+                l["event"] == "self_service_end" && l["who"] == "alice" && l["held_until"].is_u64()
+            })
     })
     .await;
     assert!(
@@ -243,6 +249,45 @@ async fn self_service_ends_own_session_then_login_gets_the_seat() {
 #[tokio::test]
 async fn redis_self_service_ends_own_session_then_login_gets_the_seat() {
     self_service_flow(Store::Redis(Prefix::new())).await;
+}
+
+/// A hold nobody comes back for ends on its own after `self_service.hold`.
+async fn unused_hold_flow(store: Store) {
+    let s = Setup {
+        hold: "3s",
+        ..Setup::default()
+    };
+    let (up, g) = start(&store, s).await;
+    alice_in(&g).await;
+    let token = offered(&g, &up).await;
+    assert_eq!(post_token(&g, &token).await.status(), 303);
+    let held_at = std::time::Instant::now();
+    assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
+    // A wrong password of alice's does not cost her the hold.
+    assert_eq!(login(&g, "alice", "nope", None).await.status(), 401);
+    assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
+    let bob_in = eventually(Duration::from_secs(8), || async {
+        login(&g, "bob", PASSWORD, None).await.status() == 302
+    })
+    .await;
+    assert!(bob_in, "the unused hold was never released");
+    assert!(
+        held_at.elapsed() >= Duration::from_millis(2500),
+        "released after {:?}, before its 3 s",
+        held_at.elapsed()
+    );
+    assert_eq!(g.in_use("crm").await, 1);
+    assert_eq!(login(&g, "alice", PASSWORD, None).await.status(), 503);
+}
+
+#[tokio::test]
+async fn self_service_hold_lapses_when_unused() {
+    unused_hold_flow(Store::Embedded).await;
+}
+
+#[tokio::test]
+async fn redis_self_service_hold_lapses_when_unused() {
+    unused_hold_flow(Store::Redis(Prefix::new())).await;
 }
 
 #[tokio::test]

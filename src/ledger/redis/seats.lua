@@ -240,8 +240,10 @@ end
 local now = redis_now()
 
 if op == 'reserve' then
-  -- ARGV: lease, user, device
+  -- ARGV: lease, user, device, ttl (ms; empty = standby_timeout: a seat held for a user)
   local lease, user, device = ARGV[3], str(ARGV[4]), str(ARGV[5])
+  local ttl = spec.standby_timeout
+  if str(ARGV[6]) then ttl = tonumber(ARGV[6]) end
   purge(now)
   local p = redis.call('HGET', PINFO, lease)
   if p then
@@ -258,7 +260,7 @@ if op == 'reserve' then
   end
   local overflow = a.kind == 'overflow'
   redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
-  redis.call('ZADD', PEND, now + spec.standby_timeout, lease)
+  redis.call('ZADD', PEND, now + ttl, lease)
   bump_peak(#users + 1)
   return answer({ kind = 'granted', overflow = overflow, now = now })
 
