@@ -330,6 +330,7 @@ impl Gateway {
             }
             Reservation::Full(full) => {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
+                self.audit_deny(p, &claim, full.reason.as_str());
                 let c = self.full_denial(p, client, &full, None);
                 self.respond(s, &c).await
             }

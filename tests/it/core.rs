@@ -191,6 +191,22 @@ async fn unknown_cookie_adopts_a_free_seat_or_is_denied() {
     assert_eq!(g.in_use("crm").await, 1);
     let r = g.get_with_cookie("/home", "SID=another-old-one").await;
     assert_eq!(r.status(), 503);
+    // The refusal is audited like any other denial: one `deny` line.
+    let audit = g.dir.path().join("audit.jsonl");
+    let denies = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["event"] == "deny")
+            .collect::<Vec<_>>()
+    };
+    let audited = eventually(Duration::from_secs(3), || async { !denies().is_empty() }).await;
+    assert!(audited, "{:?}", std::fs::read_to_string(&audit));
+    let d = denies();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["product"], "crm");
+    assert_eq!(d[0]["reason"], "full");
     // The adopted one keeps working.
     let r = g
         .get_with_cookie("/home", "SID=from-before-the-gateway")
