@@ -406,6 +406,15 @@ pub enum LedgerError {
     LeaseLost(u64),
 }
 
+/// A shared value as the store answers it. `Local`: this store belongs to one process and
+/// shares nothing, so the caller keeps such values in memory itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Shared<T> {
+    Local,
+    Value(T),
+}
+
 /// Told of every release, whatever caused it (metrics, audit).
 pub trait LedgerObserver: Send + Sync {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason);
@@ -491,6 +500,29 @@ pub trait SeatLedger: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), LedgerError>;
 
     async fn healthy(&self) -> bool;
+
+    /// Sets the shared value `name` to `value` unless it is set (expiring after `ttl_ms` when
+    /// given) and answers the value it now holds, the same for every gateway on this store: a
+    /// secret all replicas agree on, or a mark that only the first of them gets.
+    async fn shared_once(
+        &self,
+        _name: &str,
+        _value: &str,
+        _ttl_ms: Option<Millis>,
+    ) -> Result<Shared<String>, LedgerError> {
+        Ok(Shared::Local)
+    }
+
+    /// Replaces the shared value `name` by `value` (expiring after `ttl_ms`), or removes it
+    /// when `value` is `None`, and answers what it held before.
+    async fn shared_swap(
+        &self,
+        _name: &str,
+        _value: Option<&str>,
+        _ttl_ms: Millis,
+    ) -> Result<Shared<Option<String>>, LedgerError> {
+        Ok(Shared::Local)
+    }
 
     /// The store's state for `/healthz` (kind, reachability, last error).
     fn describe(&self) -> serde_json::Value {

@@ -21,7 +21,7 @@
 use super::{
     Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
     PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
-    SeatRecord, SeatState, SessionKey, Touch,
+    SeatRecord, SeatState, SessionKey, Shared, Touch,
 };
 use crate::config::file::SeatsPer;
 use crate::config::{RedisConfig, RedisTarget};
@@ -39,6 +39,21 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = include_str!("redis/seats.lua");
+/// `shared_once`: set unless present (with an optional expiry in ms), answer what is there.
+const ONCE: &str = r#"
+local set
+if ARGV[2] ~= '' then set = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+else set = redis.call('SET', KEYS[1], ARGV[1], 'NX') end
+if set then return ARGV[1] end
+return redis.call('GET', KEYS[1])
+"#;
+/// `shared_swap`: set (or, with an empty value, delete), answer the old value ('' for none).
+const SWAP: &str = r#"
+local old = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return old or ''
+"#;
 
 /// How long a verified session is trusted without asking Redis again. This bounds how late a
 /// replica notices a session ended elsewhere.
@@ -130,6 +145,8 @@ struct Inner {
     target: &'static str,
     clients: Clients,
     script: redis::Script,
+    once: redis::Script,
+    swap: redis::Script,
     conn: Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
     failed_at: Mutex<Option<Instant>>,
@@ -412,6 +429,8 @@ impl RedisLedger {
                 target,
                 clients,
                 script: redis::Script::new(SCRIPT),
+                once: redis::Script::new(ONCE),
+                swap: redis::Script::new(SWAP),
                 conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 failed_at: Mutex::new(None),
@@ -523,6 +542,11 @@ impl Inner {
         }
     }
 
+    /// Shared values live under their own hash tag, apart from every pool's.
+    fn shared_key(&self, name: &str) -> String {
+        format!("{{{}:shared}}:{name}", self.prefix)
+    }
+
     /// One script call. Returns the raw JSON answer.
     async fn eval(
         self: &Arc<Self>,
@@ -530,7 +554,6 @@ impl Inner {
         op: &str,
         args: &[String],
     ) -> Result<String, LedgerError> {
-        let conn = self.conn().await?;
         let mut inv = self.script.prepare_invoke();
         for k in &pool.keys {
             inv.key(k);
@@ -539,6 +562,15 @@ impl Inner {
         for a in args {
             inv.arg(a);
         }
+        self.invoke(inv).await
+    }
+
+    /// Runs a prepared script call with the call timeout, keeping the health state.
+    async fn invoke(
+        self: &Arc<Self>,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<String, LedgerError> {
+        let conn = self.conn().await?;
         let fut = async {
             match conn.clone() {
                 Conn::Managed(mut c) => inv.invoke_async::<String>(&mut c).await,
@@ -1077,6 +1109,33 @@ impl SeatLedger for RedisLedger {
         let up = ok.is_none();
         self.inner.set_health(up, ok);
         up
+    }
+
+    async fn shared_once(
+        &self,
+        name: &str,
+        value: &str,
+        ttl_ms: Option<Millis>,
+    ) -> Result<Shared<String>, LedgerError> {
+        let mut inv = self.inner.once.prepare_invoke();
+        inv.key(self.inner.shared_key(name))
+            .arg(value)
+            .arg(ttl_ms.map(|t| t.max(1).to_string()).unwrap_or_default());
+        self.inner.invoke(inv).await.map(Shared::Value)
+    }
+
+    async fn shared_swap(
+        &self,
+        name: &str,
+        value: Option<&str>,
+        ttl_ms: Millis,
+    ) -> Result<Shared<Option<String>>, LedgerError> {
+        let mut inv = self.inner.swap.prepare_invoke();
+        inv.key(self.inner.shared_key(name))
+            .arg(value.unwrap_or_default())
+            .arg(ttl_ms.max(1).to_string());
+        let old = self.inner.invoke(inv).await?;
+        Ok(Shared::Value(Some(old).filter(|o| !o.is_empty())))
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -4,15 +4,17 @@
 //! The offer is only made after the app has verified the credentials (the proxy forwards the
 //! login, keeps the new session from the browser and logs it out at the app), so knowing a user
 //! name is never enough to end that user's sessions. A token names one seat of one user of one
-//! product, expires quickly and is spent on first use. It is signed with a per-process random
-//! key: a restart (or another replica) invalidates outstanding offers, which costs the user one
-//! more login and never lets a forged or stale token end anything.
+//! product, expires quickly and is spent on first use. With a shared store (Redis) the key and
+//! the used ids live in the store, so every replica accepts a token once; otherwise the key is
+//! per-process and a restart invalidates outstanding offers, which costs the user one more login
+//! and never lets a forged or stale token end anything.
 //!
 //! Once the chosen session is ended, the seat it freed is reserved for the same user for
 //! `self_service.hold` ([`Holds`] remembers which reservation is whose), so "End this session
 //! and continue" really continues even while others are logging in.
 //!
-//! Pure: keys, ids and time are inputs; [`Spent`] and [`Holds`] only remember ids in memory.
+//! Pure: keys, ids and time are inputs; [`Spent`] and [`Holds`] only remember ids in memory
+//! (the single-process store's case; the proxy keeps them in a shared store when there is one).
 
 use crate::ledger::{Millis, PoolKey, SeatId, SeatRecord, SeatState};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -53,7 +55,7 @@ pub fn own_sessions<'a>(all: &'a [SeatRecord], pool: &PoolKey, user: &str) -> Ve
         .collect()
 }
 
-/// The per-process signing key.
+/// The signing key (per process, or shared by every replica through the store).
 #[derive(Clone)]
 pub struct TokenKey([u8; 32]);
 
@@ -258,7 +260,7 @@ impl Spent {
 }
 
 /// Seats freed by self-service, each reserved (a pending lease in the store that expires on its
-/// own) for one user of one pool until that user's next login on this gateway takes it.
+/// own) for one user of one pool until that user's next login takes it.
 ///
 /// At most one hold per (pool, user): ending a second session before coming back replaces the
 /// first hold's entry (whose store reservation then lapses by itself). Entries are only made

@@ -190,10 +190,16 @@ impl Gateway {
         let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
         let now = now_ms();
         let pool = pool_key(p, pool);
-        // A seat this user freed by self-service waits for them under its own lease id.
-        let held = user
-            .as_deref()
-            .and_then(|u| self.selfserve.holds.take(&pool, u, now));
+        // A seat this user freed by self-service waits for them under its own lease id (with
+        // Redis, one more store call per login while self-service is on).
+        let held = match user.as_deref() {
+            Some(u) if p.self_service.enabled => {
+                self.selfserve
+                    .take_hold(self.app.ledger.as_ref(), &pool, u, now)
+                    .await
+            }
+            _ => None,
+        };
         let claim = Claim {
             pool,
             user,
@@ -733,7 +739,11 @@ impl Gateway {
         let now = now_ms();
         if let (Some(h), Some(user)) = (login.held, login.claim.user.as_deref()) {
             if h.until > now {
-                if let Ok(replaced) = self.selfserve.holds.put(&login.claim.pool, user, h, now) {
+                let ledger = self.app.ledger.as_ref();
+                let put = self
+                    .selfserve
+                    .put_hold(ledger, &login.claim.pool, user, h, now);
+                if let Ok(replaced) = put.await {
                     if let Some(old) = replaced {
                         let old = selfserve::held_lease(&login.claim.pool, old);
                         self.app.ledger.cancel(&old).await;

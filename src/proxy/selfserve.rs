@@ -16,7 +16,8 @@
 use super::{read_body, Ctx, Gateway, Outcome};
 use crate::config::Product;
 use crate::ledger::{
-    now_ms, Claim, EndOutcome, Full, Lease, Millis, PoolKey, Reservation, SessionKey,
+    now_ms, Claim, EndOutcome, Full, Lease, LedgerError, Millis, PoolKey, Reservation, SeatLedger,
+    SessionKey, Shared,
 };
 use crate::policy::classify;
 use crate::policy::cookies;
@@ -57,11 +58,19 @@ const HOP_BY_HOP: [&str; 8] = [
     "expect",
 ];
 
+/// Where the signing key and the marks of used tokens live, so that a token works on whichever
+/// gateway it is posted to: in the store when the store is shared (`store.kind: redis`: one key
+/// for every replica, created by the first that needs it; a used token id marked there until
+/// the token expires), else in this process.
+const SHARED_KEY: &str = "selfserve:key";
+
 /// Per-process state: the signing key, used token ids, held seats, a client for the app.
 pub struct SelfService {
-    key: TokenKey,
+    local_key: TokenKey,
+    /// The key in use, settled on first use: the store's shared one, or `local_key`.
+    key: tokio::sync::OnceCell<TokenKey>,
     spent: Spent,
-    pub(super) holds: Holds,
+    holds: Holds,
     connector: Connector,
 }
 
@@ -74,10 +83,107 @@ impl Default for SelfService {
 impl SelfService {
     pub fn new() -> Self {
         SelfService {
-            key: TokenKey::random(),
+            local_key: TokenKey::random(),
+            key: tokio::sync::OnceCell::new(),
             spent: Spent::new(MAX_SPENT),
             holds: Holds::new(MAX_HOLDS),
             connector: Connector::new(None),
+        }
+    }
+
+    /// The signing key. Asked of the store on first use rather than at start: the store's
+    /// connection is made inside the proxy's runtime. A store error is not remembered.
+    async fn key(&self, ledger: &dyn SeatLedger) -> std::result::Result<TokenKey, LedgerError> {
+        self.key
+            .get_or_try_init(|| async {
+                let mine = hex(&rand::random::<[u8; 32]>());
+                match ledger.shared_once(SHARED_KEY, &mine, None).await? {
+                    Shared::Local => Ok(self.local_key.clone()),
+                    Shared::Value(k) => unhex32(&k).map(TokenKey::from_bytes).ok_or_else(|| {
+                        LedgerError::Unavailable(format!(
+                            "the shared `{SHARED_KEY}` is not 32 hex bytes"
+                        ))
+                    }),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Marks `offer` used, in the store when it is shared, else here.
+    async fn spend(
+        &self,
+        ledger: &dyn SeatLedger,
+        offer: &EndOffer,
+        now: Millis,
+    ) -> std::result::Result<Spend, LedgerError> {
+        let mine = format!("{:x}", rand::random::<u64>());
+        let ttl = offer.expires.saturating_sub(now);
+        match ledger
+            .shared_once(&spent_name(offer), &mine, Some(ttl))
+            .await?
+        {
+            Shared::Local => Ok(self.spent.spend(offer, now)),
+            Shared::Value(v) if v == mine => Ok(Spend::First),
+            Shared::Value(_) => Ok(Spend::Again),
+        }
+    }
+
+    /// Gives a token back after the store failed to end its seat, so the button can be retried.
+    async fn refund(&self, ledger: &dyn SeatLedger, offer: &EndOffer) {
+        self.spent.refund(offer);
+        if let Err(e) = ledger.shared_swap(&spent_name(offer), None, 1).await {
+            log::warn!("cannot give back a self-service token: {e}");
+        }
+    }
+
+    /// Remembers a held seat for `user`, in the store when it is shared (so the user's next
+    /// login finds it on any replica), else here. Answers the hold it replaced.
+    pub(super) async fn put_hold(
+        &self,
+        ledger: &dyn SeatLedger,
+        pool: &PoolKey,
+        user: &str,
+        hold: Hold,
+        now: Millis,
+    ) -> std::result::Result<Option<Hold>, String> {
+        let value = format!("{:x}:{}", hold.lease, hold.until);
+        let ttl = hold.until.saturating_sub(now);
+        match ledger
+            .shared_swap(&hold_name(pool, user), Some(&value), ttl)
+            .await
+        {
+            Ok(Shared::Local) => self
+                .holds
+                .put(pool, user, hold, now)
+                .map_err(|_| "too many seats held".to_string()),
+            Ok(Shared::Value(old)) => Ok(old
+                .as_deref()
+                .and_then(parse_hold)
+                .filter(|h| h.until > now)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The user's unexpired held seat in `pool`, removed: a login is about to use it.
+    pub(super) async fn take_hold(
+        &self,
+        ledger: &dyn SeatLedger,
+        pool: &PoolKey,
+        user: &str,
+        now: Millis,
+    ) -> Option<Hold> {
+        match ledger.shared_swap(&hold_name(pool, user), None, 1).await {
+            Ok(Shared::Local) => self.holds.take(pool, user, now),
+            Ok(Shared::Value(old)) => old
+                .as_deref()
+                .and_then(parse_hold)
+                .filter(|h| h.until > now),
+            Err(e) => {
+                // The login goes on without the hold (and meets the same store error).
+                log::warn!("cannot look up a held seat: {e}");
+                None
+            }
         }
     }
 
@@ -369,6 +475,18 @@ impl Gateway {
         full: &Full,
     ) -> Result<bool> {
         let now = now_ms();
+        let key = match self.selfserve.key(self.app.ledger.as_ref()).await {
+            Ok(k) => k,
+            Err(e) => {
+                // No way to sign an offer: the plain denial.
+                log::warn!("product {}: no self-service key: {e}", p.name);
+                ctx.outcome = Outcome::Denied(full.reason.as_str());
+                ctx.login_result = Some("denied");
+                self.audit_deny(p, claim, full.reason.as_str());
+                let c = self.full_denial(p, client, full, None);
+                return self.respond(s, &c).await;
+            }
+        };
         let user = claim.user.clone().unwrap_or_default();
         let ttl = p.self_service.token_ttl.as_millis() as u64;
         let sessions: Vec<OwnSession> = self
@@ -377,7 +495,7 @@ impl Gateway {
             .into_iter()
             .map(|r| {
                 let token = selfserve::sign(
-                    &self.selfserve.key,
+                    &key,
                     &EndOffer {
                         id: rand::random(),
                         product: p.name.clone(),
@@ -513,24 +631,39 @@ impl Gateway {
             return self.respond(s, &c).await;
         }
         let now = now_ms();
+        let ledger = self.app.ledger.as_ref();
+        let key = match self.selfserve.key(ledger).await {
+            Ok(k) => k,
+            Err(e) => {
+                log::warn!("product {}: no self-service key: {e}", p.name);
+                return self.respond(s, &responses::unavailable()).await;
+            }
+        };
         let token = form_urlencoded::parse(&body)
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned());
-        let checked = token
+        let valid = token
             .ok_or(TokenError::Malformed)
-            .and_then(|t| selfserve::verify(&self.selfserve.key, &t, now))
+            .and_then(|t| selfserve::verify(&key, &t, now))
             .and_then(|o| {
                 if o.product == p.name {
                     Ok(o)
                 } else {
                     Err(TokenError::WrongProduct)
                 }
-            })
-            .and_then(|o| match self.selfserve.spent.spend(&o, now) {
-                Spend::First => Ok(Some(o)),
-                Spend::Again => Err(TokenError::Spent),
-                Spend::Busy => Ok(None),
             });
+        let checked = match valid {
+            Ok(o) => match self.selfserve.spend(ledger, &o, now).await {
+                Ok(Spend::First) => Ok(Some(o)),
+                Ok(Spend::Again) => Err(TokenError::Spent),
+                Ok(Spend::Busy) => Ok(None),
+                Err(e) => {
+                    log::warn!("product {}: self-service token store error: {e}", p.name);
+                    return self.respond(s, &responses::unavailable()).await;
+                }
+            },
+            Err(e) => Err(e),
+        };
         let offer = match checked {
             Ok(Some(o)) => o,
             Ok(None) => {
@@ -559,7 +692,7 @@ impl Gateway {
                 _ => "already_gone",
             },
             Err(e) => {
-                self.selfserve.spent.refund(&offer);
+                self.selfserve.refund(ledger, &offer).await;
                 log::warn!("product {}: self-service end failed: {e}", p.name);
                 return self.respond(s, &responses::unavailable()).await;
             }
@@ -603,15 +736,21 @@ impl Gateway {
                     lease: lease.id,
                     until: now + ttl,
                 };
-                match self.selfserve.holds.put(&pool, &offer.user, hold, now) {
+                let ledger = self.app.ledger.as_ref();
+                match self
+                    .selfserve
+                    .put_hold(ledger, &pool, &offer.user, hold, now)
+                    .await
+                {
                     Ok(replaced) => {
                         if let Some(old) = replaced {
-                            self.app.ledger.cancel(&held_lease(&pool, old)).await;
+                            ledger.cancel(&held_lease(&pool, old)).await;
                         }
                         Some(hold)
                     }
-                    Err(selfserve::HoldsFull) => {
-                        self.app.ledger.cancel(&lease).await;
+                    Err(e) => {
+                        log::warn!("product {}: cannot hold the freed seat: {e}", p.name);
+                        ledger.cancel(&lease).await;
                         None
                     }
                 }
@@ -634,6 +773,45 @@ impl Gateway {
             }
         }
     }
+}
+
+fn spent_name(offer: &EndOffer) -> String {
+    format!("selfserve:spent:{:x}", offer.id)
+}
+
+/// Product, pool and user names may hold any character: hashed, they cannot run together.
+fn hold_name(pool: &PoolKey, user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&pool.product, &pool.pool, user] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("selfserve:hold:{}", hex(&h.finalize()[..16]))
+}
+
+/// `lease:until` as `put_hold` writes it; anything else is no hold.
+fn parse_hold(v: &str) -> Option<Hold> {
+    let (lease, until) = v.split_once(':')?;
+    Some(Hold {
+        lease: u64::from_str_radix(lease, 16).ok()?,
+        until: until.parse().ok()?,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
 }
 
 /// The lease of a hold, as `cancel` wants it.
@@ -663,4 +841,30 @@ async fn relay(s: &mut Session, mut header: ResponseHeader, body: Bytes) -> Resu
         s.write_response_body(Some(body), true).await?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_names_and_values_round_trip() {
+        let k: [u8; 32] = rand::random();
+        assert_eq!(unhex32(&hex(&k)), Some(k));
+        assert_eq!(unhex32("abc"), None);
+        assert_eq!(unhex32(&"zz".repeat(32)), None);
+        let h = Hold {
+            lease: 0xdead_beef,
+            until: 1_700_000_000_123,
+        };
+        assert_eq!(parse_hold(&format!("{:x}:{}", h.lease, h.until)), Some(h));
+        for bad in ["", "x:1", "12", "12:", "12:y"] {
+            assert_eq!(parse_hold(bad), None, "{bad}");
+        }
+        // Names that would run together as plain text stay apart.
+        let a = hold_name(&PoolKey::new("a:b", "c"), "u");
+        let b = hold_name(&PoolKey::new("a", "b:c"), "u");
+        assert_ne!(a, b);
+        assert_eq!(a, hold_name(&PoolKey::new("a:b", "c"), "u"));
+    }
 }

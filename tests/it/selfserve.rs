@@ -78,6 +78,14 @@ impl Default for Setup {
 }
 
 async fn start(store: &Store, s: Setup) -> (Upstream, Gateway) {
+    let (up, yaml, vars) = setup(store, s).await;
+    let g = Gateway::start(&yaml, &vars).await;
+    (up, g)
+}
+
+type Vars = Vec<(&'static str, String)>;
+
+async fn setup(store: &Store, s: Setup) -> (Upstream, String, Vars) {
     let up = upstream("SID").await;
     let yaml = CFG.replace("{store}", &store.yaml());
     let vars = vec![
@@ -88,8 +96,7 @@ async fn start(store: &Store, s: Setup) -> (Upstream, Gateway) {
         ("hold", s.hold.to_string()),
         ("hang", s.hang),
     ];
-    let g = Gateway::start(&yaml, &vars).await;
-    (up, g)
+    (up, yaml, vars)
 }
 
 async fn get_home(g: &Gateway, sid: &str) -> reqwest::Response {
@@ -288,6 +295,39 @@ async fn self_service_hold_lapses_when_unused() {
 #[tokio::test]
 async fn redis_self_service_hold_lapses_when_unused() {
     unused_hold_flow(Store::Redis(Prefix::new())).await;
+}
+
+/// Two replicas on one Redis: a token from one works on the other, once, and the seat it
+/// frees waits for the user whichever replica their next login reaches.
+#[tokio::test]
+async fn redis_self_service_works_across_replicas() {
+    let store = Store::Redis(Prefix::new());
+    let (up, yaml, vars) = setup(&store, Setup::default()).await;
+    let a = Gateway::start(&yaml, &vars).await;
+    let b = Gateway::start(&yaml, &vars).await;
+    let first = alice_in(&a).await;
+    let token = offered(&a, &up).await;
+    let r = post_token(&b, &token).await;
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    // a trusts its session cache for up to a second.
+    let ended = eventually(Duration::from_secs(3), || async {
+        get_home(&a, &first).await.status() == 302
+    })
+    .await;
+    assert!(ended, "ended on b, seen on a");
+    let r = post_token(&a, &token).await;
+    assert_eq!(r.status(), 410, "spent on b, so spent on a");
+    assert!(r.text().await.unwrap().contains("already been used"));
+    // The hold made on b keeps bob out on either replica and lets alice in on a.
+    assert_eq!(login(&a, "bob", PASSWORD, None).await.status(), 503);
+    assert_eq!(login(&b, "bob", PASSWORD, None).await.status(), 503);
+    let again = alice_in(&a).await;
+    assert_eq!(get_home(&b, &again).await.status(), 200);
+    assert_eq!(a.in_use("crm").await, 1);
+    // A token b never saw signed is still refused there.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let r = post_token(&b, &forged).await;
+    assert!(r.status().is_client_error(), "{}", r.status());
 }
 
 #[tokio::test]
