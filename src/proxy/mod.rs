@@ -17,7 +17,7 @@ use crate::ledger::{
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies;
 use crate::policy::seat::{self, Stale};
-use crate::policy::selfserve as selfserve_hold;
+use crate::policy::selfserve::Hold;
 use crate::presence::{self, Injector, Verdict};
 use crate::responses::{self, Canned};
 use async_trait::async_trait;
@@ -41,7 +41,7 @@ pub struct PendingLogin {
     claim: Claim,
     new_device: Option<String>,
     /// The login took a seat held for its user: a failed login gives the hold back.
-    held: Option<selfserve_hold::Hold>,
+    held: Option<Hold>,
 }
 
 /// What the gateway did with the request, for metrics.
