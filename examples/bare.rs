@@ -1,6 +1,7 @@
 //! The floor seatgate is measured against (benches/load.sh): a pingora 0.9 proxy with the
 //! same server settings (one thread, `work_stealing: false`, jemalloc) and no policy at all.
-//! `/answer` is written by the proxy itself, like a check denial; anything else is proxied.
+//! `/answer` and paths under `/full/` (the same request line as seatgate's failing check) are
+//! written by the proxy itself, like a check denial; anything else is proxied.
 //! Usage: bare LISTEN UPSTREAM
 
 use async_trait::async_trait;
@@ -24,7 +25,8 @@ impl ProxyHttp for Bare {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, s: &mut Session, _: &mut ()) -> pingora_error::Result<bool> {
-        if s.req_header().uri.path() != "/answer" {
+        let path = s.req_header().uri.path();
+        if path != "/answer" && !path.starts_with("/full/") {
             return Ok(false);
         }
         let body = Bytes::from_static(b"the user name or password is invalid");

@@ -4,7 +4,7 @@
 use crate::audit::Audit;
 use crate::config::{self, Config, ConfigError, Product};
 use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProductSeries};
 use crate::presence::{script, HeartbeatLimiter, Script};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
@@ -19,10 +19,12 @@ pub struct Runtime {
     pub upstreams: Vec<SocketAddr>,
     /// `products[i]`'s heartbeat script, rendered once per load; `None` without presence.
     pub scripts: Vec<Option<Script>>,
+    /// `products[i]`'s per-request metric series, resolved once per load.
+    pub series: Vec<ProductSeries>,
 }
 
 impl Runtime {
-    pub fn new(config: Arc<Config>, upstreams: Vec<SocketAddr>) -> Self {
+    pub fn new(config: Arc<Config>, upstreams: Vec<SocketAddr>, metrics: &Metrics) -> Self {
         let scripts = config
             .products
             .iter()
@@ -32,10 +34,16 @@ impl Runtime {
                     .map(|pt| Script::new(&script::heartbeat_url(&p.path_prefix), pt))
             })
             .collect();
+        let series = config
+            .products
+            .iter()
+            .map(|p| metrics.series(&p.name, &client_kinds(p)))
+            .collect();
         Runtime {
             config,
             upstreams,
             scripts,
+            series,
         }
     }
 }
@@ -83,16 +91,19 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
         .collect()
 }
 
+/// A product's client kinds in config order, then the fallback `default`.
+fn client_kinds(p: &Product) -> Vec<String> {
+    p.clients
+        .iter()
+        .map(|c| c.kind.clone())
+        .chain(["default".to_string()])
+        .collect()
+}
+
 /// Every product's metric series, for each client kind it names plus the fallback `default`.
 fn prime_metrics(metrics: &Metrics, cfg: &Config) {
     for p in &cfg.products {
-        let kinds: Vec<String> = p
-            .clients
-            .iter()
-            .map(|c| c.kind.clone())
-            .chain(["default".to_string()])
-            .collect();
-        metrics.prime(&p.name, &kinds);
+        metrics.prime(&p.name, &client_kinds(p));
     }
 }
 
@@ -108,7 +119,7 @@ impl App {
         ledger.configure(&pool_specs(&cfg));
         prime_metrics(&metrics, &cfg);
         Ok(App {
-            runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams)),
+            runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams, &metrics)),
             ledger,
             metrics,
             audit,
@@ -144,8 +155,11 @@ impl App {
         let upstreams = resolve(&new)?;
         self.ledger.configure(&pool_specs(&new));
         prime_metrics(&self.metrics, &new);
-        self.runtime
-            .store(Arc::new(Runtime::new(Arc::new(new), upstreams)));
+        self.runtime.store(Arc::new(Runtime::new(
+            Arc::new(new),
+            upstreams,
+            &self.metrics,
+        )));
         self.audit.record(
             "config_reload",
             serde_json::json!({ "path": path.display().to_string() }),
@@ -176,8 +190,8 @@ pub fn pool_for(p: &Product, user: Option<&str>, headers: &HeaderMap) -> usize {
     p.pools.iter().position(|pool| pool.default).unwrap_or(0)
 }
 
-pub fn pool_key(p: &Product, idx: usize) -> PoolKey {
-    PoolKey::new(&p.name, &p.pools[idx].name)
+pub fn pool_key(p: &Product, idx: usize) -> &PoolKey {
+    &p.pool_keys[idx]
 }
 
 /// Fans ledger releases out to metrics and audit.

@@ -5,8 +5,10 @@
 //! the ledger.
 
 use crate::ledger::{LedgerObserver, PoolUsage, ReleaseReason, SeatRecord};
+use crate::policy::classify::Action;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -191,6 +193,28 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Resolves a product's per-request series; `clients` are its client kinds in config
+    /// order followed by `default`.
+    pub fn series(&self, product: &str, clients: &[String]) -> ProductSeries {
+        ProductSeries {
+            checks: clients
+                .iter()
+                .map(|c| ["pass", "fail"].map(|r| self.checks.with_label_values(&[product, c, r])))
+                .collect(),
+            check_denials: clients
+                .iter()
+                .map(|c| self.denials.with_label_values(&[product, c, "check_full"]))
+                .collect(),
+            durations: Action::ALL
+                .iter()
+                .map(|a| {
+                    self.request_duration
+                        .with_label_values(&[product, a.label()])
+                })
+                .collect(),
+        }
+    }
+
     /// Makes every label combination of a product visible at 0 before anything happened, so
     /// dashboards and `rate()` work from the first scrape.
     pub fn prime(&self, product: &str, clients: &[String]) {
@@ -202,6 +226,37 @@ impl Metrics {
                 self.logins.with_label_values(&[product, c, r]);
             }
         }
+    }
+}
+
+/// One product's per-request series, resolved once per config load: a check or a proxied
+/// request then bumps atomics instead of hashing its label values under the vector's lock.
+pub struct ProductSeries {
+    /// Per client (`Product::clients` order, then the built-in `default`): pass, fail.
+    checks: Vec<[IntCounter; 2]>,
+    /// Per client: `seatgate_denials_total{reason="check_full"}`.
+    check_denials: Vec<IntCounter>,
+    /// Per action, indexed by `Action as usize`.
+    durations: Vec<Histogram>,
+}
+
+impl ProductSeries {
+    fn client(&self, client: Option<usize>) -> usize {
+        client
+            .filter(|&i| i < self.check_denials.len())
+            .unwrap_or(self.check_denials.len() - 1)
+    }
+
+    pub fn check(&self, client: Option<usize>, pass: bool) {
+        self.checks[self.client(client)][usize::from(!pass)].inc();
+    }
+
+    pub fn check_denied(&self, client: Option<usize>) {
+        self.check_denials[self.client(client)].inc();
+    }
+
+    pub fn duration(&self, action: Action, secs: f64) {
+        self.durations[action as usize].observe(secs);
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::file::{self, FileConfig, Mode, SeatsPer, StoreErrorPolicy, StoreKind};
 use super::ConfigError;
+use crate::ledger::PoolKey;
 use crate::responses::{self, Canned};
 use http::{HeaderName, Method};
 use std::collections::HashSet;
@@ -84,6 +85,8 @@ pub struct Product {
     pub logout: Option<LogoutRule>,
     pub seats_per: SeatsPer,
     pub pools: Vec<Pool>,
+    /// `pools[i]`'s ledger key, built once so a check allocates nothing.
+    pub pool_keys: Vec<PoolKey>,
     pub exempt_users: HashSet<String>,
     pub named_users: HashSet<String>,
     pub max_sessions: Option<u32>,
@@ -769,6 +772,10 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         ));
     }
     let hosts = p.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let pool_keys = pools
+        .iter()
+        .map(|x| PoolKey::new(&p.name, &x.name))
+        .collect();
     Ok(Product {
         name: p.name.clone(),
         upstream: p.upstream.0.clone(),
@@ -779,6 +786,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         logout,
         seats_per: p.seats_per,
         pools,
+        pool_keys,
         exempt_users: p.exempt_users.iter().cloned().collect(),
         named_users: p.named_users.iter().cloned().collect(),
         max_sessions: p.max_sessions.map(|n| n.get()),

@@ -39,7 +39,8 @@ impl<'a> RequestFacts<'a> {
         }
     }
 
-    fn host_name(&self) -> Option<String> {
+    /// The Host name without its port; compared case-insensitively, never copied.
+    fn host_name(&self) -> Option<&'a str> {
         let h = self.host?;
         let name = match h.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
@@ -51,7 +52,7 @@ impl<'a> RequestFacts<'a> {
                 }
             }),
         };
-        Some(name.to_ascii_lowercase())
+        Some(name)
     }
 }
 
@@ -76,7 +77,7 @@ pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
             false
         } else if host
             .as_ref()
-            .is_some_and(|h| p.hosts.iter().any(|x| x == h))
+            .is_some_and(|h| p.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
         {
             true
         } else {
@@ -132,6 +133,32 @@ pub enum Action {
     Session,
     /// Nothing to enforce (no cookie, exempt client, public page).
     Pass,
+}
+
+impl Action {
+    /// Every action in declaration order, so `a as usize` indexes it.
+    pub const ALL: [Action; 7] = [
+        Action::Heartbeat,
+        Action::SelfService,
+        Action::Login,
+        Action::Logout,
+        Action::Check,
+        Action::Session,
+        Action::Pass,
+    ];
+
+    /// The `action` label of `seatgate_request_duration_seconds`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Heartbeat => "heartbeat",
+            Action::SelfService => "self_service",
+            Action::Login => "login",
+            Action::Logout => "logout",
+            Action::Check => "check",
+            Action::Session => "session",
+            Action::Pass => "pass",
+        }
+    }
 }
 
 pub fn action(
@@ -286,6 +313,14 @@ pub fn has_credentials(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_all_is_in_declaration_order() {
+        // Metric series are indexed by `Action as usize`.
+        for (i, a) in Action::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i, "{}", a.label());
+        }
+    }
     use crate::config::parse;
 
     const YAML: &str = r#"

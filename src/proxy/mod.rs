@@ -14,6 +14,7 @@ use crate::config::Product;
 use crate::ledger::{
     now_ms, Claim, Gone, Lease, LedgerError, Millis, Reservation, SessionKey, Touch,
 };
+use crate::metrics::ProductSeries;
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies;
 use crate::policy::seat::{self, Stale};
@@ -23,6 +24,7 @@ use crate::responses::{self, Canned};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -44,6 +46,9 @@ pub struct PendingLogin {
     held: Option<Hold>,
 }
 
+/// The denial reason of a failed check: counted through the pre-resolved series.
+const CHECK_FULL: &str = "check_full";
+
 /// What the gateway did with the request, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -57,10 +62,12 @@ pub struct Ctx {
     started: Instant,
     rt: Option<Arc<Runtime>>,
     product: Option<usize>,
-    client: &'static str,
-    client_kind: Option<String>,
+    /// Index into the product's `clients`; `None` is the built-in default kind.
+    client: Option<usize>,
     action: Option<Action>,
-    login: Option<PendingLogin>,
+    // Boxed: the context lives inside pingora's per-request future, which is moved whole, so
+    // rarely used state should not make every request's context larger.
+    login: Option<Box<PendingLogin>>,
     login_result: Option<&'static str>,
     outcome: Outcome,
     /// The seat is being ended by an admin at this time: tell the user.
@@ -69,7 +76,7 @@ pub struct Ctx {
     /// heartbeat script when the product has presence.
     holds_seat: bool,
     /// Splices the heartbeat script into this response's HTML body.
-    inject: Option<Injector>,
+    inject: Option<Box<Injector>>,
 }
 
 impl Ctx {
@@ -77,8 +84,16 @@ impl Ctx {
         self.product.and_then(|i| rt.config.products.get(i))
     }
 
-    fn client_label(&self) -> &str {
-        self.client_kind.as_deref().unwrap_or(self.client)
+    /// This request's product's pre-resolved metric series.
+    fn series(&self) -> Option<&ProductSeries> {
+        let rt = self.rt.as_ref()?;
+        rt.series.get(self.product?)
+    }
+
+    fn client_label<'a>(&self, p: &'a Product) -> &'a str {
+        self.client
+            .and_then(|i| p.clients.get(i))
+            .map_or("default", |c| c.kind.as_str())
     }
 }
 
@@ -104,11 +119,8 @@ impl Gateway {
         Ok(true)
     }
 
-    fn deny_for(&self, p: &Product, client: Option<usize>) -> Canned {
-        client.map_or_else(
-            || p.default_denial.clone(),
-            |i| p.clients[i].on_full.clone(),
-        )
+    fn deny_for<'a>(&self, p: &'a Product, client: Option<usize>) -> &'a Canned {
+        client.map_or(&p.default_denial, |i| &p.clients[i].on_full)
     }
 
     /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
@@ -189,7 +201,7 @@ impl Gateway {
         };
         let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
         let now = now_ms();
-        let pool = pool_key(p, pool);
+        let pool = pool_key(p, pool).clone();
         // A seat this user freed by self-service waits for them under its own lease id (with
         // Redis, one more store call per login while self-service is on).
         let held = match user.as_deref() {
@@ -204,17 +216,17 @@ impl Gateway {
             pool,
             user,
             device,
-            client: ctx.client_label().to_string(),
+            client: ctx.client_label(p).to_string(),
             lease_id: held.map_or_else(rand::random, |h| h.lease),
         };
         match self.app.ledger.reserve(&claim, now).await {
             Ok(Reservation::Granted(lease)) => {
-                ctx.login = Some(PendingLogin {
+                ctx.login = Some(Box::new(PendingLogin {
                     lease,
                     claim,
                     new_device,
                     held,
-                });
+                }));
                 Ok(false)
             }
             Ok(Reservation::Full(full)) => {
@@ -308,10 +320,10 @@ impl Gateway {
     ) -> Result<bool> {
         let pool = pool_for(p, None, &s.req_header().headers);
         let claim = Claim {
-            pool: pool_key(p, pool),
+            pool: pool_key(p, pool).clone(),
             user: None,
             device: None,
-            client: ctx.client_label().to_string(),
+            client: ctx.client_label(p).to_string(),
             lease_id: rand::random(),
         };
         let now = now_ms();
@@ -351,25 +363,16 @@ impl Gateway {
         client: Option<usize>,
     ) -> Result<bool> {
         let pool = pool_key(p, pool_for(p, None, &s.req_header().headers));
-        let free = self.app.ledger.available(&pool, now_ms()).unwrap_or(0);
-        let label = [p.name.as_str(), ctx.client_label()];
-        if free > 0 {
-            self.app
-                .metrics
-                .checks
-                .with_label_values(&[label[0], label[1], "pass"])
-                .inc();
+        let pass = self.app.ledger.available(pool, now_ms()).unwrap_or(0) > 0;
+        if let Some(series) = ctx.series() {
+            series.check(client, pass);
+        }
+        if pass {
             ctx.outcome = Outcome::CheckPassed;
             Ok(false)
         } else {
-            self.app
-                .metrics
-                .checks
-                .with_label_values(&[label[0], label[1], "fail"])
-                .inc();
-            ctx.outcome = Outcome::Denied("check_full");
-            let c = self.deny_for(p, client);
-            self.respond(s, &c).await
+            ctx.outcome = Outcome::Denied(CHECK_FULL);
+            self.respond(s, self.deny_for(p, client)).await
         }
     }
 
@@ -471,7 +474,7 @@ impl Gateway {
             (None, Some(sc)) => sc.tag(plan.csp.nonce.as_deref()),
             (None, None) => return Ok(()),
         };
-        ctx.inject = Some(Injector::new(plan.encoding, tag));
+        ctx.inject = Some(Box::new(Injector::new(plan.encoding, tag)));
         Ok(())
     }
 }
@@ -504,13 +507,17 @@ async fn read_body(s: &mut Session, limit: usize) -> Result<std::result::Result<
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No downstream modules: pingora's default is a response-compression module switched
+    /// off, which still costs three allocations per request. The gateway never compresses;
+    /// the app's own encoding passes through untouched.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
             rt: None,
             product: None,
-            client: "default",
-            client_kind: None,
+            client: None,
             action: None,
             login: None,
             login_result: None,
@@ -539,7 +546,7 @@ impl ProxyHttp for Gateway {
         ctx.product = Some(pi);
         let client = classify::client_for(&p, &facts);
         let mode = client.map_or(Mode::Hold, |i| p.clients[i].mode);
-        ctx.client_kind = client.map(|i| p.clients[i].kind.clone());
+        ctx.client = client;
         let cookie = cookies::request_cookie(&req.headers, &p.session.cookie);
         let key = cookie.map(|c| SessionKey::new(&p.name, c));
         let action = classify::action(
@@ -664,8 +671,8 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
-        self.log_request(s, e, ctx).await
+    async fn logging(&self, _s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+        self.log_request(e, ctx).await
     }
 }
 
@@ -676,6 +683,7 @@ impl Gateway {
         let Some(login) = ctx.login.take() else {
             return Ok(());
         };
+        let login = *login;
         let Some(rt) = ctx.rt.clone() else {
             return Ok(());
         };
@@ -755,39 +763,41 @@ impl Gateway {
         self.app.ledger.cancel(&login.lease).await;
     }
 
-    async fn log_request(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+    async fn log_request(&self, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
         if let Some(login) = ctx.login.take() {
             // The app never answered (connect error, reset): the reservation must not linger.
-            self.drop_lease(login).await;
+            self.drop_lease(*login).await;
             ctx.login_result = Some("failed");
         }
-        let Some(rt) = ctx.rt.clone() else { return };
-        let product = ctx.product(&rt).map(|p| p.name.as_str()).unwrap_or("none");
+        let Some(rt) = ctx.rt.as_ref() else { return };
         let m = &self.app.metrics;
-        let client = ctx.client_label().to_string();
+        let secs = ctx.started.elapsed().as_secs_f64();
+        let action = ctx.action.unwrap_or(Action::Pass);
+        let (Some(p), Some(series)) = (ctx.product(rt), ctx.series()) else {
+            // No product matched: only the denial and its time are known.
+            if let Outcome::Denied(reason) = ctx.outcome {
+                m.denials
+                    .with_label_values(&["none", "default", reason])
+                    .inc();
+            }
+            m.request_duration
+                .with_label_values(&["none", action.label()])
+                .observe(secs);
+            return;
+        };
+        let client = ctx.client_label(p);
         if let Some(r) = ctx.login_result {
             let result = if r == "bad_request" { "failed" } else { r };
-            m.logins
-                .with_label_values(&[product, &client, result])
-                .inc();
+            m.logins.with_label_values(&[&p.name, client, result]).inc();
         }
-        if let Outcome::Denied(reason) = ctx.outcome {
-            m.denials
-                .with_label_values(&[product, &client, reason])
-                .inc();
+        match ctx.outcome {
+            Outcome::Denied(CHECK_FULL) => series.check_denied(ctx.client),
+            Outcome::Denied(reason) => m
+                .denials
+                .with_label_values(&[&p.name, client, reason])
+                .inc(),
+            _ => {}
         }
-        let action = match ctx.action {
-            Some(Action::Login) => "login",
-            Some(Action::Logout) => "logout",
-            Some(Action::Session) => "session",
-            Some(Action::Check) => "check",
-            Some(Action::Heartbeat) => "heartbeat",
-            Some(Action::SelfService) => "self_service",
-            Some(Action::Pass) | None => "pass",
-        };
-        m.request_duration
-            .with_label_values(&[product, action])
-            .observe(ctx.started.elapsed().as_secs_f64());
-        let _ = s;
+        series.duration(action, secs);
     }
 }

@@ -287,9 +287,9 @@ impl Gateway {
     ) -> Canned {
         let base = self.deny_for(p, client);
         if Self::builtin_page(p, client) {
-            responses::full_page(&base, &p.name, full, offer, now_ms())
+            responses::full_page(base, &p.name, full, offer, now_ms())
         } else {
-            base
+            base.clone()
         }
     }
 

@@ -130,6 +130,26 @@ async fn infor_preset_every_client_gets_its_own_answer() {
         m.contains(r#"seatgate_checks_total{client="mobile",product="infor-crm",result="pass"} 1"#),
         "{m}"
     );
+    let full: u64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("seatgate_denials_total{") && l.contains(r#"reason="check_full""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(full, 3, "each failed check is one check_full denial: {m}");
+    assert!(
+        m.contains(
+            r#"seatgate_denials_total{client="mobile",product="infor-crm",reason="check_full"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"seatgate_request_duration_seconds_count{action="check",product="infor-crm"} 6"#
+        ),
+        "every check with credentials is timed as a check: {m}"
+    );
     assert_eq!(g.in_use("infor-crm").await, 1);
 }
 
