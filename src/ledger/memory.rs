@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 const MAX_TOMBSTONES: usize = 200_000;
 
 pub struct MemoryLedger {
-    pools: RwLock<HashMap<PoolKey, Arc<PoolSlot>>>,
+    pools: super::Pools<PoolSlot>,
     by_session: DashMap<SessionKey, Arc<Live>>,
     by_id: DashMap<SeatId, Arc<Live>>,
     gone: DashMap<SessionKey, (Gone, Millis)>,
@@ -170,7 +170,7 @@ impl MemoryLedger {
     /// A ledger without a journal: seats die with the process (benchmarks, unit tests).
     pub fn volatile(observer: Arc<dyn LedgerObserver>) -> Self {
         MemoryLedger {
-            pools: RwLock::new(HashMap::new()),
+            pools: RwLock::new(HashMap::default()),
             by_session: DashMap::new(),
             by_id: DashMap::new(),
             gone: DashMap::new(),

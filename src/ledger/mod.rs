@@ -539,7 +539,10 @@ pub trait SeatLedger: Send + Sync + 'static {
 pub type SharedLedger = Arc<dyn SeatLedger>;
 
 /// A store's pools by key, as both stores keep them (`configure` writes, requests read).
-type Pools<T> = RwLock<HashMap<PoolKey, Arc<T>>>;
+/// Pools by key. Every check and login looks its pool up here; the keys come from config, not
+/// from clients, so foldhash (still seeded per process) replaces SipHash, which was a visible
+/// part of a check's cost.
+type Pools<T> = RwLock<HashMap<PoolKey, Arc<T>, foldhash::fast::RandomState>>;
 
 /// A poisoned lock is read through: `configure` only inserts whole entries, so a panic there
 /// never leaves a half-written pool behind.

@@ -151,7 +151,7 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     failed_at: Mutex<Option<Instant>>,
     prefix: String,
-    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    pools: super::Pools<Pool>,
     cache: DashMap<SessionKey, Cached>,
     /// Activity seen from cache hits, written by `flush`: seat → (pool, when).
     activity: DashMap<SeatId, (PoolKey, Instant)>,
@@ -435,7 +435,7 @@ impl RedisLedger {
                 connecting: tokio::sync::Mutex::new(()),
                 failed_at: Mutex::new(None),
                 prefix: cfg.prefix.clone(),
-                pools: RwLock::new(HashMap::new()),
+                pools: RwLock::new(HashMap::default()),
                 cache: DashMap::new(),
                 activity: DashMap::new(),
                 views: DashMap::new(),

@@ -19,29 +19,34 @@ pub fn self_service_path(path_prefix: &str) -> String {
 /// What the proxy pulls out of a request before asking anything.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
-    pub host: Option<&'a str>,
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    uri: &'a http::Uri,
 }
 
 impl<'a> RequestFacts<'a> {
     pub fn new(method: &'a Method, uri: &'a http::Uri, headers: &'a HeaderMap) -> Self {
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()));
         RequestFacts {
-            host,
             path: uri.path(),
             method,
             headers,
+            uri,
         }
+    }
+
+    /// The Host header (or the absolute URI's authority). Only products routed by `hosts`
+    /// need it, so it is looked up on demand.
+    fn host(&self) -> Option<&'a str> {
+        self.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
     }
 
     /// The Host name without its port; compared case-insensitively, never copied.
     fn host_name(&self) -> Option<&'a str> {
-        let h = self.host?;
+        let h = self.host()?;
         let name = match h.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
             None => h.rsplit_once(':').map_or(h, |(n, p)| {
@@ -70,13 +75,13 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// The product a request belongs to: hosts must match (empty = any), then the longest
 /// `path_prefix` wins; a product naming the host beats one that accepts any host.
 pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
-    let host = f.host_name();
+    let mut host = None;
     let mut best: Option<(usize, (bool, usize))> = None;
     for (i, p) in cfg.products.iter().enumerate() {
         let host_hit = if p.hosts.is_empty() {
             false
         } else if host
-            .as_ref()
+            .get_or_insert_with(|| f.host_name())
             .is_some_and(|h| p.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
         {
             true

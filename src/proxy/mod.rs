@@ -108,11 +108,8 @@ impl Gateway {
     async fn respond(&self, s: &mut Session, c: &Canned) -> Result<bool> {
         // A request whose body we did not read cannot share its connection with the next one;
         // bodiless requests (checks are GETs) keep their connection, which a check storm needs.
-        let h = &s.req_header().headers;
-        if (h.contains_key(http::header::CONTENT_LENGTH)
-            || h.contains_key(http::header::TRANSFER_ENCODING))
-            && !s.is_body_done()
-        {
+        // (A request without Content-Length or Transfer-Encoding has an empty body: done.)
+        if !s.is_body_done() {
             s.set_keepalive(None);
         }
         c.send(s).await?;

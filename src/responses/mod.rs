@@ -11,14 +11,27 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::sync::Arc;
 
 /// A prebuilt response: status, headers and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Canned {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// The whole response header, built once ([`Canned::prebuilt`]) for answers fixed at
+    /// config load: a check storm then clones it instead of parsing and hashing every header
+    /// name per request.
+    head: Option<Arc<ResponseHeader>>,
 }
+
+impl PartialEq for Canned {
+    fn eq(&self, o: &Self) -> bool {
+        (self.status, &self.headers, &self.body) == (o.status, &o.headers, &o.body)
+    }
+}
+
+impl Eq for Canned {}
 
 impl Canned {
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
@@ -29,6 +42,7 @@ impl Canned {
                 HeaderValue::from_static(content_type),
             )],
             body: body.into(),
+            head: None,
         }
     }
 
@@ -48,7 +62,18 @@ impl Canned {
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self.head = None;
         self
+    }
+
+    /// Builds the header now; for answers that never change after config load.
+    pub fn prebuilt(mut self) -> Result<Self, String> {
+        self.head = None;
+        let head = self
+            .to_header()
+            .map_err(|e| format!("cannot build the answer's header: {e}"))?;
+        self.head = Some(Arc::new(head));
+        Ok(self)
     }
 
     /// Appends a header whose value is only known at request time; invalid bytes are dropped
@@ -61,6 +86,9 @@ impl Canned {
     }
 
     pub fn to_header(&self) -> pingora_error::Result<ResponseHeader> {
+        if let Some(h) = &self.head {
+            return Ok(ResponseHeader::clone(h));
+        }
         let mut h = ResponseHeader::build(self.status, Some(self.headers.len() + 2))?;
         for (k, v) in &self.headers {
             h.append_header(k.clone(), v.clone())?;
@@ -95,10 +123,9 @@ impl Canned {
 pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<Canned, String> {
     let default_page = || builtin_page("web-denied", product, seats);
     let Some(c) = conf else {
-        return Ok(
-            Canned::html(StatusCode::SERVICE_UNAVAILABLE, default_page()?)
-                .header(http::header::RETRY_AFTER, HeaderValue::from_static("30")),
-        );
+        return Canned::html(StatusCode::SERVICE_UNAVAILABLE, default_page()?)
+            .header(http::header::RETRY_AFTER, HeaderValue::from_static("30"))
+            .prebuilt();
     };
     let status = StatusCode::from_u16(c.status.unwrap_or(503))
         .ok()
@@ -117,6 +144,7 @@ pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<C
         status,
         headers: vec![(http::header::CONTENT_TYPE, ct)],
         body,
+        head: None,
     };
     for (k, v) in &c.headers {
         let name = HeaderName::from_bytes(k.as_bytes())
@@ -130,7 +158,7 @@ pub fn on_full(conf: Option<&OnFullFile>, product: &str, seats: u32) -> Result<C
             HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
         out.headers.push((name, value));
     }
-    Ok(out)
+    out.prebuilt()
 }
 
 fn builtin_page(name: &str, product: &str, seats: u32) -> Result<Bytes, String> {
@@ -297,6 +325,7 @@ work in it may be lost. You will then be asked to log in again. This choice is v
         status: base.status,
         headers: base.headers.clone(),
         body: Bytes::from(html_page(title, &body)),
+        head: None,
     }
 }
 
@@ -399,6 +428,7 @@ pub fn no_content() -> Canned {
         status: StatusCode::NO_CONTENT,
         headers: vec![],
         body: Bytes::new(),
+        head: None,
     }
 }
 
@@ -425,6 +455,31 @@ pub fn unavailable() -> Canned {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prebuilt_header_is_the_built_one_and_follows_later_headers() {
+        let conf = OnFullFile {
+            status: Some(429),
+            body: Some("{\"error\":\"no license\"}".into()),
+            content_type: Some("application/json".into()),
+            headers: [("Retry-After".to_string(), "30".to_string())].into(),
+            page: None,
+        };
+        let c = on_full(Some(&conf), "p", 1).unwrap();
+        let built = Canned {
+            head: None,
+            ..c.clone()
+        }
+        .to_header()
+        .unwrap();
+        let pre = c.to_header().unwrap();
+        assert_eq!(pre.status, built.status);
+        assert_eq!(pre.headers, built.headers);
+        assert_eq!(pre.headers["content-length"], "22");
+        assert_eq!(pre.headers["retry-after"], "30");
+        let more = c.header(http::header::WARNING, HeaderValue::from_static("199 - x"));
+        assert_eq!(more.to_header().unwrap().headers["warning"], "199 - x");
+    }
+
     use super::*;
 
     fn conf(yaml: &str) -> OnFullFile {
