@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONN=${2:-64}
-THREADS=${THREADS:-1}
-# One wrk thread and one gateway thread: each gets a core of the two.
-WRK_THREADS=${WRK_THREADS:-1}
+# Defaults are the gateway's own (`threads`: one per core) and wrk's (2 threads).
+# THREADS=1 WRK_THREADS=1 gives each process one core of two instead.
+THREADS=${THREADS:-$(nproc)}
+WRK_THREADS=${WRK_THREADS:-2}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 cargo build --release --locked --bin seatgate --example bare >/dev/null
