@@ -5,6 +5,7 @@
 # Usage: benches/instructions.sh [requests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 N=${1:-20000}
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need valgrind valgrind
@@ -14,33 +15,8 @@ cargo build --release --locked --bin seatgate --example bare >/dev/null
 T=$(mktemp -d)
 PIDS=()
 trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill -INT "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null; rm -rf $T' EXIT
-cat > $T/nginx.conf <<NGX
-worker_processes 1;
-pid $T/nginx.pid;
-error_log $T/nginx.err;
-events { worker_connections 256; }
-http { access_log off; server { listen 127.0.0.1:18100; location / { return 200 "app\n"; } } }
-NGX
-nginx -c $T/nginx.conf
-cat > $T/gw.yaml <<YAML
-listen: 127.0.0.1:18180
-admin: { listen: 127.0.0.1:19190 }
-store: { kind: embedded, path: $T/seats.redb }
-threads: 1
-products:
-  - name: full
-    upstream: 127.0.0.1:18100
-    path_prefix: /full
-    session: { cookie: FSID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
-    login: { path: /full/login, user: { form_field: username } }
-    pools: [{ name: main, default: true, grants: [{ seats: 1, expires: "2020-01-01T00:00:00Z" }] }]
-    clients:
-      - kind: mobile
-        match: { path_prefix: /full/sdata/mobile }
-        mode: check
-        on_full: { status: 401, body: "the user name or password is invalid" }
-      - kind: web
-YAML
+start_app $T 18100
+gateway_conf $T 18180 19190 18100 1
 URL_PATH=/full/sdata/mobile/x
 measure() {
   local name=$1 port=$2; shift 2

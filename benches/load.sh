@@ -4,6 +4,7 @@
 # Usage: [ONLY=regex] [ROUNDS=n] [THREADS=n] [WRK_THREADS=n] benches/load.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 DUR=${1:-10}
 CONN=${2:-64}
 # Defaults are the gateway's own (`threads`: one per core) and wrk's (2 threads).
@@ -19,52 +20,8 @@ GW=""; BARE=""
 # SIGINT is pingora's fast shutdown: the next run can bind the same ports at once.
 trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill -INT $GW $BARE 2>/dev/null || true; wait 2>/dev/null; rm -rf $T' EXIT
 
-cat > $T/nginx.conf <<NGX
-worker_processes 1;
-pid $T/nginx.pid;
-error_log $T/nginx.err;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:18000;
-    location / { default_type text/plain; return 200 "hello from the app\n"; }
-  }
-}
-NGX
-nginx -c $T/nginx.conf
-
-cat > $T/gw.yaml <<YAML
-listen: 127.0.0.1:18080
-admin: { listen: 127.0.0.1:19090 }
-store: { kind: embedded, path: $T/seats.redb }
-threads: $THREADS
-products:
-  - name: bench
-    upstream: 127.0.0.1:18000
-    session: { cookie: SID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
-    login: { path: /login, user: { form_field: username } }
-    seats: 100
-    clients:
-      - kind: mobile
-        match: { path_prefix: /sdata/mobile }
-        mode: check
-        on_full: { status: 401, body: "the user name or password is invalid" }
-      - kind: web
-  # A pool whose only grant has expired: every check fails, answered by the gateway alone.
-  - name: full
-    upstream: 127.0.0.1:18000
-    path_prefix: /full
-    session: { cookie: FSID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
-    login: { path: /full/login, user: { form_field: username } }
-    pools: [{ name: main, default: true, grants: [{ seats: 1, expires: "2020-01-01T00:00:00Z" }] }]
-    clients:
-      - kind: mobile
-        match: { path_prefix: /full/sdata/mobile }
-        mode: check
-        on_full: { status: 401, body: "the user name or password is invalid" }
-      - kind: web
-YAML
+start_app $T 18000
+gateway_conf $T 18080 19090 18000 "$THREADS"
 RUST_LOG=warn $BIN run --config $T/gw.yaml >$T/gw.log 2>&1 &
 GW=$!
 THREADS=$THREADS target/release/examples/bare 127.0.0.1:18090 127.0.0.1:18000 >$T/bare.log 2>&1 &
