@@ -34,10 +34,16 @@ impl Runtime {
                     .map(|pt| Script::new(&script::heartbeat_url(&p.path_prefix), pt))
             })
             .collect();
+        // Every label combination of a product is made visible at 0 here too, so dashboards
+        // and `rate()` work from the first scrape.
         let series = config
             .products
             .iter()
-            .map(|p| metrics.series(&p.name, &client_kinds(p)))
+            .map(|p| {
+                let kinds = client_kinds(p);
+                metrics.prime(&p.name, &kinds);
+                metrics.series(&p.name, &kinds)
+            })
             .collect();
         Runtime {
             config,
@@ -100,13 +106,6 @@ fn client_kinds(p: &Product) -> Vec<String> {
         .collect()
 }
 
-/// Every product's metric series, for each client kind it names plus the fallback `default`.
-fn prime_metrics(metrics: &Metrics, cfg: &Config) {
-    for p in &cfg.products {
-        metrics.prime(&p.name, &client_kinds(p));
-    }
-}
-
 impl App {
     pub fn new(
         cfg: Config,
@@ -117,7 +116,6 @@ impl App {
     ) -> Result<Self, ReloadError> {
         let upstreams = resolve(&cfg)?;
         ledger.configure(&pool_specs(&cfg));
-        prime_metrics(&metrics, &cfg);
         Ok(App {
             runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams, &metrics)),
             ledger,
@@ -154,7 +152,6 @@ impl App {
         }
         let upstreams = resolve(&new)?;
         self.ledger.configure(&pool_specs(&new));
-        prime_metrics(&self.metrics, &new);
         self.runtime.store(Arc::new(Runtime::new(
             Arc::new(new),
             upstreams,

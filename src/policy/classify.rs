@@ -318,6 +318,7 @@ pub fn has_credentials(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse;
 
     #[test]
     fn action_all_is_in_declaration_order() {
@@ -326,7 +327,6 @@ mod tests {
             assert_eq!(*a as usize, i, "{}", a.label());
         }
     }
-    use crate::config::parse;
 
     const YAML: &str = r#"
 listen: 127.0.0.1:8080

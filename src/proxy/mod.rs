@@ -748,11 +748,7 @@ impl Gateway {
                 let put = self
                     .selfserve
                     .put_hold(ledger, &login.claim.pool, user, h, now);
-                if let Ok(replaced) = put.await {
-                    if let Some(old) = replaced {
-                        let old = selfserve::held_lease(&login.claim.pool, old);
-                        self.app.ledger.cancel(&old).await;
-                    }
+                if put.await.is_ok() {
                     return;
                 }
             }

@@ -138,7 +138,8 @@ impl SelfService {
     }
 
     /// Remembers a held seat for `user`, in the store when it is shared (so the user's next
-    /// login finds it on any replica), else here. Answers the hold it replaced.
+    /// login finds it on any replica), else here. A hold it replaces (the user freed a second
+    /// seat before coming back) gives its reservation back at once.
     pub(super) async fn put_hold(
         &self,
         ledger: &dyn SeatLedger,
@@ -146,23 +147,27 @@ impl SelfService {
         user: &str,
         hold: Hold,
         now: Millis,
-    ) -> std::result::Result<Option<Hold>, String> {
+    ) -> std::result::Result<(), String> {
         let value = format!("{:x}:{}", hold.lease, hold.until);
         let ttl = hold.until.saturating_sub(now);
-        match ledger
+        let replaced = match ledger
             .shared_swap(&hold_name(pool, user), Some(&value), ttl)
             .await
         {
             Ok(Shared::Local) => self
                 .holds
                 .put(pool, user, hold, now)
-                .map_err(|_| "too many seats held".to_string()),
-            Ok(Shared::Value(old)) => Ok(old
+                .map_err(|_| "too many seats held".to_string())?,
+            Ok(Shared::Value(old)) => old
                 .as_deref()
                 .and_then(parse_hold)
-                .filter(|h| h.until > now)),
-            Err(e) => Err(e.to_string()),
+                .filter(|h| h.until > now),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(old) = replaced {
+            ledger.cancel(&held_lease(pool, old)).await;
         }
+        Ok(())
     }
 
     /// The user's unexpired held seat in `pool`, removed: a login is about to use it.
@@ -742,12 +747,7 @@ impl Gateway {
                     .put_hold(ledger, &pool, &offer.user, hold, now)
                     .await
                 {
-                    Ok(replaced) => {
-                        if let Some(old) = replaced {
-                            ledger.cancel(&held_lease(&pool, old)).await;
-                        }
-                        Some(hold)
-                    }
+                    Ok(()) => Some(hold),
                     Err(e) => {
                         log::warn!("product {}: cannot hold the freed seat: {e}", p.name);
                         ledger.cancel(&lease).await;
@@ -815,7 +815,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
 }
 
 /// The lease of a hold, as `cancel` wants it.
-pub(super) fn held_lease(pool: &PoolKey, h: Hold) -> Lease {
+fn held_lease(pool: &PoolKey, h: Hold) -> Lease {
     Lease {
         id: h.lease,
         pool: pool.clone(),
