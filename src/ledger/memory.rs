@@ -106,6 +106,8 @@ fn state_to_u8(s: SeatState) -> u8 {
         SeatState::Active => 1,
         SeatState::Ending => 2,
         SeatState::Paused => 3,
+        SeatState::Exempt => 4,
+        SeatState::Named => 5,
     }
 }
 
@@ -114,6 +116,8 @@ fn state_from_u8(v: u8) -> SeatState {
         0 => SeatState::Standby,
         1 => SeatState::Active,
         2 => SeatState::Ending,
+        4 => SeatState::Exempt,
+        5 => SeatState::Named,
         _ => SeatState::Paused,
     }
 }

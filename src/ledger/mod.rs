@@ -150,6 +150,10 @@ pub enum SeatState {
     Ending,
     /// Its owner paused it: listed, but holds no seat.
     Paused,
+    /// An exempt user's session: known, listed, touched and ended like any other, never counted.
+    Exempt,
+    /// A named user's session (a seat of their own outside the pool): never counted.
+    Named,
 }
 
 impl SeatState {
@@ -159,11 +163,22 @@ impl SeatState {
             SeatState::Active => "active",
             SeatState::Ending => "ending",
             SeatState::Paused => "paused",
+            SeatState::Exempt => "exempt",
+            SeatState::Named => "named",
         }
     }
 
+    /// Whether a session in this state counts against its pool.
     pub fn holds_seat(&self) -> bool {
-        !matches!(self, SeatState::Paused)
+        matches!(
+            self,
+            SeatState::Standby | SeatState::Active | SeatState::Ending
+        )
+    }
+
+    /// Exempt and named sessions: known to the gateway, never counted.
+    pub fn uncounted(&self) -> bool {
+        matches!(self, SeatState::Exempt | SeatState::Named)
     }
 }
 
@@ -179,10 +194,12 @@ pub enum ReleaseReason {
     Paused,
     Replaced,
     Config,
+    /// The app deleted its session cookie (its own sign-off link or timeout page).
+    AppLogout,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 9] = [
+    pub const ALL: [ReleaseReason; 10] = [
         ReleaseReason::Logout,
         ReleaseReason::Idle,
         ReleaseReason::Lifetime,
@@ -192,6 +209,7 @@ impl ReleaseReason {
         ReleaseReason::Paused,
         ReleaseReason::Replaced,
         ReleaseReason::Config,
+        ReleaseReason::AppLogout,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -205,6 +223,7 @@ impl ReleaseReason {
             ReleaseReason::Paused => "paused",
             ReleaseReason::Replaced => "replaced",
             ReleaseReason::Config => "config",
+            ReleaseReason::AppLogout => "app_logout",
         }
     }
 }
@@ -366,6 +385,15 @@ pub enum Gone {
     Released(ReleaseReason),
 }
 
+/// One session by id, as the store knows it, without changing it (admin validation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Live(SeatRecord),
+    /// Ended or released; its id is remembered.
+    Ended,
+    Unknown,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndOutcome {
     Ending { at: Millis },
@@ -459,6 +487,37 @@ pub trait SeatLedger: Send + Sync + 'static {
 
     /// Drops a lease whose login did not succeed.
     async fn cancel(&self, lease: &Lease);
+
+    /// Registers the session of a user who takes no seat (`state` is `Exempt` or `Named`):
+    /// known, listed, touched (`Touch::Held` with that state), released by logout, app logout,
+    /// idle and lifetime like any other, never counted in `usage`, `available` or capacity.
+    async fn admit_uncounted(
+        &self,
+        _claim: &Claim,
+        _state: SeatState,
+        _session: SessionKey,
+        _now: Millis,
+    ) -> Result<SeatId, LedgerError> {
+        Err(LedgerError::Unavailable("admit_uncounted not supported".into()))
+    }
+
+    /// The app set a new value for its session cookie (id rotation, password change): the
+    /// seat (or uncounted session) held by `old` moves to `new` — same id, same user, same
+    /// state — and `old` is refused from then on (`Touch::Gone(Released(Replaced))`).
+    /// `None` when `old` holds nothing. Durable before it returns.
+    async fn rekey(
+        &self,
+        _old: &SessionKey,
+        _new: SessionKey,
+        _now: Millis,
+    ) -> Result<Option<SeatId>, LedgerError> {
+        Err(LedgerError::Unavailable("rekey not supported".into()))
+    }
+
+    /// One session by id, without changing anything.
+    async fn lookup(&self, _id: SeatId, _now: Millis) -> Result<Lookup, LedgerError> {
+        Err(LedgerError::Unavailable("lookup not supported".into()))
+    }
 
     /// A request carrying `session`: refreshes its activity, or says why it holds no seat.
     async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError>;

@@ -332,6 +332,8 @@ fn parse_state(s: &str) -> SeatState {
         "standby" => SeatState::Standby,
         "ending" => SeatState::Ending,
         "paused" => SeatState::Paused,
+        "exempt" => SeatState::Exempt,
+        "named" => SeatState::Named,
         _ => SeatState::Active,
     }
 }
