@@ -268,6 +268,10 @@ impl Default for Metrics {
 
 impl LedgerObserver for Metrics {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason) {
+        // Exempt and named sessions never held a seat, so ending one releases none.
+        if seat.state.uncounted() {
+            return;
+        }
         self.releases
             .with_label_values(&[seat.pool.product.as_str(), reason.as_str()])
             .inc();

@@ -16,7 +16,8 @@ pub mod reports;
 use crate::app::{pool_specs, App};
 use crate::config::{Config, Permission, Role};
 use crate::ledger::{
-    now_ms, EndOutcome, Millis, PauseOutcome, PoolKey, PoolSpec, SeatId, SeatRecord, SeatState,
+    now_ms, EndOutcome, Lookup, Millis, PauseOutcome, PoolKey, PoolSpec, SeatId, SeatRecord,
+    SeatState,
 };
 use crate::policy::seat::{deadline, SeatTimes};
 use async_trait::async_trait;
@@ -369,7 +370,27 @@ impl AdminService {
             Ok(l) => l,
             Err(r) => return r,
         };
-        let by_id: HashMap<SeatId, &SeatRecord> = list.iter().map(|s| (s.id, s)).collect();
+        let mut by_id: HashMap<SeatId, SeatRecord> = list.into_iter().map(|s| (s.id, s)).collect();
+        // A session missing from the listing is looked up without touching it: it may have
+        // ended (409), never existed (404), or started since the listing, when it gets the
+        // same permission checks as any other. Validation never ends anything.
+        for id in &ids {
+            if by_id.contains_key(id) {
+                continue;
+            }
+            match self.app.ledger.lookup(*id, now).await {
+                Ok(Lookup::Live(rec)) => {
+                    by_id.insert(*id, rec);
+                }
+                Ok(Lookup::Ended) => {
+                    return error(StatusCode::CONFLICT, &format!("already ended {id}"))
+                }
+                Ok(Lookup::Unknown) => {
+                    return error(StatusCode::NOT_FOUND, &format!("unknown session {id}"))
+                }
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+            }
+        }
         // All-or-nothing on permissions and existence, so a batch never half-applies.
         for id in &ids {
             match by_id.get(id) {
@@ -383,24 +404,7 @@ impl AdminService {
                     )
                 }
                 Some(_) => {}
-                None => {
-                    // A zero-id probe tells an ended session (409) from one never seen (404).
-                    let code = match self.app.ledger.end(&[*id], 0, &who.name, now).await {
-                        Ok(v)
-                            if v.first()
-                                .is_some_and(|(_, o)| *o == EndOutcome::AlreadyEnded) =>
-                        {
-                            StatusCode::CONFLICT
-                        }
-                        _ => StatusCode::NOT_FOUND,
-                    };
-                    let msg = if code == StatusCode::CONFLICT {
-                        "already ended"
-                    } else {
-                        "unknown session"
-                    };
-                    return error(code, &format!("{msg} {id}"));
-                }
+                None => return error(StatusCode::NOT_FOUND, &format!("unknown session {id}")),
             }
         }
         match self

@@ -214,10 +214,15 @@ pub fn action(
 /// Why a login request cannot be read; each maps to a clear 4xx.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadLogin {
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
     NotUtf8,
     MissingUser(String),
     UnsupportedType,
+    /// The user is named twice with different values: the gateway cannot know which one the
+    /// app will log in, so it would charge the seat to a guess.
+    AmbiguousUser(String),
 }
 
 impl BadLogin {
@@ -236,11 +241,98 @@ impl BadLogin {
             }
             BadLogin::NotUtf8 => "login request is not valid UTF-8".into(),
             BadLogin::MissingUser(f) => format!("login request has no `{f}`"),
+            BadLogin::AmbiguousUser(f) => {
+                format!("login request names `{f}` more than once with different values")
+            }
             BadLogin::UnsupportedType => {
                 "login request must be application/x-www-form-urlencoded or application/json".into()
             }
         }
     }
+}
+
+/// The string `field` of a JSON login object. serde_json keeps the last of duplicate keys
+/// while other parsers keep the first, so a key given twice with different values is refused.
+fn json_field(text: &str, field: &str) -> Result<String, BadLogin> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    struct Seed<'f>(&'f str);
+    enum Found {
+        Missing,
+        One(String),
+        Twice,
+    }
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Found;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Found;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Found, A::Error> {
+            let mut found: Option<Option<String>> = None;
+            let mut twice = false;
+            while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k != self.0 {
+                    m.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let v: serde_json::Value = m.next_value()?;
+                let v = v.as_str().map(str::to_string);
+                match &found {
+                    Some(prev) if *prev != v => twice = true,
+                    _ => found = Some(v),
+                }
+            }
+            Ok(match (twice, found) {
+                (true, _) => Found::Twice,
+                (false, Some(Some(v))) => Found::One(v),
+                (false, _) => Found::Missing,
+            })
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Seed(field)
+        .deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f));
+    match found {
+        Ok(Found::One(v)) => Ok(v),
+        Ok(Found::Twice) => Err(BadLogin::AmbiguousUser(field.to_string())),
+        _ => Err(BadLogin::MissingUser(field.to_string())),
+    }
+}
+
+/// Whether the app's answer to a request carrying an unknown session cookie shows that the
+/// app honours that cookie (`expired: adopt`): a success or a redirect elsewhere than the
+/// login page, without deleting the cookie. A 401/403, any error, a redirect to the login
+/// page or a deletion all say the cookie is not a session of the app's.
+pub fn app_accepts_session(
+    status: StatusCode,
+    location: Option<&str>,
+    login_path: &str,
+    deletes_cookie: bool,
+) -> bool {
+    if deletes_cookie || status.as_u16() >= 400 {
+        return false;
+    }
+    if status.is_redirection() {
+        let target = location.unwrap_or("");
+        // Absolute or relative, only the path counts: `https://app/login?next=/x` is the login.
+        let path = match target.find("://") {
+            Some(i) => target[i + 3..]
+                .find('/')
+                .map_or("/", |j| &target[i + 3 + j..]),
+            None => target,
+        };
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        if path.eq_ignore_ascii_case(login_path) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether the login body must be read to find the user.
@@ -269,9 +361,13 @@ pub fn login_user(
     match src {
         UserSource::None => Ok(None),
         UserSource::Header(h) => {
-            let v = headers
-                .get(h)
+            let mut values = headers.get_all(h).iter();
+            let v = values
+                .next()
                 .ok_or_else(|| BadLogin::MissingUser(h.to_string()))?;
+            if values.any(|other| other != v) {
+                return Err(BadLogin::AmbiguousUser(h.to_string()));
+            }
             let v = v.to_str().map_err(|_| BadLogin::NotUtf8)?;
             clean(v, h.as_str())
         }
@@ -289,20 +385,20 @@ pub fn login_user(
             let text = std::str::from_utf8(body).map_err(|_| BadLogin::NotUtf8)?;
             match ct.as_deref() {
                 Some("application/x-www-form-urlencoded") => {
-                    let v = form_urlencoded::parse(text.as_bytes())
-                        .find(|(k, _)| k == field)
-                        .map(|(_, v)| v.into_owned())
+                    let mut values = form_urlencoded::parse(text.as_bytes())
+                        .filter(|(k, _)| k == field)
+                        .map(|(_, v)| v);
+                    let v = values
+                        .next()
                         .ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
+                    if values.any(|other| other != v) {
+                        return Err(BadLogin::AmbiguousUser(field.clone()));
+                    }
                     clean(&v, field)
                 }
                 Some("application/json") => {
-                    let v: serde_json::Value = serde_json::from_str(text)
-                        .map_err(|_| BadLogin::MissingUser(field.clone()))?;
-                    let s = v
-                        .get(field)
-                        .and_then(|x| x.as_str())
-                        .ok_or_else(|| BadLogin::MissingUser(field.clone()))?;
-                    clean(s, field)
+                    let v = json_field(text, field)?;
+                    clean(&v, field)
                 }
                 _ => Err(BadLogin::UnsupportedType),
             }
@@ -530,5 +626,71 @@ products:
         );
         h.insert("x-user", "kim".parse().unwrap());
         assert_eq!(login_user(&hdr, &h, b""), Ok(Some("kim".into())));
+        h.append("x-user", "kim".parse().unwrap());
+        assert_eq!(login_user(&hdr, &h, b""), Ok(Some("kim".into())));
+        h.append("x-user", "lee".parse().unwrap());
+        assert_eq!(
+            login_user(&hdr, &h, b""),
+            Err(BadLogin::AmbiguousUser("x-user".into()))
+        );
+    }
+
+    #[test]
+    fn app_acceptance_of_an_unknown_cookie() {
+        let ok = |code: u16, loc: Option<&str>, del: bool| {
+            app_accepts_session(StatusCode::from_u16(code).unwrap(), loc, "/login", del)
+        };
+        assert!(ok(200, None, false));
+        assert!(ok(302, Some("/home"), false));
+        assert!(ok(304, None, false));
+        assert!(!ok(200, None, true));
+        assert!(!ok(401, None, false));
+        assert!(!ok(403, None, false));
+        assert!(!ok(500, None, false));
+        assert!(!ok(302, Some("/login"), false));
+        assert!(!ok(302, Some("/login?next=%2Fhome"), false));
+        assert!(!ok(303, Some("https://app.example/login#x"), false));
+        assert!(!ok(302, Some("/LOGIN"), false));
+        assert!(ok(302, Some("https://app.example/loginhelp"), false));
+    }
+
+    #[test]
+    fn a_user_named_twice_is_refused() {
+        let form = UserSource::Form("username".into());
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let amb = Err(BadLogin::AmbiguousUser("username".into()));
+        assert_eq!(login_user(&form, &h, b"username=a&username=b"), amb);
+        assert_eq!(
+            login_user(&form, &h, b"username=a&password=x&username=a"),
+            Ok(Some("a".into()))
+        );
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        assert_eq!(
+            login_user(&form, &h, br#"{"username":"a","username":"b"}"#),
+            amb
+        );
+        assert_eq!(
+            login_user(
+                &form,
+                &h,
+                br#"{"username":"a","x":{"username":"b"},"username":"a"}"#
+            ),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(
+            login_user(&form, &h, br#"{"username":1}"#),
+            Err(BadLogin::MissingUser("username".into()))
+        );
+        assert_eq!(
+            login_user(&form, &h, br#"{"username":"a"} trailing"#),
+            Err(BadLogin::MissingUser("username".into()))
+        );
     }
 }

@@ -25,8 +25,56 @@ pub fn request_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str>
     None
 }
 
-/// The session value a response sets for `name`, unless the response deletes it.
-pub fn set_cookie_value(set_cookie_values: &[&str], name: &str) -> Option<String> {
+/// The session cookie as the request carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestSession<'h> {
+    None,
+    One(&'h str),
+    /// The name came twice with different values (cookies left for two paths, or a forged
+    /// header). Which one the app reads is the app's business, so the gateway cannot know
+    /// which session a seat would be charged to: such a request is refused.
+    Ambiguous,
+}
+
+/// The session cookie `name` of a request: its one value, or `Ambiguous` when the request
+/// carries it more than once with different values (the same value twice is one session).
+pub fn request_session<'h>(headers: &'h HeaderMap, name: &str) -> RequestSession<'h> {
+    let mut found: Option<&'h str> = None;
+    for v in headers.get_all(http::header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for c in cookie::Cookie::split_parse(s).flatten() {
+            if c.name() != name || c.value().is_empty() {
+                continue;
+            }
+            let start = c.value().as_ptr() as usize - s.as_ptr() as usize;
+            let Some(value) = s.get(start..start + c.value().len()) else {
+                continue;
+            };
+            match found {
+                Some(prev) if prev != value => return RequestSession::Ambiguous,
+                _ => found = Some(value),
+            }
+        }
+    }
+    found.map_or(RequestSession::None, RequestSession::One)
+}
+
+/// What a response says about the session cookie `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CookieWord {
+    Set(String),
+    Deleted,
+}
+
+/// The app's last word on cookie `name` in a response's `Set-Cookie` values, if any.
+/// Deletion follows RFC 6265 §5.3: `Max-Age` wins over `Expires`; a `Max-Age` of zero or less,
+/// or (without `Max-Age`) an `Expires` before `now_secs`, deletes; so does an empty value,
+/// which no browser sends back as a session.
+pub fn set_cookie_word(
+    set_cookie_values: &[&str],
+    name: &str,
+    now_secs: i64,
+) -> Option<CookieWord> {
     let mut found = None;
     for raw in set_cookie_values {
         let Ok(c) = cookie::Cookie::parse(*raw) else {
@@ -36,16 +84,30 @@ pub fn set_cookie_value(set_cookie_values: &[&str], name: &str) -> Option<String
             continue;
         }
         let deleted = c.value().is_empty()
-            || c.max_age().is_some_and(|a| a.whole_seconds() <= 0)
-            || c.expires_datetime()
-                .is_some_and(|e| e.unix_timestamp() < 86_400 * 365 * 20);
-        found = if deleted {
-            None
+            || match c.max_age() {
+                Some(age) => age.whole_seconds() <= 0,
+                None => c
+                    .expires_datetime()
+                    .is_some_and(|e| e.unix_timestamp() <= now_secs),
+            };
+        found = Some(if deleted {
+            CookieWord::Deleted
         } else {
-            Some(c.value().to_string())
-        };
+            CookieWord::Set(c.value().to_string())
+        });
     }
     found
+}
+
+/// The session value a response sets for `name`, unless the response deletes it.
+pub fn set_cookie_value(set_cookie_values: &[&str], name: &str) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match set_cookie_word(set_cookie_values, name, now) {
+        Some(CookieWord::Set(v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// Whether a device id the gateway issued looks like one (hex, bounded): anything else is
@@ -117,5 +179,63 @@ mod tests {
         );
         assert_eq!(set_cookie_value(&["NOTSID=1"], "SID"), None);
         assert_eq!(set_cookie_value(&["garbage"], "SID"), None);
+    }
+
+    #[test]
+    fn app_word_on_the_session_cookie() {
+        let now = 1_800_000_000; // 2027-01-15
+        let w = |v: &[&str]| set_cookie_word(v, "SID", now);
+        assert_eq!(w(&["SID=new; Path=/"]), Some(CookieWord::Set("new".into())));
+        assert_eq!(w(&["SID=x; Max-Age=0"]), Some(CookieWord::Deleted));
+        assert_eq!(w(&["SID=x; Max-Age=-1"]), Some(CookieWord::Deleted));
+        assert_eq!(w(&["SID="]), Some(CookieWord::Deleted));
+        assert_eq!(
+            w(&["SID=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]),
+            Some(CookieWord::Deleted)
+        );
+        // Max-Age takes precedence over a past Expires (RFC 6265 5.3 step 3).
+        assert_eq!(
+            w(&["SID=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=3600"]),
+            Some(CookieWord::Set("x".into()))
+        );
+        // An Expires in the future is a set, even one within the last 20 years of the epoch.
+        assert_eq!(
+            w(&["SID=x; Expires=Wed, 01 Jan 2031 00:00:00 GMT"]),
+            Some(CookieWord::Set("x".into()))
+        );
+        // The last word wins: delete then set is a rotation.
+        assert_eq!(
+            w(&["SID=; Max-Age=0", "SID=fresh"]),
+            Some(CookieWord::Set("fresh".into()))
+        );
+        assert_eq!(w(&["OTHER=; Max-Age=0", "garbage"]), None);
+    }
+
+    #[test]
+    fn one_session_cookie_or_an_ambiguous_one() {
+        assert_eq!(
+            request_session(&headers(&["a=1"]), "SID"),
+            RequestSession::None
+        );
+        assert_eq!(
+            request_session(&headers(&["SID=a; b=2"]), "SID"),
+            RequestSession::One("a")
+        );
+        assert_eq!(
+            request_session(&headers(&["SID=a", "x=1; SID=a"]), "SID"),
+            RequestSession::One("a")
+        );
+        assert_eq!(
+            request_session(&headers(&["SID=a; SID=b"]), "SID"),
+            RequestSession::Ambiguous
+        );
+        assert_eq!(
+            request_session(&headers(&["SID=a", "SID=b"]), "SID"),
+            RequestSession::Ambiguous
+        );
+        assert_eq!(
+            request_session(&headers(&["SID=; SID=a"]), "SID"),
+            RequestSession::One("a")
+        );
     }
 }

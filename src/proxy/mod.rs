@@ -12,11 +12,12 @@ use crate::app::{pool_for, pool_key, App, Runtime};
 use crate::config::file::{Mode, SeatsPer, StoreErrorPolicy};
 use crate::config::Product;
 use crate::ledger::{
-    now_ms, Claim, Gone, Lease, LedgerError, Millis, Reservation, SessionKey, Touch,
+    now_ms, Claim, Gone, Lease, LedgerError, Lookup, Millis, ReleaseReason, Reservation, SeatState,
+    SessionKey, Touch,
 };
 use crate::metrics::ProductSeries;
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
-use crate::policy::cookies;
+use crate::policy::cookies::{self, CookieWord, RequestSession};
 use crate::policy::seat::{self, Stale};
 use crate::policy::selfserve::Hold;
 use crate::presence::{self, Injector, Verdict};
@@ -39,11 +40,22 @@ pub struct Gateway {
 
 /// A login waiting for the app's answer.
 pub struct PendingLogin {
-    lease: Lease,
     claim: Claim,
     new_device: Option<String>,
-    /// The login took a seat held for its user: a failed login gives the hold back.
-    held: Option<Hold>,
+    take: Take,
+}
+
+/// What a login takes once the app accepts it (sets its session cookie).
+enum Take {
+    /// A reserved seat. `held`: the login took a seat held for its user, which a failed login
+    /// gives back.
+    Seat { lease: Lease, held: Option<Hold> },
+    /// An exempt or named user: a session the gateway knows but never counts.
+    Uncounted(SeatState),
+    /// The browser's session already holds a seat for this user: the seat moves to the
+    /// cookie the app sets now, so a re-login never takes a second seat nor fails at a full
+    /// pool.
+    Relogin(SessionKey),
 }
 
 /// The denial reason of a failed check: counted through the pre-resolved series.
@@ -77,6 +89,17 @@ pub struct Ctx {
     holds_seat: bool,
     /// Splices the heartbeat script into this response's HTML body.
     inject: Option<Box<Injector>>,
+    /// The request's session cookie when it holds a seat (or an uncounted session), or is
+    /// a configured logout: the app's answer may delete or rotate it.
+    session: Option<SessionKey>,
+    /// A configured logout: the seat goes only if the app accepts it.
+    logout: bool,
+    /// `expired: adopt`: a seat is taken only once the app has accepted the cookie.
+    adopt: Option<Box<Claim>>,
+    /// The gateway read the request body itself (and answered `Expect: 100-continue`).
+    body_read: bool,
+    /// The app's answer is replaced by this body (its header was replaced already).
+    replace_body: Option<Bytes>,
 }
 
 impl Ctx {
@@ -163,10 +186,12 @@ impl Gateway {
         ctx: &mut Ctx,
         p: &Product,
         client: Option<usize>,
+        key: Option<SessionKey>,
     ) -> Result<bool> {
         let mut body = Bytes::new();
         let read = classify::needs_body(&p.login.user);
         if read {
+            ctx.body_read = true;
             match read_body(s, p.max_login_body).await? {
                 Ok(b) => body = b,
                 Err(bad) => return self.bad_login(s, ctx, p, bad).await,
@@ -176,12 +201,15 @@ impl Gateway {
             Ok(u) => u,
             Err(bad) => return self.bad_login(s, ctx, p, bad).await,
         };
-        if user
-            .as_deref()
-            .is_some_and(|u| p.exempt_users.contains(u) || p.named_users.contains(u))
-        {
-            return Ok(false);
-        }
+        let uncounted = user.as_deref().and_then(|u| {
+            if p.exempt_users.contains(u) {
+                Some(SeatState::Exempt)
+            } else if p.named_users.contains(u) {
+                Some(SeatState::Named)
+            } else {
+                None
+            }
+        });
         let (device, new_device) = match p.seats_per {
             SeatsPer::UserDevice => {
                 match cookies::request_cookie(&s.req_header().headers, &p.session.device_cookie)
@@ -199,6 +227,36 @@ impl Gateway {
         let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
         let now = now_ms();
         let pool = pool_key(p, pool).clone();
+        if let Some(old) = key {
+            if self.holds_for(&old, user.as_deref(), now).await {
+                ctx.login = Some(Box::new(PendingLogin {
+                    claim: Claim {
+                        pool,
+                        user,
+                        device,
+                        client: ctx.client_label(p).to_string(),
+                        lease_id: 0,
+                    },
+                    new_device,
+                    take: Take::Relogin(old),
+                }));
+                return Ok(false);
+            }
+        }
+        if let Some(state) = uncounted {
+            ctx.login = Some(Box::new(PendingLogin {
+                claim: Claim {
+                    pool,
+                    user,
+                    device,
+                    client: ctx.client_label(p).to_string(),
+                    lease_id: 0,
+                },
+                new_device,
+                take: Take::Uncounted(state),
+            }));
+            return Ok(false);
+        }
         // A seat this user freed by self-service waits for them under its own lease id (with
         // Redis, one more store call per login while self-service is on).
         let held = match user.as_deref() {
@@ -219,10 +277,9 @@ impl Gateway {
         match self.app.ledger.reserve(&claim, now).await {
             Ok(Reservation::Granted(lease)) => {
                 ctx.login = Some(Box::new(PendingLogin {
-                    lease,
                     claim,
                     new_device,
-                    held,
+                    take: Take::Seat { lease, held },
                 }));
                 Ok(false)
             }
@@ -268,6 +325,19 @@ impl Gateway {
         );
     }
 
+    /// Whether `session` holds a seat (or an uncounted session) of `user`, or of no one in
+    /// particular: then a login from that browser is a re-login and moves that seat. Any
+    /// doubt (store error, another user's seat) makes it an ordinary login.
+    async fn holds_for(&self, session: &SessionKey, user: Option<&str>, now: Millis) -> bool {
+        let Ok(Touch::Held { id, .. }) = self.app.ledger.touch(session, now).await else {
+            return false;
+        };
+        match self.app.ledger.lookup(id, now).await {
+            Ok(Lookup::Live(rec)) => rec.user.is_none() || rec.user.as_deref() == user,
+            _ => false,
+        }
+    }
+
     async fn session(
         &self,
         s: &mut Session,
@@ -281,6 +351,7 @@ impl Gateway {
             Ok(Touch::Held { ending_at, .. }) => {
                 ctx.ending_at = ending_at;
                 ctx.holds_seat = true;
+                ctx.session = Some(key);
                 return Ok(false);
             }
             Ok(Touch::Gone(g)) => g,
@@ -306,6 +377,9 @@ impl Gateway {
     }
 
     /// `expired: adopt`: a session the app still honours takes a free seat if there is one.
+    /// Nothing is reserved before the app has answered: a cookie the app does not know (junk,
+    /// forged, long expired) must never hold a seat, not even for the length of a request.
+    /// With no seat free the request is denied before it reaches the app.
     async fn adopt(
         &self,
         s: &mut Session,
@@ -323,32 +397,42 @@ impl Gateway {
             client: ctx.client_label(p).to_string(),
             lease_id: rand::random(),
         };
-        let now = now_ms();
-        let res = match self.app.ledger.reserve(&claim, now).await {
-            Ok(r) => r,
-            Err(e) => return self.store_failed(s, ctx, p, &e, None).await,
-        };
-        match res {
-            Reservation::Granted(lease) => {
-                match self.app.ledger.commit(&lease, &claim, key, now).await {
-                    Ok(id) => {
-                        log::debug!(
-                            "product {}: adopted {key:?} ({}) as {id}",
-                            p.name,
-                            seat::notice(gone)
-                        );
-                        ctx.holds_seat = true;
-                        Ok(false)
-                    }
-                    Err(e) => self.store_failed(s, ctx, p, &e, None).await,
-                }
+        match self.app.ledger.available(&claim.pool, now_ms()) {
+            None => {
+                let e = LedgerError::Unavailable("no current view of the pool".into());
+                return self.store_failed(s, ctx, p, &e, None).await;
             }
-            Reservation::Full(full) => {
+            Some(0) => {
+                let full = self.full_now(p, &claim);
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 self.audit_deny(p, &claim, full.reason.as_str());
                 let c = self.full_denial(p, client, &full, None);
-                self.respond(s, &c).await
+                return self.respond(s, &c).await;
             }
+            Some(_) => {}
+        }
+        log::debug!(
+            "product {}: {key:?} ({}) is adopted if the app accepts it",
+            p.name,
+            seat::notice(gone)
+        );
+        ctx.session = Some(key);
+        ctx.adopt = Some(Box::new(claim));
+        Ok(false)
+    }
+
+    /// The pool's full answer as the gateway sees it without a reservation.
+    fn full_now(&self, p: &Product, claim: &Claim) -> crate::ledger::Full {
+        let capacity = p
+            .pools
+            .iter()
+            .zip(&p.pool_keys)
+            .find(|(_, k)| **k == claim.pool)
+            .map_or(0, |(pool, _)| pool.capacity(now_ms()));
+        crate::ledger::Full {
+            in_use: capacity,
+            capacity,
+            reason: crate::ledger::FullReason::Pool,
         }
     }
 
@@ -360,7 +444,13 @@ impl Gateway {
         client: Option<usize>,
     ) -> Result<bool> {
         let pool = pool_key(p, pool_for(p, None, &s.req_header().headers));
-        let pass = self.app.ledger.available(pool, now_ms()).unwrap_or(0) > 0;
+        let Some(free) = self.app.ledger.available(pool, now_ms()) else {
+            // No current view of the pool (store down past the stale bound): a check must
+            // not pass on counts that may no longer be true.
+            let e = LedgerError::Unavailable("no current view of the pool".into());
+            return self.store_failed(s, ctx, p, &e, None).await;
+        };
+        let pass = free > 0;
         if let Some(series) = ctx.series() {
             series.check(client, pass);
         }
@@ -476,6 +566,21 @@ impl Gateway {
     }
 }
 
+/// The app's last word on its session cookie in this response.
+fn app_word_on(resp: &ResponseHeader, cookie: &str) -> Option<CookieWord> {
+    let set: Vec<&str> = resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if set.is_empty() {
+        return None;
+    }
+    let now = (now_ms() / 1000) as i64;
+    cookies::set_cookie_word(&set, cookie, now)
+}
+
 /// Reads the whole (small) login body, keeping it for pingora to send upstream.
 async fn read_body(s: &mut Session, limit: usize) -> Result<std::result::Result<Bytes, BadLogin>> {
     if let Some(len) = s
@@ -488,6 +593,15 @@ async fn read_body(s: &mut Session, limit: usize) -> Result<std::result::Result<
         if len > limit {
             return Ok(Err(BadLogin::TooLarge { limit }));
         }
+    }
+    if !s.is_body_done()
+        && s.req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        // The client holds its body back until it hears from us (curl for a second).
+        s.write_continue_response().await?;
     }
     s.enable_retry_buffering();
     let mut buf = BytesMut::new();
@@ -522,6 +636,11 @@ impl ProxyHttp for Gateway {
             ending_at: None,
             holds_seat: false,
             inject: None,
+            session: None,
+            logout: false,
+            adopt: None,
+            body_read: false,
+            replace_body: None,
         }
     }
 
@@ -544,34 +663,37 @@ impl ProxyHttp for Gateway {
         let client = classify::client_for(&p, &facts);
         let mode = client.map_or(Mode::Hold, |i| p.clients[i].mode);
         ctx.client = client;
-        let cookie = cookies::request_cookie(&req.headers, &p.session.cookie);
-        let key = cookie.map(|c| SessionKey::new(&p.name, c));
+        let (key, ambiguous) = match cookies::request_session(&req.headers, &p.session.cookie) {
+            RequestSession::None => (None, false),
+            RequestSession::One(c) => (Some(SessionKey::new(&p.name, c)), false),
+            RequestSession::Ambiguous => (None, true),
+        };
         let action = classify::action(
             &p,
             mode,
             &facts,
-            key.is_some(),
+            key.is_some() || ambiguous,
             classify::has_credentials(&req.headers),
         );
         ctx.action = Some(action);
+        if ambiguous && matches!(action, Action::Session | Action::Logout | Action::Heartbeat) {
+            // Two different session values: whichever the app reads, a seat charged to the
+            // other would let a second app session ride on it.
+            ctx.outcome = Outcome::Denied("bad_request");
+            let r = responses::ambiguous_session(&p.session.cookie, &p.session.cookie_path);
+            return self.respond(s, &r).await;
+        }
         match action {
             Action::Pass => Ok(false),
             Action::Heartbeat => self.heartbeat(s, ctx, &p, key).await,
             Action::SelfService => self.self_service(s, ctx, &p).await,
             Action::Check => self.check(s, ctx, &p, client).await,
-            Action::Login => self.login(s, ctx, &p, client).await,
+            Action::Login => self.login(s, ctx, &p, client, key).await,
             Action::Logout => {
-                if let Some(k) = key {
-                    if let Err(e) = self
-                        .app
-                        .ledger
-                        .release(&k, crate::ledger::ReleaseReason::Logout, now_ms())
-                        .await
-                    {
-                        // `last_known` lets a logout through: the seat then ends at idle timeout.
-                        return self.store_failed(s, ctx, &p, &e, Some(true)).await;
-                    }
-                }
+                // Released once the app accepts the logout (`app_word`): an app that refuses
+                // it (a 405 for the wrong method, a CSRF failure) still has the user logged in.
+                ctx.session = key;
+                ctx.logout = true;
                 Ok(false)
             }
             Action::Session => match key {
@@ -583,25 +705,27 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let rt = ctx.rt.clone().unwrap_or_else(|| self.app.runtime());
-        let addr = ctx
-            .product
-            .and_then(|i| rt.upstreams.get(i))
-            .copied()
-            .ok_or_else(|| {
-                pingora_error::Error::explain(
-                    pingora_error::ErrorType::InternalError,
-                    "no product for request",
-                )
-            })?;
-        Ok(Box::new(HttpPeer::new(addr, false, String::new())))
+        // Plain or TLS (SNI, CA) as the product's `upstream` says; built by `Runtime::peer`.
+        let peer: HttpPeer = ctx.product.and_then(|i| rt.peer(i)).ok_or_else(|| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::InternalError,
+                "no product for request",
+            )
+        })?;
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
         &self,
         s: &mut Session,
         up: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.body_read {
+            // The client has had its `100 Continue` from us and the body is buffered: the app
+            // must not send a second one.
+            up.remove_header(&http::header::EXPECT);
+        }
         if let Some(ip) = s
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -629,12 +753,18 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status.is_informational() {
+            // 100 Continue, 103 Early Hints: the app's real answer is still to come.
+            return Ok(());
+        }
         if let Some(at) = ctx.ending_at {
             let secs = at.saturating_sub(now_ms()).div_ceil(1000);
             resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
         }
         if ctx.login.is_some() {
             self.commit_login(resp, ctx).await?;
+        } else if ctx.session.is_some() {
+            self.app_word(resp, ctx).await?;
         }
         if ctx.holds_seat {
             self.plan_injection(s, resp, ctx)?;
@@ -649,6 +779,10 @@ impl ProxyHttp for Gateway {
         end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(b) = ctx.replace_body.as_mut() {
+            *body = (!b.is_empty()).then(|| std::mem::take(b));
+            return Ok(None);
+        }
         let Some(inj) = ctx.inject.as_mut() else {
             return Ok(None);
         };
@@ -668,8 +802,55 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, _s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
-        self.log_request(e, ctx).await
+    async fn logging(&self, s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+        self.log_request(e, ctx).await;
+        // The access log line (`access_log`): plain facts only, never a cookie value.
+        if self.app.access_log.enabled() {
+            let rt = ctx.rt.clone();
+            let p = rt.as_deref().and_then(|rt| ctx.product(rt));
+            let (req, resp) = (s.req_header(), s.response_written());
+            // The session: the request's cookie, or the one a login's answer just set.
+            let seat = p.and_then(|p| {
+                let v = match cookies::request_cookie(&req.headers, &p.session.cookie) {
+                    Some(v) => v.to_string(),
+                    None => {
+                        let set = resp?.headers.get_all(http::header::SET_COOKIE);
+                        let set: Vec<&str> = set.iter().filter_map(|v| v.to_str().ok()).collect();
+                        cookies::set_cookie_value(&set, &p.session.cookie)?
+                    }
+                };
+                Some(SessionKey::new(&p.name, &v).hex()[..12].to_string())
+            });
+            let user = match (p, ctx.action) {
+                (Some(p), Some(Action::Login)) => {
+                    let body = s.get_retry_buffer().unwrap_or_default();
+                    classify::login_user(&p.login.user, &req.headers, &body)
+                        .ok()
+                        .flatten()
+                }
+                _ => None,
+            };
+            let peer = s.client_addr().map(|a| a.to_string());
+            self.app.access_log.write(&crate::access_log::Request {
+                product: p.map(|p| p.name.as_str()),
+                client: p.map_or("default", |p| ctx.client_label(p)),
+                action: ctx.action.unwrap_or(Action::Pass).label(),
+                method: req.method.as_str(),
+                path: crate::access_log::log_path(req.uri.path()),
+                status: resp.map_or(0, |r| r.status.as_u16()),
+                duration: ctx.started.elapsed(),
+                bytes: s.body_bytes_sent() as u64,
+                seat: seat.as_deref(),
+                user: user.as_deref(),
+                denied: match ctx.outcome {
+                    Outcome::Denied(r) => Some(r),
+                    _ => None,
+                },
+                peer: peer.as_deref(),
+                http: if s.is_http2() { "2" } else { "1.1" },
+                tls: s.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            });
+        }
     }
 }
 
@@ -687,62 +868,227 @@ impl Gateway {
         let Some(p) = ctx.product(&rt).cloned() else {
             return Ok(());
         };
-        let set: Vec<&str> = resp
-            .headers
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        match cookies::set_cookie_value(&set, &p.session.cookie) {
-            Some(value) => {
-                let key = SessionKey::new(&p.name, &value);
-                match self
-                    .app
-                    .ledger
-                    .commit(&login.lease, &login.claim, key, now_ms())
-                    .await
-                {
-                    Ok(id) => {
-                        ctx.login_result = Some("admitted");
-                        ctx.holds_seat = true;
-                        let a = &self.app.audit;
-                        a.record(
-                            "admit",
-                            serde_json::json!({"seat": id.to_string(), "product": p.name, "pool": login.claim.pool.pool,
-                                "user": a.user(login.claim.user.as_deref()), "client": login.claim.client,
-                                "reused": login.lease.reuse.is_some()}),
-                        );
-                        if let Some(d) = login.new_device {
-                            resp.append_header(
-                                http::header::SET_COOKIE,
-                                cookies::device_set_cookie(&p.session.device_cookie, &d),
-                            )?;
-                        }
-                    }
-                    Err(e) => {
-                        // The app accepted the login but no seat could be bound: the next
-                        // request with that cookie is treated as a stale session.
-                        ctx.login_result = Some("failed");
-                        log::warn!(
-                            "product {}: login succeeded at the app but no seat: {e}",
-                            p.name
-                        );
-                    }
+        let word = app_word_on(resp, &p.session.cookie);
+        let now = now_ms();
+        let value = match (word, login.take) {
+            (Some(CookieWord::Set(v)), take) => (v, take),
+            (word, Take::Seat { lease, held }) => {
+                ctx.login_result = Some("failed");
+                let login = PendingLogin {
+                    take: Take::Seat { lease, held },
+                    ..login
+                };
+                self.drop_lease(login).await;
+                if let Some(CookieWord::Deleted) = word {
+                    log::debug!(
+                        "product {}: failed login deleted the session cookie",
+                        p.name
+                    );
+                }
+                return Ok(());
+            }
+            (Some(CookieWord::Deleted), Take::Relogin(old)) => {
+                ctx.login_result = Some("failed");
+                self.release_quietly(&p, &old, ReleaseReason::AppLogout, now)
+                    .await;
+                return Ok(());
+            }
+            (_, _) => {
+                // A failed login from a browser that still holds its old session keeps it.
+                ctx.login_result = Some("failed");
+                return Ok(());
+            }
+        };
+        let (value, take) = value;
+        let key = SessionKey::new(&p.name, &value);
+        let claim = &login.claim;
+        let ledger = &self.app.ledger;
+        let done = match &take {
+            Take::Seat { lease, .. } => ledger.commit(lease, claim, key, now).await.map(Some),
+            Take::Uncounted(state) => ledger
+                .admit_uncounted(claim, *state, key, now)
+                .await
+                .map(Some),
+            Take::Relogin(old) if *old == key => Ok(None),
+            Take::Relogin(old) => ledger.rekey(old, key, now).await,
+        };
+        match done {
+            Ok(id) => {
+                ctx.login_result = Some("admitted");
+                ctx.holds_seat = true;
+                let a = &self.app.audit;
+                let (kind, reused) = match &take {
+                    Take::Seat { lease, .. } => ("seat", lease.reuse.is_some()),
+                    Take::Uncounted(state) => (state.as_str(), false),
+                    Take::Relogin(_) => ("relogin", true),
+                };
+                a.record(
+                    "admit",
+                    serde_json::json!({"seat": id.map(|i| i.to_string()), "product": p.name, "pool": claim.pool.pool,
+                        "user": a.user(claim.user.as_deref()), "client": claim.client,
+                        "reused": reused, "kind": kind}),
+                );
+                if let Some(d) = &login.new_device {
+                    resp.append_header(
+                        http::header::SET_COOKIE,
+                        cookies::device_set_cookie(&p.session.device_cookie, d),
+                    )?;
                 }
             }
-            None => {
+            Err(e) => {
+                // The app accepted the login but no seat could be bound: the next
+                // request with that cookie is treated as a stale session.
                 ctx.login_result = Some("failed");
-                self.drop_lease(login).await;
+                log::warn!(
+                    "product {}: login succeeded at the app but no seat: {e}",
+                    p.name
+                );
+                if let Take::Seat { lease, .. } = &take {
+                    self.app.ledger.cancel(lease).await;
+                }
             }
         }
         Ok(())
     }
 
+    /// The app answered a request of a session the gateway knows (or a configured logout, or
+    /// a cookie being adopted): its own word on the session cookie decides. Deleting it
+    /// releases the seat (`app_logout`), a new value moves the seat to it, and a configured
+    /// logout releases only when the app accepts it.
+    async fn app_word(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(key) = ctx.session else {
+            return Ok(());
+        };
+        let Some(rt) = ctx.rt.clone() else {
+            return Ok(());
+        };
+        let Some(p) = ctx.product(&rt).cloned() else {
+            return Ok(());
+        };
+        let word = app_word_on(resp, &p.session.cookie);
+        let now = now_ms();
+        if let Some(claim) = ctx.adopt.take() {
+            let location = resp
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            let accepted = classify::app_accepts_session(
+                resp.status,
+                location,
+                &p.login.path,
+                word == Some(CookieWord::Deleted),
+            );
+            if !accepted {
+                return Ok(());
+            }
+            let key = match &word {
+                Some(CookieWord::Set(v)) => SessionKey::new(&p.name, v),
+                _ => key,
+            };
+            return self.adopt_now(resp, ctx, &p, &claim, key, now).await;
+        }
+        let word = match (ctx.logout, word) {
+            (true, Some(CookieWord::Deleted)) => Some(ReleaseReason::Logout),
+            (true, _) if resp.status.as_u16() < 400 => Some(ReleaseReason::Logout),
+            (true, _) => None,
+            (false, Some(CookieWord::Deleted)) => Some(ReleaseReason::AppLogout),
+            (false, Some(CookieWord::Set(v))) => {
+                let new = SessionKey::new(&p.name, &v);
+                if new != key {
+                    if let Err(e) = self.app.ledger.rekey(&key, new, now).await {
+                        log::warn!(
+                            "product {}: session cookie rotation not followed: {e}",
+                            p.name
+                        );
+                    }
+                }
+                None
+            }
+            (false, None) => None,
+        };
+        if let Some(reason) = word {
+            ctx.holds_seat = false;
+            self.release_quietly(&p, &key, reason, now).await;
+        }
+        Ok(())
+    }
+
+    /// The app accepted a cookie under `expired: adopt`: it takes a seat now, or, when the pool
+    /// filled while the app answered, the answer is replaced by the full-pool denial.
+    async fn adopt_now(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+        p: &Product,
+        claim: &Claim,
+        key: SessionKey,
+        now: Millis,
+    ) -> Result<()> {
+        let ledger = &self.app.ledger;
+        let full = match ledger.reserve(claim, now).await {
+            Ok(Reservation::Granted(lease)) => match ledger.commit(&lease, claim, key, now).await {
+                Ok(id) => {
+                    log::debug!("product {}: adopted {key:?} as {id}", p.name);
+                    ctx.holds_seat = true;
+                    return Ok(());
+                }
+                Err(e) => {
+                    ledger.cancel(&lease).await;
+                    log::warn!("product {}: adoption not recorded: {e}", p.name);
+                    None
+                }
+            },
+            Ok(Reservation::Full(full)) => Some(full),
+            Err(e) => {
+                log::warn!("product {}: adoption not recorded: {e}", p.name);
+                None
+            }
+        };
+        ctx.holds_seat = false;
+        let c = match full {
+            Some(full) => {
+                ctx.outcome = Outcome::Denied(full.reason.as_str());
+                self.audit_deny(p, claim, full.reason.as_str());
+                self.full_denial(p, ctx.client, &full, None)
+            }
+            None => {
+                ctx.outcome = Outcome::Denied("store_error");
+                responses::unavailable()
+            }
+        };
+        *resp = c.to_header()?;
+        resp.insert_header(http::header::CONTENT_LENGTH, c.body.len())?;
+        ctx.replace_body = Some(c.body.clone());
+        ctx.inject = None;
+        Ok(())
+    }
+
+    /// Releases a seat after the app has answered: the answer goes out whatever the store
+    /// says, and a seat the store could not release ends at its idle timeout.
+    async fn release_quietly(
+        &self,
+        p: &Product,
+        key: &SessionKey,
+        reason: ReleaseReason,
+        now: Millis,
+    ) {
+        if let Err(e) = self.app.ledger.release(key, reason, now).await {
+            log::warn!(
+                "product {}: {} not recorded, the seat ends at idle timeout: {e}",
+                p.name,
+                reason.as_str()
+            );
+        }
+    }
+
     /// A login that took no seat: its reservation goes, unless it was a seat held for its user
     /// (a mistyped password must not cost the hold), which is held again until its time is up.
     async fn drop_lease(&self, login: PendingLogin) {
+        let Take::Seat { lease, held } = login.take else {
+            return;
+        };
         let now = now_ms();
-        if let (Some(h), Some(user)) = (login.held, login.claim.user.as_deref()) {
+        if let (Some(h), Some(user)) = (held, login.claim.user.as_deref()) {
             if h.until > now {
                 let ledger = self.app.ledger.as_ref();
                 let put = self
@@ -753,7 +1099,7 @@ impl Gateway {
                 }
             }
         }
-        self.app.ledger.cancel(&login.lease).await;
+        self.app.ledger.cancel(&lease).await;
     }
 
     async fn log_request(&self, _e: Option<&pingora_error::Error>, ctx: &mut Ctx) {

@@ -419,6 +419,22 @@ pub fn expired_redirect(login_path: &str, cookie: &str, cookie_path: &str, reaso
         )
 }
 
+/// A request carrying the session cookie twice with different values: refused, and the copy
+/// at the app's cookie path deleted so that logging in again gives the browser one session.
+pub fn ambiguous_session(cookie: &str, cookie_path: &str) -> Canned {
+    Canned::text(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "This request carries the session cookie `{cookie}` more than once with different \
+             values, so it cannot be told which session it belongs to. Log in again."
+        ),
+    )
+    .header_str(
+        http::header::SET_COOKIE,
+        &format!("{cookie}=; Path={cookie_path}; Max-Age=0; HttpOnly"),
+    )
+}
+
 pub fn bad_request(status: StatusCode, why: &str) -> Canned {
     Canned::text(status, why)
 }
