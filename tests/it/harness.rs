@@ -27,6 +27,9 @@ pub struct Seen {
     pub last_headers: Mutex<HashMap<String, Vec<String>>>,
     pub last_body: Mutex<Vec<u8>>,
     pub sessions: AtomicU64,
+    /// Session cookie values the app issued and still honours (login adds, logout, sign-off
+    /// and rotation remove); only [`AppOpts::strict`] apps refuse the others.
+    pub issued: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Seen {
@@ -41,10 +44,33 @@ pub struct Upstream {
     pub cookie: String,
 }
 
+/// How the fake app behaves beyond the defaults every test relies on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppOpts {
+    /// Only session cookies the app issued (and has not dropped) are accepted: a request with
+    /// another value gets 401 under `/api/`, else a 302 to `/login` that deletes the cookie.
+    /// The app's `/slow` answers its refusal after its usual delay.
+    pub strict: bool,
+    /// `/logout` wants POST: a GET is answered 405 and the session stays.
+    pub logout_post_only: bool,
+}
+
 /// A legacy app: `POST /login` (form `username`, `password`, or header X-User) sets the session
-/// cookie when the password is right; `/logout` clears it; `/page` answers HTML; everything
-/// else echoes what it got as JSON.
+/// cookie when the password is right (a re-login drops the session cookie it came with, as
+/// Django's `cycle_key` does; user `slowpoke` is answered after 1.5 s); `/logout` clears it;
+/// `/page` answers HTML; everything else echoes what it got as JSON.
+///
+/// The app's own word on its session cookie, on ordinary pages (200, HTML):
+/// - `/signoff`: deletes it with `Max-Age=0` (its own sign-off link);
+/// - `/signoff-expires`: deletes it with an `Expires` in the past and no `Max-Age`;
+/// - `/refresh-maxage`: re-sets the same value with an `Expires` in the past *and*
+///   `Max-Age=3600`: Max-Age wins (RFC 6265 5.3 step 3), so this is not a deletion;
+/// - `/rotate`: sets a new value (`r{n}-…`, id rotation); the old one is dropped.
 pub async fn upstream(cookie: &str) -> Upstream {
+    upstream_with(cookie, AppOpts::default()).await
+}
+
+pub async fn upstream_with(cookie: &str, opts: AppOpts) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -58,7 +84,7 @@ pub async fn upstream(cookie: &str) -> Upstream {
             let seen = s2.clone();
             let cookie = cookie_name.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(req, seen.clone(), cookie.clone()));
+                let svc = service_fn(move |req| handle(req, seen.clone(), cookie.clone(), opts));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -72,10 +98,20 @@ pub async fn upstream(cookie: &str) -> Upstream {
     }
 }
 
+fn cookie_in(headers: &HashMap<String, Vec<String>>, name: &str) -> Option<String> {
+    headers.get("cookie")?.iter().find_map(|h| {
+        h.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name && !v.is_empty()).then(|| v.to_string())
+        })
+    })
+}
+
 async fn handle(
     req: Request<Incoming>,
     seen: Arc<Seen>,
     cookie: String,
+    opts: AppOpts,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = req.uri().path().to_string();
     *seen
@@ -96,6 +132,40 @@ async fn handle(
     let body = req.into_body().collect().await?.to_bytes();
     *seen.last_body.lock().unwrap() = body.to_vec();
     let resp = |status: u16| Response::builder().status(status);
+    let current = cookie_in(&headers, &cookie);
+    let lower = path.to_ascii_lowercase();
+    let is_login = method == "POST" && (lower.contains("login") || path.ends_with("/sessions"));
+    let is_logout = lower.contains("logout") || path.ends_with("/sessions/current");
+    if opts.strict && !is_login && !is_logout {
+        if let Some(v) = current.as_deref() {
+            if !seen.issued.lock().unwrap().contains(v) {
+                if path == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                let r = if path.starts_with("/api/") {
+                    resp(401).body(Full::new(Bytes::from_static(b"not logged in")))
+                } else {
+                    resp(302)
+                        .header("location", "/login")
+                        .header("set-cookie", format!("{cookie}=; Path=/; Max-Age=0"))
+                        .body(Full::new(Bytes::new()))
+                };
+                return Ok(r.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))));
+            }
+        }
+    }
+    let page = |body: &'static str| {
+        resp(200)
+            .header("content-type", "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(format!(
+                "<html><head><title>t</title></head><body><p>{body}</p></body></html>"
+            ))))
+    };
+    let drop_current = || {
+        if let Some(v) = current.as_deref() {
+            seen.issued.lock().unwrap().remove(v);
+        }
+    };
     let r = match (method.as_str(), path.as_str()) {
         ("POST", p) if p.to_ascii_lowercase().contains("login") || p.ends_with("/sessions") => {
             let form: HashMap<String, String> =
@@ -104,9 +174,14 @@ async fn handle(
                 .iter()
                 .any(|(k, v)| k.to_ascii_lowercase().contains("password") && v == PASSWORD)
                 || headers.get("x-password").is_some_and(|v| v[0] == PASSWORD);
+            if form.get("username").is_some_and(|u| u == "slowpoke") {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
             if ok {
+                drop_current();
                 let n = seen.sessions.fetch_add(1, Ordering::SeqCst);
                 let sid = format!("s{n}-{:x}", rand::random::<u64>());
+                seen.issued.lock().unwrap().insert(sid.clone());
                 resp(302)
                     .header("location", "/home")
                     .header("set-cookie", "tracking=1; Path=/")
@@ -116,11 +191,66 @@ async fn handle(
                 resp(401).body(Full::new(Bytes::from_static(b"wrong password")))
             }
         }
+        ("GET", p) if opts.logout_post_only && p.to_ascii_lowercase().contains("logout") => {
+            resp(405)
+                .header("allow", "POST")
+                .body(Full::new(Bytes::from_static(b"use POST to log out")))
+        }
         (_, p) if p.to_ascii_lowercase().contains("logout") || p.ends_with("/sessions/current") => {
+            drop_current();
             resp(302)
                 .header("location", "/login")
                 .header("set-cookie", format!("{cookie}=; Path=/; Max-Age=0"))
                 .body(Full::new(Bytes::new()))
+        }
+        (_, "/signoff") => {
+            drop_current();
+            page("signed off").map(|mut r| {
+                r.headers_mut().append(
+                    "set-cookie",
+                    format!("{cookie}=; Path=/; Max-Age=0").parse().unwrap(),
+                );
+                r
+            })
+        }
+        (_, "/signoff-expires") => {
+            drop_current();
+            page("signed off").map(|mut r| {
+                r.headers_mut().append(
+                    "set-cookie",
+                    format!("{cookie}=deleted; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+                        .parse()
+                        .unwrap(),
+                );
+                r
+            })
+        }
+        (_, "/refresh-maxage") => {
+            let v = current.clone().unwrap_or_default();
+            page("refreshed").map(|mut r| {
+                r.headers_mut().append(
+                    "set-cookie",
+                    format!(
+                        "{cookie}={v}; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=3600"
+                    )
+                    .parse()
+                    .unwrap(),
+                );
+                r
+            })
+        }
+        (_, "/rotate") => {
+            drop_current();
+            let n = seen.sessions.fetch_add(1, Ordering::SeqCst);
+            let sid = format!("r{n}-{:x}", rand::random::<u64>());
+            seen.issued.lock().unwrap().insert(sid.clone());
+            page("rotated").map(|mut r| {
+                r.headers_mut().append(
+                    "set-cookie",
+                    format!("{cookie}={sid}; Path=/; HttpOnly").parse().unwrap(),
+                );
+                r
+            })
         }
         (_, "/slow") => {
             // An in-flight request for reload/upgrade tests.
@@ -453,4 +583,117 @@ pub fn set(vars: &mut [(&'static str, String)], key: &str, value: &str) {
             *v = value.to_string();
         }
     }
+}
+
+/// An app on a raw socket, for what hyper's server cannot send: `POST /login` with the right
+/// password is answered `103 Early Hints` first, then the real `302` that sets the session
+/// cookie (a request with `Expect: 100-continue` also gets its `100 Continue` before the
+/// body is read). Everything else: `200 ok`. Counts requests per path in `seen`.
+pub async fn early_hints_upstream(cookie: &str) -> Upstream {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s2 = seen.clone();
+    let cookie_name = cookie.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = s2.clone();
+            let cookie = cookie_name.clone();
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(stream);
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        match conn.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" || line == "\n" {
+                            break;
+                        }
+                        head.push(line.trim_end().to_string());
+                    }
+                    let Some(first) = head.first().cloned() else {
+                        return;
+                    };
+                    let mut parts = first.split(' ');
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    let header = |name: &str| {
+                        head.iter().skip(1).find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case(name)
+                                .then(|| v.trim().to_string())
+                        })
+                    };
+                    let len: usize = header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+                        let _ = conn
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .await;
+                    }
+                    let mut body = vec![0u8; len];
+                    if conn.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    *seen
+                        .by_path
+                        .lock()
+                        .unwrap()
+                        .entry(path.clone())
+                        .or_default() += 1;
+                    let form: HashMap<String, String> =
+                        form_urlencoded::parse(&body).into_owned().collect();
+                    let answer = if method == "POST"
+                        && path.contains("login")
+                        && form.get("password").is_some_and(|p| p == PASSWORD)
+                    {
+                        let n = seen.sessions.fetch_add(1, Ordering::SeqCst);
+                        let sid = format!("h{n}-{:x}", rand::random::<u64>());
+                        seen.issued.lock().unwrap().insert(sid.clone());
+                        format!(
+                            "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n\
+                             HTTP/1.1 302 Found\r\nLocation: /home\r\nSet-Cookie: {cookie}={sid}; Path=/; HttpOnly\r\nContent-Length: 0\r\n\r\n"
+                        )
+                    } else if method == "POST" && path.contains("login") {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 14\r\n\r\nwrong password"
+                            .into()
+                    } else {
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+                            .into()
+                    };
+                    if conn.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Upstream {
+        addr,
+        seen,
+        cookie: cookie.to_string(),
+    }
+}
+
+/// Logs in at the app itself, bypassing the gateway (a session the gateway never saw, such as
+/// one opened before it was deployed): the session cookie value the app issued.
+pub async fn app_login(up: &Upstream, user: &str) -> String {
+    let r = client()
+        .post(format!("http://{}/login", up.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username={user}&password={PASSWORD}"))
+        .send()
+        .await
+        .unwrap();
+    set_cookie(&r, &up.cookie).expect("the app logs in")
 }

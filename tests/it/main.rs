@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the gateway is built once and shared.
 
+mod accounted;
 mod admin;
 mod browser;
 mod cli;
@@ -10,3 +11,4 @@ mod products;
 mod redis;
 mod reload;
 mod selfserve;
+mod tls;
