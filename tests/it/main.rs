@@ -11,4 +11,3 @@ mod products;
 mod redis;
 mod reload;
 mod selfserve;
-mod tls;
