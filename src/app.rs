@@ -1,13 +1,16 @@
 //! The shared state every service holds: the current config (swapped whole on reload), the
 //! ledger, metrics and audit. Owned by `Arc` handles, never by statics.
 
+use crate::access_log::AccessLog;
 use crate::audit::Audit;
+use crate::config::tls::CertSlot;
 use crate::config::{self, Config, ConfigError, Product};
 use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
 use crate::metrics::{Metrics, ProductSeries};
 use crate::presence::{script, HeartbeatLimiter, Script};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
+use pingora_core::upstreams::peer::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +55,48 @@ impl Runtime {
             series,
         }
     }
+
+    /// The peer for `products[i]`'s app: plain, or TLS verified against its `sni` with its own
+    /// CA bundle or the system roots.
+    pub fn peer(&self, i: usize) -> Option<HttpPeer> {
+        let addr = *self.upstreams.get(i)?;
+        let p = self.config.products.get(i)?;
+        Some(match &p.upstream_tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(t) => {
+                let mut peer = HttpPeer::new(addr, true, t.sni.clone());
+                peer.options.ca = t.ca.clone();
+                peer.group_key = t.ca_group;
+                peer
+            }
+        })
+    }
+}
+
+/// The certificates the TLS listeners present, refilled by every reload.
+pub struct Certs {
+    /// One per TLS listener of `listen`, in config order.
+    pub listeners: Vec<Arc<CertSlot>>,
+    pub admin: Option<Arc<CertSlot>>,
+}
+
+impl Certs {
+    fn new(cfg: &Config) -> Self {
+        Certs {
+            listeners: cfg.tls_listeners().map(CertSlot::new).collect(),
+            admin: cfg.admin.tls.as_ref().map(CertSlot::new),
+        }
+    }
+
+    /// Puts `cfg`'s certificates in the slots (same listeners: checked by the caller).
+    fn refill(&self, cfg: &Config) {
+        for (slot, c) in self.listeners.iter().zip(cfg.tls_listeners()) {
+            slot.replace(c);
+        }
+        if let (Some(slot), Some(c)) = (&self.admin, &cfg.admin.tls) {
+            slot.replace(c);
+        }
+    }
 }
 
 pub struct App {
@@ -62,6 +107,8 @@ pub struct App {
     pub config_path: Option<PathBuf>,
     /// Per-session heartbeat flood limit; outlives reloads like the seats it guards.
     pub heartbeat_limiter: HeartbeatLimiter,
+    pub access_log: AccessLog,
+    pub certs: Certs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +162,8 @@ impl App {
         path: Option<PathBuf>,
     ) -> Result<Self, ReloadError> {
         let upstreams = resolve(&cfg)?;
+        let access_log = AccessLog::open(cfg.access_log.as_ref()).map_err(ReloadError::Refused)?;
+        let certs = Certs::new(&cfg);
         ledger.configure(&pool_specs(&cfg));
         Ok(App {
             runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams, &metrics)),
@@ -123,6 +172,8 @@ impl App {
             audit,
             config_path: path,
             heartbeat_limiter: HeartbeatLimiter::default(),
+            access_log,
+            certs,
         })
     }
 
@@ -142,15 +193,25 @@ impl App {
         })?;
         let new = config::load(path)?;
         let old = self.config();
-        if new.listen != old.listen || new.admin.listen != old.admin.listen {
+        fn shape(c: &Config) -> (Vec<(&str, bool, bool)>, &str, bool) {
+            let l = c.listen.iter().map(|l| l.shape()).collect();
+            (l, &c.admin.listen, c.admin.tls.is_some())
+        }
+        if shape(&new) != shape(&old) {
             return Err(ReloadError::Refused(
-                "`listen` and `admin.listen` need a restart (or `run -u` upgrade)".into(),
+                "`listen` and `admin.listen` (addresses, TLS on or off, redirect_https) need a \
+                 restart (or `run -u` upgrade); certificates alone reload"
+                    .into(),
             ));
         }
         if new.store.backend != old.store.backend {
             return Err(ReloadError::Refused("`store` needs a restart".into()));
         }
         let upstreams = resolve(&new)?;
+        self.access_log
+            .set_target(new.access_log.as_ref())
+            .map_err(ReloadError::Refused)?;
+        self.certs.refill(&new);
         self.ledger.configure(&pool_specs(&new));
         self.runtime.store(Arc::new(Runtime::new(
             Arc::new(new),

@@ -11,9 +11,11 @@
 //! * [`responses`]: every canned answer (denials per client kind, expired redirect …).
 //! * [`admin`]: admin listener: JSON API, usage page, `/metrics`, `/healthz`.
 //! * [`metrics`], [`audit`]: Prometheus registry; append-only JSON-lines audit log.
+//! * [`access_log`]: one JSON line per request (off by default).
 //! * [`app`]: the shared state (config snapshot, ledger, metrics, audit) and reload.
 //! * [`server`]: turns a config into a pingora server with its services.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod audit;

@@ -140,7 +140,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Demo { config } => {
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;
             let upstream = cfg.products[0].upstream.clone();
-            let (listen, admin) = (cfg.listen.clone(), cfg.admin.listen.clone());
+            let listen = cfg.listen[0].address.clone();
+            let admin = cfg.admin.listen.clone();
             let opts = RunOptions {
                 config_path: Some(config),
                 ..Default::default()

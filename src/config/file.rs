@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: Addr,
+    pub listen: ListenFile,
     pub admin: AdminFile,
     pub store: StoreFile,
     pub products: Vec<ProductFile>,
@@ -23,6 +23,172 @@ pub struct FileConfig {
     /// Worker threads of the proxy service; default: number of cores.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// One JSON line per request, to a file or stdout; off when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLogFile>,
+}
+
+/// `listen`: one `host:port`, or a list of such strings and
+/// `{ address, tls: { cert, key }, redirect_https }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenFile(pub Vec<ListenerFile>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub address: Addr,
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    /// A plain listener that answers every request with a redirect to the TLS listener.
+    #[serde(default)]
+    pub redirect_https: bool,
+}
+
+/// PEM files: the certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+// Visitors rather than untagged enums, so serde_yaml points errors at the bad value's line
+// (an untagged enum only says "did not match any variant" at the enclosing map).
+impl<'de> Deserialize<'de> for ListenFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListenFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address host:port, or a list of addresses and { address, tls }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ListenFile, E> {
+                Ok(ListenFile(vec![ListenerFile::plain(
+                    AddrVisitor.visit_str(s)?,
+                )]))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<ListenFile, A::Error> {
+                let one =
+                    ListenerFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(ListenFile(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ListenFile, A::Error> {
+                let mut out = Vec::new();
+                while let Some(ListenerEntry(l)) = seq.next_element()? {
+                    out.push(l);
+                }
+                if out.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "at least one listener is required",
+                    ));
+                }
+                Ok(ListenFile(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ListenerFile {
+    fn plain(address: Addr) -> Self {
+        ListenerFile {
+            address,
+            tls: None,
+            redirect_https: false,
+        }
+    }
+}
+
+struct ListenerEntry(ListenerFile);
+
+impl<'de> Deserialize<'de> for ListenerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListenerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "an address host:port or { address, tls: { cert, key }, redirect_https }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ListenerEntry, E> {
+                Ok(ListenerEntry(ListenerFile::plain(
+                    AddrVisitor.visit_str(s)?,
+                )))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<ListenerEntry, A::Error> {
+                ListenerFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(ListenerEntry)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `upstream`: `host:port`, or `{ address, tls: true, sni, ca }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub address: Addr,
+    #[serde(default)]
+    pub tls: bool,
+    /// The name sent in SNI and verified against the app's certificate; default: the
+    /// address's host when it is a name.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// A PEM bundle of the CAs to trust for the app's certificate; default: the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+struct UpstreamEntry(UpstreamFile);
+
+impl<'de> Deserialize<'de> for UpstreamEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UpstreamEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address host:port or { address, tls, sni, ca }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<UpstreamEntry, E> {
+                Ok(UpstreamEntry(UpstreamFile {
+                    address: AddrVisitor.visit_str(s)?,
+                    tls: false,
+                    sni: None,
+                    ca: None,
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<UpstreamEntry, A::Error> {
+                UpstreamFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(UpstreamEntry)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn upstream<'de, D: Deserializer<'de>>(d: D) -> Result<UpstreamFile, D::Error> {
+    UpstreamEntry::deserialize(d).map(|u| u.0)
+}
+
+/// `access_log`: exactly one of `path` and `stdout: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub stdout: bool,
 }
 
 /// A `host:port` whose port parses; hosts are resolved when the gateway starts,
@@ -30,21 +196,23 @@ pub struct FileConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addr(pub String);
 
+struct AddrVisitor;
+
+impl serde::de::Visitor<'_> for AddrVisitor {
+    type Value = Addr;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an address host:port")
+    }
+    // Checked inside the visitor so serde_yaml reports the value's own line.
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Addr, E> {
+        parse_addr(s).map_err(E::custom)?;
+        Ok(Addr(s.to_string()))
+    }
+}
+
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Addr;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an address host:port")
-            }
-            // Checked inside the visitor so serde_yaml reports the value's own line.
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Addr, E> {
-                parse_addr(s).map_err(E::custom)?;
-                Ok(Addr(s.to_string()))
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(AddrVisitor)
     }
 }
 
@@ -105,6 +273,9 @@ impl<'de> Deserialize<'de> for Dur {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub listen: Addr,
+    /// Serve the admin listener over TLS (PEM files, re-read on reload).
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
     #[serde(default)]
     pub users: Vec<AdminUserFile>,
     /// Session lifetime of the admin page's own login cookie.
@@ -197,7 +368,8 @@ pub struct AuditFile {
 #[serde(deny_unknown_fields)]
 pub struct ProductFile {
     pub name: String,
-    pub upstream: Addr,
+    #[serde(deserialize_with = "upstream")]
+    pub upstream: UpstreamFile,
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]

@@ -5,6 +5,7 @@
 //! the dotted key and, where it can be found, the line in the source text.
 
 use super::file::{self, FileConfig, Mode, SeatsPer, StoreErrorPolicy, StoreKind};
+use super::tls::{self, Part, TlsCert};
 use super::ConfigError;
 use crate::ledger::PoolKey;
 use crate::responses::{self, Canned};
@@ -18,17 +19,43 @@ pub use file::{Expired, Permission, Role};
 
 #[derive(Debug)]
 pub struct Config {
-    pub listen: String,
+    /// The gateway's listeners in config order (at least one).
+    pub listen: Vec<Listener>,
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub products: Vec<Arc<Product>>,
     pub audit: Option<AuditConfig>,
     pub threads: usize,
+    pub access_log: Option<AccessLogTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: String,
+    /// TLS with HTTP/2 (ALPN h2, http/1.1); the certificate is re-read on reload.
+    pub tls: Option<TlsCert>,
+    /// Answers every request with a redirect to the first TLS listener.
+    pub redirect_https: bool,
+}
+
+impl Listener {
+    /// What a running gateway cannot change without a restart: the socket and whether it
+    /// speaks TLS or redirects (certificates can change on reload).
+    pub fn shape(&self) -> (&str, bool, bool) {
+        (&self.address, self.tls.is_some(), self.redirect_https)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    File(PathBuf),
+    Stdout,
 }
 
 #[derive(Debug)]
 pub struct AdminConfig {
     pub listen: String,
+    pub tls: Option<TlsCert>,
     pub users: Vec<AdminUser>,
     pub session_ttl: Duration,
 }
@@ -77,7 +104,10 @@ pub struct AuditConfig {
 #[derive(Debug)]
 pub struct Product {
     pub name: String,
+    /// The app's `host:port`.
     pub upstream: String,
+    /// TLS to the app: `None` is plain HTTP.
+    pub upstream_tls: Option<UpstreamTls>,
     pub hosts: Vec<String>,
     pub path_prefix: String,
     pub session: SessionPolicy,
@@ -97,6 +127,18 @@ pub struct Product {
     /// The built-in denial used when a request of this product has no client kind of its own.
     pub default_denial: Canned,
     pub self_service: SelfServicePolicy,
+}
+
+/// `upstream: { tls: true, sni, ca }`: the name the app's certificate is verified against
+/// (always one: pingora skips verification without SNI) and the CAs trusted for it (`None`:
+/// the system roots).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// Identifies `ca` in pingora's connection pool key, which leaves the CA out: without it
+    /// a product trusting another CA could reuse a connection verified for this one.
+    pub ca_group: u64,
 }
 
 /// `self_service`: on by default; the offer only ever reaches clients whose `on_full` is the
@@ -244,9 +286,30 @@ impl Config {
     /// Validates `f`; `src` is the file text, used only to point errors at a line.
     pub fn from_file(f: FileConfig, src: &str) -> Result<Config, ConfigError> {
         let loc = Locator { src };
-        if f.admin.listen.0 == f.listen.0 {
+        let listen = listeners(&f.listen, &loc)?;
+        if listen.iter().any(|l| l.address == f.admin.listen.0) {
             return Err(loc.invalid("admin.listen", None, "must differ from `listen`"));
         }
+        let admin_tls = f
+            .admin
+            .tls
+            .as_ref()
+            .map(|t| cert_pair(t, "admin.tls", None, &loc))
+            .transpose()?;
+        let access_log = match f.access_log {
+            None => None,
+            Some(a) => Some(match (a.path, a.stdout) {
+                (Some(p), false) => AccessLogTarget::File(p),
+                (None, true) => AccessLogTarget::Stdout,
+                _ => {
+                    return Err(loc.invalid(
+                        "access_log",
+                        None,
+                        "give exactly one of `path` or `stdout: true`",
+                    ))
+                }
+            }),
+        };
         let mut users = Vec::new();
         let mut seen_users = HashSet::new();
         for (i, u) in f.admin.users.into_iter().enumerate() {
@@ -334,9 +397,10 @@ impl Config {
             }
         }
         Ok(Config {
-            listen: f.listen.0,
+            listen,
             admin: AdminConfig {
                 listen: f.admin.listen.0,
+                tls: admin_tls,
                 users,
                 session_ttl: f
                     .admin
@@ -350,12 +414,149 @@ impl Config {
                 hash_users: a.hash_users,
             }),
             threads: f.threads.unwrap_or(0),
+            access_log,
         })
+    }
+
+    /// The listeners that speak TLS, with their certificates, in config order.
+    pub fn tls_listeners(&self) -> impl Iterator<Item = &TlsCert> {
+        self.listen.iter().filter_map(|l| l.tls.as_ref())
     }
 
     pub fn product(&self, name: &str) -> Option<&Arc<Product>> {
         self.products.iter().find(|p| p.name == name)
     }
+}
+
+fn listeners(f: &file::ListenFile, loc: &Locator) -> Result<Vec<Listener>, ConfigError> {
+    let many = f.0.len() > 1;
+    let key = |i: usize| {
+        if many {
+            format!("listen[{i}]")
+        } else {
+            "listen".to_string()
+        }
+    };
+    let mut out: Vec<Listener> = Vec::new();
+    for (i, l) in f.0.iter().enumerate() {
+        let addr = l.address.0.as_str();
+        if out.iter().any(|o| o.address == addr) {
+            return Err(loc.invalid(
+                &format!("{}.address", key(i)),
+                Some(addr),
+                &format!("`{addr}` is listed twice"),
+            ));
+        }
+        if l.redirect_https && l.tls.is_some() {
+            return Err(loc.invalid(
+                &format!("{}.redirect_https", key(i)),
+                Some(addr),
+                "a TLS listener cannot redirect to itself; use it on a plain listener",
+            ));
+        }
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| cert_pair(t, &format!("{}.tls", key(i)), Some(addr), loc))
+            .transpose()?;
+        out.push(Listener {
+            address: addr.to_string(),
+            tls,
+            redirect_https: l.redirect_https,
+        });
+    }
+    if let Some(i) = out.iter().position(|l| l.redirect_https) {
+        if !out.iter().any(|l| l.tls.is_some()) {
+            return Err(loc.invalid(
+                &format!("{}.redirect_https", key(i)),
+                Some(&out[i].address),
+                "needs a TLS listener to redirect to",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn cert_pair(
+    t: &file::TlsFile,
+    key: &str,
+    entity: Option<&str>,
+    loc: &Locator,
+) -> Result<TlsCert, ConfigError> {
+    tls::load_cert(&t.cert, &t.key).map_err(|(part, e)| {
+        let (k, name) = match part {
+            Part::Cert => (format!("{key}.cert"), t.cert.display().to_string()),
+            Part::Key => (format!("{key}.key"), t.key.display().to_string()),
+        };
+        // The file name is on the key's own line; the entity only narrows the search.
+        let line = loc.line_of(&name).or_else(|| loc.line(&k, entity));
+        ConfigError::Invalid {
+            key: k,
+            line,
+            reason: e,
+        }
+    })
+}
+
+fn upstream_tls(
+    u: &file::UpstreamFile,
+    key: &str,
+    ctx: &str,
+    loc: &Locator,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    if !u.tls {
+        for (set, k) in [(u.sni.is_some(), "sni"), (u.ca.is_some(), "ca")] {
+            if set {
+                return Err(loc.invalid(
+                    &format!("{key}.{k}"),
+                    Some(ctx),
+                    "only used with `tls: true`",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let host = u
+        .address
+        .0
+        .rsplit_once(':')
+        .map_or("", |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let sni = match &u.sni {
+        Some(s) => s.clone(),
+        None if host.parse::<std::net::IpAddr>().is_err() => host.to_string(),
+        None => {
+            // No `sni:` in the file: point at the `upstream:` line.
+            return Err(ConfigError::Invalid {
+                key: format!("{key}.sni"),
+                line: loc.line(key, Some(ctx)),
+                reason: format!(
+                    "TLS to the IP address `{host}` needs `sni`: the name the app's certificate \
+                     is verified against"
+                ),
+            });
+        }
+    };
+    if sni.is_empty() || rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+        return Err(loc.invalid(
+            &format!("{key}.sni"),
+            Some(ctx),
+            &format!("`{sni}` is not a host name"),
+        ));
+    }
+    let ca =
+        u.ca.as_ref()
+            .map(|p| tls::load_ca(p).map_err(|e| loc.invalid(&format!("{key}.ca"), Some(ctx), &e)))
+            .transpose()?;
+    let ca_group = ca.as_ref().map_or(0, |c| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for cert in c.iter() {
+            cert.borrow_raw_cert().hash(&mut h);
+        }
+        h.finish()
+    });
+    Ok(Some(UpstreamTls { sni, ca, ca_group }))
 }
 
 fn store_config(s: file::StoreFile, loc: &Locator) -> Result<StoreConfig, ConfigError> {
@@ -771,6 +972,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
             "must be between 1s and 1h",
         ));
     }
+    let upstream_tls = upstream_tls(&p.upstream, &k("upstream"), ctx, loc)?;
     let hosts = p.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
     let pool_keys = pools
         .iter()
@@ -778,7 +980,8 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         .collect();
     Ok(Product {
         name: p.name.clone(),
-        upstream: p.upstream.0.clone(),
+        upstream: p.upstream.address.0.clone(),
+        upstream_tls,
         hosts,
         path_prefix,
         session,
@@ -981,6 +1184,14 @@ impl Locator<'_> {
             line: self.line(key, entity),
             reason: reason.to_string(),
         }
+    }
+
+    /// The first line holding `text` (a file name, an address).
+    fn line_of(&self, text: &str) -> Option<usize> {
+        self.src
+            .lines()
+            .position(|l| l.contains(text))
+            .map(|n| n + 1)
     }
 
     fn line(&self, key: &str, entity: Option<&str>) -> Option<usize> {

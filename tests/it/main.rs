@@ -1,6 +1,5 @@
 //! Integration tests: one binary, so the gateway is built once and shared.
 
-mod accounted;
 mod admin;
 mod browser;
 mod cli;
@@ -11,3 +10,4 @@ mod products;
 mod redis;
 mod reload;
 mod selfserve;
+mod tls;
