@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the gateway is built once and shared.
 
+mod accounted;
 mod admin;
 mod browser;
 mod cli;
