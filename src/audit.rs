@@ -12,7 +12,7 @@
 //! across restarts, so reports still work, but the token cannot be reversed by hashing a list
 //! of likely names.
 
-use crate::admin::auth::hmac_sha256;
+use crate::crypto::hmac_sha256;
 use crate::ledger::{LedgerObserver, ReleaseReason, SeatRecord};
 use serde_json::{json, Map, Value};
 use std::io::{Read, Seek, SeekFrom, Write};

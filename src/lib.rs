@@ -10,6 +10,7 @@
 //! * [`presence`]: the heartbeat script and its injection into HTML pages (pure parts).
 //! * [`responses`]: every canned answer (denials per client kind, expired redirect …).
 //! * [`admin`]: admin listener: JSON API, usage page, `/metrics`, `/healthz`.
+//! * [`crypto`]: HMAC-SHA256 and constant-time comparison (RustCrypto), for every secret.
 //! * [`metrics`], [`audit`]: Prometheus registry; append-only JSON-lines audit log.
 //! * [`access_log`]: one JSON line per request (off by default).
 //! * [`app`]: the shared state (config snapshot, ledger, metrics, audit) and reload.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod ledger;
 pub mod metrics;

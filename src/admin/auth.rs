@@ -51,35 +51,7 @@ pub enum Via {
     Cookie { sid: [u8; 16] },
 }
 
-/// HMAC-SHA256 (RFC 2104). Written out rather than pulling in another crate for 10 lines; the
-/// RFC 4231 vectors below pin it.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for i in 0..64 {
-        ipad[i] ^= k[i];
-        opad[i] ^= k[i];
-    }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-/// Compares without an early exit, so timing says nothing about how much of a MAC matched.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::crypto::{ct_eq, hmac_sha256};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -294,31 +266,33 @@ impl Authn {
         Self::principal(cfg, user)
     }
 
-    pub fn throttled(&self, peer: Option<&str>) -> bool {
-        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else {
-            return false;
-        };
-        self.failures
-            .get(ip)
-            .is_some_and(|f| f.1.elapsed() < Duration::from_secs(60) && f.0 >= FAILURES_PER_MINUTE)
+    /// Whether logins from `peer`, or for `user`, failed too often in the last minute. The
+    /// per-name limit stops one account's password being sprayed from many addresses.
+    pub fn throttled(&self, peer: Option<&str>, user: &str) -> bool {
+        throttle_keys(peer, user).iter().any(|k| {
+            self.failures.get(k).is_some_and(|f| {
+                f.1.elapsed() < Duration::from_secs(60) && f.0 >= FAILURES_PER_MINUTE
+            })
+        })
     }
 
-    pub fn failed(&self, peer: Option<&str>) {
-        let Some(ip) = peer.map(|p| p.rsplit_once(':').map_or(p, |(ip, _)| ip)) else {
-            return;
-        };
+    pub fn failed(&self, peer: Option<&str>, user: &str) {
         if self.failures.len() >= MAX_ENTRIES {
             self.failures
                 .retain(|_, f| f.1.elapsed() < Duration::from_secs(60));
         }
-        let mut e = self
-            .failures
-            .entry(ip.to_string())
-            .or_insert((0, Instant::now()));
-        if e.1.elapsed() >= Duration::from_secs(60) {
-            *e = (0, Instant::now());
+        for k in throttle_keys(peer, user) {
+            // Past the bound (a flood of names) new keys are not tracked; the peer's own key
+            // usually is already, so the flood itself is still throttled.
+            if self.failures.len() >= MAX_ENTRIES && !self.failures.contains_key(&k) {
+                continue;
+            }
+            let mut e = self.failures.entry(k).or_insert((0, Instant::now()));
+            if e.1.elapsed() >= Duration::from_secs(60) {
+                *e = (0, Instant::now());
+            }
+            e.0 += 1;
         }
-        e.0 += 1;
     }
 
     /// Checks a name and password with the per-peer throttle; `Err` is the answer to send.
@@ -329,13 +303,13 @@ impl Authn {
         password: &str,
         peer: Option<&str>,
     ) -> Result<Principal, Box<Response<Vec<u8>>>> {
-        if self.throttled(peer) {
+        if self.throttled(peer, user) {
             return Err(Box::new(too_many()));
         }
         match self.verify(cfg, user, password) {
             Some(p) => Ok(p),
             None => {
-                self.failed(peer);
+                self.failed(peer, user);
                 log::warn!(
                     "admin login failed for user {user:?} from {}",
                     peer.unwrap_or("?")
@@ -373,6 +347,16 @@ impl Authn {
     }
 }
 
+/// The failure counters a login attempt adds to: its address and its user name.
+fn throttle_keys(peer: Option<&str>, user: &str) -> Vec<String> {
+    let mut keys = vec![format!("user:{user}")];
+    if let Some(p) = peer {
+        let ip = p.rsplit_once(':').map_or(p, |(ip, _)| ip);
+        keys.push(format!("ip:{ip}"));
+    }
+    keys
+}
+
 /// A PHC argon2id hash of `password` (for `seatgate hash-password`).
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
@@ -404,20 +388,21 @@ mod tests {
     }
 
     #[test]
-    fn hmac_matches_rfc4231() {
-        let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(
-            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        assert_eq!(
-            hex(hmac_sha256(
-                &[0xaa; 131],
-                b"Test Using Larger Than Block-Size Key - Hash Key First"
-            )),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-        assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"ab", b"abc"));
+    fn failures_throttle_by_address_and_by_user_name() {
+        let a = Authn::default();
+        for i in 0..FAILURES_PER_MINUTE {
+            // One account sprayed from many addresses.
+            a.failed(Some(&format!("10.0.0.{i}:5000")), "admin");
+        }
+        assert!(a.throttled(Some("10.9.9.9:1"), "admin"));
+        assert!(!a.throttled(Some("10.9.9.9:1"), "other"));
+        assert!(!a.throttled(None, "other"));
+        for i in 0..FAILURES_PER_MINUTE {
+            // Many names from one address.
+            a.failed(Some("192.0.2.7:4000"), &format!("u{i}"));
+        }
+        assert!(a.throttled(Some("192.0.2.7:4001"), "fresh"));
+        assert!(!a.throttled(Some("192.0.2.8:4001"), "fresh"));
     }
 
     fn config_with_admin(hash: &str) -> Config {

@@ -634,14 +634,14 @@ impl AdminService {
             );
         };
         let peer = s.client_addr().map(|a| a.to_string());
-        if self.authn.throttled(peer.as_deref()) {
+        if self.authn.throttled(peer.as_deref(), &user) {
             return page::login(
                 StatusCode::TOO_MANY_REQUESTS,
                 Some("Too many failed logins: wait a minute."),
             );
         }
         let Some(p) = self.authn.verify(cfg, &user, &password) else {
-            self.authn.failed(peer.as_deref());
+            self.authn.failed(peer.as_deref(), &user);
             log::warn!(
                 "admin page login failed for user {user:?} from {}",
                 peer.as_deref().unwrap_or("?")
