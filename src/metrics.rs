@@ -27,6 +27,7 @@ pub struct Metrics {
     pub overflow_used_seconds: IntGaugeVec,
     pub heartbeats: IntCounterVec,
     pub self_service: IntCounterVec,
+    pub bad_requests: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -139,6 +140,21 @@ impl Metrics {
                 "Self-service offers and their use (offered, ended, already_gone, malformed, forged, expired, spent, wrong_product).",
                 &["product", "result"],
             ),
+            bad_requests: {
+                let c = counter(
+                    &r,
+                    "seatgate_bad_requests_total",
+                    "Requests refused as malformed or hostile before anything else, by reason.",
+                    &["reason"],
+                );
+                for b in crate::policy::hostile::BadRequest::all() {
+                    c.with_label_values(&[b.reason()]);
+                }
+                for reason in ["ambiguous_user", "ambiguous_session", "bad_login"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             request_duration,
             registry: r,
         }

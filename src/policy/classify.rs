@@ -35,6 +35,11 @@ impl<'a> RequestFacts<'a> {
         }
     }
 
+    /// The same request classified by `path` (its [`normalize_path`] form).
+    pub fn with_path(self, path: &'a str) -> Self {
+        RequestFacts { path, ..self }
+    }
+
     /// The Host header (or the absolute URI's authority). Only products routed by `hosts`
     /// need it, so it is looked up on demand.
     fn host(&self) -> Option<&'a str> {
@@ -59,6 +64,68 @@ impl<'a> RequestFacts<'a> {
         };
         Some(name)
     }
+}
+
+/// The path as an app is likely to read it, for matching only (the app still gets the raw
+/// target): percent-encoded unreserved characters decoded (`/%6Cogin`, `/%2e%2e/`), path
+/// parameters dropped (`/login;jsessionid=x`), empty segments collapsed (`//login`), and dot
+/// segments resolved (RFC 3986 5.2.4), never above the root. Otherwise `//login` or
+/// `/app/../login` would reach the app's login without being matched as one, or
+/// `/crm/../hr/` another product's upstream under this product's rules. Borrows when there is
+/// nothing to do (nearly always).
+pub fn normalize_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    let b = raw.as_bytes();
+    let clean = b.first() == Some(&b'/')
+        && !b.iter().any(|&c| c == b'%' || c == b';')
+        && !b.windows(2).any(|w| w == b"//" || w == b"/.");
+    if clean {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let decoded = decode_unreserved(raw);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if path.is_empty() || (trailing && !out.is_empty()) {
+        path.push('/');
+    }
+    std::borrow::Cow::Owned(path)
+}
+
+/// Decodes `%XX` where XX is an unreserved character (RFC 3986 2.3); others stay encoded.
+fn decode_unreserved(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(c) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    // Only ASCII bytes were substituted for ASCII escapes, so the result is still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -191,11 +258,13 @@ pub fn action(
         }
         Mode::Hold => {}
     }
-    if f.path == p.login.path && f.method == p.login.method {
+    // Case-insensitively: a `/LOGIN` the app (IIS, Windows-hosted Java) takes for its login
+    // must not dodge the seat; on a case-sensitive app it is a 404 that takes nothing.
+    if f.path.eq_ignore_ascii_case(&p.login.path) && f.method == p.login.method {
         return Action::Login;
     }
     if let Some(l) = &p.logout {
-        if f.path == l.path && l.method.as_ref().is_none_or(|m| m == f.method) {
+        if f.path.eq_ignore_ascii_case(&l.path) && l.method.as_ref().is_none_or(|m| m == f.method) {
             return if has_session_cookie {
                 Action::Logout
             } else {
@@ -204,7 +273,7 @@ pub fn action(
         }
     }
     // The login page itself must load even with a stale cookie, or the expired redirect loops.
-    if has_session_cookie && f.path != p.login.path {
+    if has_session_cookie && !f.path.eq_ignore_ascii_case(&p.login.path) {
         Action::Session
     } else {
         Action::Pass
@@ -633,6 +702,36 @@ products:
             login_user(&hdr, &h, b""),
             Err(BadLogin::AmbiguousUser("x-user".into()))
         );
+    }
+
+    #[test]
+    fn paths_normalised_for_matching() {
+        let cases = [
+            ("/login", "/login"),
+            ("/", "/"),
+            ("//login", "/login"),
+            ("/a//b/", "/a/b/"),
+            ("/%6Cogin", "/login"),
+            ("/%6cogin", "/login"),
+            ("/app/%2e%2e/login", "/login"),
+            ("/app/%2E%2E/%2e%2e/../login", "/login"),
+            ("/login;jsessionid=ABC", "/login"),
+            ("/a;x=1/b;y=2", "/a/b"),
+            ("/./login/.", "/login/"),
+            ("/crm/../hr/page", "/hr/page"),
+            ("/..", "/"),
+            ("/a/%2Fb", "/a/%2Fb"),
+            ("/%zz/%4", "/%zz/%4"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("*", "/*"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+        assert!(matches!(
+            normalize_path("/plain/path"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

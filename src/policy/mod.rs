@@ -2,6 +2,7 @@
 //!
 //! * `classify`: product, client kind and action of a request; user name of a login.
 //! * `cookies`: session/device cookie extraction, login success detection.
+//! * `hostile`: request heads refused before anything else (smuggling, size bounds).
 //! * `admission`: may a login take a seat (pools, groups' reserve/max, per-user max).
 //! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
 //! * `selfserve`: offering a denied user to end one of their own sessions; signed tokens.
@@ -9,5 +10,6 @@
 pub mod admission;
 pub mod classify;
 pub mod cookies;
+pub mod hostile;
 pub mod seat;
 pub mod selfserve;

@@ -18,6 +18,7 @@ use crate::ledger::{
 use crate::metrics::ProductSeries;
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies::{self, CookieWord, RequestSession};
+use crate::policy::hostile::{self, Limits};
 use crate::policy::seat::{self, Stale};
 use crate::policy::selfserve::Hold;
 use crate::presence::{self, Injector, Verdict};
@@ -299,6 +300,30 @@ impl Gateway {
         }
     }
 
+    /// A request refused before classification (framing two parsers could read differently,
+    /// sizes past the bounds): answered and the connection closed, since what follows on it
+    /// cannot be trusted to start where we think it does.
+    async fn refuse(
+        &self,
+        s: &mut Session,
+        ctx: &mut Ctx,
+        reason: &'static str,
+        status: StatusCode,
+        why: &str,
+    ) -> Result<bool> {
+        log::info!("refused request: {why}");
+        self.app
+            .metrics
+            .bad_requests
+            .with_label_values(&[reason])
+            .inc();
+        ctx.outcome = Outcome::Denied("bad_request");
+        s.set_keepalive(None);
+        let c = responses::bad_request(status, why).header_str(http::header::CONNECTION, "close");
+        c.send(s).await?;
+        Ok(true)
+    }
+
     async fn bad_login(
         &self,
         s: &mut Session,
@@ -313,6 +338,15 @@ impl Gateway {
         );
         ctx.outcome = Outcome::Denied("bad_request");
         ctx.login_result = Some("bad_request");
+        let reason = match bad {
+            BadLogin::AmbiguousUser(_) => "ambiguous_user",
+            _ => "bad_login",
+        };
+        self.app
+            .metrics
+            .bad_requests
+            .with_label_values(&[reason])
+            .inc();
         self.respond(s, &responses::bad_request(bad.status(), &bad.message()))
             .await
     }
@@ -648,7 +682,14 @@ impl ProxyHttp for Gateway {
         let rt = self.app.runtime();
         ctx.rt = Some(rt.clone());
         let req = s.req_header();
-        let facts = RequestFacts::new(&req.method, &req.uri, &req.headers);
+        let uri_len = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if let Err(bad) = hostile::inspect(req.version, uri_len, &req.headers, Limits::default()) {
+            return self
+                .refuse(s, ctx, bad.reason(), bad.status(), bad.message())
+                .await;
+        }
+        let path = classify::normalize_path(req.uri.path());
+        let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
         let Some(pi) = classify::product_for(&rt.config, &facts) else {
             ctx.outcome = Outcome::Denied("no_product");
             return self
@@ -680,6 +721,11 @@ impl ProxyHttp for Gateway {
             // Two different session values: whichever the app reads, a seat charged to the
             // other would let a second app session ride on it.
             ctx.outcome = Outcome::Denied("bad_request");
+            self.app
+                .metrics
+                .bad_requests
+                .with_label_values(&["ambiguous_session"])
+                .inc();
             let r = responses::ambiguous_session(&p.session.cookie, &p.session.cookie_path);
             return self.respond(s, &r).await;
         }
