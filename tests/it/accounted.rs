@@ -624,6 +624,34 @@ async fn case4a_app_sign_off_releases_the_seat_at_once_on_redis() {
     app_deletion_releases("/signoff", on_redis(&p)).await;
 }
 
+#[tokio::test]
+#[ignore = "issue 11 case 4a: the login page is a pass-through, so its answer deleting the session cookie releases nothing (still so after 4570e35)"]
+async fn case4a_login_page_deleting_the_cookie_releases_the_seat() {
+    let up = upstream_with(
+        "SID",
+        AppOpts {
+            login_page_signs_off: true,
+            ..AppOpts::default()
+        },
+    )
+    .await;
+    let g = Cfg::default().start(&up).await;
+    let sid = logged_in(&g, "ann").await;
+    let r = g.get_with_sid("/login", &sid).await;
+    assert_eq!(r.status(), 200, "the login page loads");
+    assert_eq!(up.seen.count("/login"), 2, "it is the app's page");
+    let freed = eventually(Duration::from_secs(1), || async {
+        g.in_use("crm").await == 0
+    })
+    .await;
+    assert!(
+        freed,
+        "the app deleted its session cookie; the seat is still held"
+    );
+    assert_eq!(g.releases("app_logout").await, 1.0);
+    assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 302);
+}
+
 /// Passed before 4570e35 too (nothing outside the login answer was read); it guards the fix: an `Expires`
 /// in the past with `Max-Age=3600` is not a deletion (RFC 6265: Max-Age wins).
 #[tokio::test]
@@ -722,6 +750,25 @@ async fn case4c_relogin_from_the_same_browser_keeps_its_one_seat() {
     let r = g.get_with_sid("/home", &old).await;
     assert_eq!(r.status(), 302, "the old value is refused");
     assert_eq!(g.in_use("crm").await, 1);
+}
+
+/// Passes before and after 4570e35 (a full-pool login is checked at the app first); guards
+/// the re-login path: a wrong password from a browser holding a seat keeps that seat.
+#[tokio::test]
+async fn case4c_failed_relogin_from_the_same_browser_keeps_the_old_session() {
+    let up = upstream("SID").await;
+    let g = Cfg::default().start(&up).await;
+    let old = logged_in(&g, "ann").await;
+    let r = login(&g, "ann", "wrong", Some(&format!("SID={old}"))).await;
+    assert_eq!(r.status(), 401, "the app's own answer to a wrong password");
+    assert_eq!(up.seen.count("/login"), 2);
+    assert_eq!(g.in_use("crm").await, 1);
+    assert_eq!(
+        g.get_with_sid("/home", &old).await.status(),
+        200,
+        "still in"
+    );
+    assert_eq!(listed(&g, "ann").await.len(), 1);
 }
 
 /// Case 4d; failed before 4570e35: the configured logout releases the seat before the app answers, even when the app refuses it (405).

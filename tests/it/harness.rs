@@ -53,6 +53,9 @@ pub struct AppOpts {
     pub strict: bool,
     /// `/logout` wants POST: a GET is answered 405 and the session stays.
     pub logout_post_only: bool,
+    /// `GET /login` with a session cookie signs that session off (the page deletes the
+    /// cookie), as apps do that show a fresh login form.
+    pub login_page_signs_off: bool,
 }
 
 /// A legacy app: `POST /login` (form `username`, `password`, or header X-User) sets the session
@@ -167,6 +170,16 @@ async fn handle(
         }
     };
     let r = match (method.as_str(), path.as_str()) {
+        ("GET", "/login") if opts.login_page_signs_off && current.is_some() => {
+            drop_current();
+            page("please log in").map(|mut r| {
+                r.headers_mut().append(
+                    "set-cookie",
+                    format!("{cookie}=; Path=/; Max-Age=0").parse().unwrap(),
+                );
+                r
+            })
+        }
         ("POST", p) if p.to_ascii_lowercase().contains("login") || p.ends_with("/sessions") => {
             let form: HashMap<String, String> =
                 form_urlencoded::parse(&body).into_owned().collect();
