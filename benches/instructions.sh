@@ -11,7 +11,7 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -
 need valgrind valgrind
 need ab apache2-utils
 need nginx nginx-light
-cargo build --release --locked --bin seatgate --example bare >/dev/null
+cargo build --profile dist --locked --bin seatgate --example bare >/dev/null
 T=$(mktemp -d)
 PIDS=()
 trap 'kill $(cat $T/nginx.pid 2>/dev/null) 2>/dev/null || true; kill -INT "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null; rm -rf $T' EXIT
@@ -39,5 +39,5 @@ measure() {
   kill -INT "$pid"
 }
 echo "callgrind, $N keep-alive requests (ab -k -c 8), one proxy thread, all threads counted"
-measure "bare pingora own answer" 18190 target/release/examples/bare 127.0.0.1:18190 127.0.0.1:18100
-measure "seatgate check (fail)" 18180 target/release/seatgate run --config $T/gw.yaml
+measure "bare pingora own answer" 18190 target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
+measure "seatgate check (fail)" 18180 target/dist/seatgate run --config $T/gw.yaml

@@ -13,8 +13,8 @@ THREADS=${THREADS:-$(nproc)}
 WRK_THREADS=${WRK_THREADS:-2}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
-cargo build --release --locked --bin seatgate --example bare >/dev/null
-BIN=target/release/seatgate
+cargo build --profile dist --locked --bin seatgate --example bare >/dev/null
+BIN=target/dist/seatgate
 T=$(mktemp -d)
 GW=""; BARE=""
 # SIGINT is pingora's fast shutdown: the next run can bind the same ports at once.
@@ -24,7 +24,7 @@ start_app $T 18000
 gateway_conf $T 18080 19090 18000 "$THREADS"
 RUST_LOG=warn $BIN run --config $T/gw.yaml >$T/gw.log 2>&1 &
 GW=$!
-THREADS=$THREADS target/release/examples/bare 127.0.0.1:18090 127.0.0.1:18000 >$T/bare.log 2>&1 &
+THREADS=$THREADS target/dist/examples/bare 127.0.0.1:18090 127.0.0.1:18000 >$T/bare.log 2>&1 &
 BARE=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/healthz >/dev/null && break; sleep 0.1; done
 curl -s -o /dev/null -H 'Cookie: SID=bench-session' http://127.0.0.1:18080/

@@ -196,7 +196,7 @@ impl AccessLog {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     log::warn!("access log writer behind: {} lines dropped so far", n + 1);
                 }
             }

@@ -45,6 +45,7 @@ impl Runtime {
             .map(|p| {
                 let kinds = client_kinds(p);
                 metrics.prime(&p.name, &kinds);
+                prime_ops(metrics, p);
                 metrics.series(&p.name, &kinds)
             })
             .collect();
@@ -142,6 +143,34 @@ pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
         .iter()
         .flat_map(|p| PoolSpec::from_product(p))
         .collect()
+}
+
+/// The series the Grafana dashboard and the alert rules watch that `Metrics::prime` leaves
+/// out: visible at 0 from the first scrape, so panels and `rate()` have a line before the
+/// first heartbeat, self-service offer or store error.
+fn prime_ops(m: &Metrics, p: &Product) {
+    let name = p.name.as_str();
+    for r in ["ok", "gone", "limited", "hide", "error"] {
+        m.heartbeats.with_label_values(&[name, r]);
+    }
+    for r in [
+        "offered",
+        "ended",
+        "already_gone",
+        "malformed",
+        "forged",
+        "expired",
+        "spent",
+        "wrong_product",
+    ] {
+        m.self_service.with_label_values(&[name, r]);
+    }
+    let policy = match p.on_store_error {
+        crate::config::file::StoreErrorPolicy::FailClosed => "fail_closed",
+        crate::config::file::StoreErrorPolicy::FailOpen => "fail_open",
+        crate::config::file::StoreErrorPolicy::LastKnown => "last_known",
+    };
+    m.store_errors.with_label_values(&[name, policy]);
 }
 
 /// A product's client kinds in config order, then the fallback `default`.

@@ -54,6 +54,13 @@ enum Cmd {
     },
     /// Print an argon2id hash for `admin.users[].password_hash` (password read from stdin).
     HashPassword,
+    /// Exit 0 when the gateway's `/healthz` answers 200, else 1 with the reason (for container
+    /// HEALTHCHECKs on images without curl).
+    Health {
+        /// Admin listener URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -183,6 +190,23 @@ License Usage page and metrics on http://{admin}/ (admin / admin)"
             Ok(())
         }
         Cmd::Sessions { cmd } => sessions(cmd),
+        Cmd::Health { admin } => {
+            let url = format!("{}/healthz", admin.trim_end_matches('/'));
+            let agent = ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(5))
+                .build();
+            match agent.get(&url).call() {
+                Ok(r) => {
+                    println!("{}", r.into_string().unwrap_or_default().trim());
+                    Ok(())
+                }
+                Err(ureq::Error::Status(code, r)) => Err(format!(
+                    "{url}: HTTP {code}: {}",
+                    r.into_string().unwrap_or_default().trim()
+                )),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        }
     }
 }
 

@@ -278,6 +278,10 @@ pub struct AdminFile {
     pub tls: Option<TlsFile>,
     #[serde(default)]
     pub users: Vec<AdminUserFile>,
+    /// More users, from a YAML file holding a list like `users` (a Kubernetes Secret); read
+    /// at start and on every reload.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
     /// Session lifetime of the admin page's own login cookie.
     #[serde(default)]
     pub session_ttl: Option<Dur>,

@@ -312,8 +312,16 @@ impl Config {
         };
         let mut users = Vec::new();
         let mut seen_users = HashSet::new();
-        for (i, u) in f.admin.users.into_iter().enumerate() {
-            let key = format!("admin.users[{i}]");
+        let inline = f.admin.users.len();
+        let mut all = f.admin.users;
+        if let Some(path) = &f.admin.users_file {
+            all.extend(users_file(path, &loc)?);
+        }
+        for (i, u) in all.into_iter().enumerate() {
+            let key = match i.checked_sub(inline) {
+                None => format!("admin.users[{i}]"),
+                Some(j) => format!("admin.users_file[{j}]"),
+            };
             if !seen_users.insert(u.name.clone()) {
                 return Err(loc.invalid(&key, Some(&u.name), "duplicate admin user name"));
             }
@@ -426,6 +434,28 @@ impl Config {
     pub fn product(&self, name: &str) -> Option<&Arc<Product>> {
         self.products.iter().find(|p| p.name == name)
     }
+}
+
+/// `admin.users_file`: a YAML list of admin users; its own syntax errors carry its name and
+/// line.
+fn users_file(
+    path: &std::path::Path,
+    loc: &Locator,
+) -> Result<Vec<file::AdminUserFile>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        loc.invalid(
+            "admin.users_file",
+            None,
+            &format!("cannot read `{}`: {e}", path.display()),
+        )
+    })?;
+    serde_yaml::from_str(&text).map_err(|e| {
+        loc.invalid(
+            "admin.users_file",
+            None,
+            &format!("`{}`: {e}", path.display()),
+        )
+    })
 }
 
 fn listeners(f: &file::ListenFile, loc: &Locator) -> Result<Vec<Listener>, ConfigError> {

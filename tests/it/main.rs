@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod core;
 mod harness;
+mod ops;
 mod presence;
 mod products;
 mod redis;
