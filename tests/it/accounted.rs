@@ -274,9 +274,21 @@ fn login_head(user: &str, expect: bool) -> (String, String) {
 #[tokio::test]
 #[ignore = "issue 11 case 1: an active seat is journaled as standby, so after a restart it lapses at standby_timeout"]
 async fn case1_restart_keeps_an_active_seat_active_past_standby_timeout() {
+    restart_keeps_an_active_seat(embedded()).await;
+}
+
+/// Passes on Redis (the state lives in Redis, not in the gateway): the same story there.
+#[tokio::test]
+async fn case1_restart_keeps_an_active_seat_active_past_standby_timeout_on_redis() {
+    let p = Prefix::new();
+    restart_keeps_an_active_seat(on_redis(&p)).await;
+}
+
+async fn restart_keeps_an_active_seat(store: String) {
     let up = upstream("SID").await;
     let mut g = Cfg {
         standby: "1s",
+        store,
         ..Cfg::default()
     }
     .start(&up)
@@ -1335,8 +1347,20 @@ async fn case8_a_login_answered_after_its_reservation_lapsed_cannot_overfill_the
 #[tokio::test]
 #[ignore = "issue 11 case 9: a seat admitted in overflow runs on after the allowance is spent (checked at admission only)"]
 async fn case9_overflow_seat_stops_when_the_allowance_is_spent() {
+    overflow_stops(embedded()).await;
+}
+
+#[tokio::test]
+#[ignore = "issue 11 case 9: on Redis, a seat admitted in overflow runs on after the allowance is spent"]
+async fn case9_overflow_seat_stops_when_the_allowance_is_spent_on_redis() {
+    let p = Prefix::new();
+    overflow_stops(on_redis(&p)).await;
+}
+
+async fn overflow_stops(store: String) {
     let up = upstream("SID").await;
     let g = Cfg {
+        store,
         // 3 seat-seconds of pay-per-use overflow beyond the one seat.
         pools: Some(
             "    pools:\n      - { name: main, default: true, seats: 1, overflow: { seat_minutes: 0.05 } }"
