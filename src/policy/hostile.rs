@@ -30,6 +30,8 @@ pub enum BadRequest {
     ContentLength,
     /// A `Transfer-Encoding` other than exactly `chunked`, or any on HTTP/1.0.
     TransferEncoding,
+    /// A line ended by LF alone: parsers differ on where such a header ends.
+    BareLf,
     UriTooLong,
     HeadersTooLarge,
 }
@@ -49,6 +51,7 @@ impl BadRequest {
             BadRequest::LengthAndChunked => "length_and_chunked",
             BadRequest::ContentLength => "content_length",
             BadRequest::TransferEncoding => "transfer_encoding",
+            BadRequest::BareLf => "bare_lf",
             BadRequest::UriTooLong => "uri_too_long",
             BadRequest::HeadersTooLarge => "headers_too_large",
         }
@@ -59,29 +62,47 @@ impl BadRequest {
             BadRequest::LengthAndChunked => "request has both Content-Length and Transfer-Encoding",
             BadRequest::ContentLength => "request has an ambiguous Content-Length",
             BadRequest::TransferEncoding => "request has an unsupported Transfer-Encoding",
+            BadRequest::BareLf => "request head has a line ended by LF without CR",
             BadRequest::UriTooLong => "request target is too long",
             BadRequest::HeadersTooLarge => "request headers are too large",
         }
     }
 
-    pub fn all() -> [BadRequest; 5] {
+    pub fn all() -> [BadRequest; 6] {
         [
             BadRequest::LengthAndChunked,
             BadRequest::ContentLength,
             BadRequest::TransferEncoding,
+            BadRequest::BareLf,
             BadRequest::UriTooLong,
             BadRequest::HeadersTooLarge,
         ]
     }
 }
 
-/// The first reason to refuse this request head, if any.
+/// The first reason to refuse this request head, if any. `raw_head` is the head as received
+/// (HTTP/1 only): the parser accepts bare LF line ends and drops `Content-Length` when
+/// `Transfer-Encoding` is present (RFC 9112 6.3 lets it), so only the raw bytes still show
+/// either.
 pub fn inspect(
     version: Version,
     uri_len: usize,
     headers: &HeaderMap,
+    raw_head: Option<&[u8]>,
     limits: Limits,
 ) -> Result<(), BadRequest> {
+    if let Some(raw) = raw_head {
+        if raw
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        {
+            return Err(BadRequest::BareLf);
+        }
+        if headers.contains_key(http::header::TRANSFER_ENCODING) && has_content_length(raw) {
+            return Err(BadRequest::LengthAndChunked);
+        }
+    }
     if uri_len > limits.max_uri {
         return Err(BadRequest::UriTooLong);
     }
@@ -119,6 +140,13 @@ pub fn inspect(
         }
     }
     Ok(())
+}
+
+/// Whether a raw head has a `Content-Length` header line.
+fn has_content_length(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
 #[cfg(test)]
@@ -200,8 +228,35 @@ mod tests {
             ),
         ];
         for (headers, version, want) in cases {
-            assert_eq!(inspect(*version, 10, &h(headers), l), *want, "{headers:?}");
+            assert_eq!(
+                inspect(*version, 10, &h(headers), None, l),
+                *want,
+                "{headers:?}"
+            );
         }
+    }
+
+    #[test]
+    fn raw_heads_show_what_the_parser_hid() {
+        let l = Limits::default();
+        let te = h(&[("transfer-encoding", "chunked")]);
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            inspect(Version::HTTP_11, 1, &te, Some(raw), l),
+            Err(BadRequest::LengthAndChunked)
+        );
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(inspect(Version::HTTP_11, 1, &te, Some(raw), l), Ok(()));
+        let raw = b"GET / HTTP/1.1\nHost: a\n\n";
+        assert_eq!(
+            inspect(Version::HTTP_11, 1, &h(&[]), Some(raw), l),
+            Err(BadRequest::BareLf)
+        );
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n";
+        assert_eq!(
+            inspect(Version::HTTP_11, 1, &h(&[]), Some(raw), l),
+            Err(BadRequest::BareLf)
+        );
     }
 
     #[test]
@@ -210,14 +265,14 @@ mod tests {
             max_uri: 100,
             max_headers: 200,
         };
-        assert_eq!(inspect(Version::HTTP_11, 100, &h(&[]), l), Ok(()));
+        assert_eq!(inspect(Version::HTTP_11, 100, &h(&[]), None, l), Ok(()));
         assert_eq!(
-            inspect(Version::HTTP_11, 101, &h(&[]), l),
+            inspect(Version::HTTP_11, 101, &h(&[]), None, l),
             Err(BadRequest::UriTooLong)
         );
         let big = "x".repeat(200);
         assert_eq!(
-            inspect(Version::HTTP_11, 1, &h(&[("x-big", &big)]), l),
+            inspect(Version::HTTP_11, 1, &h(&[("x-big", &big)]), None, l),
             Err(BadRequest::HeadersTooLarge)
         );
         assert_eq!(BadRequest::UriTooLong.status(), StatusCode::URI_TOO_LONG);

@@ -681,9 +681,20 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.app.runtime();
         ctx.rt = Some(rt.clone());
+        // RFC 9112 9.3.2: pipelined requests are answered in order. Off, pingora answers the
+        // first and drops the connection with the rest unanswered.
+        s.set_pipelining_enabled(true);
         let req = s.req_header();
         let uri_len = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
-        if let Err(bad) = hostile::inspect(req.version, uri_len, &req.headers, Limits::default()) {
+        let raw = s.as_http1().map(|h| h.get_headers_raw_bytes());
+        let req = s.req_header();
+        if let Err(bad) = hostile::inspect(
+            req.version,
+            uri_len,
+            &req.headers,
+            raw.as_deref(),
+            Limits::default(),
+        ) {
             return self
                 .refuse(s, ctx, bad.reason(), bad.status(), bad.message())
                 .await;

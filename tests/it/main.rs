@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod core;
 mod harness;
+mod hostile;
 mod ops;
 mod presence;
 mod products;
