@@ -271,6 +271,7 @@ products:
       cookie: SID
       idle_timeout: 20m
       max_lifetime: 12h
+      presence_timeout: 90s
     login: { path: /login, method: POST, user: { form_field: username } }
     logout: { path: /logout }
     seats: 1
@@ -332,6 +333,19 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
     );
     assert_eq!(up.seen.count("/home"), 1);
     assert_eq!(g.in_use("crm").await, 1);
+    // A seat holder's page gets the heartbeat script over HTTP/2 too (no Content-Length).
+    let html = curl(&ca, port, "/page", &jar).await;
+    assert_eq!((html.status, html.version.as_str()), (200, "2"));
+    assert!(html.body.contains("/.seatgate/heartbeat"), "{}", html.body);
+    assert!(html.body.ends_with("</html>"), "{}", html.body);
+    let beat = curl(
+        &ca,
+        port,
+        "/.seatgate/heartbeat",
+        &[&jar[..], &["-X", "POST"]].concat(),
+    )
+    .await;
+    assert_eq!(beat.status, 204);
 
     // HTTP/1.1 over TLS: a second user is refused and the app never sees the login.
     let logins = up.seen.count("/login");
@@ -378,7 +392,7 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
         eventually(Duration::from_secs(5), || {
             lines = access_lines(&g);
             let n = lines.len();
-            async move { n >= 4 }
+            async move { n >= 6 }
         })
         .await,
         "access log: {lines:?}\n{}",
@@ -406,6 +420,12 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(denied["user"], "bob");
     assert_eq!(denied["denied"], "full");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "heartbeat" && l["status"] == 204),
+        "{text}"
+    );
     let home: Vec<_> = lines.iter().filter(|l| l["path"] == "/home").collect();
     assert_eq!(home.len(), 2, "{text}");
     // The same session, the same hash.
