@@ -4,12 +4,14 @@
 //! writes queued while one transaction commits go into the next, so 200 racing logins cost a
 //! handful of fsyncs, not 200. Activity (last-seen times) goes to its own table in batches and
 //! is merged at load; losing the last few seconds of it on a crash only makes seats look a
-//! little older.
+//! little older, by at most one flush period (`store.flush_interval`): state transitions
+//! (standby → active, pause, resume, ending) are written when they happen, never by a flush.
 
 use super::{Gone, Millis, SeatId, SeatRecord, SessionKey};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 const SEATS: TableDefinition<u64, &[u8]> = TableDefinition::new("seats");
@@ -27,6 +29,8 @@ pub enum Op {
     Tombstone(SessionKey, Gone, Millis),
     Forget(SessionKey),
     Counter(String, u64),
+    /// Removes a counter (a remembered ended seat id whose time is up).
+    Unset(String),
 }
 
 struct Batch {
@@ -35,8 +39,13 @@ struct Batch {
 }
 
 pub struct Journal {
-    tx: mpsc::Sender<Batch>,
+    tx: Option<mpsc::Sender<Batch>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    failing: Arc<AtomicBool>,
 }
+
+/// A write queued in order with every other; awaiting it says whether it is durable.
+pub type Written = oneshot::Receiver<Result<(), String>>;
 
 /// What was on disk at start.
 #[derive(Debug, Default)]
@@ -62,29 +71,69 @@ impl Journal {
         }
         let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
+        let failing = Arc::new(AtomicBool::new(false));
+        let fail = failing.clone();
+        let writer = std::thread::Builder::new()
             .name("seatgate-journal".into())
-            .spawn(move || writer(db, rx))
+            .spawn(move || writer(db, rx, fail))
             .map_err(|e| e.to_string())?;
-        Ok((Journal { tx }, loaded))
+        Ok((
+            Journal {
+                tx: Some(tx),
+                writer: Some(writer),
+                failing,
+            },
+            loaded,
+        ))
+    }
+
+    /// Queues `ops` behind every write queued before, without waiting: callers queue while
+    /// they hold the lock under which they changed memory, so the file sees changes in the
+    /// order memory did, and await the answer after letting go of the lock.
+    pub fn submit(&self, ops: Vec<Op>) -> Written {
+        let (done, wait) = oneshot::channel();
+        if let Some(tx) = &self.tx {
+            // A stopped writer drops `done`: the caller then hears "writer stopped".
+            let _ = tx.send(Batch {
+                ops,
+                done: Some(done),
+            });
+        }
+        wait
     }
 
     /// Queues `ops` and waits until they are durable.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Batch {
-                ops,
-                done: Some(done),
-            })
-            .map_err(|_| "journal writer stopped".to_string())?;
-        wait.await
-            .map_err(|_| "journal writer stopped".to_string())?
+        settle(self.submit(ops)).await
     }
 
     /// Queues `ops` without waiting (activity, tombstone upkeep).
     pub fn enqueue(&self, ops: Vec<Op>) {
-        let _ = self.tx.send(Batch { ops, done: None });
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Batch { ops, done: None });
+        }
+    }
+
+    /// Test hook: every write fails while set, as a full or failing disk would.
+    #[doc(hidden)]
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::Release);
+    }
+}
+
+/// Waits for a submitted write.
+pub async fn settle(w: Written) -> Result<(), String> {
+    w.await.map_err(|_| "journal writer stopped".to_string())?
+}
+
+impl Drop for Journal {
+    /// Writes what is queued and closes the file, so that it can be opened again at once
+    /// (redb allows one open database per file).
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -122,7 +171,7 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     Ok(out)
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Batch>) {
+fn writer(db: Database, rx: mpsc::Receiver<Batch>, failing: Arc<AtomicBool>) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
@@ -131,7 +180,11 @@ fn writer(db: Database, rx: mpsc::Receiver<Batch>) {
                 break;
             }
         }
-        let result = write(&db, &batches).map_err(|e| e.to_string());
+        let result = if failing.load(Ordering::Acquire) {
+            Err("journal write failed (test hook)".to_string())
+        } else {
+            write(&db, &batches).map_err(|e| e.to_string())
+        };
         if let Err(e) = &result {
             log::error!("journal commit failed: {e}");
         }
@@ -174,6 +227,9 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
                 }
                 Op::Counter(name, v) => {
                     meta.insert(name.as_str(), *v)?;
+                }
+                Op::Unset(name) => {
+                    meta.remove(name.as_str())?;
                 }
             }
         }

@@ -1,35 +1,51 @@
-//! The embedded store: seats in memory, every admission and release journaled to redb.
+//! The embedded store: seats in memory, every admission, state change and release journaled to
+//! redb.
 //!
-//! Concurrency: touching a seat (every request) is a lookup in a sharded `DashMap` plus
-//! atomic stores on the seat; it takes no global lock and no pool lock. Admissions take the
-//! pool's `std::sync::Mutex` for a few microseconds (count holders, decide, insert) — that mutex
-//! is what makes the pool exact — and never hold it across an `.await`: journaling happens
-//! after the decision is recorded in memory, before the caller acts on it.
+//! Concurrency: touching a seat that is already active (almost every request) is a lookup in a
+//! sharded `DashMap` plus atomic stores on the seat; it takes no global lock and no pool lock.
+//! Everything that changes a seat's state (commit, the first request of a standby seat, pause,
+//! resume, end, rekey, release) takes the pool's `std::sync::Mutex` for a few microseconds,
+//! re-checks the seat there and queues its journal write before letting go of the lock, so the
+//! journal sees changes in the order memory did. The mutex is never held across an `.await`:
+//! the write is awaited after, before the caller acts on it.
+//!
+//! Lock order: a pool's mutex, then a `DashMap` shard (never the reverse: no map guard is held
+//! while a pool is locked).
+//!
+//! Durability: state transitions are durable when the call returns; last activity and last
+//! heartbeat are written by `flush` in batches, so after a crash they may lag by at most one
+//! flush period (`store.flush_interval`). Reservations of logins in flight are not journaled:
+//! their requests die with the process.
 
-use super::journal::{Journal, Op};
+use super::journal::{self, Journal, Op, Written};
 use super::{
-    Claim, EndOutcome, Gone, Lease, LedgerError, LedgerObserver, Millis, PauseOutcome, PoolKey,
-    PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord, SeatState,
-    SessionKey, Touch,
+    Claim, EndOutcome, Gone, Lease, LedgerError, LedgerObserver, Lookup, Millis, PauseOutcome,
+    PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord,
+    SeatState, SessionKey, Touch,
 };
 use crate::config::file::SeatsPer;
 use crate::policy::admission::{self, Admit, Holders};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Released cookies are remembered so an ended session cannot come back; bounded so a flood of
-/// junk cookies cannot grow memory without end.
-const MAX_TOMBSTONES: usize = 200_000;
+/// How long an ended seat's id is remembered, so a second end says "already ended".
+const ENDED_FOR: Millis = 3_600_000;
+/// Who ends an overflow seat whose pool spent its allowance (`ended_by`).
+pub const OVERFLOW_END: &str = "overflow";
 
 pub struct MemoryLedger {
     pools: super::Pools<PoolSlot>,
     by_session: DashMap<SessionKey, Arc<Live>>,
     by_id: DashMap<SeatId, Arc<Live>>,
+    /// Released cookies, remembered until they could no longer be valid (the pool's
+    /// `max_lifetime` after the release) so an ended session cannot come back. Only cookies
+    /// that held a session get here, so junk cookies cannot grow it.
     gone: DashMap<SessionKey, (Gone, Millis)>,
     ended_ids: DashMap<SeatId, Millis>,
     journal: Option<Journal>,
@@ -63,12 +79,12 @@ impl PoolSlot {
 
 #[derive(Default)]
 struct PoolState {
-    /// Seats that count (standby, active, ending); paused ones are not here.
+    /// Seats that count (standby, active, ending); paused and uncounted ones are not here.
     seats: HashMap<SeatId, Arc<Live>>,
     pending: HashMap<u64, Pending>,
     peak: u32,
     denied: u64,
-    /// Overflow seat time used by released overflow seats, in ms.
+    /// Overflow seat time used by overflow seats that no longer run, in ms.
     overflow_used_ms: u64,
     /// Seats held (live and pending) and the first instant one of them may lapse: checks
     /// answer from this in O(1) instead of scanning every seat, until a seat changes or
@@ -90,7 +106,9 @@ struct Live {
     device: Option<String>,
     client: String,
     started_at: Millis,
-    overflow: bool,
+    /// Admitted beyond capacity: its time counts against the pool's overflow allowance while
+    /// it holds a seat (a pause ends that for good: a resume is admitted within capacity).
+    overflow: AtomicBool,
     last_activity: AtomicU64,
     last_heartbeat: AtomicU64,
     state: AtomicU8,
@@ -127,6 +145,14 @@ impl Live {
         state_from_u8(self.state.load(Ordering::Acquire))
     }
 
+    fn set_state(&self, s: SeatState) {
+        self.state.store(state_to_u8(s), Ordering::Release);
+    }
+
+    fn overflow(&self) -> bool {
+        self.overflow.load(Ordering::Acquire)
+    }
+
     fn times(&self) -> SeatTimes {
         let ending = self.ending_at.load(Ordering::Acquire);
         SeatTimes {
@@ -140,6 +166,13 @@ impl Live {
 
     fn session(&self) -> Option<SessionKey> {
         *self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_session(&self, k: Option<SessionKey>) -> Option<SessionKey> {
+        std::mem::replace(
+            &mut *self.session.lock().unwrap_or_else(|e| e.into_inner()),
+            k,
+        )
     }
 
     fn record(&self) -> SeatRecord {
@@ -156,7 +189,7 @@ impl Live {
             last_heartbeat: t.last_heartbeat,
             state: t.state,
             ending_at: t.ending_at,
-            overflow: self.overflow,
+            overflow: self.overflow(),
             ended_by: self
                 .ended_by
                 .lock()
@@ -168,6 +201,71 @@ impl Live {
     fn expired(&self, now: Millis) -> Option<ReleaseReason> {
         expiry(&self.slot.spec(), &self.times(), now)
     }
+
+    /// When a seat found expired at `now` stopped holding: its deadline, not the moment a
+    /// sweep or a request noticed (tombstones and overflow time run from there).
+    fn ended_at(&self, now: Millis) -> Millis {
+        deadline(&self.slot.spec(), &self.times()).min(now)
+    }
+
+    /// Overflow time this seat has used by `now` (it stops counting at its deadline).
+    fn overflow_ms(&self, spec: &PoolSpec, now: Millis) -> u64 {
+        if !self.overflow() {
+            return 0;
+        }
+        deadline(spec, &self.times())
+            .min(now)
+            .saturating_sub(self.started_at)
+    }
+}
+
+fn overflow_counter(key: &PoolKey) -> String {
+    format!("overflow_ms/{}/{}", key.product, key.pool)
+}
+
+fn ended_counter(id: SeatId) -> String {
+    format!("ended/{id}")
+}
+
+/// What a release decided under the pool lock, for the observer once the lock is gone.
+struct Released {
+    record: SeatRecord,
+    reason: ReleaseReason,
+}
+
+/// A queued journal write (none for a volatile store).
+struct Write {
+    written: Option<Written>,
+}
+
+impl Write {
+    async fn durable(self) -> Result<(), LedgerError> {
+        match self.written {
+            Some(w) => journal::settle(w).await.map_err(LedgerError::Journal),
+            None => Ok(()),
+        }
+    }
+
+    /// For changes already made that a failed write cannot take back: said in the log.
+    async fn logged(self) {
+        if let Err(e) = self.durable().await {
+            log::error!(
+                "seat journal write failed; the change is live in memory but not durable: {e}"
+            );
+        }
+    }
+}
+
+/// How a paused or standby seat fared when it was to become active.
+enum Activated {
+    /// Active already (or ending, uncounted): nothing to change.
+    Now(SeatState),
+    /// A paused seat took a seat again.
+    Resumed,
+    /// A paused seat with no seat free.
+    Full,
+    /// Released meanwhile.
+    Gone,
 }
 
 impl MemoryLedger {
@@ -185,7 +283,9 @@ impl MemoryLedger {
     }
 
     /// Opens (or creates) the journal at `path` and restores the seats that are still valid
-    /// under `pools`; seats that expired while the gateway was down are released.
+    /// under `pools`, in the state they were in; seats that expired while the gateway was down
+    /// are released (as of when they expired), those of pools no longer configured with
+    /// reason `config`.
     pub async fn open(
         path: &Path,
         pools: &[PoolSpec],
@@ -196,7 +296,7 @@ impl MemoryLedger {
         let mut me = Self::volatile(observer);
         me.journal = Some(journal);
         me.configure(pools);
-        let mut dead = Vec::new();
+        let mut ops = Vec::new();
         for (name, v) in loaded.counters {
             if let Some(k) = name
                 .strip_prefix("overflow_ms/")
@@ -205,11 +305,26 @@ impl MemoryLedger {
                 if let Some(slot) = me.slot(&PoolKey::new(k.0, k.1)) {
                     slot.lock().overflow_used_ms = v;
                 }
+            } else if let Some(id) = name.strip_prefix("ended/") {
+                match id.parse::<SeatId>() {
+                    Ok(id) if v > now => {
+                        me.ended_ids.insert(id, v);
+                    }
+                    _ => ops.push(Op::Unset(name.clone())),
+                }
             }
         }
+        for (key, gone, until) in loaded.gone {
+            if until > now {
+                me.gone.insert(key, (gone, until));
+            } else {
+                ops.push(Op::Forget(key));
+            }
+        }
+        let mut dead = Vec::new();
         for rec in loaded.seats {
             let Some(slot) = me.slot(&rec.pool) else {
-                dead.push((rec, ReleaseReason::Config));
+                dead.push((rec, ReleaseReason::Config, now, 24 * 3_600_000));
                 continue;
             };
             let live = Arc::new(Live {
@@ -219,7 +334,7 @@ impl MemoryLedger {
                 device: rec.device.clone(),
                 client: rec.client.clone(),
                 started_at: rec.started_at,
-                overflow: rec.overflow,
+                overflow: AtomicBool::new(rec.overflow),
                 last_activity: AtomicU64::new(rec.last_activity),
                 last_heartbeat: AtomicU64::new(rec.last_heartbeat),
                 state: AtomicU8::new(state_to_u8(rec.state)),
@@ -229,7 +344,17 @@ impl MemoryLedger {
                 ended_by: Mutex::new(rec.ended_by.clone()),
             });
             if let Some(reason) = live.expired(now) {
-                dead.push((rec, reason));
+                let spec = slot.spec();
+                let at = live.ended_at(now);
+                let mut st = slot.lock();
+                if live.overflow() && rec.state.holds_seat() {
+                    st.overflow_used_ms += live.overflow_ms(&spec, now);
+                    ops.push(Op::Counter(
+                        overflow_counter(&slot.key),
+                        st.overflow_used_ms,
+                    ));
+                }
+                dead.push((rec, reason, at, spec.max_lifetime));
                 continue;
             }
             if rec.state.holds_seat() {
@@ -240,27 +365,40 @@ impl MemoryLedger {
             }
             me.by_id.insert(rec.id, live);
         }
-        for (key, gone, until) in loaded.gone {
-            if until > now {
-                me.gone.insert(key, (gone, until));
-            }
-        }
-        let mut ops = Vec::new();
-        for (rec, reason) in dead {
+        let mut released = Vec::new();
+        for (rec, reason, at, ttl) in dead {
             ops.push(Op::Delete(rec.id));
             if let Some(k) = rec.session {
-                let until = now + me.tombstone_ttl(&rec.pool);
-                me.gone.insert(k, (Gone::Released(reason), until));
-                ops.push(Op::Tombstone(k, Gone::Released(reason), until));
+                let g = Gone::Released(reason);
+                me.gone.insert(k, (g, at + ttl));
+                ops.push(Op::Tombstone(k, g, at + ttl));
             }
-            me.observer.released(&rec, reason);
+            if reason == ReleaseReason::Ended {
+                me.ended_ids.insert(rec.id, at + ENDED_FOR);
+                ops.push(Op::Counter(ended_counter(rec.id), at + ENDED_FOR));
+            }
+            released.push(Released {
+                record: rec,
+                reason,
+            });
         }
-        me.journal_commit(ops).await;
-        for slot in me.pools.read().unwrap_or_else(|e| e.into_inner()).values() {
+        me.submit(ops).durable().await?;
+        for r in released {
+            me.observer.released(&r.record, r.reason);
+        }
+        for slot in me.slots() {
             let mut st = slot.lock();
             st.peak = st.seats.len() as u32;
         }
         Ok(me)
+    }
+
+    /// Test hook: makes every journal write fail (a full or failing disk) while set.
+    #[doc(hidden)]
+    pub fn fail_journal_writes(&self, on: bool) {
+        if let Some(j) = &self.journal {
+            j.set_failing(on);
+        }
     }
 
     fn slot(&self, key: &PoolKey) -> Option<Arc<PoolSlot>> {
@@ -271,32 +409,143 @@ impl MemoryLedger {
         super::pools_by_key(&self.pools)
     }
 
-    fn tombstone_ttl(&self, pool: &PoolKey) -> Millis {
-        self.slot(pool)
-            .map_or(24 * 3600 * 1000, |s| s.spec().max_lifetime)
+    /// Queues a journal write. Called with the pool lock held, so writes reach the file in the
+    /// order their changes were made.
+    fn submit(&self, ops: Vec<Op>) -> Write {
+        Write {
+            written: match (&self.journal, ops.is_empty()) {
+                (Some(j), false) => Some(j.submit(ops)),
+                _ => None,
+            },
+        }
     }
 
-    async fn journal_commit(&self, ops: Vec<Op>) {
-        if ops.is_empty() {
-            return;
+    fn live_of(&self, session: &SessionKey) -> Option<Arc<Live>> {
+        self.by_session.get(session).map(|l| l.clone())
+    }
+
+    fn live_by_id(&self, id: &SeatId) -> Option<Arc<Live>> {
+        self.by_id.get(id).map(|l| l.clone())
+    }
+
+    /// Whether `live` is still the listed session of its id (not released meanwhile).
+    fn is_current(&self, live: &Arc<Live>) -> bool {
+        self.by_id
+            .get(&live.id)
+            .is_some_and(|v| Arc::ptr_eq(v.value(), live))
+    }
+
+    fn gone_of(&self, session: &SessionKey, now: Millis) -> Gone {
+        match self.gone.get(session).map(|g| *g) {
+            Some((g, until)) if until > now => g,
+            _ => Gone::Unknown,
         }
-        if let Some(j) = &self.journal {
-            if let Err(e) = j.commit(ops).await {
-                log::error!(
-                    "seat journal write failed; the change is live in memory but not durable: {e}"
-                );
+    }
+
+    fn ended(&self, id: &SeatId, now: Millis) -> bool {
+        self.ended_ids.get(id).is_some_and(|u| *u > now)
+    }
+
+    /// Makes `session` lead to `live`, unless another session that still holds has it: then
+    /// that one's id. The map entry is the one place where two pools racing for one cookie
+    /// meet, so one cookie never holds two sessions.
+    fn claim_session(&self, session: SessionKey, live: &Arc<Live>, now: Millis) -> Option<SeatId> {
+        match self.by_session.entry(session) {
+            Entry::Occupied(mut e) => {
+                let other = e.get();
+                if !Arc::ptr_eq(other, live)
+                    && other.expired(now).is_none()
+                    && self.is_current(other)
+                {
+                    return Some(other.id);
+                }
+                e.insert(live.clone());
+                None
+            }
+            Entry::Vacant(v) => {
+                v.insert(live.clone());
+                None
             }
         }
     }
 
     fn remember_gone(&self, key: SessionKey, gone: Gone, until: Millis, ops: &mut Vec<Op>) {
-        if self.gone.len() < MAX_TOMBSTONES {
-            self.gone.insert(key, (gone, until));
-            ops.push(Op::Tombstone(key, gone, until));
+        self.gone.insert(key, (gone, until));
+        ops.push(Op::Tombstone(key, gone, until));
+    }
+
+    /// Releases `live` as of `at`; the caller holds its pool's lock (`st`). `None` when it was
+    /// released already.
+    fn release_locked(
+        &self,
+        st: &mut PoolState,
+        live: &Arc<Live>,
+        reason: ReleaseReason,
+        at: Millis,
+        ops: &mut Vec<Op>,
+    ) -> Option<Released> {
+        self.by_id
+            .remove_if(&live.id, |_, v| Arc::ptr_eq(v, live))?;
+        let spec = live.slot.spec();
+        if st.seats.remove(&live.id).is_some() && live.overflow() {
+            st.overflow_used_ms += live.overflow_ms(&spec, at);
+            ops.push(Op::Counter(
+                overflow_counter(&live.slot.key),
+                st.overflow_used_ms,
+            ));
+        }
+        let record = live.record();
+        ops.push(Op::Delete(live.id));
+        if let Some(k) = record.session {
+            // A cookie that leads to another session meanwhile keeps it.
+            if self
+                .by_session
+                .remove_if(&k, |_, v| Arc::ptr_eq(v, live))
+                .is_some()
+            {
+                self.remember_gone(k, Gone::Released(reason), at + spec.max_lifetime, ops);
+            }
+        }
+        if reason == ReleaseReason::Ended {
+            self.ended_ids.insert(live.id, at + ENDED_FOR);
+            ops.push(Op::Counter(ended_counter(live.id), at + ENDED_FOR));
+        }
+        Some(Released { record, reason })
+    }
+
+    /// Releases `live` for `reason` as of `at` and tells the observer.
+    async fn release_at(
+        &self,
+        live: &Arc<Live>,
+        reason: ReleaseReason,
+        at: Millis,
+    ) -> Option<SeatRecord> {
+        let mut ops = Vec::new();
+        let (done, write) = {
+            let mut st = live.slot.lock();
+            let done = self.release_locked(&mut st, live, reason, at, &mut ops);
+            (done, self.submit(ops))
+        };
+        write.logged().await;
+        let done = done?;
+        self.observer.released(&done.record, done.reason);
+        Some(done.record)
+    }
+
+    /// Releases a seat found expired at `now`, as of the instant it expired.
+    async fn expire(&self, live: &Arc<Live>, reason: ReleaseReason, now: Millis) {
+        self.release_at(live, reason, live.ended_at(now)).await;
+    }
+
+    /// Releases seats found expired while their pool was locked.
+    async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
+        for (live, reason) in lives {
+            self.expire(&live, reason, now).await;
         }
     }
 
-    /// Holders of a pool at `now`, expired seats and leases excluded (and returned for release).
+    /// Holders of a pool at `now`, expired seats and lapsed leases excluded (the seats are
+    /// returned for release).
     fn holders<'a>(
         st: &'a PoolState,
         spec: &PoolSpec,
@@ -320,72 +569,15 @@ impl MemoryLedger {
 
     fn overflow_left(st: &PoolState, spec: &PoolSpec, now: Millis) -> Option<u64> {
         let allowance = spec.overflow_ms?;
-        let running: u64 = st
-            .seats
-            .values()
-            .filter(|l| l.overflow)
-            .map(|l| now.saturating_sub(l.started_at))
-            .sum();
+        let running: u64 = st.seats.values().map(|l| l.overflow_ms(spec, now)).sum();
         Some(allowance.saturating_sub(st.overflow_used_ms + running))
-    }
-
-    /// Releases seats found expired while their pool was locked.
-    async fn release_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
-        for (live, reason) in lives {
-            self.release_live(&live, reason, now).await;
-        }
-    }
-
-    async fn release_live(
-        &self,
-        live: &Arc<Live>,
-        reason: ReleaseReason,
-        now: Millis,
-    ) -> Option<SeatRecord> {
-        let mut counter = None;
-        {
-            let mut st = live.slot.lock();
-            let held = st.seats.remove(&live.id).is_some();
-            if !held && live.state() != SeatState::Paused {
-                return None;
-            }
-            if !held && !self.by_id.contains_key(&live.id) {
-                return None;
-            }
-            if live.overflow && held {
-                st.overflow_used_ms += now.saturating_sub(live.started_at);
-                counter = Some(st.overflow_used_ms);
-            }
-        }
-        self.by_id.remove(&live.id)?;
-        let rec = live.record();
-        let mut ops = vec![Op::Delete(live.id)];
-        if let Some(k) = rec.session {
-            self.by_session.remove_if(&k, |_, v| v.id == live.id);
-            let until = now + live.slot.spec().max_lifetime;
-            self.remember_gone(k, Gone::Released(reason), until, &mut ops);
-        }
-        if let Some(v) = counter {
-            ops.push(Op::Counter(
-                format!(
-                    "overflow_ms/{}/{}",
-                    live.slot.key.product, live.slot.key.pool
-                ),
-                v,
-            ));
-        }
-        if reason == ReleaseReason::Ended {
-            self.ended_ids.insert(live.id, now + 3_600_000);
-        }
-        self.journal_commit(ops).await;
-        self.observer.released(&rec, reason);
-        Some(rec)
     }
 
     fn new_live(
         slot: &Arc<PoolSlot>,
         claim: &Claim,
         session: SessionKey,
+        state: SeatState,
         overflow: bool,
         now: Millis,
     ) -> Arc<Live> {
@@ -396,10 +588,10 @@ impl MemoryLedger {
             device: claim.device.clone(),
             client: claim.client.clone(),
             started_at: now,
-            overflow,
+            overflow: AtomicBool::new(overflow),
             last_activity: AtomicU64::new(now),
             last_heartbeat: AtomicU64::new(0),
-            state: AtomicU8::new(state_to_u8(SeatState::Standby)),
+            state: AtomicU8::new(state_to_u8(state)),
             ending_at: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             session: Mutex::new(Some(session)),
@@ -421,6 +613,91 @@ impl MemoryLedger {
             .filter(|l| expiry(spec, &l.times(), now).is_none())
             .max_by_key(|l| l.last_activity.load(Ordering::Relaxed))
             .map(|l| l.id)
+    }
+
+    /// A cookie that leads to a session that expired is released before it is used again.
+    async fn clear_expired(&self, session: &SessionKey, now: Millis) {
+        if let Some(old) = self.live_of(session) {
+            if let Some(r) = old.expired(now) {
+                self.expire(&old, r, now).await;
+            }
+        }
+    }
+
+    /// Moves `live` from cookie `from` to `to` (the app set a new value, or a login reused the
+    /// seat): `from` is refused from then on. The caller holds the pool lock.
+    fn move_session(
+        &self,
+        live: &Arc<Live>,
+        from: Option<SessionKey>,
+        to: SessionKey,
+        now: Millis,
+        ops: &mut Vec<Op>,
+    ) {
+        live.set_session(Some(to));
+        self.gone.remove(&to);
+        ops.push(Op::Forget(to));
+        if let Some(old) = from.filter(|o| *o != to) {
+            self.by_session.remove_if(&old, |_, v| Arc::ptr_eq(v, live));
+            let until = now + live.slot.spec().max_lifetime;
+            self.remember_gone(old, Gone::Released(ReleaseReason::Replaced), until, ops);
+        }
+    }
+
+    /// Takes a move back whose journal write failed.
+    fn unmove_session(&self, live: &Arc<Live>, from: Option<SessionKey>, to: SessionKey) {
+        let _st = live.slot.lock();
+        live.set_session(from);
+        self.by_session.remove_if(&to, |_, v| Arc::ptr_eq(v, live));
+        if let Some(old) = from {
+            self.gone.remove(&old);
+            self.by_session.insert(old, live.clone());
+        }
+    }
+
+    /// A paused or standby seat becomes active (a request, or a resume asked by its owner).
+    /// Decided under the pool lock, so two requests of one paused session both get in.
+    async fn activate(&self, live: &Arc<Live>, now: Millis) -> Activated {
+        let spec = live.slot.spec();
+        let (outcome, expired, write) = {
+            let mut st = live.slot.lock();
+            if !self.is_current(live) {
+                return Activated::Gone;
+            }
+            match live.state() {
+                SeatState::Standby => {
+                    live.set_state(SeatState::Active);
+                    live.last_activity.store(now, Ordering::Release);
+                    let w = self.submit(vec![Op::Put(Box::new(live.record()))]);
+                    (Activated::Now(SeatState::Active), Vec::new(), w)
+                }
+                SeatState::Paused => {
+                    let (holders, expired) = Self::holders(&st, &spec, now);
+                    if matches!(
+                        admission::admit(&spec, &holders, live.user.as_deref(), now, None),
+                        Admit::Deny(_)
+                    ) {
+                        st.denied += 1;
+                        (Activated::Full, expired, Write { written: None })
+                    } else {
+                        live.last_activity.store(now, Ordering::Release);
+                        live.set_state(SeatState::Active);
+                        st.seats.insert(live.id, live.clone());
+                        let n = st.seats.len() as u32;
+                        st.peak = st.peak.max(n);
+                        let w = self.submit(vec![Op::Put(Box::new(live.record()))]);
+                        (Activated::Resumed, expired, w)
+                    }
+                }
+                s => (Activated::Now(s), Vec::new(), Write { written: None }),
+            }
+        };
+        write.logged().await;
+        self.expire_all(expired, now).await;
+        if let Activated::Resumed = outcome {
+            self.observer.resumed(&live.record());
+        }
+        outcome
     }
 }
 
@@ -499,8 +776,59 @@ impl MemoryLedger {
             };
             (outcome, expired)
         };
-        self.release_all(expired, now).await;
+        self.expire_all(expired, now).await;
         Ok(outcome)
+    }
+
+    /// Ends the overflow seats of pools whose allowance is spent, as an admin end would.
+    async fn stop_spent_overflow(&self, now: Millis) {
+        for slot in self.slots() {
+            let spec = slot.spec();
+            let Some(allowance) = spec.overflow_ms else {
+                continue;
+            };
+            let mut ops = Vec::new();
+            let (released, write) = {
+                let mut st = slot.lock();
+                if Self::overflow_left(&st, &spec, now) != Some(0) {
+                    continue;
+                }
+                let running: Vec<Arc<Live>> = st
+                    .seats
+                    .values()
+                    .filter(|l| l.overflow() && expiry(&spec, &l.times(), now).is_none())
+                    .cloned()
+                    .collect();
+                let mut released = Vec::new();
+                for live in running {
+                    *live.ended_by.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(OVERFLOW_END.to_string());
+                    released.extend(self.release_locked(
+                        &mut st,
+                        &live,
+                        ReleaseReason::Ended,
+                        now,
+                        &mut ops,
+                    ));
+                }
+                if st.overflow_used_ms > allowance {
+                    // They stop at the sweep after the allowance ran out; what they ran past
+                    // it is not charged.
+                    st.overflow_used_ms = allowance;
+                    ops.push(Op::Counter(overflow_counter(&slot.key), allowance));
+                }
+                (released, self.submit(ops))
+            };
+            write.logged().await;
+            for r in released {
+                log::info!(
+                    "seat {} ended: the overflow allowance of {} is spent",
+                    r.record.id,
+                    slot.key
+                );
+                self.observer.released(&r.record, r.reason);
+            }
+        }
     }
 }
 
@@ -540,6 +868,12 @@ impl SeatLedger for MemoryLedger {
     ) -> Result<Reservation, LedgerError> {
         self.reserve_for(claim, Some(ttl_ms), now).await
     }
+
+    /// A cookie that already leads to a live session (of any pool, in any state) keeps it: the
+    /// lease is dropped and that session's id returned, so concurrent requests with one
+    /// adopted cookie never take two seats. A lease that lapsed is admitted afresh
+    /// (`LeaseLost` when the pool is full). Not done unless written: a failed journal write
+    /// takes the seat back and answers `Journal`.
     async fn commit(
         &self,
         lease: &Lease,
@@ -551,68 +885,88 @@ impl SeatLedger for MemoryLedger {
             .slot(&lease.pool)
             .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
         let spec = slot.spec();
+        self.clear_expired(&session, now).await;
         let mut ops = Vec::new();
-        let mut replaced = None;
-        let live = {
+        let (live, moved, expired, write) = {
             let mut st = slot.lock();
             let pending = st.pending.remove(&lease.id);
-            // The app may hand back the session it already had: that session keeps its seat.
-            let existing = self.by_session.get(&session).map(|e| e.clone());
-            if let Some(live) = existing.filter(|l| {
-                st.seats.contains_key(&l.id) && expiry(&spec, &l.times(), now).is_none()
-            }) {
-                live.last_activity.store(now, Ordering::Release);
-                return Ok(live.id);
+            if let Some(l) = self.live_of(&session) {
+                if l.expired(now).is_none() && self.is_current(&l) {
+                    return Ok(l.id);
+                }
             }
             let reuse = lease
                 .reuse
                 .and_then(|id| st.seats.get(&id).cloned())
                 .filter(|l| {
-                    expiry(&spec, &l.times(), now).is_none() && l.state() != SeatState::Ending
+                    expiry(&spec, &l.times(), now).is_none()
+                        && matches!(l.state(), SeatState::Active | SeatState::Standby)
                 });
-            if let Some(live) = reuse {
-                let old = live
-                    .session
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .replace(session);
+            let mut expired = Vec::new();
+            let (live, moved) = if let Some(live) = reuse {
+                if let Some(other) = self.claim_session(session, &live, now) {
+                    return Ok(other);
+                }
+                let old = live.session();
                 live.last_activity.store(now, Ordering::Release);
-                replaced = old.filter(|o| *o != session);
-                live
+                self.move_session(&live, old, session, now, &mut ops);
+                (Some(live), Some(old))
             } else {
-                let counted = pending.as_ref().is_some_and(|p| p.counts);
-                let mut overflow = pending.as_ref().is_some_and(|p| p.overflow);
-                if !counted {
-                    // The lease expired (slow app) or its reusable seat went away: admit afresh.
-                    let (holders, _) = Self::holders(&st, &spec, now);
+                let mut lost = false;
+                // A lease that lapsed no longer counts (its seat may have gone to another).
+                let fresh = pending.filter(|p| p.expires > now);
+                let mut overflow = fresh.as_ref().is_some_and(|p| p.overflow);
+                if !fresh.as_ref().is_some_and(|p| p.counts) {
+                    let (holders, exp) = Self::holders(&st, &spec, now);
+                    expired = exp;
                     let left = Self::overflow_left(&st, &spec, now);
                     match admission::admit(&spec, &holders, claim.user.as_deref(), now, left) {
-                        Admit::Deny(_) => return Err(LedgerError::LeaseLost(lease.id)),
+                        Admit::Deny(_) => lost = true,
                         a => overflow = a == Admit::Overflow,
                     }
                 }
-                let live = Self::new_live(&slot, claim, session, overflow, now);
-                st.seats.insert(live.id, live.clone());
-                let n = st.seats.len() as u32;
-                st.peak = st.peak.max(n);
-                live
-            }
+                if lost {
+                    (None, None)
+                } else {
+                    let live =
+                        Self::new_live(&slot, claim, session, SeatState::Standby, overflow, now);
+                    if let Some(other) = self.claim_session(session, &live, now) {
+                        return Ok(other);
+                    }
+                    st.seats.insert(live.id, live.clone());
+                    self.by_id.insert(live.id, live.clone());
+                    let n = st.seats.len() as u32;
+                    st.peak = st.peak.max(n);
+                    self.gone.remove(&session);
+                    ops.push(Op::Forget(session));
+                    (Some(live), None)
+                }
+            };
+            let write = match &live {
+                Some(l) => {
+                    ops.push(Op::Put(Box::new(l.record())));
+                    self.submit(ops)
+                }
+                None => Write { written: None },
+            };
+            (live, moved, expired, write)
         };
-        if let Some(old) = replaced {
-            self.by_session.remove_if(&old, |_, v| v.id == live.id);
-            self.remember_gone(
-                old,
-                Gone::Released(ReleaseReason::Replaced),
-                now + spec.max_lifetime,
-                &mut ops,
-            );
+        self.expire_all(expired, now).await;
+        let Some(live) = live else {
+            return Err(LedgerError::LeaseLost(lease.id));
+        };
+        if let Err(e) = write.durable().await {
+            match moved {
+                Some(old) => self.unmove_session(&live, old, session),
+                None => {
+                    slot.lock().seats.remove(&live.id);
+                    self.by_id.remove_if(&live.id, |_, v| Arc::ptr_eq(v, &live));
+                    self.by_session
+                        .remove_if(&session, |_, v| Arc::ptr_eq(v, &live));
+                }
+            }
+            return Err(e);
         }
-        self.by_session.insert(session, live.clone());
-        self.by_id.insert(live.id, live.clone());
-        self.gone.remove(&session);
-        ops.push(Op::Forget(session));
-        ops.push(Op::Put(Box::new(live.record())));
-        self.journal_commit(ops).await;
         Ok(live.id)
     }
 
@@ -622,40 +976,128 @@ impl SeatLedger for MemoryLedger {
         }
     }
 
-    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
-        let live = match self.by_session.get(session) {
-            Some(l) => l.clone(),
-            None => {
-                let gone = self.gone.get(session).map_or(Gone::Unknown, |g| g.0);
-                return Ok(Touch::Gone(gone));
+    async fn admit_uncounted(
+        &self,
+        claim: &Claim,
+        state: SeatState,
+        session: SessionKey,
+        now: Millis,
+    ) -> Result<SeatId, LedgerError> {
+        if !state.uncounted() {
+            return Err(LedgerError::Unavailable(format!(
+                "admit_uncounted with state {}",
+                state.as_str()
+            )));
+        }
+        let slot = self
+            .slot(&claim.pool)
+            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+        self.clear_expired(&session, now).await;
+        let (live, write) = {
+            let _st = slot.lock();
+            let live = Self::new_live(&slot, claim, session, state, false, now);
+            if let Some(other) = self.claim_session(session, &live, now) {
+                return Ok(other);
+            }
+            self.by_id.insert(live.id, live.clone());
+            self.gone.remove(&session);
+            let ops = vec![Op::Forget(session), Op::Put(Box::new(live.record()))];
+            (live, self.submit(ops))
+        };
+        if let Err(e) = write.durable().await {
+            let _st = slot.lock();
+            self.by_id.remove_if(&live.id, |_, v| Arc::ptr_eq(v, &live));
+            self.by_session
+                .remove_if(&session, |_, v| Arc::ptr_eq(v, &live));
+            return Err(e);
+        }
+        Ok(live.id)
+    }
+
+    /// When `new` already leads to a live session of its own, that one stays and the seat of
+    /// `old` is released (`Replaced`): the answer is then the id of `new`'s session.
+    async fn rekey(
+        &self,
+        old: &SessionKey,
+        new: SessionKey,
+        now: Millis,
+    ) -> Result<Option<SeatId>, LedgerError> {
+        let Some(live) = self.live_of(old) else {
+            return Ok(None);
+        };
+        if let Some(r) = live.expired(now) {
+            self.expire(&live, r, now).await;
+            return Ok(None);
+        }
+        if *old == new {
+            return Ok(Some(live.id));
+        }
+        self.clear_expired(&new, now).await;
+        let mut ops = Vec::new();
+        let (outcome, replaced, write) = {
+            let mut st = live.slot.lock();
+            if !self.is_current(&live) {
+                return Ok(None);
+            }
+            match self.claim_session(new, &live, now) {
+                Some(other) => {
+                    let r =
+                        self.release_locked(&mut st, &live, ReleaseReason::Replaced, now, &mut ops);
+                    (other, r, self.submit(ops))
+                }
+                None => {
+                    self.move_session(&live, Some(*old), new, now, &mut ops);
+                    ops.push(Op::Put(Box::new(live.record())));
+                    (live.id, None, self.submit(ops))
+                }
             }
         };
+        if let Some(r) = replaced {
+            write.logged().await;
+            self.observer.released(&r.record, r.reason);
+            return Ok(Some(outcome));
+        }
+        if let Err(e) = write.durable().await {
+            self.unmove_session(&live, Some(*old), new);
+            return Err(e);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Ended means what `end` would answer `AlreadyEnded` for (an ending seat is `Live` with
+    /// state `Ending`); a seat past its deadline that no sweep has released yet is `Unknown`,
+    /// or `Ended` when the deadline was its end.
+    async fn lookup(&self, id: SeatId, now: Millis) -> Result<Lookup, LedgerError> {
+        Ok(match self.live_by_id(&id) {
+            Some(l) => match l.expired(now) {
+                None => Lookup::Live(l.record()),
+                Some(ReleaseReason::Ended) => Lookup::Ended,
+                Some(_) => Lookup::Unknown,
+            },
+            None if self.ended(&id, now) => Lookup::Ended,
+            None => Lookup::Unknown,
+        })
+    }
+
+    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+        let Some(live) = self.live_of(session) else {
+            return Ok(Touch::Gone(self.gone_of(session, now)));
+        };
         if let Some(reason) = live.expired(now) {
-            self.release_live(&live, reason, now).await;
+            self.expire(&live, reason, now).await;
             return Ok(Touch::Gone(Gone::Released(reason)));
         }
         let mut state = live.state();
-        if state == SeatState::Paused {
-            if self.resume(live.id, now).await? != PauseOutcome::Done {
-                return Ok(Touch::Gone(Gone::Released(ReleaseReason::Paused)));
-            }
-            state = SeatState::Active;
+        if matches!(state, SeatState::Paused | SeatState::Standby) {
+            state = match self.activate(&live, now).await {
+                Activated::Now(s) => s,
+                Activated::Resumed => SeatState::Active,
+                Activated::Full => return Ok(Touch::Gone(Gone::Released(ReleaseReason::Paused))),
+                Activated::Gone => return Ok(Touch::Gone(self.gone_of(session, now))),
+            };
         }
         live.last_activity.store(now, Ordering::Release);
         live.dirty.store(true, Ordering::Release);
-        if state == SeatState::Standby
-            && live
-                .state
-                .compare_exchange(
-                    0,
-                    state_to_u8(SeatState::Active),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
-            state = SeatState::Active;
-        }
         let ending = live.ending_at.load(Ordering::Acquire);
         Ok(Touch::Held {
             id: live.id,
@@ -666,11 +1108,11 @@ impl SeatLedger for MemoryLedger {
     }
 
     async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
-        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else {
+        let Some(live) = self.live_of(session) else {
             return Ok(false);
         };
         if let Some(reason) = live.expired(now) {
-            self.release_live(&live, reason, now).await;
+            self.expire(&live, reason, now).await;
             return Ok(false);
         }
         if live.state() == SeatState::Paused {
@@ -684,16 +1126,22 @@ impl SeatLedger for MemoryLedger {
         Ok(true)
     }
 
+    /// A session past its deadline is released for what ended it, and the answer is `None`:
+    /// it held nothing at `now`.
     async fn release(
         &self,
         session: &SessionKey,
         reason: ReleaseReason,
         now: Millis,
     ) -> Result<Option<SeatRecord>, LedgerError> {
-        let Some(live) = self.by_session.get(session).map(|l| l.clone()) else {
+        let Some(live) = self.live_of(session) else {
             return Ok(None);
         };
-        Ok(self.release_live(&live, reason, now).await)
+        if let Some(r) = live.expired(now) {
+            self.expire(&live, r, now).await;
+            return Ok(None);
+        }
+        Ok(self.release_at(&live, reason, now).await)
     }
 
     async fn end(
@@ -705,103 +1153,119 @@ impl SeatLedger for MemoryLedger {
     ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(live) = self.by_id.get(id).map(|l| l.clone()) else {
-                let o = if self.ended_ids.contains_key(id) {
+            let gone = |me: &Self| {
+                if me.ended(id, now) {
                     EndOutcome::AlreadyEnded
                 } else {
                     EndOutcome::NotFound
-                };
-                out.push((*id, o));
+                }
+            };
+            let Some(live) = self.live_by_id(id) else {
+                out.push((*id, gone(self)));
                 continue;
             };
-            if live.expired(now).is_some() {
-                let r = live.expired(now).unwrap_or(ReleaseReason::Idle);
-                self.release_live(&live, r, now).await;
-                out.push((*id, EndOutcome::NotFound));
+            if let Some(r) = live.expired(now) {
+                self.expire(&live, r, now).await;
+                out.push((*id, gone(self)));
                 continue;
             }
-            if live.state() == SeatState::Ending {
-                out.push((*id, EndOutcome::AlreadyEnded));
-                continue;
+            let mut ops = Vec::new();
+            let (outcome, released, write) = {
+                let mut st = live.slot.lock();
+                if !self.is_current(&live) {
+                    (gone(self), None, Write { written: None })
+                } else if live.state() == SeatState::Ending
+                    || live.ending_at.load(Ordering::Acquire) > 0
+                {
+                    (EndOutcome::AlreadyEnded, None, Write { written: None })
+                } else {
+                    *live.ended_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(by.to_string());
+                    if grace_ms == 0 || live.state() == SeatState::Paused {
+                        let r = self.release_locked(
+                            &mut st,
+                            &live,
+                            ReleaseReason::Ended,
+                            now,
+                            &mut ops,
+                        );
+                        (EndOutcome::Ending { at: now }, r, self.submit(ops))
+                    } else {
+                        let at = now + grace_ms;
+                        live.ending_at.store(at, Ordering::Release);
+                        if !live.state().uncounted() {
+                            // Uncounted sessions keep their state: ending must not count them.
+                            live.set_state(SeatState::Ending);
+                        }
+                        ops.push(Op::Put(Box::new(live.record())));
+                        (EndOutcome::Ending { at }, None, self.submit(ops))
+                    }
+                }
+            };
+            write.logged().await;
+            if let Some(r) = released {
+                self.observer.released(&r.record, r.reason);
             }
-            *live.ended_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(by.to_string());
-            let at = now + grace_ms;
-            if grace_ms == 0 || live.state() == SeatState::Paused {
-                self.release_live(&live, ReleaseReason::Ended, now).await;
-                out.push((*id, EndOutcome::Ending { at: now }));
-                continue;
-            }
-            live.ending_at.store(at, Ordering::Release);
-            live.state
-                .store(state_to_u8(SeatState::Ending), Ordering::Release);
-            drop(live.slot.lock());
-            self.journal_commit(vec![Op::Put(Box::new(live.record()))])
-                .await;
-            out.push((*id, EndOutcome::Ending { at }));
+            out.push((*id, outcome));
         }
         Ok(out)
     }
 
     async fn pause(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
-        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else {
+        let Some(live) = self.live_by_id(&id) else {
             return Ok(PauseOutcome::NotFound);
         };
-        if live.expired(now).is_some() {
+        if let Some(r) = live.expired(now) {
+            self.expire(&live, r, now).await;
             return Ok(PauseOutcome::NotFound);
         }
-        {
+        let spec = live.slot.spec();
+        let (rec, write) = {
             let mut st = live.slot.lock();
+            if !self.is_current(&live) {
+                return Ok(PauseOutcome::NotFound);
+            }
             if !matches!(live.state(), SeatState::Active | SeatState::Standby) {
                 return Ok(PauseOutcome::WrongState);
             }
             st.seats.remove(&id);
-            live.state
-                .store(state_to_u8(SeatState::Paused), Ordering::Release);
-        }
-        let rec = live.record();
-        self.journal_commit(vec![Op::Put(Box::new(rec.clone()))])
-            .await;
+            live.set_state(SeatState::Paused);
+            let mut ops = Vec::new();
+            if live.overflow() {
+                // Its overflow time ends here; a resume is admitted within capacity.
+                st.overflow_used_ms += live.overflow_ms(&spec, now);
+                live.overflow.store(false, Ordering::Release);
+                ops.push(Op::Counter(
+                    overflow_counter(&live.slot.key),
+                    st.overflow_used_ms,
+                ));
+            }
+            let rec = live.record();
+            ops.push(Op::Put(Box::new(rec.clone())));
+            (rec, self.submit(ops))
+        };
+        write.logged().await;
         self.observer.released(&rec, ReleaseReason::Paused);
         Ok(PauseOutcome::Done)
     }
 
     async fn resume(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
-        let Some(live) = self.by_id.get(&id).map(|l| l.clone()) else {
+        let Some(live) = self.live_by_id(&id) else {
             return Ok(PauseOutcome::NotFound);
         };
-        let spec = live.slot.spec();
-        let (admitted, expired) = {
-            let mut st = live.slot.lock();
-            if live.state() != SeatState::Paused {
-                return Ok(PauseOutcome::WrongState);
-            }
-            let (holders, expired) = Self::holders(&st, &spec, now);
-            if matches!(
-                admission::admit(&spec, &holders, live.user.as_deref(), now, None),
-                Admit::Deny(_)
-            ) {
-                st.denied += 1;
-                (false, expired)
-            } else {
-                live.last_activity.store(now, Ordering::Release);
-                live.state
-                    .store(state_to_u8(SeatState::Active), Ordering::Release);
-                st.seats.insert(id, live.clone());
-                let n = st.seats.len() as u32;
-                st.peak = st.peak.max(n);
-                (true, expired)
-            }
-        };
-        if !admitted {
-            self.release_all(expired, now).await;
-            return Ok(PauseOutcome::Full);
+        if let Some(r) = live.expired(now) {
+            self.expire(&live, r, now).await;
+            return Ok(PauseOutcome::NotFound);
         }
-        self.release_all(expired, now).await;
-        let rec = live.record();
-        self.journal_commit(vec![Op::Put(Box::new(rec.clone()))])
-            .await;
-        self.observer.resumed(&rec);
-        Ok(PauseOutcome::Done)
+        if live.state() != SeatState::Paused {
+            return Ok(PauseOutcome::WrongState);
+        }
+        Ok(match self.activate(&live, now).await {
+            Activated::Resumed => PauseOutcome::Done,
+            // Another request resumed it first.
+            Activated::Now(_) => PauseOutcome::WrongState,
+            Activated::Full => PauseOutcome::Full,
+            Activated::Gone => PauseOutcome::NotFound,
+        })
     }
 
     async fn sessions(&self, now: Millis) -> Result<Vec<SeatRecord>, LedgerError> {
@@ -823,6 +1287,7 @@ impl SeatLedger for MemoryLedger {
             let (mut standby, mut ending, mut live) = (0u32, 0u32, 0u32);
             let mut running_overflow = 0u64;
             for l in st.seats.values() {
+                running_overflow += l.overflow_ms(&spec, now);
                 if expiry(&spec, &l.times(), now).is_some() {
                     continue;
                 }
@@ -832,9 +1297,6 @@ impl SeatLedger for MemoryLedger {
                     SeatState::Ending => ending += 1,
                     _ => {}
                 }
-                if l.overflow {
-                    running_overflow += now.saturating_sub(l.started_at);
-                }
             }
             let pending = st
                 .pending
@@ -843,6 +1305,10 @@ impl SeatLedger for MemoryLedger {
                 .count() as u32;
             let capacity = spec.capacity(now);
             let in_use = live + pending;
+            let mut used = st.overflow_used_ms + running_overflow;
+            if let Some(allowance) = spec.overflow_ms {
+                used = used.min(allowance);
+            }
             out.push(PoolUsage {
                 product: slot.key.product.clone(),
                 pool: slot.key.pool.clone(),
@@ -853,7 +1319,7 @@ impl SeatLedger for MemoryLedger {
                 denied: st.denied,
                 standby: standby + pending,
                 ending,
-                overflow_used_seconds: (st.overflow_used_ms + running_overflow) / 1000,
+                overflow_used_seconds: used / 1000,
             });
         }
         Ok(out)
@@ -886,6 +1352,8 @@ impl SeatLedger for MemoryLedger {
         Some(spec.capacity(now).saturating_sub(held))
     }
 
+    /// Releases whatever expired, then ends the overflow seats of pools whose allowance is
+    /// spent, and forgets tombstones and ended ids whose time is up.
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {
         let expired: Vec<(Arc<Live>, ReleaseReason)> = self
             .by_id
@@ -893,7 +1361,8 @@ impl SeatLedger for MemoryLedger {
             .filter_map(|e| e.value().expired(now).map(|r| (e.value().clone(), r)))
             .collect();
         let n = expired.len();
-        self.release_all(expired, now).await;
+        self.expire_all(expired, now).await;
+        self.stop_spent_overflow(now).await;
         for slot in self.slots() {
             slot.lock().pending.retain(|_, p| p.expires > now);
         }
@@ -905,7 +1374,13 @@ impl SeatLedger for MemoryLedger {
             }
             keep
         });
-        self.ended_ids.retain(|_, until| *until > now);
+        self.ended_ids.retain(|id, until| {
+            let keep = *until > now;
+            if !keep {
+                forget.push(Op::Unset(ended_counter(*id)));
+            }
+            keep
+        });
         if let (Some(j), false) = (&self.journal, forget.is_empty()) {
             j.enqueue(forget);
         }

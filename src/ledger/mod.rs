@@ -386,6 +386,8 @@ pub enum Gone {
 }
 
 /// One session by id, as the store knows it, without changing it (admin validation).
+/// Answered once per admin call and never stored, so the record is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     Live(SeatRecord),
@@ -498,7 +500,9 @@ pub trait SeatLedger: Send + Sync + 'static {
         _session: SessionKey,
         _now: Millis,
     ) -> Result<SeatId, LedgerError> {
-        Err(LedgerError::Unavailable("admit_uncounted not supported".into()))
+        Err(LedgerError::Unavailable(
+            "admit_uncounted not supported".into(),
+        ))
     }
 
     /// The app set a new value for its session cookie (id rotation, password change): the

@@ -12,7 +12,9 @@
 //!   `store.flush_interval`). A session ended or logged out on another replica is seen here
 //!   within [`CACHE_TTL`]. A late flush never revives a seat: the script only refreshes seats
 //!   that still hold.
-//! * the pool view behind `available()` (checks), refreshed every [`VIEW_EVERY`].
+//! * the pool view behind `available()` (checks, `last_known` logins), refreshed every
+//!   [`VIEW_EVERY`]. A view older than [`STALE_AFTER`] (the store stopped answering) is no
+//!   answer: `available()` is `None`, so the gateway follows `on_store_error`.
 //!
 //! Connection: the client is built at start (bad URLs fail then) but connects on first use,
 //! inside pingora's runtimes: a connection made on the short-lived runtime that opens the
@@ -25,7 +27,7 @@ use super::{
 };
 use crate::config::file::SeatsPer;
 use crate::config::{RedisConfig, RedisTarget};
-use crate::policy::seat::{expiry, SeatTimes};
+use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -33,8 +35,9 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,6 +63,8 @@ return old or ''
 pub const CACHE_TTL: Duration = Duration::from_millis(1000);
 /// How often the pool view behind `available()` is refreshed.
 pub const VIEW_EVERY: Duration = Duration::from_millis(500);
+/// A pool view older than this is not used: two refreshes failed, the store is down.
+pub const STALE_AFTER: Duration = Duration::from_millis(2 * VIEW_EVERY.as_millis() as u64);
 /// Every Redis call gives up after this: a store that hangs counts as down.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -132,6 +137,13 @@ struct Cached {
 struct View {
     capacity: u32,
     held: u32,
+    at: Instant,
+}
+
+impl View {
+    fn fresh(&self) -> bool {
+        self.at.elapsed() <= STALE_AFTER
+    }
 }
 
 #[derive(Default, Clone)]
@@ -159,6 +171,10 @@ struct Inner {
     refresher: AtomicBool,
     observer: Arc<dyn LedgerObserver>,
     health: Mutex<Health>,
+    /// Test hooks: ms added to Redis `TIME`, or each call's own `now` used instead of it.
+    clock_offset: AtomicI64,
+    caller_clock: AtomicBool,
+    caller_now: AtomicU64,
 }
 
 pub struct RedisLedger {
@@ -235,6 +251,10 @@ struct Answer {
     denied: u64,
     #[serde(default, deserialize_with = "de_u64")]
     overflow_ms: u64,
+    /// Until when a released cookie's reason is remembered (the latest release wins when
+    /// several pools remember one cookie).
+    #[serde(default, deserialize_with = "de_u64")]
+    gone_until: u64,
 }
 
 /// The pool spec as the script reads it.
@@ -320,7 +340,7 @@ fn pool_tag(prefix: &str, key: &PoolKey) -> String {
 fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
     let tag = pool_tag(prefix, key);
     [
-        "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended",
+        "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended", "unc",
     ]
     .iter()
     .map(|s| format!("{tag}:{s}"))
@@ -444,8 +464,41 @@ impl RedisLedger {
                 refresher: AtomicBool::new(false),
                 observer,
                 health: Mutex::new(Health::default()),
+                clock_offset: AtomicI64::new(0),
+                caller_clock: AtomicBool::new(false),
+                caller_now: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Test hook: `ms` is added to Redis `TIME` in every script call (steps the store's clock).
+    #[doc(hidden)]
+    pub fn set_clock_offset_ms(&self, ms: i64) {
+        self.inner.clock_offset.store(ms, Ordering::Release);
+    }
+
+    /// Test hook: scripts use the `now` each trait call is given instead of Redis `TIME`, so a
+    /// test drives this store's time exactly as the memory store's. The session cache is not
+    /// used then (its freshness is wall-clock time).
+    #[doc(hidden)]
+    pub fn use_caller_clock(&self, on: bool) {
+        self.inner.caller_clock.store(on, Ordering::Release);
+    }
+
+    /// Test hook: refreshes the pool views behind `available()` now.
+    #[doc(hidden)]
+    pub async fn refresh_view(&self) {
+        self.inner.refresh_views().await
+    }
+
+    /// Test hook: makes the pool views `by` older, as if the store had not answered since.
+    #[doc(hidden)]
+    pub fn age_views(&self, by: Duration) {
+        for mut v in self.inner.views.iter_mut() {
+            if let Some(at) = v.at.checked_sub(by) {
+                v.at = at;
+            }
+        }
     }
 
     /// Evaluates the pure rules of the script on one case (tests compare them with Rust).
@@ -468,6 +521,75 @@ impl RedisLedger {
 impl Inner {
     fn pool(&self, key: &PoolKey) -> Option<Arc<Pool>> {
         super::pool_in(&self.pools, key)
+    }
+
+    /// Records a trait call's `now` for the caller-clock test hook.
+    fn at(&self, now: Millis) {
+        if self.caller_clock.load(Ordering::Relaxed) {
+            self.caller_now.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a test drives the clock (the wall-clock session cache is then bypassed).
+    fn test_clock(&self) -> bool {
+        self.caller_clock.load(Ordering::Relaxed) || self.clock_offset.load(Ordering::Relaxed) != 0
+    }
+
+    /// The spec argument of a script call, with the test clock when one is set.
+    fn spec_arg<'a>(&self, pool: &'a Pool) -> Cow<'a, str> {
+        let with = |name: &str, v: String| {
+            let j = &pool.spec_json;
+            Cow::Owned(format!(
+                "{},\"{name}\":{v}}}",
+                &j[..j.len().saturating_sub(1)]
+            ))
+        };
+        if self.caller_clock.load(Ordering::Relaxed) {
+            return with(
+                "clock_ms",
+                self.caller_now.load(Ordering::Relaxed).to_string(),
+            );
+        }
+        match self.clock_offset.load(Ordering::Relaxed) {
+            0 => Cow::Borrowed(&pool.spec_json),
+            off => with("clock_offset", off.to_string()),
+        }
+    }
+
+    /// Other pools of the product of `pool`: a session of that product may be held there.
+    fn sibling_pools(&self, pool: &PoolKey) -> Vec<Arc<Pool>> {
+        self.all_pools()
+            .into_iter()
+            .filter(|p| p.spec.key.product == pool.product && p.spec.key != *pool)
+            .collect()
+    }
+
+    /// `session` is live in `pool` now: other pools of the product forget its old releases.
+    async fn forget_elsewhere(self: &Arc<Self>, session: &SessionKey, pool: &PoolKey) {
+        let hex = session.hex();
+        for p in self.sibling_pools(pool) {
+            if let Err(e) = self.call(&p, "forget", std::slice::from_ref(&hex)).await {
+                log::debug!("forget {session:?} in {}: {e}", p.spec.key);
+            }
+        }
+    }
+
+    /// The live session `session` leads to in another pool than `pool`, if any. Pools live in
+    /// separate cluster slots, so this is a read before the write, not one atomic step: two
+    /// pools racing to commit one cookie in the same instant can still both take it.
+    async fn held_elsewhere(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        pool: &PoolKey,
+    ) -> Result<Option<SeatId>, LedgerError> {
+        let hex = session.hex();
+        for p in self.sibling_pools(pool) {
+            let a = self.call(&p, "has", std::slice::from_ref(&hex)).await?;
+            if let Some(id) = a.id.as_deref().and_then(|s| s.parse().ok()) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     fn all_pools(&self) -> Vec<Arc<Pool>> {
@@ -560,7 +682,7 @@ impl Inner {
         for k in &pool.keys {
             inv.key(k);
         }
-        inv.arg(op).arg(&pool.spec_json);
+        inv.arg(op).arg(self.spec_arg(pool).as_ref());
         for a in args {
             inv.arg(a);
         }
@@ -652,6 +774,7 @@ impl Inner {
                     View {
                         capacity: a.capacity as u32,
                         held: a.held as u32,
+                        at: Instant::now(),
                     },
                 );
             }
@@ -698,6 +821,7 @@ impl Inner {
         let before = self.cache.get(session).map(|c| c.clone());
         let hex = session.hex();
         let mut gone = Gone::Unknown;
+        let mut gone_until = 0;
         let mut err = None;
         for pool in self.pools_for(session) {
             let a = match self.call(&pool, "touch", std::slice::from_ref(&hex)).await {
@@ -725,8 +849,15 @@ impl Inner {
                             return Ok(t);
                         }
                     }
-                    Some("paused") => gone = Gone::Released(ReleaseReason::Paused),
-                    Some(r) => gone = Gone::Released(parse_reason(r)),
+                    Some("paused") => {
+                        self.cache.remove(session);
+                        return Ok(Touch::Gone(Gone::Released(ReleaseReason::Paused)));
+                    }
+                    Some(r) if gone == Gone::Unknown || a.gone_until > gone_until => {
+                        gone = Gone::Released(parse_reason(r));
+                        gone_until = a.gone_until;
+                    }
+                    Some(_) => {}
                 },
             }
         }
@@ -819,7 +950,8 @@ impl SeatLedger for RedisLedger {
         }
     }
 
-    async fn reserve(&self, claim: &Claim, _now: Millis) -> Result<Reservation, LedgerError> {
+    async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError> {
+        self.inner.at(now);
         self.reserve_for(claim, None).await
     }
 
@@ -827,22 +959,30 @@ impl SeatLedger for RedisLedger {
         &self,
         claim: &Claim,
         ttl_ms: Millis,
-        _now: Millis,
+        now: Millis,
     ) -> Result<Reservation, LedgerError> {
+        self.inner.at(now);
         self.reserve_for(claim, Some(ttl_ms)).await
     }
 
+    /// A cookie that already leads to a live session (any state, this pool or another of the
+    /// product) keeps it: the lease is dropped and that session's id returned.
     async fn commit(
         &self,
         lease: &Lease,
         claim: &Claim,
         session: SessionKey,
-        _now: Millis,
+        now: Millis,
     ) -> Result<SeatId, LedgerError> {
+        self.inner.at(now);
         let pool = self
             .inner
             .pool(&lease.pool)
             .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
+        if let Some(id) = self.inner.held_elsewhere(&session, &lease.pool).await? {
+            self.cancel(lease).await;
+            return Ok(id);
+        }
         let args = [
             format!("{:x}", lease.id),
             lease.reuse.map(|r| r.to_string()).unwrap_or_default(),
@@ -858,7 +998,10 @@ impl SeatLedger for RedisLedger {
             a.kind.as_str(),
             a.id.as_deref().and_then(|s| s.parse().ok()),
         ) {
-            ("seat", Some(id)) => Ok(id),
+            ("seat", Some(id)) => {
+                self.inner.forget_elsewhere(&session, &lease.pool).await;
+                Ok(id)
+            }
             _ => Err(LedgerError::LeaseLost(lease.id)),
         }
     }
@@ -877,11 +1020,16 @@ impl SeatLedger for RedisLedger {
         }
     }
 
-    async fn touch(&self, session: &SessionKey, _now: Millis) -> Result<Touch, LedgerError> {
+    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+        self.inner.at(now);
         let hit = self.inner.cache.get(session).and_then(|c| {
             let state = parse_state(&c.seat.state);
             let fresh = c.checked.elapsed() < CACHE_TTL
-                && matches!(state, SeatState::Active | SeatState::Ending)
+                && !self.inner.test_clock()
+                && matches!(
+                    state,
+                    SeatState::Active | SeatState::Ending | SeatState::Exempt | SeatState::Named
+                )
                 && (c.seat.ending_at == 0 || super::now_ms() < c.seat.ending_at);
             fresh.then(|| (c.pool.clone(), c.seat.clone()))
         });
@@ -896,7 +1044,8 @@ impl SeatLedger for RedisLedger {
         self.inner.verify(session).await
     }
 
-    async fn heartbeat(&self, session: &SessionKey, _now: Millis) -> Result<bool, LedgerError> {
+    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
+        self.inner.at(now);
         let hex = session.hex();
         for pool in self.inner.pools_for(session) {
             let a = self
@@ -914,8 +1063,9 @@ impl SeatLedger for RedisLedger {
         &self,
         session: &SessionKey,
         reason: ReleaseReason,
-        _now: Millis,
+        now: Millis,
     ) -> Result<Option<SeatRecord>, LedgerError> {
+        self.inner.at(now);
         let args = [session.hex(), reason.as_str().to_string()];
         let pools = self.inner.pools_for(session);
         self.inner.cache.remove(session);
@@ -933,8 +1083,9 @@ impl SeatLedger for RedisLedger {
         ids: &[SeatId],
         grace_ms: Millis,
         by: &str,
-        _now: Millis,
+        now: Millis,
     ) -> Result<Vec<(SeatId, EndOutcome)>, LedgerError> {
+        self.inner.at(now);
         let mut best: HashMap<SeatId, EndOutcome> =
             ids.iter().map(|id| (*id, EndOutcome::NotFound)).collect();
         let mut args = vec![grace_ms.to_string(), by.to_string()];
@@ -971,15 +1122,113 @@ impl SeatLedger for RedisLedger {
             .collect())
     }
 
-    async fn pause(&self, id: SeatId, _now: Millis) -> Result<PauseOutcome, LedgerError> {
+    async fn pause(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
+        self.inner.at(now);
         self.pause_or_resume("pause", id).await
     }
 
-    async fn resume(&self, id: SeatId, _now: Millis) -> Result<PauseOutcome, LedgerError> {
+    async fn resume(&self, id: SeatId, now: Millis) -> Result<PauseOutcome, LedgerError> {
+        self.inner.at(now);
         self.pause_or_resume("resume", id).await
     }
 
-    async fn sessions(&self, _now: Millis) -> Result<Vec<SeatRecord>, LedgerError> {
+    async fn admit_uncounted(
+        &self,
+        claim: &Claim,
+        state: SeatState,
+        session: SessionKey,
+        now: Millis,
+    ) -> Result<SeatId, LedgerError> {
+        self.inner.at(now);
+        if !state.uncounted() {
+            return Err(LedgerError::Unavailable(format!(
+                "admit_uncounted with state {}",
+                state.as_str()
+            )));
+        }
+        let pool = self
+            .inner
+            .pool(&claim.pool)
+            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+        if let Some(id) = self.inner.held_elsewhere(&session, &claim.pool).await? {
+            return Ok(id);
+        }
+        let args = [
+            session.hex(),
+            claim.user.clone().unwrap_or_default(),
+            claim.device.clone().unwrap_or_default(),
+            claim.client.clone(),
+            SeatId::random().to_string(),
+            state.as_str().to_string(),
+        ];
+        let a = self.inner.call(&pool, "uncounted", &args).await?;
+        self.inner.cache.remove(&session);
+        self.inner.forget_elsewhere(&session, &claim.pool).await;
+        a.id.as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| LedgerError::Unavailable("redis: no id from uncounted".into()))
+    }
+
+    /// When `new` already leads to a live session of its own, that one stays and the seat of
+    /// `old` is released (`Replaced`): the answer is then the id of `new`'s session. Within a
+    /// pool this is one script call; across pools, a read and then the release.
+    async fn rekey(
+        &self,
+        old: &SessionKey,
+        new: SessionKey,
+        now: Millis,
+    ) -> Result<Option<SeatId>, LedgerError> {
+        self.inner.at(now);
+        let pools = self.inner.pools_for(old);
+        self.inner.cache.remove(old);
+        self.inner.cache.remove(&new);
+        let args = [old.hex(), new.hex()];
+        for pool in pools {
+            if *old != new {
+                if let Some(other) = self.inner.held_elsewhere(&new, &pool.spec.key).await? {
+                    let a = self
+                        .inner
+                        .call(&pool, "release", &[old.hex(), "replaced".into()])
+                        .await?;
+                    if a.kind == "released" {
+                        return Ok(Some(other));
+                    }
+                    continue;
+                }
+            }
+            let a = self.inner.call(&pool, "rekey", &args).await?;
+            if let Some(id) = a.id.as_deref().and_then(|s| s.parse().ok()) {
+                self.inner.forget_elsewhere(&new, &pool.spec.key).await;
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn lookup(&self, id: SeatId, now: Millis) -> Result<super::Lookup, LedgerError> {
+        self.inner.at(now);
+        let mut ended = false;
+        for pool in self.inner.all_pools() {
+            let a = self.inner.call(&pool, "lookup", &[id.to_string()]).await?;
+            match a.kind.as_str() {
+                "live" => {
+                    if let Some(rec) = a.seat.as_ref().and_then(|r| r.record(&pool.spec.key)) {
+                        return Ok(super::Lookup::Live(rec));
+                    }
+                }
+                "ended" => ended = true,
+                _ => {}
+            }
+        }
+        Ok(if ended {
+            super::Lookup::Ended
+        } else {
+            super::Lookup::Unknown
+        })
+    }
+
+    async fn sessions(&self, now: Millis) -> Result<Vec<SeatRecord>, LedgerError> {
+        self.inner.at(now);
         let mut out = Vec::new();
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "list", &[]).await?;
@@ -996,7 +1245,8 @@ impl SeatLedger for RedisLedger {
         Ok(out)
     }
 
-    async fn usage(&self, _now: Millis) -> Result<Vec<PoolUsage>, LedgerError> {
+    async fn usage(&self, now: Millis) -> Result<Vec<PoolUsage>, LedgerError> {
+        self.inner.at(now);
         let mut out = Vec::new();
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "list", &[]).await?;
@@ -1006,7 +1256,16 @@ impl SeatLedger for RedisLedger {
                     continue;
                 };
                 let t = rec.times();
-                if !t.state.holds_seat() || expiry(&pool.spec, &t, a.now).is_some() {
+                if !t.state.holds_seat() {
+                    continue;
+                }
+                if rec.overflow {
+                    // Overflow time stops at the seat's deadline, swept or not.
+                    running += deadline(&pool.spec, &t)
+                        .min(a.now)
+                        .saturating_sub(rec.started_at);
+                }
+                if expiry(&pool.spec, &t, a.now).is_some() {
                     continue;
                 }
                 live += 1;
@@ -1015,9 +1274,10 @@ impl SeatLedger for RedisLedger {
                     SeatState::Ending => ending += 1,
                     _ => {}
                 }
-                if rec.overflow {
-                    running += a.now.saturating_sub(rec.started_at);
-                }
+            }
+            let mut used = a.overflow_ms + running;
+            if let Some(allowance) = pool.spec.overflow_ms {
+                used = used.min(allowance);
             }
             let capacity = pool.spec.capacity(a.now);
             let in_use = live + a.pending as u32;
@@ -1026,6 +1286,7 @@ impl SeatLedger for RedisLedger {
                 View {
                     capacity,
                     held: in_use,
+                    at: Instant::now(),
                 },
             );
             out.push(PoolUsage {
@@ -1038,19 +1299,21 @@ impl SeatLedger for RedisLedger {
                 denied: a.denied,
                 standby: standby + a.pending as u32,
                 ending,
-                overflow_used_seconds: (a.overflow_ms + running) / 1000,
+                overflow_used_seconds: used / 1000,
             });
         }
         Ok(out)
     }
 
+    /// `None` with no view, or one older than [`STALE_AFTER`]: the store stopped answering.
     fn available(&self, pool: &PoolKey, _now: Millis) -> Option<u32> {
         self.inner.start_refresher();
-        let v = self.inner.views.get(pool)?;
+        let v = self.inner.views.get(pool).filter(|v| v.fresh())?;
         Some(v.capacity.saturating_sub(v.held))
     }
 
-    async fn sweep(&self, _now: Millis) -> Result<usize, LedgerError> {
+    async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {
+        self.inner.at(now);
         let mut n = 0;
         for pool in self.inner.all_pools() {
             n += self.inner.call(&pool, "sweep", &[]).await?.released.len();

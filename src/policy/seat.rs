@@ -13,55 +13,64 @@ pub struct SeatTimes {
     pub ending_at: Option<Millis>,
 }
 
-/// The reason the seat has ended at `now`, or `None` while it still holds.
+/// Whether `ending_at` applies: an ending seat, or an uncounted session an admin ended with
+/// grace (it keeps its state, since `Ending` would count it).
+fn ends(t: &SeatTimes) -> bool {
+    t.state == SeatState::Ending || t.state.uncounted()
+}
+
+/// The reason the seat has ended at `now`, or `None` while it still holds. The reason is
+/// what ended it first: a standby seat found a while after its standby timeout lapsed for
+/// `standby`, even if it would also be idle by now.
 pub fn expiry(spec: &PoolSpec, t: &SeatTimes, now: Millis) -> Option<ReleaseReason> {
-    if t.state == SeatState::Ending && t.ending_at.is_some_and(|at| now >= at) {
-        return Some(ReleaseReason::Ended);
-    }
-    if now >= t.started_at.saturating_add(spec.max_lifetime) {
-        return Some(ReleaseReason::Lifetime);
-    }
-    if t.state == SeatState::Paused {
-        return None;
-    }
-    if now >= t.last_activity.saturating_add(spec.idle_timeout) {
-        return Some(ReleaseReason::Idle);
-    }
-    if t.state == SeatState::Standby && now >= t.last_activity.saturating_add(spec.standby_timeout)
-    {
-        return Some(ReleaseReason::Standby);
-    }
-    if let Some(pt) = spec.presence_timeout {
-        if t.last_heartbeat > 0 && now >= t.last_heartbeat.max(t.last_activity).saturating_add(pt) {
-            return Some(ReleaseReason::Presence);
-        }
-    }
-    None
+    let (at, why) = first_end(spec, t);
+    (now >= at).then_some(why)
 }
 
 /// The first instant at which [`expiry`] stops returning `None` (stores that index seats by
 /// deadline, such as the Redis sorted set, use it as the score): `expiry(now).is_some()` exactly
 /// when `now >= deadline`.
 pub fn deadline(spec: &PoolSpec, t: &SeatTimes) -> Millis {
-    let mut d = t.started_at.saturating_add(spec.max_lifetime);
-    if t.state == SeatState::Ending {
-        if let Some(at) = t.ending_at {
-            d = d.min(at);
+    first_end(spec, t).0
+}
+
+/// The earliest way the seat ends, and when. Ties go to the first considered: an end, then
+/// lifetime, idle, standby, presence.
+fn first_end(spec: &PoolSpec, t: &SeatTimes) -> (Millis, ReleaseReason) {
+    let mut best = (
+        t.started_at.saturating_add(spec.max_lifetime),
+        ReleaseReason::Lifetime,
+    );
+    if let Some(at) = t.ending_at.filter(|_| ends(t)) {
+        if at <= best.0 {
+            best = (at, ReleaseReason::Ended);
         }
     }
     if t.state == SeatState::Paused {
-        return d;
+        return best;
     }
-    d = d.min(t.last_activity.saturating_add(spec.idle_timeout));
-    if t.state == SeatState::Standby {
-        d = d.min(t.last_activity.saturating_add(spec.standby_timeout));
-    }
-    if let Some(pt) = spec.presence_timeout {
-        if t.last_heartbeat > 0 {
-            d = d.min(t.last_heartbeat.max(t.last_activity).saturating_add(pt));
+    let mut consider = |at: Millis, why| {
+        if at < best.0 {
+            best = (at, why);
         }
+    };
+    consider(
+        t.last_activity.saturating_add(spec.idle_timeout),
+        ReleaseReason::Idle,
+    );
+    if t.state == SeatState::Standby {
+        consider(
+            t.last_activity.saturating_add(spec.standby_timeout),
+            ReleaseReason::Standby,
+        );
     }
-    d
+    if let Some(pt) = spec.presence_timeout.filter(|_| t.last_heartbeat > 0) {
+        consider(
+            t.last_heartbeat.max(t.last_activity).saturating_add(pt),
+            ReleaseReason::Presence,
+        );
+    }
+    best
 }
 
 /// What a request with a session cookie that holds no seat gets, per `session.expired`.
@@ -158,6 +167,13 @@ mod tests {
             (t(SeatState::Active, 0, 80), 100, Some(ReleaseReason::Idle)),
             (t(SeatState::Active, 20, 10), 49, None),
             (t(SeatState::Paused, 0, 0), 500, None),
+            // Found long after: the reason is what ended it first.
+            (
+                t(SeatState::Standby, 0, 0),
+                500,
+                Some(ReleaseReason::Standby),
+            ),
+            (t(SeatState::Active, 0, 0), 5000, Some(ReleaseReason::Idle)),
             (
                 SeatTimes {
                     ending_at: Some(20),

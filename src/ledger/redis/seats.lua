@@ -11,24 +11,38 @@
 --   8 stats   hash  peak, denied, overflow_ms, epoch
 --   9 paused  zset  seat id -> end of lifetime (paused seats hold no seat)
 --  10 ended   zset  seat id -> until (so a second `end` says already_ended)
+--  11 unc     zset  seat id -> deadline: exempt and named sessions (known, never counted)
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
--- Time comes from Redis TIME only. The rules (`deadline`, `expiry`, `admit`) mirror the pure
+-- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
+-- `clock_ms`, through the spec JSON). The rules (`deadline`, `expiry`, `admit`) mirror the pure
 -- Rust functions in policy::seat and policy::admission; tests check both agree.
 
-local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED, UNC =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local op = ARGV[1]
 local spec = cjson.decode(ARGV[2])
-
-local function redis_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local ENDED_FOR = 3600000
 
 local function str(v)
   if v == nil or v == cjson.null or v == '' then return nil end
   return v
+end
+
+local function redis_now()
+  if str(spec.clock_ms) then return spec.clock_ms end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + (tonumber(spec.clock_offset) or 0)
+end
+
+-- Exempt and named sessions: known and listed, never counted.
+local function uncounted(r)
+  return r.state == 'exempt' or r.state == 'named'
+end
+
+-- Whether `ending_at` applies: an ending seat, or an uncounted session ended with grace.
+local function ends(r)
+  return (r.state == 'ending' or uncounted(r)) and (tonumber(r.ending_at) or 0) > 0
 end
 
 local function capacity(now)
@@ -40,28 +54,33 @@ local function capacity(now)
   return c
 end
 
+-- policy::seat::first_end: the earliest way the seat ends, and when (ties: an end, then
+-- lifetime, idle, standby, presence).
+local function first_end(r)
+  local at, why = r.started_at + spec.max_lifetime, 'lifetime'
+  if ends(r) and r.ending_at <= at then at, why = r.ending_at, 'ended' end
+  if r.state == 'paused' then return at, why end
+  local function consider(t, w)
+    if t < at then at, why = t, w end
+  end
+  consider(r.last_activity + spec.idle_timeout, 'idle')
+  if r.state == 'standby' then consider(r.last_activity + spec.standby_timeout, 'standby') end
+  local pt = str(spec.presence_timeout)
+  if pt and r.last_heartbeat > 0 then consider(math.max(r.last_heartbeat, r.last_activity) + pt, 'presence') end
+  return at, why
+end
+
 -- policy::seat::expiry
 local function expiry(r, now)
-  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 and now >= r.ending_at then return 'ended' end
-  if now >= r.started_at + spec.max_lifetime then return 'lifetime' end
-  if r.state == 'paused' then return nil end
-  if now >= r.last_activity + spec.idle_timeout then return 'idle' end
-  if r.state == 'standby' and now >= r.last_activity + spec.standby_timeout then return 'standby' end
-  local pt = str(spec.presence_timeout)
-  if pt and r.last_heartbeat > 0 and now >= math.max(r.last_heartbeat, r.last_activity) + pt then return 'presence' end
+  local at, why = first_end(r)
+  if now >= at then return why end
   return nil
 end
 
 -- policy::seat::deadline: the first instant at which `expiry` is not nil.
 local function deadline(r)
-  local d = r.started_at + spec.max_lifetime
-  if r.state == 'ending' and (tonumber(r.ending_at) or 0) > 0 then d = math.min(d, r.ending_at) end
-  if r.state == 'paused' then return d end
-  d = math.min(d, r.last_activity + spec.idle_timeout)
-  if r.state == 'standby' then d = math.min(d, r.last_activity + spec.standby_timeout) end
-  local pt = str(spec.presence_timeout)
-  if pt and r.last_heartbeat > 0 then d = math.min(d, math.max(r.last_heartbeat, r.last_activity) + pt) end
-  return d
+  local at = first_end(r)
+  return at
 end
 
 local function group_of(user)
@@ -126,22 +145,37 @@ end
 
 local released = {}
 
--- Drops a seat: no longer counts, its cookie is tombstoned, observers hear of it.
-local function release(r, reason, now)
+-- Overflow time a held overflow seat has used by `now` (it stops counting at its deadline).
+local function overflow_used(r, now)
+  if not r.overflow then return 0 end
+  return math.max(0, math.min(now, deadline(r)) - r.started_at)
+end
+
+-- Drops a seat as of `at` (its deadline when found expired): no longer counts, its cookie is
+-- tombstoned, observers hear of it.
+local function release(r, reason, at)
   local held = redis.call('ZREM', Z, r.id) == 1
   redis.call('ZREM', PAUSED, r.id)
+  redis.call('ZREM', UNC, r.id)
   redis.call('HDEL', SEATS, r.id)
   local s = str(r.session)
-  if s then
-    if redis.call('HGET', SESS, s) == r.id then redis.call('HDEL', SESS, s) end
+  if s and redis.call('HGET', SESS, s) == r.id then
+    redis.call('HDEL', SESS, s)
     redis.call('HSET', GONE, s, reason)
-    redis.call('ZADD', GONEZ, now + spec.max_lifetime, s)
+    redis.call('ZADD', GONEZ, at + spec.max_lifetime, s)
   end
-  if r.overflow and held then
-    redis.call('HINCRBY', STATS, 'overflow_ms', math.max(0, now - r.started_at))
+  if held and r.overflow then
+    redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
   end
-  if reason == 'ended' then redis.call('ZADD', ENDED, now + 3600000, r.id) end
+  if reason == 'ended' then redis.call('ZADD', ENDED, at + ENDED_FOR, r.id) end
   table.insert(released, { seat = r, reason = reason })
+end
+
+-- Releases a seat found expired at `now` for what ended it, as of when it did.
+local function expire(r, now)
+  local why = expiry(r, now) or 'idle'
+  release(r, why, math.min(now, deadline(r)))
+  return why
 end
 
 -- Lazy expiry: whatever is past its deadline is released before anything is counted.
@@ -149,7 +183,7 @@ local function purge(now)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '-inf', now)) do
     local r = load(id)
     if r then
-      release(r, expiry(r, now) or 'idle', now)
+      expire(r, now)
     else
       redis.call('ZREM', Z, id)
     end
@@ -202,7 +236,7 @@ local function overflow_left(now)
   local used = tonumber(redis.call('HGET', STATS, 'overflow_ms') or '0')
   for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
     local r = load(id)
-    if r and r.overflow then used = used + math.max(0, now - r.started_at) end
+    if r then used = used + overflow_used(r, now) end
   end
   return math.max(0, allowance - used)
 end
@@ -227,9 +261,40 @@ local function reusable(user, device, now)
   return best
 end
 
+-- Saves a seat and its deadline in the index of its kind (transitions remove it from the
+-- index it leaves themselves).
 local function put_seat(r)
   save(r)
-  redis.call('ZADD', Z, deadline(r), r.id)
+  if uncounted(r) then
+    redis.call('ZADD', UNC, deadline(r), r.id)
+  elseif r.state == 'paused' then
+    redis.call('ZADD', PAUSED, deadline(r), r.id)
+  else
+    redis.call('ZADD', Z, deadline(r), r.id)
+  end
+end
+
+-- The session a cookie leads to, if it still holds; one past its deadline is released.
+local function live_of(session, now)
+  local id = redis.call('HGET', SESS, session)
+  if not id then return nil end
+  local r = load(id)
+  if not r then
+    redis.call('HDEL', SESS, session)
+    return nil
+  end
+  if expiry(r, now) then
+    expire(r, now)
+    return nil
+  end
+  return r
+end
+
+-- What `end` says of an id that holds nothing (any more).
+local function gone_outcome(id, now)
+  local until_ = redis.call('ZSCORE', ENDED, id)
+  if until_ and tonumber(until_) > now then return 'already_ended' end
+  return 'not_found'
 end
 
 local function answer(t)
@@ -272,16 +337,10 @@ elseif op == 'commit' then
   local praw = redis.call('HGET', PINFO, lease)
   redis.call('HDEL', PINFO, lease)
   redis.call('ZREM', PEND, lease)
-  -- The app may hand back the session it already had (or this is a retried commit).
-  local have = redis.call('HGET', SESS, session)
-  if have then
-    local r = load(have)
-    if r and redis.call('ZSCORE', Z, have) and expiry(r, now) == nil then
-      r.last_activity = math.max(r.last_activity, now)
-      put_seat(r)
-      return answer({ kind = 'seat', id = have, epoch = epoch() })
-    end
-  end
+  -- A cookie that leads to a live session (any state) keeps it: the lease is dropped, so
+  -- concurrent requests with one adopted cookie never take two seats.
+  local have = live_of(session, now)
+  if have then return answer({ kind = 'seat', id = have.id, epoch = epoch() }) end
   if reuse then
     local r = load(reuse)
     if r and redis.call('ZSCORE', Z, reuse) and expiry(r, now) == nil and r.state ~= 'ending' then
@@ -289,7 +348,7 @@ elseif op == 'commit' then
       r.session = session
       r.last_activity = now
       put_seat(r)
-      if old and old ~= session then
+      if old and old ~= session and redis.call('HGET', SESS, old) == reuse then
         redis.call('HDEL', SESS, old)
         redis.call('HSET', GONE, old, 'replaced')
         redis.call('ZADD', GONEZ, now + spec.max_lifetime, old)
@@ -334,14 +393,14 @@ elseif op == 'touch' or op == 'heartbeat' then
     local reason = redis.call('HGET', GONE, session)
     local until_ = redis.call('ZSCORE', GONEZ, session)
     if reason and until_ and tonumber(until_) > now then
-      return answer({ kind = 'gone', reason = reason, epoch = epoch() })
+      return answer({ kind = 'gone', reason = reason, gone_until = tonumber(until_), epoch = epoch() })
     end
     return answer({ kind = 'gone', reason = 'unknown', epoch = epoch() })
   end
-  local why = expiry(r, now)
-  if why then
-    release(r, why, now)
-    return answer({ kind = 'gone', reason = why, epoch = epoch() })
+  if expiry(r, now) then
+    local gone_until = math.min(now, deadline(r)) + spec.max_lifetime
+    local why = expire(r, now)
+    return answer({ kind = 'gone', reason = why, gone_until = gone_until, epoch = epoch() })
   end
   if op == 'heartbeat' then
     if r.state == 'paused' then return answer({ kind = 'gone', reason = 'paused', epoch = epoch() }) end
@@ -377,10 +436,12 @@ elseif op == 'restore' then
   if redis.call('HGET', SESS, r.session) or redis.call('HGET', GONE, r.session) then
     return answer({ kind = 'skip' })
   end
-  local a = admit(holders(now), str(r.user), now, nil)
-  if a.kind == 'full' then return answer({ kind = 'full' }) end
+  if not uncounted(r) then
+    local a = admit(holders(now), str(r.user), now, nil)
+    if a.kind == 'full' then return answer({ kind = 'full' }) end
+    if r.state ~= 'ending' then r.state = 'active' end
+  end
   r.last_activity = now
-  if r.state ~= 'ending' then r.state = 'active' end
   if expiry(r, now) then return answer({ kind = 'full' }) end
   put_seat(r)
   redis.call('HSET', SESS, r.session, r.id)
@@ -389,8 +450,8 @@ elseif op == 'restore' then
 
 elseif op == 'release' then
   -- ARGV: session, reason
-  local id = redis.call('HGET', SESS, ARGV[3])
-  local r = id and load(id)
+  -- A session past its deadline is released for what ended it, and held nothing at `now`.
+  local r = live_of(ARGV[3], now)
   if not r then return answer({ kind = 'none' }) end
   release(r, ARGV[4], now)
   return answer({ kind = 'released', seat = r })
@@ -403,13 +464,11 @@ elseif op == 'end' then
     local id = ARGV[i]
     local r = load(id)
     if not r then
-      local until_ = redis.call('ZSCORE', ENDED, id)
-      if until_ and tonumber(until_) > now then table.insert(out, { id, 'already_ended', 0 })
-      else table.insert(out, { id, 'not_found', 0 }) end
+      table.insert(out, { id, gone_outcome(id, now), 0 })
     elseif expiry(r, now) then
-      release(r, expiry(r, now), now)
-      table.insert(out, { id, 'not_found', 0 })
-    elseif r.state == 'ending' then
+      expire(r, now)
+      table.insert(out, { id, gone_outcome(id, now), 0 })
+    elseif r.state == 'ending' or ends(r) then
       table.insert(out, { id, 'already_ended', 0 })
     else
       r.ended_by = by
@@ -417,7 +476,8 @@ elseif op == 'end' then
         release(r, 'ended', now)
         table.insert(out, { id, 'ending', now })
       else
-        r.state = 'ending'
+        -- An uncounted session keeps its state: `ending` would count it.
+        if not uncounted(r) then r.state = 'ending' end
         r.ending_at = now + grace
         put_seat(r)
         table.insert(out, { id, 'ending', r.ending_at })
@@ -431,11 +491,16 @@ elseif op == 'pause' or op == 'resume' then
   local r = load(id)
   if not r then return answer({ kind = 'not_found' }) end
   if expiry(r, now) then
-    release(r, expiry(r, now), now)
+    expire(r, now)
     return answer({ kind = 'not_found' })
   end
   if op == 'pause' then
     if r.state ~= 'active' and r.state ~= 'standby' then return answer({ kind = 'wrong_state' }) end
+    if r.overflow then
+      -- Its overflow time ends here; a resume is admitted within capacity.
+      redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, now))
+      r.overflow = false
+    end
     r.state = 'paused'
     save(r)
     redis.call('ZREM', Z, id)
@@ -463,7 +528,7 @@ elseif op == 'activity' then
   local n = 0
   for i = 3, #ARGV, 2 do
     local id, age = ARGV[i], tonumber(ARGV[i + 1])
-    local score = redis.call('ZSCORE', Z, id)
+    local score = redis.call('ZSCORE', Z, id) or redis.call('ZSCORE', UNC, id)
     if score and tonumber(score) > now then
       local r = load(id)
       local t = now - age
@@ -476,6 +541,67 @@ elseif op == 'activity' then
     end
   end
   return answer({ kind = 'ok', n = n })
+
+elseif op == 'uncounted' then
+  -- ARGV: session, user, device, client, new seat id, state (exempt | named)
+  local session = ARGV[3]
+  local have = live_of(session, now)
+  if have then return answer({ kind = 'seat', id = have.id, epoch = epoch() }) end
+  local r = { id = ARGV[7], user = ARGV[4], device = ARGV[5], client = ARGV[6], session = session,
+    started_at = now, last_activity = now, last_heartbeat = 0, state = ARGV[8], ending_at = 0,
+    overflow = false, ended_by = '' }
+  put_seat(r)
+  redis.call('HSET', SESS, session, r.id)
+  redis.call('HDEL', GONE, session)
+  redis.call('ZREM', GONEZ, session)
+  return answer({ kind = 'seat', id = r.id, epoch = epoch() })
+
+elseif op == 'rekey' then
+  -- ARGV: old session, new session. The seat moves, `old` is refused from then on; when
+  -- `new` leads to a live session of its own, that one stays and `old`'s is replaced.
+  local old, new = ARGV[3], ARGV[4]
+  local r = live_of(old, now)
+  if not r then return answer({ kind = 'none' }) end
+  if old == new then return answer({ kind = 'seat', id = r.id }) end
+  local other = live_of(new, now)
+  if other then
+    release(r, 'replaced', now)
+    return answer({ kind = 'seat', id = other.id })
+  end
+  r.session = new
+  save(r)
+  redis.call('HDEL', SESS, old)
+  redis.call('HSET', SESS, new, r.id)
+  redis.call('HSET', GONE, old, 'replaced')
+  redis.call('ZADD', GONEZ, now + spec.max_lifetime, old)
+  redis.call('HDEL', GONE, new)
+  redis.call('ZREM', GONEZ, new)
+  return answer({ kind = 'seat', id = r.id, epoch = epoch() })
+
+elseif op == 'has' then
+  -- ARGV: session. The live session it leads to (one past its deadline is released).
+  local r = live_of(ARGV[3], now)
+  if r then return answer({ kind = 'seat', id = r.id }) end
+  return answer({ kind = 'none' })
+
+elseif op == 'forget' then
+  -- ARGV: session. It is live in another pool now: what this pool remembers of it is old.
+  redis.call('HDEL', GONE, ARGV[3])
+  redis.call('ZREM', GONEZ, ARGV[3])
+  return answer({ kind = 'ok' })
+
+elseif op == 'lookup' then
+  -- ARGV: seat id. Read only; `ended` exactly when `end` would say already_ended.
+  local id = ARGV[3]
+  local r = load(id)
+  if r then
+    local why = expiry(r, now)
+    if why == nil then return answer({ kind = 'live', seat = r, now = now }) end
+    if why == 'ended' then return answer({ kind = 'ended' }) end
+    return answer({ kind = 'unknown' })
+  end
+  if gone_outcome(id, now) == 'already_ended' then return answer({ kind = 'ended' }) end
+  return answer({ kind = 'unknown' })
 
 elseif op == 'view' then
   -- What `available()` answers from: seats and counting leases that hold at `now`.
@@ -491,9 +617,26 @@ elseif op == 'list' then
 
 elseif op == 'sweep' then
   purge(now)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', PAUSED, '-inf', now)) do
-    local r = load(id)
-    if r then release(r, 'lifetime', now) else redis.call('ZREM', PAUSED, id) end
+  for _, idx in ipairs({ PAUSED, UNC }) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do
+      local r = load(id)
+      if r then expire(r, now) else redis.call('ZREM', idx, id) end
+    end
+  end
+  -- Overflow seats stop when the allowance is spent, with the notice of an admin end.
+  local allowance = str(spec.overflow_ms)
+  if allowance and overflow_left(now) <= 0 then
+    for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+      local r = load(id)
+      if r and r.overflow and expiry(r, now) == nil then
+        r.ended_by = 'overflow'
+        release(r, 'ended', now)
+      end
+    end
+    -- They stop at the sweep after the allowance ran out; what they ran past it is not charged.
+    if tonumber(redis.call('HGET', STATS, 'overflow_ms') or '0') > allowance then
+      redis.call('HSET', STATS, 'overflow_ms', allowance)
+    end
   end
   local old = redis.call('ZRANGEBYSCORE', GONEZ, '-inf', now)
   if #old > 0 then
