@@ -314,13 +314,20 @@ impl Config {
         let mut seen_users = HashSet::new();
         let inline = f.admin.users.len();
         let mut all = f.admin.users;
-        if let Some(path) = &f.admin.users_file {
-            all.extend(users_file(path, &loc)?);
-        }
+        let file_text = match &f.admin.users_file {
+            Some(path) => {
+                let (more, text) = users_file(path, &loc)?;
+                all.extend(more);
+                text
+            }
+            None => String::new(),
+        };
+        // Problems of a user from `users_file` point at that file's lines.
+        let file_loc = Locator { src: &file_text };
         for (i, u) in all.into_iter().enumerate() {
-            let key = match i.checked_sub(inline) {
-                None => format!("admin.users[{i}]"),
-                Some(j) => format!("admin.users_file[{j}]"),
+            let (key, loc) = match i.checked_sub(inline) {
+                None => (format!("admin.users[{i}]"), &loc),
+                Some(j) => (format!("admin.users_file[{j}]"), &file_loc),
             };
             if !seen_users.insert(u.name.clone()) {
                 return Err(loc.invalid(&key, Some(&u.name), "duplicate admin user name"));
@@ -441,7 +448,7 @@ impl Config {
 fn users_file(
     path: &std::path::Path,
     loc: &Locator,
-) -> Result<Vec<file::AdminUserFile>, ConfigError> {
+) -> Result<(Vec<file::AdminUserFile>, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         loc.invalid(
             "admin.users_file",
@@ -449,13 +456,14 @@ fn users_file(
             &format!("cannot read `{}`: {e}", path.display()),
         )
     })?;
-    serde_yaml::from_str(&text).map_err(|e| {
+    let users = serde_yaml::from_str(&text).map_err(|e| {
         loc.invalid(
             "admin.users_file",
             None,
             &format!("`{}`: {e}", path.display()),
         )
-    })
+    })?;
+    Ok((users, text))
 }
 
 fn listeners(f: &file::ListenFile, loc: &Locator) -> Result<Vec<Listener>, ConfigError> {
@@ -1237,5 +1245,108 @@ impl Locator<'_> {
             .position(|l| l.contains(&needle))
             .map(|n| start + n + 1)
             .or_else(|| entity.map(|_| start + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+
+    const PRODUCT: &str = "products:
+  - name: crm
+    upstream: UPSTREAM
+    session: { cookie: SID, idle_timeout: 20m, max_lifetime: 12h }
+    login: { path: /login }
+    seats: 1
+";
+
+    fn cfg(listen: &str, upstream: &str, extra: &str) -> Result<Config, String> {
+        let yaml = format!(
+            "listen: {listen}\nadmin: {{ listen: 127.0.0.1:9090 }}\nstore: {{ kind: embedded }}\n{extra}{}",
+            PRODUCT.replace("UPSTREAM", upstream)
+        );
+        parse(&yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn listen_is_a_string_or_a_list() {
+        let c = cfg("127.0.0.1:8080", "app:80", "").unwrap();
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].shape(), ("127.0.0.1:8080", false, false));
+        let c = cfg("[\"127.0.0.1:8080\", \"[::1]:8081\"]", "app:80", "").unwrap();
+        let shapes: Vec<_> = c.listen.iter().map(|l| l.shape()).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("127.0.0.1:8080", false, false),
+                ("[::1]:8081", false, false)
+            ]
+        );
+        assert!(c.access_log.is_none());
+        assert!(c.products[0].upstream_tls.is_none());
+    }
+
+    #[test]
+    fn listener_and_access_log_errors() {
+        let e = cfg("[127.0.0.1:8080, 127.0.0.1:8080]", "app:80", "").unwrap_err();
+        assert!(
+            e.contains("listen[1].address") && e.contains("listed twice"),
+            "{e}"
+        );
+        let e = cfg("[127.0.0.1:9090]", "app:80", "").unwrap_err();
+        assert!(
+            e.contains("admin.listen") && e.contains("must differ"),
+            "{e}"
+        );
+        let e = cfg("[]", "app:80", "").unwrap_err();
+        assert!(e.contains("at least one listener"), "{e}");
+        let e = cfg("127.0.0.1:x", "app:80", "").unwrap_err();
+        assert!(e.contains("invalid port") && e.contains("line 1"), "{e}");
+        let e = cfg(
+            "127.0.0.1:8080",
+            "app:80",
+            "access_log: { path: a.log, stdout: true }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("access_log (line 4): give exactly one"), "{e}");
+        let c = cfg("127.0.0.1:8080", "app:80", "access_log: { stdout: true }\n").unwrap();
+        assert_eq!(c.access_log, Some(AccessLogTarget::Stdout));
+    }
+
+    #[test]
+    fn upstream_tls_takes_its_name_from_the_host() {
+        let c = cfg(
+            "127.0.0.1:8080",
+            "{ address: \"crm.internal:443\", tls: true }",
+            "",
+        )
+        .unwrap();
+        let t = c.products[0].upstream_tls.as_ref().unwrap();
+        assert_eq!(t.sni, "crm.internal");
+        assert!(t.ca.is_none());
+        assert_eq!(c.products[0].upstream, "crm.internal:443");
+        let c = cfg(
+            "127.0.0.1:8080",
+            "{ address: \"10.1.2.3:443\", tls: true, sni: crm.example.com }",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            c.products[0].upstream_tls.as_ref().unwrap().sni,
+            "crm.example.com"
+        );
+        let e = cfg(
+            "127.0.0.1:8080",
+            "{ address: \"app:443\", tls: true, sni: \"a b\" }",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("products[0].upstream.sni") && e.contains("not a host name"),
+            "{e}"
+        );
+        let e = cfg("127.0.0.1:8080", "{ address: \"app\", tls: true }", "").unwrap_err();
+        assert!(e.contains("must be host:port"), "{e}");
     }
 }
