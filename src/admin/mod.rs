@@ -382,8 +382,13 @@ impl AdminService {
                 Ok(Lookup::Live(rec)) => {
                     by_id.insert(*id, rec);
                 }
-                Ok(Lookup::Ended) => {
+                // Whose it was is gone with it: only a super admin, who could see any session,
+                // learns that it existed.
+                Ok(Lookup::Ended) if who.role == Role::Super => {
                     return error(StatusCode::CONFLICT, &format!("already ended {id}"))
+                }
+                Ok(Lookup::Ended) => {
+                    return error(StatusCode::NOT_FOUND, &format!("unknown session {id}"))
                 }
                 Ok(Lookup::Unknown) => {
                     return error(StatusCode::NOT_FOUND, &format!("unknown session {id}"))

@@ -101,6 +101,18 @@ pub struct Ctx {
     body_read: bool,
     /// The app's answer is replaced by this body (its header was replaced already).
     replace_body: Option<Bytes>,
+    /// Keeps an upgraded connection's seat touched while the socket is open.
+    upgraded: Option<KeepTouched>,
+}
+
+/// A task touching a seat while its WebSocket (or other upgraded) connection is open: a
+/// long-lived socket is activity even when no request comes. Stops when dropped.
+pub struct KeepTouched(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepTouched {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Ctx {
@@ -675,6 +687,7 @@ impl ProxyHttp for Gateway {
             adopt: None,
             body_read: false,
             replace_body: None,
+            upgraded: None,
         }
     }
 
@@ -741,7 +754,12 @@ impl ProxyHttp for Gateway {
             return self.respond(s, &r).await;
         }
         match action {
-            Action::Pass => Ok(false),
+            Action::Pass => {
+                // The app's word counts on any page, its login page included: deleting the
+                // cookie there releases whatever seat it held (nothing is asked before).
+                ctx.session = key;
+                Ok(false)
+            }
             Action::Heartbeat => self.heartbeat(s, ctx, &p, key).await,
             Action::SelfService => self.self_service(s, ctx, &p).await,
             Action::Check => self.check(s, ctx, &p, client).await,
@@ -810,7 +828,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if resp.status.is_informational() {
+        if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS {
             // 100 Continue, 103 Early Hints: the app's real answer is still to come.
             return Ok(());
         }
@@ -823,7 +841,9 @@ impl ProxyHttp for Gateway {
         } else if ctx.session.is_some() {
             self.app_word(resp, ctx).await?;
         }
-        if ctx.holds_seat {
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+            self.keep_touched(ctx);
+        } else if ctx.holds_seat {
             self.plan_injection(s, resp, ctx)?;
         }
         Ok(())
@@ -860,6 +880,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, s: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut Ctx) {
+        // The upgraded connection is over: its seat is left to the ordinary rules again.
+        ctx.upgraded = None;
         self.log_request(e, ctx).await;
         // The access log line (`access_log`): plain facts only, never a cookie value.
         if self.app.access_log.enabled() {
@@ -1082,6 +1104,14 @@ impl Gateway {
         now: Millis,
     ) -> Result<()> {
         let ledger = &self.app.ledger;
+        // Several requests of one browser race with one cookie: whichever answer comes first
+        // adopts it, the others find it held (before their reservation, or after it found the
+        // pool full because of that very seat).
+        let held = || async { matches!(ledger.touch(&key, now).await, Ok(Touch::Held { .. })) };
+        if held().await {
+            ctx.holds_seat = true;
+            return Ok(());
+        }
         let full = match ledger.reserve(claim, now).await {
             Ok(Reservation::Granted(lease)) => match ledger.commit(&lease, claim, key, now).await {
                 Ok(id) => {
@@ -1095,6 +1125,10 @@ impl Gateway {
                     None
                 }
             },
+            Ok(Reservation::Full(_)) if held().await => {
+                ctx.holds_seat = true;
+                return Ok(());
+            }
             Ok(Reservation::Full(full)) => Some(full),
             Err(e) => {
                 log::warn!("product {}: adoption not recorded: {e}", p.name);
@@ -1118,6 +1152,33 @@ impl Gateway {
         ctx.replace_body = Some(c.body.clone());
         ctx.inject = None;
         Ok(())
+    }
+
+    /// The app switched protocols for a seat holder: touch the seat at a fraction of its idle
+    /// timeout for as long as the connection lives (ended by an admin, it still ends).
+    fn keep_touched(&self, ctx: &mut Ctx) {
+        let (Some(key), true) = (ctx.session, ctx.holds_seat) else {
+            return;
+        };
+        let Some(p) = ctx.rt.as_ref().and_then(|rt| ctx.product(rt)) else {
+            return;
+        };
+        let period = (p.session.idle_timeout / 3).clamp(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(60),
+        );
+        let ledger = self.app.ledger.clone();
+        ctx.upgraded = Some(KeepTouched(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match ledger.touch(&key, now_ms()).await {
+                    Ok(Touch::Gone(_)) => break,
+                    Ok(Touch::Held { .. }) | Err(_) => {}
+                }
+            }
+        })));
     }
 
     /// Releases a seat after the app has answered: the answer goes out whatever the store

@@ -272,7 +272,6 @@ fn login_head(user: &str, expect: bool) -> (String, String) {
 // ---------------------------------------------------------------- 1: restart
 
 #[tokio::test]
-#[ignore = "issue 11 case 1: an active seat is journaled as standby, so after a restart it lapses at standby_timeout"]
 async fn case1_restart_keeps_an_active_seat_active_past_standby_timeout() {
     restart_keeps_an_active_seat(embedded()).await;
 }
@@ -337,7 +336,6 @@ async fn restart_keeps_an_active_seat(store: String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 1/2: an exempt user's session is not known to the gateway, so none comes back after a restart"]
 async fn case1_restart_keeps_exempt_and_named_sessions() {
     let up = upstream("SID").await;
     let mut g = Cfg::default().start(&up).await;
@@ -366,7 +364,6 @@ async fn case1_restart_keeps_exempt_and_named_sessions() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 1/4c: a rotated session is not followed, so none comes back after a restart"]
 async fn case1_restart_keeps_a_rotated_session() {
     let up = upstream("SID").await;
     let mut g = Cfg::default().start(&up).await;
@@ -458,39 +455,33 @@ async fn uncounted_user_works(user: &str, state: &str, expired: &'static str, st
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: an exempt user's next request after login is an unknown session, redirected to login"]
 async fn case2_exempt_user_works_listed_and_uncounted() {
     uncounted_user_works("svc", "exempt", "login", embedded()).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: a named user's next request after login is an unknown session, redirected to login"]
 async fn case2_named_user_works_listed_and_uncounted() {
     uncounted_user_works("boss", "named", "login", embedded()).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: with expired: adopt an exempt user's next request takes a counted seat with no user"]
 async fn case2_exempt_user_with_adopt_takes_no_seat() {
     uncounted_user_works("svc", "exempt", "adopt", embedded()).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: on Redis, an exempt user's next request after login is an unknown session, redirected to login"]
 async fn case2_exempt_user_works_listed_and_uncounted_on_redis() {
     let p = Prefix::new();
     uncounted_user_works("svc", "exempt", "login", on_redis(&p)).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: on Redis with expired: adopt, a named user's next request takes a counted seat with no user"]
 async fn case2_named_user_works_listed_and_uncounted_on_redis() {
     let p = Prefix::new();
     uncounted_user_works("boss", "named", "adopt", on_redis(&p)).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: at a full pool, an exempt or named user's next request after login is an unknown session, redirected to login"]
 async fn case2_exempt_and_named_users_work_at_a_full_pool() {
     let up = upstream("SID").await;
     let g = Cfg::default().start(&up).await;
@@ -514,7 +505,6 @@ async fn case2_exempt_and_named_users_work_at_a_full_pool() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 2: an exempt user's session is unknown to the gateway (redirected to login), so it cannot idle out"]
 async fn case2_exempt_session_ends_at_idle_timeout() {
     let up = upstream("SID").await;
     let g = Cfg {
@@ -740,7 +730,6 @@ async fn case4a_app_sign_off_releases_the_seat_at_once_on_redis() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 4a: the login page is a pass-through, so its answer deleting the session cookie releases nothing (still so after 4570e35)"]
 async fn case4a_login_page_deleting_the_cookie_releases_the_seat() {
     let up = upstream_with(
         "SID",
@@ -798,13 +787,11 @@ async fn case4b_expires_in_the_past_with_max_age_is_not_a_deletion() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 4c: after the app rotates its session id the new value is unknown (bounced to login) and the old one keeps the seat"]
 async fn case4c_rotation_moves_the_seat_to_the_new_value() {
     rotation_moves_the_seat(embedded()).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 4c: on Redis, after the app rotates its session id the new value is unknown (bounced to login)"]
 async fn case4c_rotation_moves_the_seat_to_the_new_value_on_redis() {
     let p = Prefix::new();
     rotation_moves_the_seat(on_redis(&p)).await;
@@ -843,7 +830,6 @@ async fn rotation_moves_the_seat(store: String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 4c: a re-login from the same browser at a full pool is denied (503) instead of moving the seat"]
 async fn case4c_relogin_from_the_same_browser_keeps_its_one_seat() {
     let up = upstream("SID").await;
     let g = Cfg::default().start(&up).await;
@@ -1026,7 +1012,6 @@ async fn case5_cookie_the_app_accepts_is_adopted() {
 /// Passed before 4570e35 (the first request adopted before it was forwarded, the others found
 /// the seat); guards adoption on the app's answer, where the ten answers race.
 #[tokio::test]
-#[ignore = "issue 11 case 5: regression in 4570e35: adopt_now reserves without checking that a concurrent request adopted the same cookie, so 9 of 10 get the full-pool 503"]
 async fn case5_concurrent_requests_of_one_adoptable_cookie_take_one_seat() {
     let up = upstream_with("SID", strict()).await;
     let g = Cfg {
@@ -1102,7 +1087,6 @@ fn stale_bound() -> Duration {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 6: with Redis down, fail_closed checks keep passing on the last pool view forever"]
 async fn case6_fail_closed_checks_stop_passing_once_the_view_is_stale() {
     let up = upstream("SID").await;
     let port = free_port();
@@ -1135,7 +1119,6 @@ async fn case6_fail_closed_checks_stop_passing_once_the_view_is_stale() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 6: with Redis down, last_known logins are let through (seatless) on the last pool view forever"]
 async fn case6_last_known_logins_follow_the_policy_once_the_view_is_stale() {
     let up = upstream("SID").await;
     let port = free_port();
@@ -1369,13 +1352,11 @@ async fn case8_a_login_answered_after_its_reservation_lapsed_cannot_overfill_the
 // ---------------------------------------------------------------- 9: overflow
 
 #[tokio::test]
-#[ignore = "issue 11 case 9: a seat admitted in overflow runs on after the allowance is spent (checked at admission only)"]
 async fn case9_overflow_seat_stops_when_the_allowance_is_spent() {
     overflow_stops(embedded()).await;
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 9: on Redis, a seat admitted in overflow runs on after the allowance is spent"]
 async fn case9_overflow_seat_stops_when_the_allowance_is_spent_on_redis() {
     let p = Prefix::new();
     overflow_stops(on_redis(&p)).await;
@@ -1486,7 +1467,6 @@ async fn case10_an_own_admin_ends_nothing_of_another_user() {
 }
 
 #[tokio::test]
-#[ignore = "issue 11 case 10: the probe runs before any role check, so an own admin learns (409) that another user's seat was ended"]
 async fn case10_the_probe_tells_an_own_admin_nothing_about_other_users() {
     let up = upstream("SID").await;
     let g = Cfg {

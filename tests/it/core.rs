@@ -389,8 +389,14 @@ async fn bad_input_gets_clear_4xx_and_counts_stay_exact() {
     }
     assert_eq!(g.in_use("crm").await, 0);
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
+    // Two different values: the gateway cannot tell which session the app reads (decided in
+    // issue 11), so the request is refused; the seat itself is untouched.
     let r = g
         .get_with_cookie("/home", &format!("SID={sid}; SID=other"))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = g
+        .get_with_cookie("/home", &format!("SID={sid}; SID={sid}"))
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(g.in_use("crm").await, 1);

@@ -244,3 +244,126 @@ async fn disguised_login_paths_cannot_dodge_the_seat() {
     );
     assert_eq!(g.in_use("crm").await, 1);
 }
+
+/// An app that logs in with `POST /login` (cookie `SID=ws-user`) and upgrades `GET /ws` to an
+/// echo socket, written over raw TCP so the 101 and the bytes after it are exactly an app's.
+async fn websocket_app() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = c.read_exact(&mut body).await;
+                if head.starts_with("POST /login") {
+                    let _ = c
+                        .write_all(b"HTTP/1.1 302 Found\r\nLocation: /home\r\nSet-Cookie: SID=ws-user; Path=/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                } else if head.starts_with("GET /ws") {
+                    let _ = c
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                        .await;
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = c.read(&mut buf).await {
+                        if n == 0 || c.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                } else {
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_open_websocket_keeps_its_seat_and_frees_it_when_closed() {
+    let app = websocket_app().await;
+    let up = upstream("SID").await;
+    let mut vars = basic_vars(&up, 1);
+    set(&mut vars, "upstream", &app.to_string());
+    set(&mut vars, "idle", "1s");
+    let g = Gateway::start(BASIC, &vars).await;
+    let r = login(&g, "ann", PASSWORD, None).await;
+    assert_eq!(set_cookie(&r, "SID").as_deref(), Some("ws-user"));
+    let addr = g
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nCookie: SID=ws-user\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            ws.read(&mut b).await.unwrap(),
+            1,
+            "socket closed before the 101"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    ws.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    // Three idle timeouts pass with the socket open and silent: the seat is still held.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        g.in_use("crm").await,
+        1,
+        "an open socket lost its seat to idle"
+    );
+    ws.write_all(b"pong").await.unwrap();
+    ws.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"pong");
+    drop(ws);
+    // Closed: the seat is left to the idle rule, released with its usual reason.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            g.in_use("crm").await == 0
+        })
+        .await,
+        "seat not released after the socket closed"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            g.releases("idle").await >= 1.0
+        })
+        .await,
+        "released, but not for idle"
+    );
+}
