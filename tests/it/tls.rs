@@ -373,6 +373,26 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
     .await;
     assert_eq!(again.status, 200);
 
+    // Plain HTTP (or any garbage) on the TLS port fails its handshake: logged, the
+    // connection closed, nothing else disturbed.
+    let mut raw = TcpStream::connect(g.listen).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "the gateway kept a failed handshake open");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let log = g.log();
+            async move { log.contains("handshake error") }
+        })
+        .await,
+        "{}",
+        g.log()
+    );
+    assert_eq!(curl(&ca, port, "/home", &jar).await.status, 200);
+
     // The plain listener sends browsers to the TLS one, method and path kept.
     let r = client()
         .post(format!("http://127.0.0.1:{plain}/login?next=/a"))
@@ -427,7 +447,7 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
         "{text}"
     );
     let home: Vec<_> = lines.iter().filter(|l| l["path"] == "/home").collect();
-    assert_eq!(home.len(), 2, "{text}");
+    assert_eq!(home.len(), 3, "{text}");
     // The same session, the same hash.
     assert_eq!(home[0]["seat"], login["seat"]);
     assert!(home[0]["bytes"].as_u64().unwrap() > 0);
