@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod core;
 mod harness;
+mod fuzz;
 mod hostile;
 mod ops;
 mod presence;
