@@ -17,14 +17,24 @@ use std::collections::HashMap;
 const COOKIES: usize = 6;
 const USERS: usize = 3;
 const SLOTS: usize = 3;
+/// Pool `b` has one seat per user: a user's second login reuses the seat.
 const POOLS: [(&str, u32); 2] = [("a", 2), ("b", 1)];
 const STANDBY: Millis = 60_000;
+const PRESENCE: Millis = 90_000;
 const IDLE: Millis = 300_000;
 const LIFETIME: Millis = 1_800_000;
 /// How long an ended seat's id is remembered (so a second end says "already ended").
 const ENDED_FOR: Millis = 3_600_000;
 const STEP: Millis = 30_000;
 const NO_SEAT: SeatId = SeatId(0x5eed_0001);
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(TestCaseError::fail(format!($($fmt)+)));
+        }
+    };
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -39,17 +49,23 @@ enum Op {
         pool: usize,
         user: usize,
     },
-    /// A login in flight whose answer comes later (`Commit`).
+    /// A login in flight whose answer comes later (`Commit`); with `hold`, a seat held that
+    /// many steps for a self-service re-login.
     Reserve {
         pool: usize,
         user: usize,
         slot: usize,
+        hold: Option<u8>,
     },
     Commit {
         slot: usize,
         cookie: usize,
     },
     Request {
+        cookie: usize,
+    },
+    /// The presence script's ping.
+    Heartbeat {
         cookie: usize,
     },
     Logout {
@@ -94,9 +110,11 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (p.clone(), u.clone(), c.clone())
             .prop_map(|(pool, user, cookie)| Op::Login { pool, user, cookie }),
         1 => (p.clone(), u.clone()).prop_map(|(pool, user)| Op::FailedLogin { pool, user }),
-        1 => (p, u, 0..SLOTS).prop_map(|(pool, user, slot)| Op::Reserve { pool, user, slot }),
+        1 => (p, u, 0..SLOTS, proptest::option::of(1..4u8))
+            .prop_map(|(pool, user, slot, hold)| Op::Reserve { pool, user, slot, hold }),
         1 => (0..SLOTS, c.clone()).prop_map(|(slot, cookie)| Op::Commit { slot, cookie }),
         5 => c.clone().prop_map(|cookie| Op::Request { cookie }),
+        2 => c.clone().prop_map(|cookie| Op::Heartbeat { cookie }),
         1 => c.clone().prop_map(|cookie| Op::Logout { cookie }),
         1 => c.clone().prop_map(|cookie| Op::AppLogout { cookie }),
         1 => (c.clone(), c.clone()).prop_map(|(old, new)| Op::Rotate { old, new }),
@@ -115,7 +133,10 @@ fn pool_spec(i: usize) -> PoolSpec {
     sp.idle_timeout = IDLE;
     sp.max_lifetime = LIFETIME;
     sp.standby_timeout = STANDBY;
-    sp.presence_timeout = None;
+    sp.presence_timeout = Some(PRESENCE);
+    if i == 1 {
+        sp.seats_per = seatgate::config::file::SeatsPer::User;
+    }
     sp
 }
 
@@ -135,6 +156,8 @@ struct MSeat {
     cookie: usize,
     started: Millis,
     la: Millis,
+    /// 0: never pinged, presence does not apply.
+    hb: Millis,
     state: SeatState,
     ending_at: Option<Millis>,
 }
@@ -158,6 +181,9 @@ impl MSeat {
             if self.state == SeatState::Standby {
                 ends.push((self.la + STANDBY, ReleaseReason::Standby));
             }
+            if self.hb > 0 {
+                ends.push((self.hb.max(self.la) + PRESENCE, ReleaseReason::Presence));
+            }
         }
         // The earliest wins; on a tie, the first listed.
         ends.into_iter().min_by_key(|(t, _)| *t).unwrap()
@@ -167,7 +193,10 @@ impl MSeat {
 struct MLease {
     claim: Claim,
     lease: Lease,
+    /// Until when it counts in its pool (0: it never did, it reuses a seat).
     expires: Millis,
+    /// Until when it is a lease at all.
+    until: Millis,
 }
 
 #[derive(Default)]
@@ -233,6 +262,75 @@ impl Model {
         self.in_use(pool) < POOLS[pool].1
     }
 
+    /// The seat a login of `user` to `pool` takes over (pools with one seat per user).
+    fn reusable(&self, pool: usize, user: &str) -> Option<SeatId> {
+        if pool != 1 {
+            return None;
+        }
+        self.seats
+            .iter()
+            .filter(|s| s.pool == pool && s.user == user)
+            .filter(|s| matches!(s.state, SeatState::Active | SeatState::Standby))
+            .max_by_key(|s| s.la)
+            .map(|s| s.id)
+    }
+
+    /// The model's side of `commit`: a granted lease meets cookie `c`. `fresh`: the lease has
+    /// not lapsed.
+    fn commit(
+        &mut self,
+        pool: usize,
+        user: &str,
+        reuse: Option<SeatId>,
+        fresh: bool,
+        c: usize,
+        got: Result<SeatId, LedgerError>,
+    ) -> Result<(), TestCaseError> {
+        if let Some(i) = self.by_cookie(c) {
+            let want = self.seats[i].id;
+            check!(
+                matches!(got, Ok(id) if id == want),
+                "commit of a known session: {got:?}, model {want:?}"
+            );
+            return Ok(());
+        }
+        let reused = reuse
+            .and_then(|id| self.by_id(id))
+            .filter(|&i| matches!(self.seats[i].state, SeatState::Active | SeatState::Standby));
+        if let Some(i) = reused {
+            let now = self.now;
+            let s = &mut self.seats[i];
+            let (old, id) = (s.cookie, s.id);
+            s.cookie = c;
+            s.la = now;
+            self.gone
+                .insert(old, (ReleaseReason::Replaced, now + LIFETIME));
+            self.gone.remove(&c);
+            self.last_id.insert(c, id);
+            check!(
+                matches!(got, Ok(g) if g == id),
+                "reuse commit: {got:?}, model {id:?}"
+            );
+            return Ok(());
+        }
+        let counted = fresh && reuse.is_none();
+        match got {
+            Ok(id) => {
+                check!(
+                    counted || self.has_room(pool),
+                    "a lapsed or reusing lease committed a new seat in a full pool"
+                );
+                self.seat(id, pool, user, c, SeatState::Standby);
+            }
+            Err(LedgerError::LeaseLost(_)) => check!(
+                !counted && !self.has_room(pool),
+                "lease lost with room or unlapsed"
+            ),
+            Err(e) => check!(false, "commit: {e}"),
+        }
+        Ok(())
+    }
+
     fn gone_of(&self, c: usize) -> Gone {
         match self.gone.get(&c) {
             Some((why, until)) if *until > self.now => Gone::Released(*why),
@@ -250,6 +348,7 @@ impl Model {
             cookie: c,
             started: self.now,
             la: self.now,
+            hb: 0,
             state,
             ending_at: None,
         });
@@ -263,14 +362,6 @@ fn claim_for(pool: usize, user: usize) -> Claim {
     c
 }
 
-macro_rules! check {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(TestCaseError::fail(format!($($fmt)+)));
-        }
-    };
-}
-
 async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     let now = m.now;
     m.settle();
@@ -281,25 +372,27 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             cookie: c,
         } => {
             let cl = claim_for(pool, user);
-            let room = m.has_room(pool);
+            let name = cl.user.clone().unwrap();
+            let reuse = m.reusable(pool, &name);
+            let room = m.has_room(pool) || reuse.is_some();
             match st.l().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool");
+                    check!(
+                        lease.reuse == reuse,
+                        "reuse: store {:?}, model {reuse:?}",
+                        lease.reuse
+                    );
                     let got = st.l().commit(&lease, &cl, key(&cookie(c)), now).await;
-                    let got = got.map_err(|e| TestCaseError::fail(format!("commit: {e}")))?;
-                    match m.by_cookie(c) {
-                        Some(i) => check!(got == m.seats[i].id, "commit made a second seat"),
-                        None => {
-                            m.seat(got, pool, &cl.user.clone().unwrap(), c, SeatState::Standby);
-                        }
-                    }
+                    m.commit(pool, &name, reuse, true, c, got)?;
                 }
                 Reservation::Full(f) => check!(!room, "refused with room: {f:?}"),
             }
         }
         Op::FailedLogin { pool, user } => {
             let cl = claim_for(pool, user);
-            let room = m.has_room(pool);
+            let reuse = m.reusable(pool, &cl.user.clone().unwrap());
+            let room = m.has_room(pool) || reuse.is_some();
             match st.l().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool");
@@ -308,7 +401,12 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 Reservation::Full(_) => check!(!room, "refused with room"),
             }
         }
-        Op::Reserve { pool, user, slot } => {
+        Op::Reserve {
+            pool,
+            user,
+            slot,
+            hold,
+        } => {
             if m.leases.len() < SLOTS {
                 m.leases.resize_with(SLOTS, || None);
             }
@@ -316,14 +414,28 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 st.l().cancel(&old.lease).await;
             }
             let cl = claim_for(pool, user);
-            let room = m.has_room(pool);
-            match st.l().reserve(&cl, now).await.unwrap() {
+            let reuse = m.reusable(pool, &cl.user.clone().unwrap());
+            let room = m.has_room(pool) || reuse.is_some();
+            let ttl = hold.map_or(STANDBY, |h| h as Millis * STEP);
+            let got = match hold {
+                Some(_) => st.l().hold(&cl, ttl, now).await.unwrap(),
+                None => st.l().reserve(&cl, now).await.unwrap(),
+            };
+            match got {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool");
+                    check!(
+                        lease.reuse == reuse,
+                        "reuse: store {:?}, model {reuse:?}",
+                        lease.reuse
+                    );
+                    // A lease that reuses a seat takes none of its own.
+                    let expires = if reuse.is_some() { 0 } else { now + ttl };
                     m.leases[slot] = Some(MLease {
                         claim: cl,
                         lease,
-                        expires: now + STANDBY,
+                        expires,
+                        until: now + ttl,
                     });
                 }
                 Reservation::Full(_) => check!(!room, "refused with room"),
@@ -339,22 +451,18 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 .commit(&l.lease, &l.claim, key(&cookie(c)), now)
                 .await;
             let user = l.claim.user.clone().unwrap();
-            match (m.by_cookie(c), got) {
-                (Some(i), Ok(id)) => check!(id == m.seats[i].id, "commit made a second seat"),
-                (Some(_), Err(e)) => check!(false, "commit of a known session: {e}"),
-                (None, Ok(id)) => {
-                    check!(
-                        l.expires > now || m.has_room(pool),
-                        "a lapsed lease committed in a full pool"
-                    );
-                    m.seat(id, pool, &user, c, SeatState::Standby);
+            m.commit(pool, &user, l.lease.reuse, l.until > now, c, got)?;
+        }
+        Op::Heartbeat { cookie: c } => {
+            let got = st.l().heartbeat(&key(&cookie(c)), now).await.unwrap();
+            let want = match m.by_cookie(c) {
+                Some(i) if m.seats[i].state != SeatState::Paused => {
+                    m.seats[i].hb = now;
+                    true
                 }
-                (None, Err(LedgerError::LeaseLost(_))) => check!(
-                    l.expires <= now && !m.has_room(pool),
-                    "lease lost with room or unlapsed"
-                ),
-                (None, Err(e)) => check!(false, "commit: {e}"),
-            }
+                _ => false,
+            };
+            check!(got == want, "heartbeat: store {got}, model {want}");
         }
         Op::Request { cookie: c } => {
             let got = st.l().touch(&key(&cookie(c)), now).await.unwrap();
@@ -509,6 +617,7 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 // Logins in flight die with the process; their leases are gone.
                 for l in m.leases.iter_mut().flatten() {
                     l.expires = 0;
+                    l.until = 0;
                 }
             }
         }
@@ -545,6 +654,7 @@ async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
                 r.ending_at,
                 r.started_at,
                 r.last_activity,
+                r.last_heartbeat,
             )
         })
         .collect();
@@ -561,6 +671,7 @@ async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
                 s.ending_at,
                 s.started,
                 s.la,
+                s.hb,
             )
         })
         .collect();
