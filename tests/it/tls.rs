@@ -452,6 +452,45 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
     assert_eq!(home[0]["seat"], login["seat"]);
     assert!(home[0]["bytes"].as_u64().unwrap() > 0);
     assert!(home[0]["duration_ms"].as_f64().is_some());
+
+    // The other way round: a denial over HTTP/2, a logout and a login over HTTP/1.1.
+    let cat = curl(
+        &ca,
+        port,
+        "/login",
+        &["--http2", "-d", "username=cat&password=pw"],
+    )
+    .await;
+    assert_eq!(
+        (cat.status, cat.version.as_str()),
+        (503, "2"),
+        "{}",
+        cat.body
+    );
+    let out = curl(
+        &ca,
+        port,
+        "/logout",
+        &["--http1.1", "-b", &format!("SID={sid}")],
+    )
+    .await;
+    assert_eq!(out.status, 302);
+    assert_eq!(g.in_use("crm").await, 0);
+    let dan = curl(
+        &ca,
+        port,
+        "/login",
+        &["--http1.1", "-d", "username=dan&password=pw"],
+    )
+    .await;
+    assert_eq!(
+        (dan.status, dan.version.as_str()),
+        (302, "1.1"),
+        "{}",
+        dan.body
+    );
+    assert!(dan.set_cookie("SID").is_some(), "{}", dan.headers);
+    assert_eq!(g.in_use("crm").await, 1);
 }
 
 #[tokio::test]
