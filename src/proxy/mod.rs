@@ -909,6 +909,8 @@ impl ProxyHttp for Gateway {
                 }
                 _ => None,
             };
+            // As the audit log writes it: a keyed hash with `audit.hash_users`.
+            let user = user.and_then(|u| self.app.audit.user(Some(&u)).as_str().map(str::to_owned));
             let peer = s.client_addr().map(|a| a.to_string());
             self.app.access_log.write(&crate::access_log::Request {
                 product: p.map(|p| p.name.as_str()),

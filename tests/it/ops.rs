@@ -337,3 +337,43 @@ async fn reload_turns_the_access_log_on_and_sigusr1_reopens_it() {
         assert_eq!(v["product"], "crm");
     }
 }
+
+/// With `audit.hash_users`, the access log names users the way the audit log does.
+#[tokio::test]
+async fn access_log_hashes_users_like_the_audit_log() {
+    let up = upstream("SID").await;
+    let yaml = BASIC.replace(
+        "  path: \"{dir}/audit.jsonl\"\n",
+        "  path: \"{dir}/audit.jsonl\"\n  hash_users: true\naccess_log: { path: \"{dir}/access.log\" }\n",
+    );
+    assert_ne!(yaml, BASIC);
+    let g = Gateway::start(&yaml, &basic_vars(&up, 1)).await;
+    assert_eq!(login(&g, "ann", PASSWORD, None).await.status(), 302);
+    let (log, audit) = (
+        g.dir.path().join("access.log"),
+        g.dir.path().join("audit.jsonl"),
+    );
+    let mut line = serde_json::Value::Null;
+    let found = eventually(Duration::from_secs(5), || {
+        line = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["action"] == "login")
+            .unwrap_or_default();
+        let done = !line.is_null();
+        async move { done }
+    })
+    .await;
+    assert!(found, "{}", g.log());
+    let user = line["user"].as_str().unwrap();
+    assert!(user.starts_with("hmac:"), "{line}");
+    let admit = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "admit")
+        .unwrap();
+    assert_eq!(admit["user"], user);
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("ann"));
+}
