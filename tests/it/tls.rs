@@ -603,6 +603,7 @@ admin:
   listen: "{admin}"
   users: [{ name: admin, password_hash: "{admin_hash}", role: super }]
 store: { kind: embedded, path: "{dir}/seats.redb" }
+access_log: { path: "{dir}/access.log" }
 products:
   - name: crm
     upstream: { address: "{app}", tls: true, sni: app.test, ca: "{dir}/app-ca.crt" }
@@ -637,6 +638,17 @@ async fn upstream_tls_is_verified_against_its_own_ca() {
     // An app whose certificate the configured CA did not sign is never talked to.
     let r = client().get(g.url("/wrong/x")).send().await.unwrap();
     assert_eq!(r.status(), 502, "{}", g.log());
+    // The access log shows the 502 the client got.
+    let logged = eventually(Duration::from_secs(5), || {
+        let lines = access_lines(&g);
+        async move {
+            lines
+                .iter()
+                .any(|l| l["path"] == "/wrong/x" && l["status"] == 502 && l["product"] == "wrongca")
+        }
+    })
+    .await;
+    assert!(logged, "{:?}", access_lines(&g));
 }
 
 fn check_config(yaml: &str, dir: &Path) -> (bool, String) {
