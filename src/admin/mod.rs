@@ -120,7 +120,13 @@ pub struct SessionFilter {
     pub product: Option<String>,
     pub license_type: Option<String>,
     pub state: Option<String>,
+    /// Paging: at most this many sessions, ordered by id, after `cursor` (an id).
+    pub limit: Option<usize>,
+    pub cursor: Option<SeatId>,
 }
+
+/// The most sessions one page may ask for.
+pub const MAX_PAGE: usize = 1000;
 
 pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
     let mut f = SessionFilter::default();
@@ -136,15 +142,31 @@ pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
             "license_type" | "pool" => f.license_type = v,
             "state" => {
                 if let Some(s) = &v {
-                    if !["active", "standby", "ending", "paused"].contains(&s.as_str()) {
+                    if !["active", "standby", "ending", "paused", "exempt", "named"]
+                        .contains(&s.as_str())
+                    {
                         return Err(format!("unknown state `{s}`"));
                     }
                 }
                 f.state = v
             }
+            "limit" => {
+                let n = v.as_deref().map(str::parse::<usize>);
+                match n {
+                    Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => f.limit = Some(n),
+                    _ => return Err(format!("`limit` must be a number from 1 to {MAX_PAGE}")),
+                }
+            }
+            "cursor" => {
+                f.cursor = match v.as_deref().map(str::parse::<SeatId>) {
+                    None => None,
+                    Some(Ok(id)) => Some(id),
+                    Some(Err(())) => return Err("`cursor` must be a session id".into()),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown filter `{other}` (user, product, license_type, state)"
+                    "unknown filter `{other}` (user, product, license_type, state, limit, cursor)"
                 ))
             }
         }
@@ -338,12 +360,26 @@ impl AdminService {
         let specs = spec_map(&self.app.config());
         match self.list().await {
             Ok(list) => {
-                let out: Vec<Value> = list
+                let mut seen: Vec<&SeatRecord> = list
                     .iter()
                     .filter(|s| may_see(who, s) && filter.matches(s))
-                    .map(|s| session_json(&specs, s))
                     .collect();
-                json_response(StatusCode::OK, &Value::Array(out))
+                let mut next = None;
+                if let Some(limit) = filter.limit {
+                    // By id, so a page boundary stays put while sessions come and go.
+                    seen.sort_by_key(|s| s.id);
+                    seen.retain(|s| filter.cursor.is_none_or(|c| s.id > c));
+                    if seen.len() > limit {
+                        seen.truncate(limit);
+                        next = seen.last().map(|s| s.id.to_string());
+                    }
+                }
+                let out: Vec<Value> = seen.iter().map(|s| session_json(&specs, s)).collect();
+                let mut r = json_response(StatusCode::OK, &Value::Array(out));
+                if let Some(v) = next.and_then(|n| http::HeaderValue::from_str(&n).ok()) {
+                    r.headers_mut().insert("x-next-cursor", v);
+                }
+                r
             }
             Err(r) => r,
         }
@@ -902,9 +938,21 @@ mod tests {
         assert!(f.matches(&seat("crm", "bob")) && !f.matches(&seat("hr", "bob")));
         assert_eq!(
             parse_filter(Some("usr=x")).unwrap_err(),
-            "unknown filter `usr` (user, product, license_type, state)"
+            "unknown filter `usr` (user, product, license_type, state, limit, cursor)"
         );
         assert!(parse_filter(Some("state=zombie")).is_err());
+        assert!(parse_filter(Some("state=exempt")).is_ok());
+        let f = parse_filter(Some("limit=2&cursor=00000000000000ff")).unwrap();
+        assert_eq!((f.limit, f.cursor), (Some(2), Some(SeatId(0xff))));
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "cursor=zz",
+            "cursor=12345678901234567",
+        ] {
+            assert!(parse_filter(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

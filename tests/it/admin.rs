@@ -270,6 +270,116 @@ async fn api_needs_auth_and_the_right_role() {
     assert_eq!(g.in_use("crm").await, 1);
 }
 
+/// Issue 13: a domain admin reaches no other domain's sessions through any endpoint, filter
+/// or id, and a batch that names one is refused whole.
+#[tokio::test]
+async fn domain_admins_reach_no_other_domain_through_any_endpoint() {
+    let (_up, g) = start(3, "login").await;
+    app_login(&g, "/login", "bob").await;
+    app_login(&g, "/hr/login", "hal").await;
+    let bob = session_id(&g, "admin", "bob").await;
+    let hal = session_id(&g, "admin", "hal").await;
+    for q in [
+        "/api/sessions",
+        "/api/sessions?product=crm",
+        "/api/sessions?user=bob",
+        "/api/sessions?license_type=default",
+        "/api/sessions?state=standby",
+        "/api/sessions?limit=10",
+    ] {
+        let (s, list) = get(&g, "hrboss", q).await;
+        assert_eq!(s, 200, "{q}");
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["product"] == "hr"),
+            "{q}: {list}"
+        );
+        assert!(!list.to_string().contains(&bob), "{q}: {list}");
+    }
+    let (_, usage) = get(&g, "hrboss", "/api/usage").await;
+    assert!(
+        usage
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["product"] == "hr"),
+        "{usage}"
+    );
+    for q in ["/api/reports", "/api/reports?product=crm"] {
+        let (s, rep) = get(&g, "hrboss", q).await;
+        assert_eq!(s, 200, "{q}");
+        assert!(!rep.to_string().contains("\"crm\""), "{q}: {rep}");
+    }
+    for path in [
+        "/api/sessions/end",
+        "/api/sessions/pause",
+        "/api/sessions/resume",
+    ] {
+        let (s, body) = post(&g, "hrboss", path, json!({"ids": [bob]})).await;
+        assert_eq!(s, 404, "{path}: {body}");
+        assert!(!body.to_string().contains("bob"), "{path}: {body}");
+        // A batch naming one of its own and one of another domain's is refused whole.
+        let (s, body) = post(&g, "hrboss", path, json!({"ids": [hal, bob]})).await;
+        assert!(s == 404 || s == 403, "{path}: {s} {body}");
+        assert!(!body.to_string().contains("bob"), "{path}: {body}");
+    }
+    let (_, all) = get(&g, "admin", "/api/sessions").await;
+    assert_eq!(
+        users(&all),
+        ["bob", "hal"],
+        "something was ended or paused: {all}"
+    );
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["state"] != "ending" && x["state"] != "paused"));
+}
+
+/// Issue 13: list endpoints page their results (`limit`, `cursor`, `x-next-cursor`).
+#[tokio::test]
+async fn sessions_are_paged_by_limit_and_cursor() {
+    let (_up, g) = start(5, "login").await;
+    for u in ["u1", "u2", "u3", "u4", "u5"] {
+        app_login(&g, "/login", u).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..5 {
+        let r = client()
+            .get(g.admin_url(&format!("/api/sessions?limit=2{cursor}")))
+            .basic_auth("admin", Some("secret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let next = r
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = r.json().await.unwrap();
+        let page = page.as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|s| s["user"].as_str().unwrap().to_string()));
+        match next {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["u1", "u2", "u3", "u4", "u5"],
+        "pages lost or repeated a session"
+    );
+    for bad in ["limit=0", "limit=5000", "cursor=nothex"] {
+        let (s, body) = get(&g, "admin", &format!("/api/sessions?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn page_login_cookie_and_csrf() {
     let (_up, g) = start(3, "login").await;
