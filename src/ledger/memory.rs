@@ -1034,27 +1034,30 @@ impl SeatLedger for MemoryLedger {
         }
         self.clear_expired(&new, now).await;
         let mut ops = Vec::new();
-        let (outcome, replaced, write) = {
+        let (outcome, moved, replaced, write) = {
             let mut st = live.slot.lock();
-            if !self.is_current(&live) {
+            // Released, or moved to another cookie meanwhile: `old` holds nothing now.
+            if !self.is_current(&live) || live.session() != Some(*old) {
                 return Ok(None);
             }
             match self.claim_session(new, &live, now) {
                 Some(other) => {
                     let r =
                         self.release_locked(&mut st, &live, ReleaseReason::Replaced, now, &mut ops);
-                    (other, r, self.submit(ops))
+                    (other, false, r, self.submit(ops))
                 }
                 None => {
                     self.move_session(&live, Some(*old), new, now, &mut ops);
                     ops.push(Op::Put(Box::new(live.record())));
-                    (live.id, None, self.submit(ops))
+                    (live.id, true, None, self.submit(ops))
                 }
             }
         };
-        if let Some(r) = replaced {
+        if !moved {
             write.logged().await;
-            self.observer.released(&r.record, r.reason);
+            if let Some(r) = replaced {
+                self.observer.released(&r.record, r.reason);
+            }
             return Ok(Some(outcome));
         }
         if let Err(e) = write.durable().await {

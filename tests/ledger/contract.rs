@@ -63,6 +63,7 @@ on_every_store!(
     overflow_stops_when_spent,
     overflow_time_of_paused_seats,
     stale_view_is_no_answer,
+    clock_offset_steps_redis_time,
     shared_values_and_health,
 );
 
@@ -956,4 +957,24 @@ async fn shared_values_and_health(kind: Kind) {
         assert_eq!(swap, Shared::Local);
     }
     assert!(l.describe().get("kind").is_some());
+}
+
+/// The other test clock of the Redis store: an offset added to `TIME` (the session cache is
+/// bypassed while one is set).
+async fn clock_offset_steps_redis_time(kind: Kind) {
+    let st = Store::new(kind, vec![spec("default", 1)], s(0)).await;
+    let Some(r) = st.redis() else {
+        return;
+    };
+    r.use_caller_clock(false);
+    let now = seatgate::ledger::now_ms();
+    let a = login(st.l(), "default", "ann", "A", now).await;
+    assert_eq!(held(&r.touch(&key("A"), now).await.unwrap()).0, a);
+    r.set_clock_offset_ms(599_000);
+    assert_eq!(held(&r.touch(&key("A"), now).await.unwrap()).0, a);
+    r.set_clock_offset_ms(599_000 + 601_000);
+    assert_eq!(
+        r.touch(&key("A"), now).await.unwrap(),
+        gone(ReleaseReason::Idle)
+    );
 }
