@@ -367,3 +367,90 @@ async fn an_open_websocket_keeps_its_seat_and_frees_it_when_closed() {
         "released, but not for idle"
     );
 }
+
+/// Issue 13: no session cookie, device cookie, admin page cookie, CSRF token or password in
+/// any line the gateway writes: its log (at debug), the audit log and the access log, after
+/// a run that logs in, works, fails logins, rotates, signs off, beats and uses the admin page.
+#[tokio::test]
+async fn no_secret_reaches_any_log_line() {
+    let up = upstream("SID").await;
+    let mut vars = basic_vars(&up, 2);
+    set(&mut vars, "seats_per", "user_device");
+    let yaml = format!("access_log: {{ path: \"{{dir}}/access.jsonl\" }}\n{BASIC}");
+    let g = Gateway::start(&yaml, &vars).await;
+    let mut secrets: Vec<String> = vec![PASSWORD.to_string(), "secret".into(), "wrong-pw-9".into()];
+    for user in ["ann", "bob"] {
+        let r = login(&g, user, PASSWORD, None).await;
+        let sid = set_cookie(&r, "SID").unwrap();
+        let dev = set_cookie(&r, "seatgate_device").unwrap();
+        assert_eq!(g.get_with_sid("/home", &sid).await.status(), 200);
+        let r = g.get_with_sid("/rotate", &sid).await;
+        let rotated = set_cookie(&r, "SID").unwrap();
+        secrets.extend([sid, dev, rotated.clone()]);
+        let _ = client()
+            .post(g.url("/.seatgate/heartbeat"))
+            .header("cookie", format!("SID={rotated}"))
+            .send()
+            .await
+            .unwrap();
+        let _ = g.get_with_sid("/signoff", &rotated).await;
+    }
+    let r = login(&g, "cat", "wrong-pw-9", None).await;
+    assert_eq!(r.status(), 401);
+    let _ = g.get_with_sid("/home", "forged-cookie-value-123").await;
+    secrets.push("forged-cookie-value-123".into());
+    // The admin page: its cookie and CSRF token.
+    let r = client()
+        .post(g.admin_url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=admin&password=secret")
+        .send()
+        .await
+        .unwrap();
+    let page = set_cookie(&r, "seatgate_admin").unwrap();
+    let me: serde_json::Value = client()
+        .get(g.admin_url("/api/me"))
+        .header("cookie", format!("seatgate_admin={page}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(t) = me["csrf_token"].as_str() {
+        secrets.push(t.to_string());
+    }
+    secrets.push(page);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            std::fs::read_to_string(g.dir.path().join("access.jsonl"))
+                .is_ok_and(|s| s.lines().count() >= 10)
+        })
+        .await,
+        "no access log"
+    );
+    let files = [
+        ("gateway log", g.log()),
+        (
+            "audit log",
+            std::fs::read_to_string(g.dir.path().join("audit.jsonl")).unwrap_or_default(),
+        ),
+        (
+            "access log",
+            std::fs::read_to_string(g.dir.path().join("access.jsonl")).unwrap_or_default(),
+        ),
+    ];
+    for (name, text) in &files {
+        assert!(!text.is_empty(), "{name} is empty");
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{name} contains the secret {s:?}:\n{}",
+                text.lines()
+                    .filter(|l| l.contains(s.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
