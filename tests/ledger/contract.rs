@@ -64,6 +64,7 @@ on_every_store!(
     overflow_time_of_paused_seats,
     stale_view_is_no_answer,
     clock_offset_steps_redis_time,
+    concurrent_operations_keep_the_pool_exact,
     shared_values_and_health,
 );
 
@@ -977,4 +978,118 @@ async fn clock_offset_steps_redis_time(kind: Kind) {
         r.touch(&key("A"), now).await.unwrap(),
         gone(ReleaseReason::Idle)
     );
+}
+
+/// Many tasks doing everything at once to a few shared cookies: at no moment is the pool above
+/// capacity, and afterwards every seat counted is listed, every cookie leads to at most one
+/// session, and each listed session answers to its cookie.
+async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
+    use rand::{Rng, SeedableRng};
+    const COOKIES: usize = 6;
+    const CAP: u32 = 3;
+    let st = Store::new(kind, vec![spec("default", CAP)], s(0)).await;
+    let now = s(1);
+    let ids = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let (l, stop) = (st.arc(), stop.clone());
+        tokio::spawn(async move {
+            let mut max = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                max = max.max(usage(l.as_ref(), "default", now).await.in_use);
+                tokio::task::yield_now().await;
+            }
+            max
+        })
+    };
+    let mut tasks = Vec::new();
+    for t in 0..6u64 {
+        let (l, ids) = (st.arc(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+            for _ in 0..150 {
+                let c = format!("K{}", rng.gen_range(0..COOKIES));
+                let k = key(&c);
+                let id = ids
+                    .lock()
+                    .unwrap()
+                    .get(&c)
+                    .copied()
+                    .unwrap_or(SeatId(0x5eed));
+                match rng.gen_range(0..9) {
+                    0 | 1 => {
+                        let cl = claim("default", &format!("u{t}"));
+                        if let Reservation::Granted(lease) = l.reserve(&cl, now).await.unwrap() {
+                            if let Ok(id) = l.commit(&lease, &cl, k, now).await {
+                                ids.lock().unwrap().insert(c, id);
+                            }
+                        }
+                    }
+                    2 => {
+                        let _ = l.touch(&k, now).await.unwrap();
+                    }
+                    3 => {
+                        let _ = l.pause(id, now).await.unwrap();
+                    }
+                    4 => {
+                        let _ = l.resume(id, now).await.unwrap();
+                    }
+                    5 => {
+                        let grace = if rng.gen_bool(0.5) { 0 } else { 10_000 };
+                        let _ = l.end(&[id], grace, "admin", now).await.unwrap();
+                    }
+                    6 => {
+                        let _ = l.release(&k, ReleaseReason::Logout, now).await.unwrap();
+                    }
+                    7 => {
+                        let to = format!("K{}", rng.gen_range(0..COOKIES));
+                        if let Some(id) = l.rekey(&k, key(&to), now).await.unwrap() {
+                            ids.lock().unwrap().insert(to, id);
+                        }
+                    }
+                    _ => {
+                        let cl = claim("default", "svc");
+                        let id = l
+                            .admit_uncounted(&cl, SeatState::Exempt, k, now)
+                            .await
+                            .unwrap();
+                        ids.lock().unwrap().insert(c, id);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let max = checker.await.unwrap();
+    assert!(max <= CAP, "{max} seats in use in a pool of {CAP}");
+
+    let l = st.l();
+    let listed = l.sessions(now).await.unwrap();
+    let holding = listed.iter().filter(|r| r.state.holds_seat()).count() as u32;
+    let u = usage(l, "default", now).await;
+    assert_eq!(
+        u.in_use, holding,
+        "counted seats are the listed ones: {listed:?}"
+    );
+    assert!(u.in_use <= CAP);
+    let mut cookies: Vec<_> = listed.iter().map(|r| r.session).collect();
+    cookies.sort_by_key(|k| k.map(|k| k.0));
+    cookies.dedup();
+    assert_eq!(
+        cookies.len(),
+        listed.len(),
+        "one cookie, one session: {listed:?}"
+    );
+    for i in 0..COOKIES {
+        let k = key(&format!("K{i}"));
+        let t = l.touch(&k, now).await.unwrap();
+        match listed.iter().find(|r| r.session == Some(k)) {
+            Some(r) if r.state == SeatState::Paused => {}
+            Some(r) => assert_eq!(held(&t).0, r.id, "K{i}"),
+            None => assert!(matches!(t, Touch::Gone(_)), "K{i}: {t:?}"),
+        }
+    }
 }
