@@ -487,12 +487,15 @@ impl MemoryLedger {
         self.by_id
             .remove_if(&live.id, |_, v| Arc::ptr_eq(v, live))?;
         let spec = live.slot.spec();
-        if st.seats.remove(&live.id).is_some() && live.overflow() {
-            st.overflow_used_ms += live.overflow_ms(&spec, at);
-            ops.push(Op::Counter(
-                overflow_counter(&live.slot.key),
-                st.overflow_used_ms,
-            ));
+        if st.seats.remove(&live.id).is_some() {
+            if live.overflow() {
+                st.overflow_used_ms += live.overflow_ms(&spec, at);
+                ops.push(Op::Counter(
+                    overflow_counter(&live.slot.key),
+                    st.overflow_used_ms,
+                ));
+            }
+            Self::promote_overflow(st, &live.slot.key, &spec, at, ops);
         }
         let record = live.record();
         ops.push(Op::Delete(live.id));
@@ -511,6 +514,49 @@ impl MemoryLedger {
             ops.push(Op::Counter(ended_counter(live.id), at + ENDED_FOR));
         }
         Some(Released { record, reason })
+    }
+
+    /// A seat that left made room: overflow seats beyond what the pool is still over capacity
+    /// become ordinary seats (oldest first), so overflow time is time spent over capacity, and
+    /// a spent allowance never ends a seat that fits.
+    fn promote_overflow(
+        st: &mut PoolState,
+        key: &PoolKey,
+        spec: &PoolSpec,
+        at: Millis,
+        ops: &mut Vec<Op>,
+    ) {
+        if spec.overflow_ms.is_none() {
+            return;
+        }
+        let holds = |l: &&Arc<Live>| expiry(spec, &l.times(), at).is_none();
+        let mut running: Vec<Arc<Live>> = st
+            .seats
+            .values()
+            .filter(|l| l.overflow())
+            .filter(holds)
+            .cloned()
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let held = st.seats.values().filter(holds).count()
+            + st.pending
+                .values()
+                .filter(|p| p.counts && p.expires > at)
+                .count();
+        let over = held.saturating_sub(spec.capacity(at) as usize);
+        if running.len() <= over {
+            return;
+        }
+        running.sort_by_key(|l| (l.started_at, l.id));
+        let promote = running.len() - over;
+        for l in running.into_iter().take(promote) {
+            st.overflow_used_ms += l.overflow_ms(spec, at);
+            l.overflow.store(false, Ordering::Release);
+            ops.push(Op::Put(Box::new(l.record())));
+        }
+        ops.push(Op::Counter(overflow_counter(key), st.overflow_used_ms));
     }
 
     /// Releases `live` for `reason` as of `at` and tells the observer.
@@ -916,6 +962,11 @@ impl SeatLedger for MemoryLedger {
                 // A lease that lapsed no longer counts (its seat may have gone to another).
                 let fresh = pending.filter(|p| p.expires > now);
                 let mut overflow = fresh.as_ref().is_some_and(|p| p.overflow);
+                if overflow {
+                    // Reserved beyond capacity, but a seat left meanwhile: it fits now.
+                    let (holders, _) = Self::holders(&st, &spec, now);
+                    overflow = holders.users.len() as u32 >= spec.capacity(now);
+                }
                 if !fresh.as_ref().is_some_and(|p| p.counts) {
                     let (holders, exp) = Self::holders(&st, &spec, now);
                     expired = exp;
@@ -1231,7 +1282,6 @@ impl SeatLedger for MemoryLedger {
                 return Ok(PauseOutcome::WrongState);
             }
             st.seats.remove(&id);
-            live.set_state(SeatState::Paused);
             let mut ops = Vec::new();
             if live.overflow() {
                 // Its overflow time ends here; a resume is admitted within capacity.
@@ -1242,6 +1292,8 @@ impl SeatLedger for MemoryLedger {
                     st.overflow_used_ms,
                 ));
             }
+            live.set_state(SeatState::Paused);
+            Self::promote_overflow(&mut st, &live.slot.key, &spec, now, &mut ops);
             let rec = live.record();
             ops.push(Op::Put(Box::new(rec.clone())));
             (rec, self.submit(ops))

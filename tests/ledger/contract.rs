@@ -62,6 +62,7 @@ on_every_store!(
     failed_journal_write_is_not_a_seat,
     overflow_stops_when_spent,
     overflow_time_of_paused_seats,
+    overflow_seat_that_fits_is_promoted,
     stale_view_is_no_answer,
     clock_offset_steps_redis_time,
     concurrent_operations_keep_the_pool_exact,
@@ -1092,4 +1093,47 @@ async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
             None => assert!(matches!(t, Touch::Gone(_)), "K{i}: {t:?}"),
         }
     }
+}
+
+/// Overflow time is time over capacity: when an ordinary seat leaves, an overflow seat that
+/// now fits stops using the allowance (and is never ended for it).
+async fn overflow_seat_that_fits_is_promoted(kind: Kind) {
+    let mut sp = spec("default", 1);
+    sp.overflow_ms = Some(60_000);
+    let mut st = Store::new(kind, vec![sp], s(0)).await;
+    let l = st.l();
+    login(l, "default", "ann", "A", s(0)).await;
+    let _ = l.touch(&key("A"), s(0)).await.unwrap();
+    let cb = claim("default", "bob");
+    let Reservation::Granted(lease) = l.reserve(&cb, s(0)).await.unwrap() else {
+        panic!("no overflow seat")
+    };
+    assert!(lease.overflow);
+    let b = l.commit(&lease, &cb, key("B"), s(0)).await.unwrap();
+    let _ = l.touch(&key("B"), s(1)).await.unwrap();
+    assert!(l
+        .release(&key("A"), ReleaseReason::Logout, s(10))
+        .await
+        .unwrap()
+        .is_some());
+    st.checkpoint(s(11)).await;
+    let l = st.l();
+    assert_eq!(usage(l, "default", s(100)).await.overflow_used_seconds, 10);
+    assert!(!session(l, b, s(100)).await.unwrap().overflow);
+    let cc = claim("default", "cat");
+    let Reservation::Granted(lease) = l.reserve(&cc, s(101)).await.unwrap() else {
+        panic!("no overflow seat")
+    };
+    assert!(lease.overflow);
+    let c = l.commit(&lease, &cc, key("C"), s(101)).await.unwrap();
+    let _ = l.touch(&key("C"), s(102)).await.unwrap();
+    l.sweep(s(151)).await.unwrap();
+    assert_eq!(
+        l.touch(&key("C"), s(152)).await.unwrap(),
+        gone(ReleaseReason::Ended),
+        "the second overflow seat spends the rest"
+    );
+    assert_eq!(st.seen.reasons(c), vec![ReleaseReason::Ended]);
+    assert_eq!(held(&l.touch(&key("B"), s(152)).await.unwrap()).0, b);
+    assert_eq!(usage(l, "default", s(152)).await.overflow_used_seconds, 60);
 }

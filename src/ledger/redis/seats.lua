@@ -151,6 +151,32 @@ local function overflow_used(r, now)
   return math.max(0, math.min(now, deadline(r)) - r.started_at)
 end
 
+-- A seat that left made room: overflow seats beyond what the pool is still over capacity
+-- become ordinary seats (oldest first), so overflow time is time spent over capacity, and a
+-- spent allowance never ends a seat that fits.
+local function promote_overflow(at)
+  if not str(spec.overflow_ms) then return end
+  local running = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. at, '+inf')) do
+    local r = load(id)
+    if r and r.overflow then table.insert(running, r) end
+  end
+  if #running == 0 then return end
+  local held = redis.call('ZCOUNT', Z, '(' .. at, '+inf') + redis.call('ZCOUNT', PEND, '(' .. at, '+inf')
+  local over = math.max(0, held - capacity(at))
+  if #running <= over then return end
+  table.sort(running, function(a, b)
+    if a.started_at ~= b.started_at then return a.started_at < b.started_at end
+    return a.id < b.id
+  end)
+  for i = 1, #running - over do
+    local r = running[i]
+    redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
+    r.overflow = false
+    redis.call('HSET', SEATS, r.id, cjson.encode(r))
+  end
+end
+
 -- Drops a seat as of `at` (its deadline when found expired): no longer counts, its cookie is
 -- tombstoned, observers hear of it.
 local function release(r, reason, at)
@@ -167,6 +193,7 @@ local function release(r, reason, at)
   if held and r.overflow then
     redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
   end
+  if held then promote_overflow(at) end
   if reason == 'ended' then redis.call('ZADD', ENDED, at + ENDED_FOR, r.id) end
   table.insert(released, { seat = r, reason = reason })
 end
@@ -362,6 +389,10 @@ elseif op == 'commit' then
   local overflow = false
   if praw then
     overflow = cjson.decode(praw).overflow
+    -- Reserved beyond capacity, but a seat left meanwhile: it fits now.
+    if overflow and redis.call('ZCOUNT', Z, '(' .. now, '+inf') + redis.call('ZCOUNT', PEND, '(' .. now, '+inf') < capacity(now) then
+      overflow = false
+    end
   else
     -- The lease expired (slow app) or its reusable seat went away: admit afresh.
     local a = admit(holders(now), user, now, overflow_left(now))
@@ -505,6 +536,7 @@ elseif op == 'pause' or op == 'resume' then
     save(r)
     redis.call('ZREM', Z, id)
     redis.call('ZADD', PAUSED, deadline(r), id)
+    promote_overflow(now)
     table.insert(released, { seat = r, reason = 'paused' })
     return answer({ kind = 'done' })
   end
