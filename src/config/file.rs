@@ -26,6 +26,45 @@ pub struct FileConfig {
     /// One JSON line per request, to a file or stdout; off when absent.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (load balancers);
+    /// from anyone else those headers are replaced, never appended to.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Downstream timeouts against slow clients (slowloris).
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsFile>,
+}
+
+/// `timeouts`: how long a client may take to send its request head, to send each piece of
+/// its body, and to start its next request on a kept-alive connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    #[serde(default)]
+    pub header: Option<Dur>,
+    #[serde(default)]
+    pub body: Option<Dur>,
+    #[serde(default)]
+    pub idle: Option<Dur>,
+}
+
+/// An address range (`10.0.0.0/8`, `::1/128`) or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Cidr)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address range (10.0.0.0/8) or an address"
+                ))
+            })
+    }
 }
 
 /// `listen`: one `host:port`, or a list of such strings and

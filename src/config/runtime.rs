@@ -27,6 +27,30 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     pub threads: usize,
     pub access_log: Option<AccessLogTarget>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub timeouts: Timeouts,
+}
+
+/// Downstream timeouts (slowloris): the request head, each read of the body, and the wait for
+/// the next request on a kept-alive connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub body: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    /// nginx's `client_header_timeout` / `client_body_timeout` are 60 s and its keep-alive
+    /// 75 s; a gateway in front of people, not batch uploads, can be tighter.
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(30),
+            body: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -430,6 +454,27 @@ impl Config {
             }),
             threads: f.threads.unwrap_or(0),
             access_log,
+            trusted_proxies: f.trusted_proxies.iter().map(|c| c.0).collect(),
+            timeouts: {
+                let d = Timeouts::default();
+                let t = f.timeouts.as_ref();
+                let pick = |v: Option<Duration>, def: Duration| v.unwrap_or(def);
+                let t = Timeouts {
+                    header: pick(t.and_then(|t| t.header.as_ref()).map(|x| x.0), d.header),
+                    body: pick(t.and_then(|t| t.body.as_ref()).map(|x| x.0), d.body),
+                    idle: pick(t.and_then(|t| t.idle.as_ref()).map(|x| x.0), d.idle),
+                };
+                for (k, v) in [("header", t.header), ("body", t.body), ("idle", t.idle)] {
+                    if v < Duration::from_millis(100) || v > Duration::from_secs(3600) {
+                        return Err(loc.invalid(
+                            &format!("timeouts.{k}"),
+                            None,
+                            "must be between 100ms and 1h",
+                        ));
+                    }
+                }
+                t
+            },
         })
     }
 

@@ -2,6 +2,7 @@
 //!
 //! * `classify`: product, client kind and action of a request; user name of a login.
 //! * `cookies`: session/device cookie extraction, login success detection.
+//! * `forwarded`: the X-Forwarded-* headers the app gets (`trusted_proxies`).
 //! * `hostile`: request heads refused before anything else (smuggling, size bounds).
 //! * `admission`: may a login take a seat (pools, groups' reserve/max, per-user max).
 //! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
@@ -10,6 +11,7 @@
 pub mod admission;
 pub mod classify;
 pub mod cookies;
+pub mod forwarded;
 pub mod hostile;
 pub mod seat;
 pub mod selfserve;

@@ -18,6 +18,7 @@ use crate::ledger::{
 use crate::metrics::ProductSeries;
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies::{self, CookieWord, RequestSession};
+use crate::policy::forwarded;
 use crate::policy::hostile::{self, Limits};
 use crate::policy::seat::{self, Stale};
 use crate::policy::selfserve::Hold;
@@ -697,6 +698,16 @@ impl ProxyHttp for Gateway {
         // RFC 9112 9.3.2: pipelined requests are answered in order. Off, pingora answers the
         // first and drops the connection with the rest unanswered.
         s.set_pipelining_enabled(true);
+        // Slow clients: each read of the body, and the wait for the next request.
+        let t = rt.config.timeouts;
+        s.set_read_timeout(Some(t.body));
+        // Only where the client asked for a persistent connection (pingora has read its
+        // `Connection` and version already); left alone, HTTP/1.1 would wait forever.
+        if s.as_http1()
+            .is_some_and(|h| h.get_keepalive_timeout().is_some())
+        {
+            s.set_keepalive(Some(t.idle.as_secs().max(1)));
+        }
         let req = s.req_header();
         let uri_len = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
         let raw = s.as_http1().map(|h| h.get_headers_raw_bytes());
@@ -801,24 +812,27 @@ impl ProxyHttp for Gateway {
             // must not send a second one.
             up.remove_header(&http::header::EXPECT);
         }
-        if let Some(ip) = s
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let xff = match up
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
-            up.insert_header("x-forwarded-for", xff)?;
+        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let trusted = ctx
+            .rt
+            .as_ref()
+            .map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
+        let header = |n: &str| up.headers.get(n).and_then(|v| v.to_str().ok());
+        let (xff, proto) = forwarded::forwarded(
+            peer,
+            trusted,
+            header("x-forwarded-for"),
+            header("x-forwarded-proto"),
+            tls,
+        );
+        match xff {
+            Some(v) => up.insert_header("x-forwarded-for", v)?,
+            None => {
+                up.remove_header("x-forwarded-for");
+            }
         }
-        if !up.headers.contains_key("x-forwarded-proto") {
-            up.insert_header("x-forwarded-proto", "http")?;
-        }
+        up.insert_header("x-forwarded-proto", proto)?;
         Ok(())
     }
 

@@ -32,7 +32,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The whole login exchange with the app, connect to last body byte.
@@ -195,11 +194,10 @@ impl SelfService {
     /// One request to the app on a fresh connection, its answer read whole (bounded).
     async fn call(
         &self,
-        addr: SocketAddr,
+        mut peer: HttpPeer,
         req: RequestHeader,
         body: Bytes,
     ) -> std::result::Result<(ResponseHeader, Bytes), String> {
-        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(3));
         peer.options.read_timeout = Some(APP_TIMEOUT);
         peer.options.write_timeout = Some(APP_TIMEOUT);
@@ -242,6 +240,8 @@ impl SelfService {
 fn login_request(
     orig: &RequestHeader,
     client: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+    trusted: &[ipnet::IpNet],
+    tls: bool,
     body_len: usize,
 ) -> Result<RequestHeader> {
     let mut req = orig.clone();
@@ -251,20 +251,22 @@ fn login_request(
     }
     req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
     req.insert_header(http::header::CONNECTION, "close")?;
-    if let Some(ip) = client.and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
-        };
-        req.insert_header("x-forwarded-for", xff)?;
+    let peer = client.and_then(|a| a.as_inet()).map(|a| a.ip());
+    let header = |n: &str| orig.headers.get(n).and_then(|v| v.to_str().ok());
+    let (xff, proto) = crate::policy::forwarded::forwarded(
+        peer,
+        trusted,
+        header("x-forwarded-for"),
+        header("x-forwarded-proto"),
+        tls,
+    );
+    match xff {
+        Some(v) => req.insert_header("x-forwarded-for", v)?,
+        None => {
+            req.remove_header("x-forwarded-for");
+        }
     }
-    if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", "http")?;
-    }
+    req.insert_header("x-forwarded-proto", proto)?;
     Ok(req)
 }
 
@@ -380,17 +382,24 @@ impl Gateway {
                 Err(bad) => return self.bad_login(s, ctx, p, bad).await,
             },
         };
-        let Some(addr) = ctx
+        // The product's own peer: plain or TLS with its SNI and CA, as the proxy connects.
+        let Some(peer) = ctx
             .product
-            .and_then(|i| ctx.rt.as_ref().and_then(|rt| rt.upstreams.get(i)).copied())
+            .and_then(|i| ctx.rt.as_ref().and_then(|rt| rt.peer(i)))
         else {
             ctx.outcome = Outcome::Answered;
             ctx.login_result = Some("failed");
             return self.respond(s, &responses::app_unreachable(&p.name)).await;
         };
         let host = s.req_header().headers.get(http::header::HOST).cloned();
-        let req = login_request(s.req_header(), s.client_addr(), body.len())?;
-        let answer = tokio::time::timeout(APP_TIMEOUT, self.selfserve.call(addr, req, body)).await;
+        let trusted = ctx
+            .rt
+            .as_ref()
+            .map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
+        let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = login_request(s.req_header(), s.client_addr(), trusted, tls, body.len())?;
+        let answer =
+            tokio::time::timeout(APP_TIMEOUT, self.selfserve.call(peer.clone(), req, body)).await;
         let (mut header, app_body) = match answer {
             Ok(Ok(a)) => a,
             failed => {
@@ -452,13 +461,13 @@ impl Gateway {
                 relay(s, header, app_body).await
             }
             Ok(Reservation::Full(full)) => {
-                self.logout_at_app(addr, p, host, value);
+                self.logout_at_app(peer.clone(), p, host, value);
                 self.offer(s, ctx, p, client, &claim, &full).await
             }
             Err(e) => {
                 let answered = self.store_failed(s, ctx, p, &e, None).await?;
                 if answered {
-                    self.logout_at_app(addr, p, host, value);
+                    self.logout_at_app(peer.clone(), p, host, value);
                     Ok(true)
                 } else {
                     // `fail_open`: the login goes through without a seat, as it would have.
@@ -542,13 +551,7 @@ impl Gateway {
     }
 
     /// Logs the session the browser never got out at the app, off the request path.
-    fn logout_at_app(
-        &self,
-        addr: SocketAddr,
-        p: &Product,
-        host: Option<HeaderValue>,
-        value: String,
-    ) {
+    fn logout_at_app(&self, peer: HttpPeer, p: &Product, host: Option<HeaderValue>, value: String) {
         let Some(rule) = p.logout.clone() else {
             log::info!(
                 "product {}: no logout path configured; the app session of a self-service offer lives until the app drops it",
@@ -578,7 +581,7 @@ impl Gateway {
                     return;
                 }
             };
-            match tokio::time::timeout(LOGOUT_TIMEOUT, ss.call(addr, req, Bytes::new())).await {
+            match tokio::time::timeout(LOGOUT_TIMEOUT, ss.call(peer, req, Bytes::new())).await {
                 Ok(Ok((h, _))) => log::debug!(
                     "product {product}: logged out the session of a self-service offer ({})",
                     h.status

@@ -454,3 +454,98 @@ async fn no_secret_reaches_any_log_line() {
         }
     }
 }
+
+async fn echo_headers(g: &Gateway, xff: &str, proto: &str) -> serde_json::Value {
+    client()
+        .get(g.url("/echo"))
+        .header("x-forwarded-for", xff)
+        .header("x-forwarded-proto", proto)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Issue 13: forwarding headers a client chose reach the app only through a trusted proxy.
+#[tokio::test]
+async fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+    let up = upstream("SID").await;
+    let vars = basic_vars(&up, 2);
+    let g = Gateway::start(BASIC, &vars).await;
+    let seen = echo_headers(&g, "6.6.6.6", "https").await;
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["headers"]["x-forwarded-proto"],
+        serde_json::json!(["http"]),
+        "{seen}"
+    );
+    let yaml = format!("trusted_proxies: [127.0.0.0/8, \"::1\"]\n{BASIC}");
+    let g = Gateway::start(&yaml, &vars).await;
+    let seen = echo_headers(&g, "6.6.6.6", "https").await;
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"],
+        serde_json::json!(["6.6.6.6, 127.0.0.1"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["headers"]["x-forwarded-proto"],
+        serde_json::json!(["https"]),
+        "{seen}"
+    );
+}
+
+/// Issue 13: a body trickled slower than `timeouts.body`, and a kept-alive connection idle past
+/// `timeouts.idle`, are closed; the trickled login takes no seat.
+#[tokio::test]
+async fn slow_bodies_and_idle_connections_are_closed() {
+    let up = upstream("SID").await;
+    let yaml = format!("timeouts: {{ body: 500ms, idle: 1s }}\n{BASIC}");
+    let g = Gateway::start(&yaml, &basic_vars(&up, 1)).await;
+    let started = std::time::Instant::now();
+    let (answer, closed) = raw(
+        &g,
+        b"POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\nusername=ann",
+    )
+    .await;
+    assert!(closed, "a trickled body kept its connection: {answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !answer.contains(" 200 ") && !answer.contains(" 302 "),
+        "{answer}"
+    );
+    assert_eq!(g.in_use("crm").await, 0);
+    // Kept alive, then idle: closed at `timeouts.idle`.
+    let addr = g
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut c).await;
+    assert!(first.contains(" 200 "), "{first}");
+    let idle = std::time::Instant::now();
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(4), c.read(&mut b))
+        .await
+        .expect("idle connection still open after 4 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "unexpected bytes on an idle connection");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "closed too early: {:?}",
+        idle.elapsed()
+    );
+}
