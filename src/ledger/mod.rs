@@ -479,6 +479,13 @@ pub trait SeatLedger: Send + Sync + 'static {
     ) -> Result<Reservation, LedgerError>;
 
     /// Binds a granted lease to the session cookie the app set. Durable before it returns.
+    ///
+    /// Idempotent per cookie: when `session` already leads to a live session (any pool of the
+    /// product, any state: paused and uncounted included) the lease is dropped and that
+    /// session's id returned, so many requests with one cookie never take two seats. A lease
+    /// that lapsed (`standby_timeout`, or the `hold` ttl) is admitted afresh: `LeaseLost` when
+    /// the pool is full. On the embedded store a failed journal write answers `Journal` and
+    /// the seat is not taken.
     async fn commit(
         &self,
         lease: &Lease,
@@ -490,38 +497,45 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// Drops a lease whose login did not succeed.
     async fn cancel(&self, lease: &Lease);
 
-    /// Registers the session of a user who takes no seat (`state` is `Exempt` or `Named`):
-    /// known, listed, touched (`Touch::Held` with that state), released by logout, app logout,
-    /// idle and lifetime like any other, never counted in `usage`, `available` or capacity.
+    /// Registers the session of a user who takes no seat (`state` is `Exempt` or `Named`;
+    /// any other state is an error): known, listed, touched (`Touch::Held` with that state),
+    /// heartbeats count, released by logout, app logout, idle, presence and lifetime like any
+    /// other, never counted in `usage`, `available` or capacity (admitted with the pool full).
+    /// Durable before it returns. Idempotent per cookie like `commit`: a cookie that already
+    /// leads to a live session gets that session's id, whatever its state. `pause`/`resume`
+    /// answer `WrongState`; `end` with grace sets `ending_at` and keeps the state (an ending
+    /// uncounted session still counts nothing). Its releases reach the observer like a
+    /// seat's, with the record's state `Exempt`/`Named`.
     async fn admit_uncounted(
         &self,
-        _claim: &Claim,
-        _state: SeatState,
-        _session: SessionKey,
-        _now: Millis,
-    ) -> Result<SeatId, LedgerError> {
-        Err(LedgerError::Unavailable(
-            "admit_uncounted not supported".into(),
-        ))
-    }
+        claim: &Claim,
+        state: SeatState,
+        session: SessionKey,
+        now: Millis,
+    ) -> Result<SeatId, LedgerError>;
 
     /// The app set a new value for its session cookie (id rotation, password change): the
-    /// seat (or uncounted session) held by `old` moves to `new` — same id, same user, same
-    /// state — and `old` is refused from then on (`Touch::Gone(Released(Replaced))`).
-    /// `None` when `old` holds nothing. Durable before it returns.
+    /// seat (or uncounted session) held by `old` moves to `new` — same id, user, state,
+    /// start, deadlines — and `old` is refused from then on (`Touch::Gone(Released(Replaced))`).
+    /// `None` when `old` holds nothing (never seen, released, or past its deadline: then it
+    /// is released for what ended it). `old == new`: its id, nothing changes. When `new`
+    /// already leads to a live session of its own, that one stays and the seat of `old` is
+    /// released (`Replaced`, observed): the answer is `new`'s session id. Durable before it
+    /// returns; on Redis one script call within a pool.
     async fn rekey(
         &self,
-        _old: &SessionKey,
-        _new: SessionKey,
-        _now: Millis,
-    ) -> Result<Option<SeatId>, LedgerError> {
-        Err(LedgerError::Unavailable("rekey not supported".into()))
-    }
+        old: &SessionKey,
+        new: SessionKey,
+        now: Millis,
+    ) -> Result<Option<SeatId>, LedgerError>;
 
-    /// One session by id, without changing anything.
-    async fn lookup(&self, _id: SeatId, _now: Millis) -> Result<Lookup, LedgerError> {
-        Err(LedgerError::Unavailable("lookup not supported".into()))
-    }
+    /// One session by id, without changing anything (no release, no activity, no observer).
+    /// `Live` for every listed session, ending and paused ones included (look at its state);
+    /// `Ended` exactly when `end` would answer `AlreadyEnded`: ended (by an admin, or an
+    /// overflow allowance) within the last hour, or past its grace and not yet swept;
+    /// `Unknown` otherwise (never seen, logged out, idle, or past its deadline for another
+    /// reason).
+    async fn lookup(&self, id: SeatId, now: Millis) -> Result<Lookup, LedgerError>;
 
     /// A request carrying `session`: refreshes its activity, or says why it holds no seat.
     async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError>;
@@ -529,6 +543,9 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// A presence ping: never refreshes activity. `false` when the session holds no seat.
     async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError>;
 
+    /// Releases the session `session` leads to for `reason` (tombstoned until the pool's
+    /// `max_lifetime` from now). `None` when it holds nothing: also when it is past its
+    /// deadline, in which case it is released for what ended it (the tombstone then says so).
     async fn release(
         &self,
         session: &SessionKey,
@@ -553,10 +570,15 @@ pub trait SeatLedger: Send + Sync + 'static {
 
     async fn usage(&self, now: Millis) -> Result<Vec<PoolUsage>, LedgerError>;
 
-    /// Free seats as this gateway sees them, without a store round trip (checks).
+    /// Free seats as this gateway sees them, without a store round trip (checks). `None`
+    /// when there is no current view: on Redis, none yet or one older than two refresh
+    /// periods (the store stopped answering); the embedded store always has one.
     fn available(&self, pool: &PoolKey, now: Millis) -> Option<u32>;
 
-    /// Releases whatever expired; returns how many.
+    /// Releases whatever expired (as of its deadline); returns how many. Also ends the
+    /// overflow seats of a pool whose `overflow_ms` allowance is spent (reason `Ended`,
+    /// `ended_by` "overflow", the notice of an admin end), and forgets tombstones and ended
+    /// ids whose time is up.
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError>;
 
     /// Writes batched activity.
@@ -593,7 +615,9 @@ pub trait SeatLedger: Send + Sync + 'static {
     }
 
     /// Whether this gateway last saw `session` holding a seat, without asking the store
-    /// (`on_store_error: last_known`). `None`: the store keeps no such view.
+    /// (`on_store_error: last_known`). `None`: the store keeps no such view. Unlike
+    /// `available`, it keeps answering while the store is down: a session this gateway saw
+    /// holding a seat goes on.
     fn last_known(&self, _session: &SessionKey) -> Option<bool> {
         None
     }
