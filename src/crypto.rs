@@ -28,6 +28,37 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// OWASP's floor for argon2id (19 MiB, 2 passes, 1 lane); `seatgate hash-password` makes
+/// exactly this.
+pub const ARGON2_MIN_MEMORY_KIB: u32 = 19 * 1024;
+pub const ARGON2_MIN_PASSES: u32 = 2;
+
+/// Whether a PHC string is an argon2id hash at least as strong as the floor: anything else
+/// (argon2i/d, bcrypt, a weakened cost) is refused at config load, never accepted at login.
+pub fn check_password_hash(phc: &str) -> Result<(), String> {
+    let h = argon2::PasswordHash::new(phc).map_err(|_| {
+        "not a PHC password hash (make one with `seatgate hash-password`)".to_string()
+    })?;
+    if h.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "`{}` hash: only argon2id is accepted (make one with `seatgate hash-password`)",
+            h.algorithm
+        ));
+    }
+    let p = argon2::Params::try_from(&h).map_err(|e| format!("argon2id parameters: {e}"))?;
+    if p.m_cost() < ARGON2_MIN_MEMORY_KIB || p.t_cost() < ARGON2_MIN_PASSES {
+        return Err(format!(
+            "argon2id parameters too weak (m={} KiB, t={}): at least m={ARGON2_MIN_MEMORY_KIB}, t={ARGON2_MIN_PASSES}",
+            p.m_cost(),
+            p.t_cost()
+        ));
+    }
+    if h.hash.is_none_or(|o| o.len() < 16) || h.salt.is_none() {
+        return Err("argon2id hash without salt or with a short output".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +89,20 @@ mod tests {
         assert!(hmac_verify(b"k", b"m", &mac));
         assert!(!hmac_verify(b"k", b"n", &mac));
         assert!(!hmac_verify(b"k", b"m", &mac[..31]));
+    }
+
+    #[test]
+    fn password_hashes_are_argon2id_and_strong_enough() {
+        let demo = "$argon2id$v=19$m=19456,t=2,p=1$fbgqBNuHaT+62XHbImpBpg$NZb2rJEyaUxwXGh20TbFWW8bYfciISkQzuu4iECG/o8";
+        assert_eq!(check_password_hash(demo), Ok(()));
+        let weak = "$argon2id$v=19$m=1024,t=1,p=1$fbgqBNuHaT+62XHbImpBpg$NZb2rJEyaUxwXGh20TbFWW8bYfciISkQzuu4iECG/o8";
+        assert!(check_password_hash(weak).unwrap_err().contains("too weak"));
+        let argon2i = "$argon2i$v=19$m=19456,t=2,p=1$fbgqBNuHaT+62XHbImpBpg$NZb2rJEyaUxwXGh20TbFWW8bYfciISkQzuu4iECG/o8";
+        assert!(check_password_hash(argon2i)
+            .unwrap_err()
+            .contains("only argon2id"));
+        assert!(check_password_hash("$2b$12$abcdefghijklmnopqrstuv").is_err());
+        assert!(check_password_hash("plaintext").is_err());
     }
 
     #[test]

@@ -356,12 +356,8 @@ impl Config {
             if !seen_users.insert(u.name.clone()) {
                 return Err(loc.invalid(&key, Some(&u.name), "duplicate admin user name"));
             }
-            if argon2::PasswordHash::new(&u.password_hash).is_err() {
-                return Err(loc.invalid(
-                    &format!("{key}.password_hash"),
-                    Some(&u.name),
-                    "not a PHC password hash (make one with `seatgate hash-password`)",
-                ));
+            if let Err(why) = crate::crypto::check_password_hash(&u.password_hash) {
+                return Err(loc.invalid(&format!("{key}.password_hash"), Some(&u.name), &why));
             }
             users.push(AdminUser {
                 name: u.name,
