@@ -702,7 +702,14 @@ impl AdminService {
                 self.app
                     .audit
                     .record("admin_login", json!({"admin": p.name, "peer": peer}));
-                page::see_other("/", Some(page::session_cookie(&cookie, ttl.as_secs())))
+                page::see_other(
+                    "/",
+                    Some(page::session_cookie(
+                        &cookie,
+                        ttl.as_secs(),
+                        cfg.admin.tls.is_some(),
+                    )),
+                )
             }
             None => page::login(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -750,9 +757,12 @@ impl AdminService {
                     ("/login", false) => page::login(StatusCode::OK, None),
                     ("/login", true) => page::see_other("/", None),
                     (_, true) => page::index(),
-                    (_, false) => {
-                        page::see_other("/login", cookie.is_some().then(page::clear_cookie))
-                    }
+                    (_, false) => page::see_other(
+                        "/login",
+                        cookie
+                            .is_some()
+                            .then(|| page::clear_cookie(self.app.config().admin.tls.is_some())),
+                    ),
                 };
             }
             (&Method::POST, "/login") => return self.page_login(s, &cfg).await,
@@ -787,7 +797,10 @@ impl AdminService {
                 if let Via::Cookie { sid } = &via {
                     self.authn.pages.end(sid);
                 }
-                page::see_other("/login", Some(page::clear_cookie()))
+                page::see_other(
+                    "/login",
+                    Some(page::clear_cookie(self.app.config().admin.tls.is_some())),
+                )
             }
             (&Method::GET, "/api/me") => self.me(&who, &via),
             (&Method::GET, "/api/sessions") => self.sessions(&who, query.as_deref()).await,

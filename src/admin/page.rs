@@ -77,18 +77,21 @@ pub fn see_other(location: &str, cookie: Option<String>) -> Response<Vec<u8>> {
     b.body(Vec::new()).unwrap_or_default()
 }
 
-/// The page session cookie: not readable by scripts, never sent cross-site.
-pub fn session_cookie(value: &str, max_age_secs: u64) -> String {
+/// The page session cookie: not readable by scripts, never sent cross-site, and over TLS
+/// (`admin.tls`) never sent in clear.
+pub fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> String {
     format!(
-        "{}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict",
-        super::auth::PAGE_COOKIE
+        "{}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        super::auth::PAGE_COOKIE,
+        if secure { "; Secure" } else { "" }
     )
 }
 
-pub fn clear_cookie() -> String {
+pub fn clear_cookie(secure: bool) -> String {
     format!(
-        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-        super::auth::PAGE_COOKIE
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        super::auth::PAGE_COOKIE,
+        if secure { "; Secure" } else { "" }
     )
 }
 

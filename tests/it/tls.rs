@@ -762,7 +762,8 @@ async fn admin_listener_over_tls() {
     let (crt, key) = pki.issue("adm", "localhost");
     let admin = free_port();
     let yaml = format!(
-        "listen: 127.0.0.1:{}\nadmin:\n  listen: 127.0.0.1:{admin}\n  tls: {{ cert: {}, key: {} }}\n\
+        "listen: 127.0.0.1:{}\nadmin:\n  listen: 127.0.0.1:{admin}\n  tls: {{ cert: {}, key: {} }}\n  \
+         users: [{{ name: admin, password_hash: \"{ADMIN_HASH}\", role: super }}]\n\
          store: {{ kind: embedded, path: {}/s.redb }}\nproducts:\n  - name: crm\n    upstream: \
          127.0.0.1:9\n    session: {{ cookie: SID, idle_timeout: 20m, max_lifetime: 12h }}\n    \
          login: {{ path: /login }}\n    seats: 1\n",
@@ -801,5 +802,23 @@ async fn admin_listener_over_tls() {
     let m = curl(&ca, admin, "/metrics", &["--http2"]).await;
     assert_eq!((m.status, m.version.as_str()), (200, "2"));
     assert!(m.body.contains("seatgate_seats_capacity"));
+    // Over TLS the page's session cookie is never to be sent in clear.
+    let login = curl(
+        &ca,
+        admin,
+        "/login",
+        &["--data", "username=admin&password=secret"],
+    )
+    .await;
+    assert_eq!(login.status, 303, "{}", login.headers);
+    let set = login
+        .headers
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: seatgate_admin=")
+        })
+        .unwrap_or_else(|| panic!("no page cookie: {}", login.headers));
+    assert!(set.contains("; Secure"), "{set}");
     let _ = child.kill().await;
 }
