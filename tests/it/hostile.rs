@@ -549,3 +549,29 @@ async fn slow_bodies_and_idle_connections_are_closed() {
         idle.elapsed()
     );
 }
+
+/// Issue 13: a device cookie copied from another user, or made up, buys no seat: the seat a
+/// re-login may reuse is the same user's on the same device, nothing else.
+#[tokio::test]
+async fn forged_device_cookies_buy_no_seat() {
+    let up = upstream("SID").await;
+    let mut vars = basic_vars(&up, 1);
+    set(&mut vars, "seats_per", "user_device");
+    let g = Gateway::start(BASIC, &vars).await;
+    let r = login(&g, "ann", PASSWORD, None).await;
+    let dev = set_cookie(&r, "seatgate_device").unwrap();
+    for forged in [dev.clone(), "0".repeat(32), "not-a-device".into()] {
+        let r = login(
+            &g,
+            "bob",
+            PASSWORD,
+            Some(&format!("seatgate_device={forged}")),
+        )
+        .await;
+        assert_eq!(r.status(), 503, "bob got in with device cookie {forged:?}");
+    }
+    let list = g.sessions().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["user"], "ann");
+    assert_eq!(g.in_use("crm").await, 1);
+}
