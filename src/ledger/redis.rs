@@ -130,7 +130,15 @@ struct Cached {
     pool: PoolKey,
     seat: Rec,
     epoch: String,
-    checked: Instant,
+    checked: Stamp,
+}
+
+/// When something happened, for the gateway's own timers (cache freshness, activity age):
+/// wall-clock time, or the test clock's `now` while a test drives time.
+#[derive(Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    ms: Millis,
 }
 
 #[derive(Clone, Copy)]
@@ -166,7 +174,7 @@ struct Inner {
     pools: super::Pools<Pool>,
     cache: DashMap<SessionKey, Cached>,
     /// Activity seen from cache hits, written by `flush`: seat → (pool, when).
-    activity: DashMap<SeatId, (PoolKey, Instant)>,
+    activity: DashMap<SeatId, (PoolKey, Stamp)>,
     views: DashMap<PoolKey, View>,
     refresher: AtomicBool,
     observer: Arc<dyn LedgerObserver>,
@@ -255,6 +263,9 @@ struct Answer {
     /// several pools remember one cookie).
     #[serde(default, deserialize_with = "de_u64")]
     gone_until: u64,
+    /// The cookie a login's reused seat moved away from (its cached entry is stale).
+    #[serde(default)]
+    replaced: Option<String>,
 }
 
 /// The pool spec as the script reads it.
@@ -478,8 +489,8 @@ impl RedisLedger {
     }
 
     /// Test hook: scripts use the `now` each trait call is given instead of Redis `TIME`, so a
-    /// test drives this store's time exactly as the memory store's. The session cache is not
-    /// used then (its freshness is wall-clock time).
+    /// test drives this store's time exactly as the memory store's. The session cache and
+    /// the age of batched activity then follow that clock too.
     #[doc(hidden)]
     pub fn use_caller_clock(&self, on: bool) {
         self.inner.caller_clock.store(on, Ordering::Release);
@@ -530,9 +541,33 @@ impl Inner {
         }
     }
 
-    /// Whether a test drives the clock (the wall-clock session cache is then bypassed).
-    fn test_clock(&self) -> bool {
-        self.caller_clock.load(Ordering::Relaxed) || self.clock_offset.load(Ordering::Relaxed) != 0
+    /// Whether Redis time is offset from this gateway's (the session cache, whose freshness is
+    /// this gateway's time, is then bypassed).
+    fn offset_clock(&self) -> bool {
+        self.clock_offset.load(Ordering::Relaxed) != 0
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            at: Instant::now(),
+            ms: self.caller_now.load(Ordering::Relaxed),
+        }
+    }
+
+    fn since(&self, s: Stamp) -> Duration {
+        if self.caller_clock.load(Ordering::Relaxed) {
+            Duration::from_millis(self.caller_now.load(Ordering::Relaxed).saturating_sub(s.ms))
+        } else {
+            s.at.elapsed()
+        }
+    }
+
+    fn wall_ms(&self) -> Millis {
+        if self.caller_clock.load(Ordering::Relaxed) {
+            self.caller_now.load(Ordering::Relaxed)
+        } else {
+            super::now_ms()
+        }
     }
 
     /// The spec argument of a script call, with the test clock when one is set.
@@ -800,7 +835,7 @@ impl Inner {
                 pool: pool.clone(),
                 seat,
                 epoch,
-                checked: Instant::now(),
+                checked: self.stamp(),
             },
         );
     }
@@ -994,6 +1029,9 @@ impl SeatLedger for RedisLedger {
         ];
         let a = self.inner.call(&pool, "commit", &args).await?;
         self.inner.cache.remove(&session);
+        if let Some(old) = a.replaced.as_deref().and_then(SessionKey::from_hex) {
+            self.inner.cache.remove(&old);
+        }
         match (
             a.kind.as_str(),
             a.id.as_deref().and_then(|s| s.parse().ok()),
@@ -1024,19 +1062,19 @@ impl SeatLedger for RedisLedger {
         self.inner.at(now);
         let hit = self.inner.cache.get(session).and_then(|c| {
             let state = parse_state(&c.seat.state);
-            let fresh = c.checked.elapsed() < CACHE_TTL
-                && !self.inner.test_clock()
+            let fresh = self.inner.since(c.checked) < CACHE_TTL
+                && !self.inner.offset_clock()
                 && matches!(
                     state,
                     SeatState::Active | SeatState::Ending | SeatState::Exempt | SeatState::Named
                 )
-                && (c.seat.ending_at == 0 || super::now_ms() < c.seat.ending_at);
+                && (c.seat.ending_at == 0 || self.inner.wall_ms() < c.seat.ending_at);
             fresh.then(|| (c.pool.clone(), c.seat.clone()))
         });
         if let Some((pool, seat)) = hit {
             if let Some(t) = Inner::held(&pool, &seat) {
                 if let Touch::Held { id, .. } = &t {
-                    self.inner.activity.insert(*id, (pool, Instant::now()));
+                    self.inner.activity.insert(*id, (pool, self.inner.stamp()));
                 }
                 return Ok(t);
             }
@@ -1320,12 +1358,12 @@ impl SeatLedger for RedisLedger {
         }
         self.inner
             .cache
-            .retain(|_, c| c.checked.elapsed() < CACHE_KEEP);
+            .retain(|_, c| self.inner.since(c.checked) < CACHE_KEEP);
         Ok(n)
     }
 
     async fn flush(&self) -> Result<(), LedgerError> {
-        let mut by_pool: HashMap<PoolKey, Vec<(SeatId, Instant)>> = HashMap::new();
+        let mut by_pool: HashMap<PoolKey, Vec<(SeatId, Stamp)>> = HashMap::new();
         let ids: Vec<SeatId> = self.inner.activity.iter().map(|e| *e.key()).collect();
         for id in ids {
             if let Some((_, (pool, at))) = self.inner.activity.remove(&id) {
@@ -1340,7 +1378,7 @@ impl SeatLedger for RedisLedger {
             let mut args = Vec::with_capacity(seats.len() * 2);
             for (id, at) in &seats {
                 args.push(id.to_string());
-                args.push((at.elapsed().as_millis() as u64).to_string());
+                args.push((self.inner.since(*at).as_millis() as u64).to_string());
             }
             if let Err(e) = self.inner.call(&pool, "activity", &args).await {
                 // Keep them for the next flush (newer activity wins).

@@ -383,7 +383,7 @@ elseif op == 'commit' then
       redis.call('HSET', SESS, session, reuse)
       redis.call('HDEL', GONE, session)
       redis.call('ZREM', GONEZ, session)
-      return answer({ kind = 'seat', id = reuse, epoch = epoch() })
+      return answer({ kind = 'seat', id = reuse, replaced = old or '', epoch = epoch() })
     end
   end
   local overflow = false
