@@ -101,8 +101,32 @@ enum SessionsCmd {
     },
 }
 
+/// env_logger, plus a count of the lines that are pingora's only report of an event
+/// (`metrics::count_log_line`).
+struct CountingLogger(env_logger::Logger);
+
+impl log::Log for CountingLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if r.level() == log::Level::Error {
+            seatgate::metrics::count_log_line(r.target(), r.args());
+        }
+        self.0.log(r);
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    log::set_max_level(inner.filter());
+    let _ = log::set_boxed_logger(Box::new(CountingLogger(inner)));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -30,6 +30,31 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
 }
 
+/// Client TLS handshakes that failed or timed out. pingora reports them only as log lines, so
+/// the process's logger counts them (`count_log_line`); one process-wide counter, registered
+/// in every registry.
+pub static TLS_HANDSHAKE_FAILURES: std::sync::LazyLock<IntCounter> =
+    std::sync::LazyLock::new(|| {
+        IntCounter::new(
+            "seatgate_tls_handshake_failures_total",
+            "Client TLS handshakes that failed or timed out.",
+        )
+        .expect("static metric definition")
+    });
+
+/// Counts the log lines that are pingora's only report of an event worth a metric.
+pub fn count_log_line(target: &str, message: &std::fmt::Arguments<'_>) {
+    if target.starts_with("pingora_core::services::listening") {
+        if let Some(s) = message.as_str() {
+            if s.starts_with("Downstream handshake") {
+                TLS_HANDSHAKE_FAILURES.inc();
+            }
+        } else if message.to_string().starts_with("Downstream handshake") {
+            TLS_HANDSHAKE_FAILURES.inc();
+        }
+    }
+}
+
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     r.register(Box::new(c.clone()))
@@ -156,7 +181,12 @@ impl Metrics {
                 c
             },
             request_duration,
-            registry: r,
+            registry: {
+                // Already registered in an earlier registry of this process is fine: each
+                // registry gathers the same shared value.
+                let _ = r.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()));
+                r
+            },
         }
     }
 

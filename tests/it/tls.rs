@@ -391,6 +391,10 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
         "{}",
         g.log()
     );
+    assert!(
+        g.metric("seatgate_tls_handshake_failures_total").await >= 1.0,
+        "failed handshake not counted"
+    );
     assert_eq!(curl(&ca, port, "/home", &jar).await.status, 200);
 
     // The plain listener sends browsers to the TLS one, method and path kept.
