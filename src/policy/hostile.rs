@@ -168,7 +168,8 @@ mod tests {
     fn framing_table() {
         let l = Limits::default();
         let v11 = Version::HTTP_11;
-        let cases: &[(&[(&str, &str)], Version, Result<(), BadRequest>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Version, Result<(), BadRequest>);
+        let cases: &[Case] = &[
             (&[("host", "a")], v11, Ok(())),
             (&[("content-length", "4")], v11, Ok(())),
             (
