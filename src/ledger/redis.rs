@@ -131,6 +131,9 @@ struct Cached {
     seat: Rec,
     epoch: String,
     checked: Stamp,
+    /// The seat's deadline as verified (later touches only move it later): a cache hit never
+    /// answers for a seat past it.
+    deadline: Millis,
 }
 
 /// When something happened, for the gateway's own timers (cache freshness, activity age):
@@ -159,6 +162,9 @@ struct Health {
     up: bool,
     last_error: Option<String>,
     changed_at: Millis,
+    /// The last script call failed and none has succeeded since. A PING does not clear it:
+    /// a primary that refuses writes (`NOREPLICAS`, `READONLY`, `OOM`) still answers PING.
+    write_error: Option<String>,
 }
 
 struct Inner {
@@ -647,6 +653,25 @@ impl Inner {
         }
     }
 
+    fn set_write_error(&self, err: Option<String>) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if h.write_error.is_some() != err.is_some() {
+            match &err {
+                Some(e) => log::warn!("redis store refuses writes: {e}"),
+                None => log::info!("redis store takes writes again"),
+            }
+        }
+        h.write_error = err;
+    }
+
+    fn write_error(&self) -> Option<String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_error
+            .clone()
+    }
+
     async fn connect(&self) -> redis::RedisResult<Conn> {
         match &self.clients {
             Clients::Single(c) => {
@@ -745,6 +770,7 @@ impl Inner {
         match res {
             Ok(s) => {
                 self.set_health(true, None);
+                self.set_write_error(None);
                 Ok(s)
             }
             Err(e) => {
@@ -752,6 +778,7 @@ impl Inner {
                     *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
                 self.set_health(false, Some(e.clone()));
+                self.set_write_error(Some(e.clone()));
                 Err(LedgerError::Unavailable(format!("redis: {e}")))
             }
         }
@@ -829,6 +856,9 @@ impl Inner {
             return;
         }
         let epoch = epoch.unwrap_or_default();
+        let deadline = self
+            .pool(pool)
+            .map_or(0, |p| deadline(&p.spec, &seat.times()));
         self.cache.insert(
             session,
             Cached {
@@ -836,6 +866,7 @@ impl Inner {
                 seat,
                 epoch,
                 checked: self.stamp(),
+                deadline,
             },
         );
     }
@@ -1068,7 +1099,7 @@ impl SeatLedger for RedisLedger {
                     state,
                     SeatState::Active | SeatState::Ending | SeatState::Exempt | SeatState::Named
                 )
-                && (c.seat.ending_at == 0 || self.inner.wall_ms() < c.seat.ending_at);
+                && self.inner.wall_ms() < c.deadline;
             fresh.then(|| (c.pool.clone(), c.seat.clone()))
         });
         if let Some((pool, seat)) = hit {
@@ -1411,7 +1442,14 @@ impl SeatLedger for RedisLedger {
         };
         let up = ok.is_none();
         self.inner.set_health(up, ok);
-        up
+        up && self.inner.write_error().is_none()
+    }
+
+    fn view_age(&self, pool: &PoolKey, _now: Millis) -> Option<Millis> {
+        self.inner
+            .views
+            .get(pool)
+            .map(|v| v.at.elapsed().as_millis() as Millis)
     }
 
     async fn shared_once(
@@ -1454,6 +1492,7 @@ impl SeatLedger for RedisLedger {
             "up": h.up,
             "since": h.changed_at,
             "last_error": h.last_error,
+            "write_error": h.write_error,
             "cached_sessions": self.inner.cache.len(),
         })
     }
