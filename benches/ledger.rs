@@ -62,6 +62,40 @@ fn benches(c: &mut Criterion) {
         );
     }
 
+    // With the journal: every state change waits for its (group-committed) write, the first
+    // request of a session included (standby -> active is durable).
+    let dir = tempfile::tempdir().unwrap();
+    let journaled = rt.block_on(async {
+        MemoryLedger::open(
+            &dir.path().join("bench.redb"),
+            &[spec(10)],
+            Arc::new(NoObserver),
+            now,
+        )
+        .await
+        .unwrap()
+    });
+    let mut i = 2_000_000u64;
+    g.bench_function("journaled_login_first_request_logout", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(async {
+                let c = claim(i);
+                let Reservation::Granted(lease) = journaled.reserve(&c, now).await.unwrap() else {
+                    panic!("full")
+                };
+                let key = SessionKey::new("bench", &i.to_string());
+                journaled.commit(&lease, &c, key, now).await.unwrap();
+                let _ = journaled.touch(&key, now).await.unwrap();
+                journaled
+                    .release(&key, seatgate::ledger::ReleaseReason::Logout, now)
+                    .await
+                    .unwrap();
+            })
+        });
+    });
+    drop(journaled);
+
     let l = ledger(1000);
     let keys: Vec<SessionKey> = rt.block_on(async {
         let mut keys = Vec::new();
