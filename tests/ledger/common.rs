@@ -195,6 +195,19 @@ impl Store {
         self.restart(now).await;
     }
 
+    /// Another gateway replica on the same Redis data (Redis only).
+    pub fn replica(&self) -> Option<RedisLedger> {
+        let prefix = self.prefix.as_ref()?;
+        let cfg = RedisConfig {
+            target: RedisTarget::Single(redis_url()),
+            prefix: prefix.0.clone(),
+        };
+        let l = RedisLedger::new(&cfg, self.seen.clone()).unwrap();
+        l.use_caller_clock(true);
+        l.configure(&self.specs);
+        Some(l)
+    }
+
     /// Brings the view behind `available()` up to date (Redis refreshes it in the background).
     pub async fn refresh(&self) {
         if let Some(r) = &self.redis {

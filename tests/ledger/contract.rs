@@ -66,6 +66,7 @@ on_every_store!(
     stale_view_is_no_answer,
     clock_offset_steps_redis_time,
     concurrent_operations_keep_the_pool_exact,
+    replicas_agree_within_the_cache_bound,
     shared_values_and_health,
 );
 
@@ -1136,4 +1137,45 @@ async fn overflow_seat_that_fits_is_promoted(kind: Kind) {
     assert_eq!(st.seen.reasons(c), vec![ReleaseReason::Ended]);
     assert_eq!(held(&l.touch(&key("B"), s(152)).await.unwrap()).0, b);
     assert_eq!(usage(l, "default", s(152)).await.overflow_used_seconds, 60);
+}
+
+/// Two gateway replicas on one Redis: what one does, the other sees at once when it asks the
+/// store, and at the latest `CACHE_TTL` later when it answered from its session cache.
+async fn replicas_agree_within_the_cache_bound(kind: Kind) {
+    let st = Store::new(kind, vec![spec("default", 2)], s(0)).await;
+    let Some(b) = st.replica() else {
+        return;
+    };
+    let a = st.l();
+    let ttl = seatgate::ledger::redis::CACHE_TTL.as_millis() as u64;
+    let id = login(a, "default", "ann", "A", s(0)).await;
+    let _ = a.touch(&key("A"), s(0)).await.unwrap();
+    assert_eq!(held(&b.touch(&key("A"), s(1)).await.unwrap()).0, id);
+    // Ended on A: B's cached answer may hold for CACHE_TTL, never longer.
+    assert_eq!(
+        a.end(&[id], 0, "admin", s(1)).await.unwrap(),
+        vec![(id, EndOutcome::Ending { at: s(1) })]
+    );
+    assert_eq!(
+        a.touch(&key("A"), s(1)).await.unwrap(),
+        gone(ReleaseReason::Ended)
+    );
+    assert_eq!(
+        b.touch(&key("A"), s(1) + ttl).await.unwrap(),
+        gone(ReleaseReason::Ended)
+    );
+    // A login on one replica is known to the other (one pool, one count).
+    let c = login(&b, "default", "cat", "C", s(2)).await;
+    assert_eq!(held(&a.touch(&key("C"), s(2)).await.unwrap()).0, c);
+    assert_eq!(usage(a, "default", s(2)).await.in_use, 1);
+    assert_eq!(
+        login(a, "default", "cat", "C", s(2)).await,
+        c,
+        "no second seat"
+    );
+    // Activity seen from B's cache reaches the store with B's flush.
+    let _ = b.touch(&key("C"), s(3)).await.unwrap();
+    let _ = b.touch(&key("C"), s(3) + 500).await.unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(session(a, c, s(4)).await.unwrap().last_activity, s(3) + 500);
 }
