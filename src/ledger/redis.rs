@@ -3,12 +3,18 @@
 //! Every change to a pool is one call of `redis/seats.lua` (EVALSHA, reloaded by the client on
 //! NOSCRIPT), which first drops expired seats and then decides, so admission is one atomic step
 //! however many replicas race. Time is Redis `TIME`, never a gateway clock; the `now` the trait
-//! passes in is ignored here. Each pool's keys share the hash tag `{prefix:product:pool}`, so a
-//! pool lives in one slot of a Redis Cluster.
+//! passes in is ignored here (tests may pin it: `use_caller_clock`). Each pool's keys share the
+//! hash tag `{prefix:product:pool}`, so a pool lives in one slot of a Redis Cluster.
+//!
+//! One cookie, one session across the pools of a product: a script sees one pool only, so a
+//! commit (or exempt admission, or rekey) first asks the product's other pools whether the
+//! cookie leads to a live session there, and afterwards tells them to forget its old releases.
+//! That is a read before the write, not one atomic step: two pools committing one cookie in
+//! the same instant could both take it (within a pool it is atomic).
 //!
 //! What stays local (and is therefore approximate, by at most the stated lag):
-//! * the session → seat cache: a request whose seat was verified less than [`CACHE_TTL`] ago is
-//!   admitted without a round trip; its activity is queued and written by `flush` (every
+//! * the session → seat cache: a request whose seat was verified less than [`CACHE_TTL`] ago
+//!   (and is not past the deadline it was verified with) is admitted without a round trip; its activity is queued and written by `flush` (every
 //!   `store.flush_interval`). A session ended or logged out on another replica is seen here
 //!   within [`CACHE_TTL`]. A late flush never revives a seat: the script only refreshes seats
 //!   that still hold.
