@@ -28,6 +28,8 @@ pub struct Metrics {
     pub heartbeats: IntCounterVec,
     pub self_service: IntCounterVec,
     pub bad_requests: IntCounterVec,
+    pub store_up: IntGaugeVec,
+    pub pool_view_age: prometheus::GaugeVec,
 }
 
 /// Client TLS handshakes that failed or timed out. pingora reports them only as log lines, so
@@ -165,6 +167,25 @@ impl Metrics {
                 "Self-service offers and their use (offered, ended, already_gone, malformed, forged, expired, spent, wrong_product).",
                 &["product", "result"],
             ),
+            store_up: gauge(
+                &r,
+                "seatgate_store_up",
+                "1 while the seat store answers and takes writes, else 0 (the seat gauges then show the last view).",
+                &["product"],
+            ),
+            pool_view_age: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "seatgate_pool_view_age_seconds",
+                        "Age of this gateway's view of a pool's counts (0 for the embedded store).",
+                    ),
+                    &["product", "pool"],
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
             bad_requests: {
                 let c = counter(
                     &r,
@@ -237,6 +258,22 @@ impl Metrics {
             log::error!("metrics encoding failed: {e}");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The store's health at scrape time: up per product, and each pool view's age.
+    pub fn set_store(&self, up: bool, ages: &[(&str, &str, Option<u64>)]) {
+        let mut products: Vec<&str> = ages.iter().map(|a| a.0).collect();
+        products.dedup();
+        for p in products {
+            self.store_up.with_label_values(&[p]).set(i64::from(up));
+        }
+        for (product, pool, age) in ages {
+            if let Some(ms) = age {
+                self.pool_view_age
+                    .with_label_values(&[product, pool])
+                    .set(*ms as f64 / 1000.0);
+            }
+        }
     }
 
     /// Resolves a product's per-request series; `clients` are its client kinds in config

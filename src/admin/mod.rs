@@ -740,7 +740,25 @@ impl AdminService {
                 );
             }
             (&Method::GET, "/metrics") => {
-                let usage = self.app.ledger.usage(now_ms()).await.unwrap_or_default();
+                let now = now_ms();
+                let up = self.app.ledger.healthy().await;
+                let keys: Vec<&PoolKey> = cfg
+                    .products
+                    .iter()
+                    .flat_map(|p| p.pool_keys.iter())
+                    .collect();
+                let ages: Vec<(&str, &str, Option<u64>)> = keys
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.product.as_str(),
+                            k.pool.as_str(),
+                            self.app.ledger.view_age(k, now),
+                        )
+                    })
+                    .collect();
+                self.app.metrics.set_store(up, &ages);
+                let usage = self.app.ledger.usage(now).await.unwrap_or_default();
                 let body = self.app.metrics.render(&usage).into_bytes();
                 return text(StatusCode::OK, "text/plain; version=0.0.4", body);
             }

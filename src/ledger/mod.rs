@@ -584,7 +584,15 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// Writes batched activity.
     async fn flush(&self) -> Result<(), LedgerError>;
 
+    /// Whether the store answers and takes writes: `false` while the last write failed and
+    /// none has succeeded since (the reason is in `describe()`).
     async fn healthy(&self) -> bool;
+
+    /// How old this gateway's view of `pool` is (the counts checks answer from); `Some(0)`
+    /// for a store that is its own view, `None` when there is no view yet.
+    fn view_age(&self, _pool: &PoolKey, _now: Millis) -> Option<Millis> {
+        Some(0)
+    }
 
     /// Sets the shared value `name` to `value` unless it is set (expiring after `ttl_ms` when
     /// given) and answers the value it now holds, the same for every gateway on this store: a

@@ -7,6 +7,7 @@ mod cli;
 mod core;
 mod fuzz;
 mod harness;
+mod health;
 mod hostile;
 mod ops;
 mod presence;
