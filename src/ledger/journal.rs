@@ -42,6 +42,8 @@ pub struct Journal {
     tx: Option<mpsc::Sender<Batch>>,
     writer: Option<std::thread::JoinHandle<()>>,
     failing: Arc<AtomicBool>,
+    /// The last write failed (and none has succeeded since): why.
+    error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A write queued in order with every other; awaiting it says whether it is durable.
@@ -72,16 +74,18 @@ impl Journal {
         let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Batch>();
         let failing = Arc::new(AtomicBool::new(false));
-        let fail = failing.clone();
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let (fail, err) = (failing.clone(), error.clone());
         let writer = std::thread::Builder::new()
             .name("seatgate-journal".into())
-            .spawn(move || writer(db, rx, fail))
+            .spawn(move || writer(db, rx, fail, err))
             .map_err(|e| e.to_string())?;
         Ok((
             Journal {
                 tx: Some(tx),
                 writer: Some(writer),
                 failing,
+                error,
             },
             loaded,
         ))
@@ -112,6 +116,11 @@ impl Journal {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Batch { ops, done: None });
         }
+    }
+
+    /// Why the last write failed, while no write has succeeded since (`/healthz`).
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Test hook: every write fails while set, as a full or failing disk would.
@@ -171,7 +180,12 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     Ok(out)
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Batch>, failing: Arc<AtomicBool>) {
+fn writer(
+    db: Database,
+    rx: mpsc::Receiver<Batch>,
+    failing: Arc<AtomicBool>,
+    error: Arc<std::sync::Mutex<Option<String>>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
@@ -188,6 +202,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Batch>, failing: Arc<AtomicBool>) {
         if let Err(e) = &result {
             log::error!("journal commit failed: {e}");
         }
+        *error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
         for b in batches {
             if let Some(done) = b.done {
                 let _ = done.send(result.clone());

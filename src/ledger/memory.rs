@@ -1462,8 +1462,22 @@ impl SeatLedger for MemoryLedger {
         Ok(())
     }
 
+    /// `false` while the last journal write failed and none has succeeded since: a probe
+    /// write first, so a disk that fails is seen even when nothing else is written.
     async fn healthy(&self) -> bool {
-        true
+        match &self.journal {
+            Some(j) => j.commit(Vec::new()).await.is_ok() && j.error().is_none(),
+            None => true,
+        }
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let error = self.journal.as_ref().and_then(|j| j.error());
+        serde_json::json!({
+            "kind": "embedded",
+            "up": error.is_none(),
+            "write_error": error,
+        })
     }
 }
 

@@ -839,7 +839,13 @@ async fn failed_journal_write_is_not_a_seat(kind: Kind) {
         st.l().touch(&key("A"), s(0)).await.unwrap(),
         Touch::Gone(Gone::Unknown)
     );
+    assert!(
+        !st.l().healthy().await,
+        "a store that cannot write is not healthy"
+    );
+    assert!(st.l().describe()["write_error"].is_string());
     st.mem().unwrap().fail_journal_writes(false);
+    assert!(st.l().healthy().await);
     let a = login(st.l(), "default", "ann", "A", s(1)).await;
     st.restart(s(2)).await;
     assert_eq!(held(&st.l().touch(&key("A"), s(2)).await.unwrap()).0, a);
