@@ -196,6 +196,7 @@ impl AccessLog {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::limit_reached("access_log_queue");
                 if n.is_multiple_of(1000) {
                     log::warn!("access log writer behind: {} lines dropped so far", n + 1);
                 }

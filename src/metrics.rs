@@ -44,6 +44,36 @@ pub static TLS_HANDSHAKE_FAILURES: std::sync::LazyLock<IntCounter> =
         .expect("static metric definition")
     });
 
+/// Bounds on state that client input could otherwise grow (admin throttle and credential
+/// cache, page sessions, self-service tokens and holds, the access log's queue): counted each
+/// time one is reached, so a flood shows on a dashboard instead of in memory.
+pub static LIMITS_REACHED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "seatgate_limits_reached_total",
+            "Times a bound on client-driven state was reached, by limit.",
+        ),
+        &["limit"],
+    )
+    .expect("static metric definition");
+    for l in [
+        "admin_failures",
+        "admin_credentials",
+        "admin_page_sessions",
+        "self_service_tokens",
+        "self_service_holds",
+        "access_log_queue",
+    ] {
+        c.with_label_values(&[l]);
+    }
+    c
+});
+
+/// Counts one time `limit` was reached.
+pub fn limit_reached(limit: &str) {
+    LIMITS_REACHED.with_label_values(&[limit]).inc();
+}
+
 /// Counts the log lines that are pingora's only report of an event worth a metric.
 pub fn count_log_line(target: &str, message: &std::fmt::Arguments<'_>) {
     if target.starts_with("pingora_core::services::listening") {
@@ -206,6 +236,7 @@ impl Metrics {
                 // Already registered in an earlier registry of this process is fine: each
                 // registry gathers the same shared value.
                 let _ = r.register(Box::new(TLS_HANDSHAKE_FAILURES.clone()));
+                let _ = r.register(Box::new(LIMITS_REACHED.clone()));
                 r
             },
         }

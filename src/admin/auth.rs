@@ -111,6 +111,7 @@ impl PageSessions {
             let now = Instant::now();
             self.live.retain(|_, s| s.expires > now);
             if self.live.len() >= MAX_ENTRIES {
+                crate::metrics::limit_reached("admin_page_sessions");
                 return None;
             }
         }
@@ -257,6 +258,7 @@ impl Authn {
             .verify_password(password.as_bytes(), &parsed)
             .ok()?;
         if self.verified.len() >= MAX_ENTRIES {
+            crate::metrics::limit_reached("admin_credentials");
             self.verified.clear();
         }
         self.verified.insert(
@@ -285,6 +287,7 @@ impl Authn {
             // Past the bound (a flood of names) new keys are not tracked; the peer's own key
             // usually is already, so the flood itself is still throttled.
             if self.failures.len() >= MAX_ENTRIES && !self.failures.contains_key(&k) {
+                crate::metrics::limit_reached("admin_failures");
                 continue;
             }
             let mut e = self.failures.entry(k).or_insert((0, Instant::now()));
@@ -403,6 +406,24 @@ mod tests {
         }
         assert!(a.throttled(Some("192.0.2.7:4001"), "fresh"));
         assert!(!a.throttled(Some("192.0.2.8:4001"), "fresh"));
+    }
+
+    #[test]
+    fn a_flood_of_names_stays_bounded_and_is_counted() {
+        let a = Authn::default();
+        let limit = || {
+            crate::metrics::LIMITS_REACHED
+                .with_label_values(&["admin_failures"])
+                .get()
+        };
+        let before = limit();
+        for i in 0..MAX_ENTRIES + 50 {
+            a.failed(Some("192.0.2.1:1000"), &format!("user{i}"));
+        }
+        assert!(a.failures.len() <= MAX_ENTRIES, "{}", a.failures.len());
+        assert!(limit() > before, "reaching the bound was not counted");
+        // The flooding address itself is throttled all the same.
+        assert!(a.throttled(Some("192.0.2.1:2000"), "anyone"));
     }
 
     fn config_with_admin(hash: &str) -> Config {

@@ -153,10 +153,10 @@ impl SelfService {
             .shared_swap(&hold_name(pool, user), Some(&value), ttl)
             .await
         {
-            Ok(Shared::Local) => self
-                .holds
-                .put(pool, user, hold, now)
-                .map_err(|_| "too many seats held".to_string())?,
+            Ok(Shared::Local) => self.holds.put(pool, user, hold, now).map_err(|_| {
+                crate::metrics::limit_reached("self_service_holds");
+                "too many seats held".to_string()
+            })?,
             Ok(Shared::Value(old)) => old
                 .as_deref()
                 .and_then(parse_hold)
@@ -664,7 +664,10 @@ impl Gateway {
             Ok(o) => match self.selfserve.spend(ledger, &o, now).await {
                 Ok(Spend::First) => Ok(Some(o)),
                 Ok(Spend::Again) => Err(TokenError::Spent),
-                Ok(Spend::Busy) => Ok(None),
+                Ok(Spend::Busy) => {
+                    crate::metrics::limit_reached("self_service_tokens");
+                    Ok(None)
+                }
                 Err(e) => {
                     log::warn!("product {}: self-service token store error: {e}", p.name);
                     return self.respond(s, &responses::unavailable()).await;
