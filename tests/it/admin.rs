@@ -460,6 +460,8 @@ async fn page_login_cookie_and_csrf() {
         .await
         .unwrap();
     let other_token = other_token["csrf_token"].as_str().unwrap().to_string();
+    // Cookie and token rotate on every login (no session fixation): never the same twice.
+    assert_ne!(cookie, other);
     assert_ne!(token, other_token);
 
     app_login(&g, "/login", "ann").await;
