@@ -92,11 +92,8 @@ pub fn inspect(
     limits: Limits,
 ) -> Result<(), BadRequest> {
     if let Some(raw) = raw_head {
-        if raw
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
-        {
+        // memchr: this runs on every request, and a head has only a handful of line ends.
+        if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
             return Err(BadRequest::BareLf);
         }
         if headers.contains_key(http::header::TRANSFER_ENCODING) && has_content_length(raw) {
