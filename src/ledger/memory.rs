@@ -84,6 +84,9 @@ struct PoolState {
     pending: HashMap<u64, Pending>,
     peak: u32,
     denied: u64,
+    /// `peak` and `denied` as last written by `flush` (they survive restarts, lagging by at
+    /// most one flush period).
+    stats_written: (u32, u64),
     /// Overflow seat time used by overflow seats that no longer run, in ms.
     overflow_used_ms: u64,
     /// Seats held (live and pending) and the first instant one of them may lapse: checks
@@ -111,6 +114,8 @@ struct Live {
     overflow: AtomicBool,
     last_activity: AtomicU64,
     last_heartbeat: AtomicU64,
+    last_request: AtomicU64,
+    last_input: AtomicU64,
     state: AtomicU8,
     ending_at: AtomicU64,
     dirty: AtomicBool,
@@ -187,6 +192,8 @@ impl Live {
             started_at: self.started_at,
             last_activity: t.last_activity,
             last_heartbeat: t.last_heartbeat,
+            last_request: self.last_request.load(Ordering::Acquire),
+            last_input: self.last_input.load(Ordering::Acquire),
             state: t.state,
             ending_at: t.ending_at,
             overflow: self.overflow(),
@@ -298,12 +305,23 @@ impl MemoryLedger {
         me.configure(pools);
         let mut ops = Vec::new();
         for (name, v) in loaded.counters {
-            if let Some(k) = name
-                .strip_prefix("overflow_ms/")
-                .and_then(|k| k.split_once('/'))
-            {
-                if let Some(slot) = me.slot(&PoolKey::new(k.0, k.1)) {
-                    slot.lock().overflow_used_ms = v;
+            let stat = ["overflow_ms", "peak", "denied"]
+                .into_iter()
+                .find_map(|stat| {
+                    let (product, pool) = name
+                        .strip_prefix(stat)?
+                        .strip_prefix('/')?
+                        .split_once('/')?;
+                    Some((stat, PoolKey::new(product, pool)))
+                });
+            if let Some((stat, key)) = stat {
+                if let Some(slot) = me.slot(&key) {
+                    let mut st = slot.lock();
+                    match stat {
+                        "overflow_ms" => st.overflow_used_ms = v,
+                        "peak" => st.stats_written.0 = v as u32,
+                        _ => st.stats_written.1 = v,
+                    }
                 }
             } else if let Some(id) = name.strip_prefix("ended/") {
                 match id.parse::<SeatId>() {
@@ -337,6 +355,8 @@ impl MemoryLedger {
                 overflow: AtomicBool::new(rec.overflow),
                 last_activity: AtomicU64::new(rec.last_activity),
                 last_heartbeat: AtomicU64::new(rec.last_heartbeat),
+                last_request: AtomicU64::new(rec.last_request),
+                last_input: AtomicU64::new(rec.last_input),
                 state: AtomicU8::new(state_to_u8(rec.state)),
                 ending_at: AtomicU64::new(rec.ending_at.unwrap_or(0)),
                 dirty: AtomicBool::new(false),
@@ -388,7 +408,8 @@ impl MemoryLedger {
         }
         for slot in me.slots() {
             let mut st = slot.lock();
-            st.peak = st.seats.len() as u32;
+            st.peak = st.stats_written.0.max(st.seats.len() as u32);
+            st.denied = st.stats_written.1;
         }
         Ok(me)
     }
@@ -613,6 +634,14 @@ impl MemoryLedger {
         (Holders::new(users), expired)
     }
 
+    /// A seat was taken: the peak counts what holds now (seats past their deadline that no
+    /// sweep has released yet do not).
+    fn bump_peak(st: &mut PoolState, spec: &PoolSpec, now: Millis) {
+        let (holders, _) = Self::holders(st, spec, now);
+        let n = holders.users.len() as u32;
+        st.peak = st.peak.max(n);
+    }
+
     fn overflow_left(st: &PoolState, spec: &PoolSpec, now: Millis) -> Option<u64> {
         let allowance = spec.overflow_ms?;
         let running: u64 = st.seats.values().map(|l| l.overflow_ms(spec, now)).sum();
@@ -637,6 +666,8 @@ impl MemoryLedger {
             overflow: AtomicBool::new(overflow),
             last_activity: AtomicU64::new(now),
             last_heartbeat: AtomicU64::new(0),
+            last_request: AtomicU64::new(now),
+            last_input: AtomicU64::new(0),
             state: AtomicU8::new(state_to_u8(state)),
             ending_at: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
@@ -729,8 +760,7 @@ impl MemoryLedger {
                         live.last_activity.store(now, Ordering::Release);
                         live.set_state(SeatState::Active);
                         st.seats.insert(live.id, live.clone());
-                        let n = st.seats.len() as u32;
-                        st.peak = st.peak.max(n);
+                        Self::bump_peak(&mut st, &spec, now);
                         let w = self.submit(vec![Op::Put(Box::new(live.record()))]);
                         (Activated::Resumed, expired, w)
                     }
@@ -986,8 +1016,7 @@ impl SeatLedger for MemoryLedger {
                     }
                     st.seats.insert(live.id, live.clone());
                     self.by_id.insert(live.id, live.clone());
-                    let n = st.seats.len() as u32;
-                    st.peak = st.peak.max(n);
+                    Self::bump_peak(&mut st, &spec, now);
                     self.gone.remove(&session);
                     ops.push(Op::Forget(session));
                     (Some(live), None)
@@ -1133,7 +1162,12 @@ impl SeatLedger for MemoryLedger {
         })
     }
 
-    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+    async fn touch_as(
+        &self,
+        session: &SessionKey,
+        activity: bool,
+        now: Millis,
+    ) -> Result<Touch, LedgerError> {
         let Some(live) = self.live_of(session) else {
             return Ok(Touch::Gone(self.gone_of(session, now)));
         };
@@ -1150,7 +1184,10 @@ impl SeatLedger for MemoryLedger {
                 Activated::Gone => return Ok(Touch::Gone(self.gone_of(session, now))),
             };
         }
-        live.last_activity.store(now, Ordering::Release);
+        if activity {
+            live.last_activity.store(now, Ordering::Release);
+        }
+        live.last_request.fetch_max(now, Ordering::AcqRel);
         live.dirty.store(true, Ordering::Release);
         let ending = live.ending_at.load(Ordering::Acquire);
         Ok(Touch::Held {
@@ -1161,23 +1198,32 @@ impl SeatLedger for MemoryLedger {
         })
     }
 
-    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
+    async fn beat(
+        &self,
+        session: &SessionKey,
+        input: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, LedgerError> {
         let Some(live) = self.live_of(session) else {
-            return Ok(false);
+            return Ok(None);
         };
         if let Some(reason) = live.expired(now) {
             self.expire(&live, reason, now).await;
-            return Ok(false);
+            return Ok(None);
         }
         if live.state() == SeatState::Paused {
-            return Ok(false);
+            return Ok(None);
         }
         if live.last_heartbeat.swap(now, Ordering::AcqRel) == 0 {
             // Presence now applies to this seat: its deadline may come sooner.
             drop(live.slot.lock());
         }
+        if input {
+            live.last_activity.fetch_max(now, Ordering::AcqRel);
+            live.last_input.fetch_max(now, Ordering::AcqRel);
+        }
         live.dirty.store(true, Ordering::Release);
-        Ok(true)
+        Ok(Some(live.last_activity.load(Ordering::Acquire)))
     }
 
     /// A session past its deadline is released for what ended it, and the answer is `None`:
@@ -1443,19 +1489,41 @@ impl SeatLedger for MemoryLedger {
     }
 
     async fn flush(&self) -> Result<(), LedgerError> {
-        let ops: Vec<Op> = self
+        let mut ops: Vec<Op> = self
             .by_id
             .iter()
             .filter(|e| e.value().dirty.swap(false, Ordering::AcqRel))
-            .map(|e| {
+            .flat_map(|e| {
                 let l = e.value();
-                Op::Activity(
-                    l.id,
-                    l.last_activity.load(Ordering::Acquire),
-                    l.last_heartbeat.load(Ordering::Acquire),
-                )
+                [
+                    Op::Activity(
+                        l.id,
+                        l.last_activity.load(Ordering::Acquire),
+                        l.last_heartbeat.load(Ordering::Acquire),
+                    ),
+                    Op::Input(
+                        l.id,
+                        l.last_request.load(Ordering::Acquire),
+                        l.last_input.load(Ordering::Acquire),
+                    ),
+                ]
             })
             .collect();
+        for slot in self.slots() {
+            let mut st = slot.view();
+            if st.stats_written != (st.peak, st.denied) {
+                st.stats_written = (st.peak, st.denied);
+                let k = &slot.key;
+                ops.push(Op::Counter(
+                    format!("peak/{}/{}", k.product, k.pool),
+                    st.peak as u64,
+                ));
+                ops.push(Op::Counter(
+                    format!("denied/{}/{}", k.product, k.pool),
+                    st.denied,
+                ));
+            }
+        }
         if let (Some(j), false) = (&self.journal, ops.is_empty()) {
             j.commit(ops).await.map_err(LedgerError::Journal)?;
         }

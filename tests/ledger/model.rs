@@ -208,6 +208,9 @@ struct Model {
     gone: HashMap<usize, (ReleaseReason, Millis)>,
     ended: HashMap<SeatId, Millis>,
     last_id: HashMap<usize, SeatId>,
+    /// Most seats (and counting leases) held at once, and logins or resumes refused, per pool.
+    peak: [u32; 2],
+    denied: [u64; 2],
 }
 
 impl Model {
@@ -256,6 +259,12 @@ impl Model {
             .filter(|l| l.lease.pool == pool_key(pool) && l.expires > self.now)
             .count();
         (seats + leases) as u32
+    }
+
+    /// A seat or counting lease was just taken in `pool` (`extra`: one the model does not
+    /// hold itself, a lease of a login in flight).
+    fn bump(&mut self, pool: usize, extra: u32) {
+        self.peak[pool] = self.peak[pool].max(self.in_use(pool) + extra);
     }
 
     fn has_room(&self, pool: usize) -> bool {
@@ -321,6 +330,7 @@ impl Model {
                     "a lapsed or reusing lease committed a new seat in a full pool"
                 );
                 self.seat(id, pool, user, c, SeatState::Standby);
+                self.bump(pool, 0);
             }
             Err(LedgerError::LeaseLost(_)) => check!(
                 !counted && !self.has_room(pool),
@@ -383,10 +393,16 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                         "reuse: store {:?}, model {reuse:?}",
                         lease.reuse
                     );
+                    if reuse.is_none() {
+                        m.bump(pool, 1);
+                    }
                     let got = st.l().commit(&lease, &cl, key(&cookie(c)), now).await;
                     m.commit(pool, &name, reuse, true, c, got)?;
                 }
-                Reservation::Full(f) => check!(!room, "refused with room: {f:?}"),
+                Reservation::Full(f) => {
+                    check!(!room, "refused with room: {f:?}");
+                    m.denied[pool] += 1;
+                }
             }
         }
         Op::FailedLogin { pool, user } => {
@@ -396,9 +412,15 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             match st.l().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool");
+                    if reuse.is_none() {
+                        m.bump(pool, 1);
+                    }
                     st.l().cancel(&lease).await;
                 }
-                Reservation::Full(_) => check!(!room, "refused with room"),
+                Reservation::Full(_) => {
+                    check!(!room, "refused with room");
+                    m.denied[pool] += 1;
+                }
             }
         }
         Op::Reserve {
@@ -437,8 +459,12 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                         expires,
                         until: now + ttl,
                     });
+                    m.bump(pool, 0);
                 }
-                Reservation::Full(_) => check!(!room, "refused with room"),
+                Reservation::Full(_) => {
+                    check!(!room, "refused with room");
+                    m.denied[pool] += 1;
+                }
             }
         }
         Op::Commit { slot, cookie: c } => {
@@ -470,11 +496,17 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 None => Touch::Gone(m.gone_of(c)),
                 Some(i) => {
                     let pool = m.seats[i].pool;
-                    if m.seats[i].state == SeatState::Paused && !m.has_room(pool) {
+                    let paused = m.seats[i].state == SeatState::Paused;
+                    if paused && !m.has_room(pool) {
+                        m.denied[pool] += 1;
                         Touch::Gone(Gone::Released(ReleaseReason::Paused))
                     } else {
+                        if paused {
+                            m.seats[i].state = SeatState::Active;
+                            m.bump(pool, 0);
+                        }
                         let s = &mut m.seats[i];
-                        if matches!(s.state, SeatState::Paused | SeatState::Standby) {
+                        if s.state == SeatState::Standby {
                             s.state = SeatState::Active;
                         }
                         s.la = now;
@@ -592,10 +624,14 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             let want = match m.by_id(id) {
                 None => PauseOutcome::NotFound,
                 Some(i) if m.seats[i].state != SeatState::Paused => PauseOutcome::WrongState,
-                Some(i) if !m.has_room(m.seats[i].pool) => PauseOutcome::Full,
+                Some(i) if !m.has_room(m.seats[i].pool) => {
+                    m.denied[m.seats[i].pool] += 1;
+                    PauseOutcome::Full
+                }
                 Some(i) => {
                     m.seats[i].state = SeatState::Active;
                     m.seats[i].la = now;
+                    m.bump(m.seats[i].pool, 0);
                     PauseOutcome::Done
                 }
             };
@@ -637,6 +673,15 @@ async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
             m.in_use(pool)
         );
         check!(u.in_use <= u.capacity, "pool {} above capacity", u.pool);
+        check!(
+            (u.peak, u.denied) == (m.peak[pool], m.denied[pool]),
+            "pool {}: store peak {} denied {}, model peak {} denied {}",
+            u.pool,
+            u.peak,
+            u.denied,
+            m.peak[pool],
+            m.denied[pool]
+        );
     }
     let mut got: Vec<_> = st
         .l()
