@@ -241,23 +241,15 @@ impl Gateway {
         let pool = pool_for(p, user.as_deref(), &s.req_header().headers);
         let now = now_ms();
         let pool = pool_key(p, pool).clone();
-        if let Some(old) = key {
-            if self.holds_for(&old, user.as_deref(), now).await {
-                ctx.login = Some(Box::new(PendingLogin {
-                    claim: Claim {
-                        pool,
-                        user,
-                        device,
-                        client: ctx.client_label(p).to_string(),
-                        lease_id: 0,
-                    },
-                    new_device,
-                    take: Take::Relogin(old),
-                }));
-                return Ok(false);
+        // A re-login moves the browser's seat; an exempt or named user takes none. Either way
+        // nothing is reserved: the app's answer decides.
+        let relogin = match key {
+            Some(old) if self.holds_for(&old, user.as_deref(), now).await => {
+                Some(Take::Relogin(old))
             }
-        }
-        if let Some(state) = uncounted {
+            _ => None,
+        };
+        if let Some(take) = relogin.or(uncounted.map(Take::Uncounted)) {
             ctx.login = Some(Box::new(PendingLogin {
                 claim: Claim {
                     pool,
@@ -267,7 +259,7 @@ impl Gateway {
                     lease_id: 0,
                 },
                 new_device,
-                take: Take::Uncounted(state),
+                take,
             }));
             return Ok(false);
         }
@@ -613,6 +605,30 @@ impl Gateway {
     }
 }
 
+/// Sets the request's `X-Forwarded-For` and `-Proto` for the app (`policy::forwarded`): the
+/// proxied request and the self-service's own login call alike.
+fn set_forwarded(s: &Session, req: &mut RequestHeader, rt: Option<&Runtime>) -> Result<()> {
+    let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let trusted = rt.map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    let (xff, proto) = forwarded::forwarded(
+        peer,
+        trusted,
+        header("x-forwarded-for"),
+        header("x-forwarded-proto"),
+        tls,
+    );
+    match xff {
+        Some(v) => req.insert_header("x-forwarded-for", v)?,
+        None => {
+            req.remove_header("x-forwarded-for");
+        }
+    }
+    req.insert_header("x-forwarded-proto", proto)?;
+    Ok(())
+}
+
 /// The app's last word on its session cookie in this response.
 fn app_word_on(resp: &ResponseHeader, cookie: &str) -> Option<CookieWord> {
     let set: Vec<&str> = resp
@@ -812,28 +828,7 @@ impl ProxyHttp for Gateway {
             // must not send a second one.
             up.remove_header(&http::header::EXPECT);
         }
-        let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let trusted = ctx
-            .rt
-            .as_ref()
-            .map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
-        let header = |n: &str| up.headers.get(n).and_then(|v| v.to_str().ok());
-        let (xff, proto) = forwarded::forwarded(
-            peer,
-            trusted,
-            header("x-forwarded-for"),
-            header("x-forwarded-proto"),
-            tls,
-        );
-        match xff {
-            Some(v) => up.insert_header("x-forwarded-for", v)?,
-            None => {
-                up.remove_header("x-forwarded-for");
-            }
-        }
-        up.insert_header("x-forwarded-proto", proto)?;
-        Ok(())
+        set_forwarded(s, up, ctx.rt.as_deref())
     }
 
     async fn response_filter(

@@ -236,14 +236,8 @@ impl SelfService {
 }
 
 /// The login as the app would have received it through the proxy: same method, path, headers
-/// and body, plus the forwarding headers the proxy adds.
-fn login_request(
-    orig: &RequestHeader,
-    client: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
-    trusted: &[ipnet::IpNet],
-    tls: bool,
-    body_len: usize,
-) -> Result<RequestHeader> {
+/// and body (the caller adds the forwarding headers, as the proxy does).
+fn login_request(orig: &RequestHeader, body_len: usize) -> Result<RequestHeader> {
     let mut req = orig.clone();
     req.set_version(http::Version::HTTP_11);
     for h in HOP_BY_HOP {
@@ -251,22 +245,6 @@ fn login_request(
     }
     req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
     req.insert_header(http::header::CONNECTION, "close")?;
-    let peer = client.and_then(|a| a.as_inet()).map(|a| a.ip());
-    let header = |n: &str| orig.headers.get(n).and_then(|v| v.to_str().ok());
-    let (xff, proto) = crate::policy::forwarded::forwarded(
-        peer,
-        trusted,
-        header("x-forwarded-for"),
-        header("x-forwarded-proto"),
-        tls,
-    );
-    match xff {
-        Some(v) => req.insert_header("x-forwarded-for", v)?,
-        None => {
-            req.remove_header("x-forwarded-for");
-        }
-    }
-    req.insert_header("x-forwarded-proto", proto)?;
     Ok(req)
 }
 
@@ -392,12 +370,8 @@ impl Gateway {
             return self.respond(s, &responses::app_unreachable(&p.name)).await;
         };
         let host = s.req_header().headers.get(http::header::HOST).cloned();
-        let trusted = ctx
-            .rt
-            .as_ref()
-            .map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
-        let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let req = login_request(s.req_header(), s.client_addr(), trusted, tls, body.len())?;
+        let mut req = login_request(s.req_header(), body.len())?;
+        super::set_forwarded(s, &mut req, ctx.rt.as_deref())?;
         let answer =
             tokio::time::timeout(APP_TIMEOUT, self.selfserve.call(peer.clone(), req, body)).await;
         let (mut header, app_body) = match answer {
