@@ -183,6 +183,14 @@ impl Store {
         self.open(now).await;
     }
 
+    /// A crash: the store goes away without a flush (what was journaled stays, batched
+    /// activity does not), and is opened again.
+    pub async fn crash(&mut self, now: Millis) {
+        self.mem = None;
+        self.redis = None;
+        self.open(now).await;
+    }
+
     /// Restart unless the store is volatile (it would forget everything).
     pub async fn checkpoint(&mut self, now: Millis) {
         if self.kind != Kind::Volatile {

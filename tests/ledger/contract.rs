@@ -47,6 +47,7 @@ macro_rules! on_every_store {
 on_every_store!(
     login_touch_logout,
     restart_keeps_every_state,
+    a_crash_loses_at_most_the_unflushed_activity,
     expiry_reasons,
     end_and_lookup,
     pause_and_resume,
@@ -1184,4 +1185,26 @@ async fn replicas_agree_within_the_cache_bound(kind: Kind) {
     let _ = b.touch(&key("C"), s(3) + 500).await.unwrap();
     b.flush().await.unwrap();
     assert_eq!(session(a, c, s(4)).await.unwrap().last_activity, s(3) + 500);
+}
+
+/// After a crash (no flush) every seat is back in its state; only the activity since the last
+/// flush is lost, so a seat looks that much older, never younger.
+async fn a_crash_loses_at_most_the_unflushed_activity(kind: Kind) {
+    if kind != Kind::Journal {
+        return;
+    }
+    let mut st = Store::new(kind, vec![spec("default", 2)], s(0)).await;
+    let a = login(st.l(), "default", "ann", "A", s(0)).await;
+    let _ = st.l().touch(&key("A"), s(1)).await.unwrap();
+    let _ = st.l().touch(&key("A"), s(50)).await.unwrap();
+    st.l().flush().await.unwrap();
+    let _ = st.l().touch(&key("A"), s(100)).await.unwrap();
+    st.crash(s(200)).await;
+    let rec = session(st.l(), a, s(200)).await.unwrap();
+    assert_eq!(rec.state, SeatState::Active, "the state change was durable");
+    assert_eq!(rec.last_activity, s(50), "activity as of the last flush");
+    assert_eq!(
+        st.l().touch(&key("A"), s(650)).await.unwrap(),
+        gone(ReleaseReason::Idle)
+    );
 }
