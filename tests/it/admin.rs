@@ -79,13 +79,7 @@ async fn start_on(store: &str, seats: u32, expired: &str) -> (Upstream, Gateway)
 
 /// Logs `user` in to the product whose login is at `path`; returns the session cookie value.
 async fn app_login(g: &Gateway, path: &str, user: &str) -> String {
-    let r = client()
-        .post(g.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username={user}&password={PASSWORD}"))
-        .send()
-        .await
-        .unwrap();
+    let r = login_at(g, path, user, PASSWORD).await;
     assert_eq!(r.status(), 302, "login of {user}");
     set_cookie(&r, "SID").unwrap()
 }

@@ -514,6 +514,48 @@ pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// Logs in through the gateway; returns the response.
+/// Reads one response with a `Content-Length` body from `c`.
+pub async fn read_response(c: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(c, &mut buf),
+        )
+        .await
+        .expect("response in time")
+        .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+}
+
+/// A form login posted to `path` (any spelling of the login path).
+pub async fn login_at(g: &Gateway, path: &str, user: &str, password: &str) -> reqwest::Response {
+    client()
+        .post(g.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username={user}&password={password}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn login(
     g: &Gateway,
     user: &str,
