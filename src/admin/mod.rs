@@ -888,6 +888,8 @@ mod tests {
             started_at: 0,
             last_activity: 0,
             last_heartbeat: 0,
+            last_request: 0,
+            last_input: 0,
             state: SeatState::Active,
             ending_at: None,
             overflow: false,

@@ -482,6 +482,79 @@ pub struct SessionFile {
     /// Path attribute used when the gateway clears the session cookie.
     #[serde(default)]
     pub cookie_path: Option<String>,
+    /// Requests that are served but do not count as activity (background polling, assets).
+    #[serde(default)]
+    pub activity: Option<ActivityFile>,
+    /// What resets the idle timer: any request that is not ignored, or the person's input.
+    #[serde(default)]
+    pub idle_by: IdleBy,
+    /// How long before an idle end the user's pages show a warning with "Stay signed in".
+    #[serde(default)]
+    pub idle_warning: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityFile {
+    #[serde(default)]
+    pub ignore: Vec<IgnoreFile>,
+}
+
+/// A client `match` plus the response's `content_type`: all given conditions must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreFile {
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub header: Option<HeaderMatchFile>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Media type prefixes of the response (`image/`, `text/css`, `application/javascript`).
+    #[serde(default)]
+    pub content_type: Option<StringOrList>,
+}
+
+/// One string or a list of strings (`content_type: image/` or `content_type: [image/, font/]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringOrList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringOrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringOrList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrList, E> {
+                Ok(StringOrList(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<StringOrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = a.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(StringOrList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleBy {
+    /// Every request that is not ignored resets the idle timer (as before `idle_by` existed).
+    #[default]
+    Requests,
+    /// Only the person's input (reported by the heartbeat), a page navigation or a form post.
+    Input,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use file::{Expired, Permission, Role};
+pub use file::{Expired, IdleBy, Permission, Role};
 
 #[derive(Debug)]
 pub struct Config {
@@ -190,6 +190,19 @@ pub struct SessionPolicy {
     pub device_cookie: String,
     pub standby_timeout: Duration,
     pub cookie_path: String,
+    /// `session.activity.ignore`: requests served as usual that do not reset the idle timer.
+    pub ignore: Vec<IgnoreRule>,
+    pub idle_by: IdleBy,
+    /// `session.idle_warning`: shown this long before an idle end (needs presence).
+    pub idle_warning: Option<Duration>,
+}
+
+/// One `session.activity.ignore` entry: a client matcher, plus the response's media type
+/// (lower-case prefixes; any of them) when `content_type` is given.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreRule {
+    pub matcher: Matcher,
+    pub content_type: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -808,7 +821,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         loc,
     )?;
     let s = &p.session;
-    let session = SessionPolicy {
+    let mut session = SessionPolicy {
         cookie: cookie_name(&s.cookie, &k("session.cookie"), ctx, loc)?,
         idle_timeout: nonzero(s.idle_timeout.0, &k("session.idle_timeout"), ctx, loc)?,
         max_lifetime: nonzero(s.max_lifetime.0, &k("session.max_lifetime"), ctx, loc)?,
@@ -822,6 +835,9 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         )?,
         standby_timeout: s.standby_timeout.map_or(Duration::from_secs(60), |d| d.0),
         cookie_path: s.cookie_path.clone().unwrap_or_else(|| "/".into()),
+        ignore: Vec::new(),
+        idle_by: s.idle_by,
+        idle_warning: None,
     };
     if session.device_cookie == session.cookie {
         return Err(loc.invalid(
@@ -883,6 +899,17 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
                 .transpose()?,
         }),
     };
+
+    idle_rules(
+        &mut session,
+        s,
+        &path_prefix,
+        &login,
+        logout.as_ref(),
+        &k,
+        ctx,
+        loc,
+    )?;
 
     let pools = pools(&p, i, loc)?;
     let mut groups = Vec::new();
@@ -1079,6 +1106,118 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
         default_denial,
         self_service,
     })
+}
+
+/// `session.activity`, `idle_by` and `idle_warning`, checked against the rest of the product:
+/// an ignore entry may not cover the login, logout or heartbeat path (those are never ordinary
+/// requests), nor match every request; `input` and the warning need the heartbeat.
+#[allow(clippy::too_many_arguments)]
+fn idle_rules(
+    session: &mut SessionPolicy,
+    s: &file::SessionFile,
+    path_prefix: &str,
+    login: &LoginRule,
+    logout: Option<&LogoutRule>,
+    k: &dyn Fn(&str) -> String,
+    ctx: &str,
+    loc: &Locator,
+) -> Result<(), ConfigError> {
+    let heartbeat = crate::presence::script::heartbeat_url(path_prefix);
+    let entries = s.activity.as_ref().map_or(&[][..], |a| a.ignore.as_slice());
+    for (j, e) in entries.iter().enumerate() {
+        let ek = k(&format!("session.activity.ignore[{j}]"));
+        let matcher = Matcher {
+            path_prefix: e
+                .path_prefix
+                .as_deref()
+                .map(|x| path(x, &format!("{ek}.path_prefix"), ctx, loc))
+                .transpose()?,
+            header: e
+                .header
+                .as_ref()
+                .map(|h| header_match(h, &format!("{ek}.header"), ctx, loc))
+                .transpose()?,
+            user_agent: e.user_agent.clone(),
+            method: e
+                .method
+                .as_deref()
+                .map(|x| method(x, &format!("{ek}.method"), ctx, loc))
+                .transpose()?,
+        };
+        let mut content_type = Vec::new();
+        for t in e.content_type.iter().flat_map(|l| l.0.iter()) {
+            let t = t.trim().to_ascii_lowercase();
+            if t.is_empty() || t.contains(char::is_whitespace) {
+                return Err(loc.invalid(
+                    &format!("{ek}.content_type"),
+                    Some(ctx),
+                    "must be media types or prefixes such as `image/` or `text/css`",
+                ));
+            }
+            content_type.push(t);
+        }
+        let rule = IgnoreRule {
+            matcher,
+            content_type,
+        };
+        let conditional = rule.matcher.header.is_some()
+            || rule.matcher.user_agent.is_some()
+            || !rule.content_type.is_empty();
+        if rule.matcher.path_prefix.is_none() && !conditional {
+            return Err(loc.invalid(
+                &ek,
+                Some(ctx),
+                "matches every request (login, logout and heartbeat included): give a \
+                 path_prefix, header, user_agent or content_type",
+            ));
+        }
+        if let Some(pp) = &rule.matcher.path_prefix {
+            let covers = |target: &str| crate::policy::classify::prefix_matches(pp, target);
+            let mut hits = vec![("login.path", login.path.as_str())];
+            if let Some(l) = logout {
+                hits.push(("logout.path", l.path.as_str()));
+            }
+            hits.push(("the heartbeat", heartbeat.as_str()));
+            if let Some((what, target)) = hits.into_iter().find(|(_, t)| covers(t)) {
+                return Err(loc.invalid(
+                    &format!("{ek}.path_prefix"),
+                    Some(ctx),
+                    &format!("`{pp}` would match {what} `{target}`, which is never ignored"),
+                ));
+            }
+        }
+        session.ignore.push(rule);
+    }
+    if session.idle_by == IdleBy::Input && session.presence_timeout.is_none() {
+        return Err(loc.invalid(
+            &k("session.idle_by"),
+            Some(ctx),
+            "`input` needs session.presence_timeout: the heartbeat reports the input",
+        ));
+    }
+    if let Some(w) = &s.idle_warning {
+        let w = nonzero(w.0, &k("session.idle_warning"), ctx, loc)?;
+        let Some(pt) = session.presence_timeout else {
+            return Err(loc.invalid(
+                &k("session.idle_warning"),
+                Some(ctx),
+                "needs session.presence_timeout: the heartbeat shows the warning",
+            ));
+        };
+        let beat = Duration::from_millis(crate::presence::beat_period(Some(pt)));
+        if w >= session.idle_timeout || w < beat {
+            return Err(loc.invalid(
+                &k("session.idle_warning"),
+                Some(ctx),
+                &format!(
+                    "must be shorter than idle_timeout and at least one heartbeat ({}s)",
+                    beat.as_secs()
+                ),
+            ));
+        }
+        session.idle_warning = Some(w);
+    }
+    Ok(())
 }
 
 fn pools_capacity(pools: &[Pool]) -> u32 {
@@ -1389,5 +1528,110 @@ mod tests {
         );
         let e = cfg("127.0.0.1:8080", "{ address: \"app\", tls: true }", "").unwrap_err();
         assert!(e.contains("must be host:port"), "{e}");
+    }
+
+    fn idle_cfg(session_extra: &str) -> Result<Config, String> {
+        let yaml = format!(
+            "listen: 127.0.0.1:8080
+admin: {{ listen: 127.0.0.1:9090 }}
+store: {{ kind: embedded }}
+products:
+  - name: crm
+    upstream: 127.0.0.1:8000
+    session:
+      cookie: SID
+      idle_timeout: 20m
+      max_lifetime: 12h
+{session_extra}
+    login: {{ path: /app/login }}
+    logout: {{ path: /app/logout }}
+    seats: 1
+"
+        );
+        parse(&yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn idle_rules_are_read_and_default_to_requests() {
+        let c = idle_cfg("").unwrap();
+        let s = &c.products[0].session;
+        assert_eq!(
+            (s.idle_by, s.idle_warning, s.ignore.len()),
+            (IdleBy::Requests, None, 0)
+        );
+        let c = idle_cfg(
+            "      presence_timeout: 90s
+      idle_by: input
+      idle_warning: 2m
+      activity:
+        ignore:
+          - { path_prefix: /app/api/poll }
+          - { header: { name: X-Requested-With, value: XMLHttpRequest } }
+          - { content_type: [Image/, text/css] }
+          - { path_prefix: /static, method: GET, content_type: application/javascript }",
+        )
+        .unwrap();
+        let s = &c.products[0].session;
+        assert_eq!(s.idle_by, IdleBy::Input);
+        assert_eq!(s.idle_warning, Some(Duration::from_secs(120)));
+        assert_eq!(s.ignore.len(), 4);
+        assert_eq!(
+            s.ignore[0].matcher.path_prefix.as_deref(),
+            Some("/app/api/poll")
+        );
+        assert_eq!(s.ignore[2].content_type, vec!["image/", "text/css"]);
+        assert_eq!(s.ignore[3].matcher.method, Some(Method::GET));
+    }
+
+    #[test]
+    fn idle_rule_errors_name_the_key_and_line() {
+        let ignore = |entry: &str| {
+            idle_cfg(&format!(
+                "      activity:\n        ignore:\n          - {entry}"
+            ))
+            .unwrap_err()
+        };
+        assert_eq!(
+            ignore("{ path_prefix: /app }"),
+            "products[0].session.activity.ignore[0].path_prefix (line 13): `/app` would match \
+             login.path `/app/login`, which is never ignored"
+        );
+        assert_eq!(
+            ignore("{ path_prefix: /app/logout }"),
+            "products[0].session.activity.ignore[0].path_prefix (line 13): `/app/logout` would \
+             match logout.path `/app/logout`, which is never ignored"
+        );
+        assert_eq!(
+            ignore("{ path_prefix: /.seatgate }"),
+            "products[0].session.activity.ignore[0].path_prefix (line 13): `/.seatgate` would \
+             match the heartbeat `/.seatgate/heartbeat`, which is never ignored"
+        );
+        assert!(
+            ignore("{ method: GET }").starts_with(
+                "products[0].session.activity.ignore[0] (line 12): matches every request"
+            ),
+            "{}",
+            ignore("{ method: GET }")
+        );
+        assert!(ignore("{ path_prefix: /x, colour: red }").contains("unknown field `colour`"));
+        assert!(ignore("{ content_type: \"image/ png\" }").contains("content_type"));
+        assert_eq!(
+            idle_cfg("      idle_by: input").unwrap_err(),
+            "products[0].session.idle_by (line 11): `input` needs session.presence_timeout: \
+             the heartbeat reports the input"
+        );
+        assert!(idle_cfg("      idle_by: inputs")
+            .unwrap_err()
+            .contains("unknown variant `inputs`"));
+        assert_eq!(
+            idle_cfg("      idle_warning: 2m").unwrap_err(),
+            "products[0].session.idle_warning (line 11): needs session.presence_timeout: the \
+             heartbeat shows the warning"
+        );
+        assert_eq!(
+            idle_cfg("      presence_timeout: 90s\n      idle_warning: 20m").unwrap_err(),
+            "products[0].session.idle_warning (line 12): must be shorter than idle_timeout and \
+             at least one heartbeat (30s)"
+        );
     }
 }

@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 
 const SEATS: TableDefinition<u64, &[u8]> = TableDefinition::new("seats");
 const ACTIVITY: TableDefinition<u64, (u64, u64)> = TableDefinition::new("activity");
+/// Last request and last input of a seat, beside `activity` (created empty in journals from
+/// before these existed: the times start at 0).
+const INPUT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("input");
 const GONE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("gone");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -25,6 +28,8 @@ pub enum Op {
     Delete(SeatId),
     /// Last activity and heartbeat of a seat.
     Activity(SeatId, Millis, Millis),
+    /// Last request (any, ignored ones included) and last input of a seat.
+    Input(SeatId, Millis, Millis),
     /// A released session's cookie, remembered until the given time (ended cookies stay dead).
     Tombstone(SessionKey, Gone, Millis),
     Forget(SessionKey),
@@ -67,6 +72,7 @@ impl Journal {
             let w = db.begin_write().map_err(|e| e.to_string())?;
             w.open_table(SEATS).map_err(|e| e.to_string())?;
             w.open_table(ACTIVITY).map_err(|e| e.to_string())?;
+            w.open_table(INPUT).map_err(|e| e.to_string())?;
             w.open_table(GONE).map_err(|e| e.to_string())?;
             w.open_table(META).map_err(|e| e.to_string())?;
             w.commit().map_err(|e| e.to_string())?;
@@ -150,6 +156,7 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     let r = db.begin_read()?;
     let seats_t = r.open_table(SEATS)?;
     let act_t = r.open_table(ACTIVITY)?;
+    let input_t = r.open_table(INPUT)?;
     let mut out = Loaded::default();
     for row in seats_t.iter()? {
         let (k, v) = row?;
@@ -161,6 +168,11 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
             let (act, hb) = a.value();
             rec.last_activity = rec.last_activity.max(act);
             rec.last_heartbeat = rec.last_heartbeat.max(hb);
+        }
+        if let Some(a) = input_t.get(k.value())? {
+            let (req, input) = a.value();
+            rec.last_request = rec.last_request.max(req);
+            rec.last_input = rec.last_input.max(input);
         }
         out.seats.push(rec);
     }
@@ -216,6 +228,7 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
     {
         let mut seats = w.open_table(SEATS)?;
         let mut act = w.open_table(ACTIVITY)?;
+        let mut input = w.open_table(INPUT)?;
         let mut gone = w.open_table(GONE)?;
         let mut meta = w.open_table(META)?;
         for op in batches.iter().flat_map(|b| b.ops.iter()) {
@@ -223,10 +236,17 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
                 Op::Put(rec) => {
                     seats.insert(rec.id.0, serde_json::to_vec(rec)?.as_slice())?;
                     act.insert(rec.id.0, (rec.last_activity, rec.last_heartbeat))?;
+                    input.insert(rec.id.0, (rec.last_request, rec.last_input))?;
                 }
                 Op::Delete(id) => {
                     seats.remove(id.0)?;
                     act.remove(id.0)?;
+                    input.remove(id.0)?;
+                }
+                Op::Input(id, r, i) => {
+                    if seats.get(id.0)?.is_some() {
+                        input.insert(id.0, (*r, *i))?;
+                    }
                 }
                 Op::Activity(id, a, h) => {
                     // Only for seats still on disk: a late flush must not resurrect a release.

@@ -114,6 +114,8 @@ struct Live {
     overflow: AtomicBool,
     last_activity: AtomicU64,
     last_heartbeat: AtomicU64,
+    last_request: AtomicU64,
+    last_input: AtomicU64,
     state: AtomicU8,
     ending_at: AtomicU64,
     dirty: AtomicBool,
@@ -190,6 +192,8 @@ impl Live {
             started_at: self.started_at,
             last_activity: t.last_activity,
             last_heartbeat: t.last_heartbeat,
+            last_request: self.last_request.load(Ordering::Acquire),
+            last_input: self.last_input.load(Ordering::Acquire),
             state: t.state,
             ending_at: t.ending_at,
             overflow: self.overflow(),
@@ -351,6 +355,8 @@ impl MemoryLedger {
                 overflow: AtomicBool::new(rec.overflow),
                 last_activity: AtomicU64::new(rec.last_activity),
                 last_heartbeat: AtomicU64::new(rec.last_heartbeat),
+                last_request: AtomicU64::new(rec.last_request),
+                last_input: AtomicU64::new(rec.last_input),
                 state: AtomicU8::new(state_to_u8(rec.state)),
                 ending_at: AtomicU64::new(rec.ending_at.unwrap_or(0)),
                 dirty: AtomicBool::new(false),
@@ -660,6 +666,8 @@ impl MemoryLedger {
             overflow: AtomicBool::new(overflow),
             last_activity: AtomicU64::new(now),
             last_heartbeat: AtomicU64::new(0),
+            last_request: AtomicU64::new(now),
+            last_input: AtomicU64::new(0),
             state: AtomicU8::new(state_to_u8(state)),
             ending_at: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
@@ -1154,7 +1162,12 @@ impl SeatLedger for MemoryLedger {
         })
     }
 
-    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+    async fn touch_as(
+        &self,
+        session: &SessionKey,
+        activity: bool,
+        now: Millis,
+    ) -> Result<Touch, LedgerError> {
         let Some(live) = self.live_of(session) else {
             return Ok(Touch::Gone(self.gone_of(session, now)));
         };
@@ -1171,7 +1184,10 @@ impl SeatLedger for MemoryLedger {
                 Activated::Gone => return Ok(Touch::Gone(self.gone_of(session, now))),
             };
         }
-        live.last_activity.store(now, Ordering::Release);
+        if activity {
+            live.last_activity.store(now, Ordering::Release);
+        }
+        live.last_request.fetch_max(now, Ordering::AcqRel);
         live.dirty.store(true, Ordering::Release);
         let ending = live.ending_at.load(Ordering::Acquire);
         Ok(Touch::Held {
@@ -1182,23 +1198,32 @@ impl SeatLedger for MemoryLedger {
         })
     }
 
-    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
+    async fn beat(
+        &self,
+        session: &SessionKey,
+        input: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, LedgerError> {
         let Some(live) = self.live_of(session) else {
-            return Ok(false);
+            return Ok(None);
         };
         if let Some(reason) = live.expired(now) {
             self.expire(&live, reason, now).await;
-            return Ok(false);
+            return Ok(None);
         }
         if live.state() == SeatState::Paused {
-            return Ok(false);
+            return Ok(None);
         }
         if live.last_heartbeat.swap(now, Ordering::AcqRel) == 0 {
             // Presence now applies to this seat: its deadline may come sooner.
             drop(live.slot.lock());
         }
+        if input {
+            live.last_activity.fetch_max(now, Ordering::AcqRel);
+            live.last_input.fetch_max(now, Ordering::AcqRel);
+        }
         live.dirty.store(true, Ordering::Release);
-        Ok(true)
+        Ok(Some(live.last_activity.load(Ordering::Acquire)))
     }
 
     /// A session past its deadline is released for what ended it, and the answer is `None`:
@@ -1468,13 +1493,20 @@ impl SeatLedger for MemoryLedger {
             .by_id
             .iter()
             .filter(|e| e.value().dirty.swap(false, Ordering::AcqRel))
-            .map(|e| {
+            .flat_map(|e| {
                 let l = e.value();
-                Op::Activity(
-                    l.id,
-                    l.last_activity.load(Ordering::Acquire),
-                    l.last_heartbeat.load(Ordering::Acquire),
-                )
+                [
+                    Op::Activity(
+                        l.id,
+                        l.last_activity.load(Ordering::Acquire),
+                        l.last_heartbeat.load(Ordering::Acquire),
+                    ),
+                    Op::Input(
+                        l.id,
+                        l.last_request.load(Ordering::Acquire),
+                        l.last_input.load(Ordering::Acquire),
+                    ),
+                ]
             })
             .collect();
         for slot in self.slots() {

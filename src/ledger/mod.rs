@@ -238,9 +238,16 @@ pub struct SeatRecord {
     pub client: String,
     pub session: Option<SessionKey>,
     pub started_at: Millis,
+    /// What the idle timer runs from: the last request that counted as activity (or input).
     pub last_activity: Millis,
     /// 0 = never sent a heartbeat, so presence does not apply.
     pub last_heartbeat: Millis,
+    /// The last request of any kind (ignored ones included); 0 = none since this was recorded.
+    #[serde(default)]
+    pub last_request: Millis,
+    /// The last input the heartbeat reported (key, pointer, "Stay signed in"); 0 = none.
+    #[serde(default)]
+    pub last_input: Millis,
     pub state: SeatState,
     pub ending_at: Option<Millis>,
     #[serde(default)]
@@ -538,10 +545,39 @@ pub trait SeatLedger: Send + Sync + 'static {
     async fn lookup(&self, id: SeatId, now: Millis) -> Result<Lookup, LedgerError>;
 
     /// A request carrying `session`: refreshes its activity, or says why it holds no seat.
-    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError>;
+    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+        self.touch_as(session, true, now).await
+    }
+
+    /// `touch`, saying whether the request is activity. With `activity == false` (a request
+    /// `session.activity` ignores, or one that is not input under `idle_by: input`) the
+    /// answer is the same and `last_request` is recorded, but the idle timer is left as it
+    /// was: a page polling in the background does not keep its seat. A standby or paused
+    /// session is still activated or resumed (that state change refreshes activity, as with
+    /// `touch`). `last_request` is recorded by every touch.
+    async fn touch_as(
+        &self,
+        session: &SessionKey,
+        activity: bool,
+        now: Millis,
+    ) -> Result<Touch, LedgerError>;
 
     /// A presence ping: never refreshes activity. `false` when the session holds no seat.
-    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError>;
+    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
+        Ok(self.beat(session, false, now).await?.is_some())
+    }
+
+    /// A presence ping. With `input` (the person used the page since the previous beat, or
+    /// pressed "Stay signed in") it is also activity: `last_activity` and `last_input` become
+    /// `now`. `Some(last_activity)` after the beat, from which the caller tells how long
+    /// until an idle end; `None` when the session holds no seat (unknown, ended, paused),
+    /// and then nothing changes, whatever `input` claims.
+    async fn beat(
+        &self,
+        session: &SessionKey,
+        input: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, LedgerError>;
 
     /// Releases the session `session` leads to for `reason` (tombstoned until the pool's
     /// `max_lifetime` from now). `None` when it holds nothing: also when it is past its

@@ -122,6 +122,10 @@ struct Rec {
     last_activity: u64,
     #[serde(deserialize_with = "de_u64")]
     last_heartbeat: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    last_request: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    last_input: u64,
     state: String,
     #[serde(default, deserialize_with = "de_u64")]
     ending_at: u64,
@@ -187,6 +191,9 @@ struct Inner {
     cache: DashMap<SessionKey, Cached>,
     /// Activity seen from cache hits, written by `flush`: seat → (pool, when).
     activity: DashMap<SeatId, (PoolKey, Stamp)>,
+    /// Requests that were not activity (`touch_as(.., false)`) seen from cache hits, written
+    /// by `flush` as `last_request` only.
+    requests: DashMap<SeatId, (PoolKey, Stamp)>,
     views: DashMap<PoolKey, View>,
     refresher: AtomicBool,
     observer: Arc<dyn LedgerObserver>,
@@ -425,6 +432,8 @@ impl Rec {
             started_at: self.started_at,
             last_activity: self.last_activity,
             last_heartbeat: self.last_heartbeat,
+            last_request: self.last_request,
+            last_input: self.last_input,
             state: t.state,
             ending_at: t.ending_at,
             overflow: self.overflow,
@@ -483,6 +492,7 @@ impl RedisLedger {
                 pools: RwLock::new(HashMap::default()),
                 cache: DashMap::new(),
                 activity: DashMap::new(),
+                requests: DashMap::new(),
                 views: DashMap::new(),
                 refresher: AtomicBool::new(false),
                 observer,
@@ -806,6 +816,7 @@ impl Inner {
             }
             if let Some(rec) = r.seat.record(&pool.spec.key) {
                 self.activity.remove(&rec.id);
+                self.requests.remove(&rec.id);
                 self.observer.released(&rec, parse_reason(&r.reason));
             }
         }
@@ -889,14 +900,19 @@ impl Inner {
     }
 
     /// Verifies a session with Redis (cache miss or stale entry).
-    async fn verify(self: &Arc<Self>, session: &SessionKey) -> Result<Touch, LedgerError> {
+    async fn verify(
+        self: &Arc<Self>,
+        session: &SessionKey,
+        activity: bool,
+    ) -> Result<Touch, LedgerError> {
         let before = self.cache.get(session).map(|c| c.clone());
         let hex = session.hex();
+        let args = [hex.clone(), if activity { "1" } else { "0" }.to_string()];
         let mut gone = Gone::Unknown;
         let mut gone_until = 0;
         let mut err = None;
         for pool in self.pools_for(session) {
-            let a = match self.call(&pool, "touch", std::slice::from_ref(&hex)).await {
+            let a = match self.call(&pool, "touch", &args).await {
                 Ok(a) => a,
                 Err(e) => {
                     err = Some(e);
@@ -905,7 +921,12 @@ impl Inner {
             };
             match (a.kind.as_str(), a.seat) {
                 ("held", Some(seat)) => {
-                    self.activity.remove(&seat.id.parse().unwrap_or(SeatId(0)));
+                    // Written now; queued activity is only dropped when this was activity.
+                    let id = seat.id.parse().unwrap_or(SeatId(0));
+                    self.requests.remove(&id);
+                    if activity {
+                        self.activity.remove(&id);
+                    }
                     let t = Self::held(&pool.spec.key, &seat);
                     self.remember(*session, &pool.spec.key, seat, a.epoch);
                     if let Some(t) = t {
@@ -1095,7 +1116,12 @@ impl SeatLedger for RedisLedger {
         }
     }
 
-    async fn touch(&self, session: &SessionKey, now: Millis) -> Result<Touch, LedgerError> {
+    async fn touch_as(
+        &self,
+        session: &SessionKey,
+        activity: bool,
+        now: Millis,
+    ) -> Result<Touch, LedgerError> {
         self.inner.at(now);
         let hit = self.inner.cache.get(session).and_then(|c| {
             let state = parse_state(&c.seat.state);
@@ -1111,27 +1137,41 @@ impl SeatLedger for RedisLedger {
         if let Some((pool, seat)) = hit {
             if let Some(t) = Inner::held(&pool, &seat) {
                 if let Touch::Held { id, .. } = &t {
-                    self.inner.activity.insert(*id, (pool, self.inner.stamp()));
+                    let queue = if activity {
+                        &self.inner.activity
+                    } else {
+                        &self.inner.requests
+                    };
+                    queue.insert(*id, (pool, self.inner.stamp()));
                 }
                 return Ok(t);
             }
         }
-        self.inner.verify(session).await
+        self.inner.verify(session, activity).await
     }
 
-    async fn heartbeat(&self, session: &SessionKey, now: Millis) -> Result<bool, LedgerError> {
+    /// The answer's `last_activity` also counts activity queued here and not yet flushed.
+    async fn beat(
+        &self,
+        session: &SessionKey,
+        input: bool,
+        now: Millis,
+    ) -> Result<Option<Millis>, LedgerError> {
         self.inner.at(now);
-        let hex = session.hex();
+        let args = [session.hex(), if input { "1" } else { "0" }.to_string()];
         for pool in self.inner.pools_for(session) {
-            let a = self
-                .inner
-                .call(&pool, "heartbeat", std::slice::from_ref(&hex))
-                .await?;
-            if a.kind == "held" {
-                return Ok(true);
+            let a = self.inner.call(&pool, "heartbeat", &args).await?;
+            if let ("held", Some(seat)) = (a.kind.as_str(), a.seat.as_ref()) {
+                let queued = seat
+                    .id
+                    .parse()
+                    .ok()
+                    .and_then(|id| self.inner.activity.get(&id).map(|e| e.1.ms))
+                    .unwrap_or(0);
+                return Ok(Some(seat.last_activity.max(queued)));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     async fn release(
@@ -1400,11 +1440,14 @@ impl SeatLedger for RedisLedger {
     }
 
     async fn flush(&self) -> Result<(), LedgerError> {
-        let mut by_pool: HashMap<PoolKey, Vec<(SeatId, Stamp)>> = HashMap::new();
-        let ids: Vec<SeatId> = self.inner.activity.iter().map(|e| *e.key()).collect();
-        for id in ids {
-            if let Some((_, (pool, at))) = self.inner.activity.remove(&id) {
-                by_pool.entry(pool).or_default().push((id, at));
+        // (seat, when, whether it was activity or only a request).
+        let mut by_pool: HashMap<PoolKey, Vec<(SeatId, Stamp, bool)>> = HashMap::new();
+        for (queue, counts) in [(&self.inner.activity, true), (&self.inner.requests, false)] {
+            let ids: Vec<SeatId> = queue.iter().map(|e| *e.key()).collect();
+            for id in ids {
+                if let Some((_, (pool, at))) = queue.remove(&id) {
+                    by_pool.entry(pool).or_default().push((id, at, counts));
+                }
             }
         }
         let mut result = Ok(());
@@ -1412,15 +1455,21 @@ impl SeatLedger for RedisLedger {
             let Some(pool) = self.inner.pool(&key) else {
                 continue;
             };
-            let mut args = Vec::with_capacity(seats.len() * 2);
-            for (id, at) in &seats {
+            let mut args = Vec::with_capacity(seats.len() * 3);
+            for (id, at, counts) in &seats {
                 args.push(id.to_string());
                 args.push((self.inner.since(*at).as_millis() as u64).to_string());
+                args.push(if *counts { "a" } else { "r" }.to_string());
             }
             if let Err(e) = self.inner.call(&pool, "activity", &args).await {
                 // Keep them for the next flush (newer activity wins).
-                for (id, at) in seats {
-                    self.inner.activity.entry(id).or_insert((key.clone(), at));
+                for (id, at, counts) in seats {
+                    let queue = if counts {
+                        &self.inner.activity
+                    } else {
+                        &self.inner.requests
+                    };
+                    queue.entry(id).or_insert((key.clone(), at));
                 }
                 result = Err(e);
             }

@@ -128,7 +128,7 @@ fn decode_unreserved(raw: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
     }
@@ -166,7 +166,7 @@ pub fn product_for(cfg: &Config, f: &RequestFacts<'_>) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-fn matcher_hits(m: &Matcher, f: &RequestFacts<'_>) -> bool {
+pub fn matcher_hits(m: &Matcher, f: &RequestFacts<'_>) -> bool {
     m.path_prefix
         .as_deref()
         .is_none_or(|p| prefix_matches(p, f.path))

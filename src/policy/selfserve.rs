@@ -331,6 +331,8 @@ mod tests {
             started_at: id,
             last_activity: id,
             last_heartbeat: 0,
+            last_request: 0,
+            last_input: 0,
             state,
             ending_at: None,
             overflow: false,

@@ -69,6 +69,8 @@ on_every_store!(
     concurrent_operations_keep_the_pool_exact,
     replicas_agree_within_the_cache_bound,
     shared_values_and_health,
+    ignored_requests_keep_the_idle_timer,
+    input_beats_are_activity,
 );
 
 async fn login_touch_logout(kind: Kind) {
@@ -1206,5 +1208,117 @@ async fn a_crash_loses_at_most_the_unflushed_activity(kind: Kind) {
     assert_eq!(
         st.l().touch(&key("A"), s(650)).await.unwrap(),
         gone(ReleaseReason::Idle)
+    );
+}
+
+/// `touch_as(.., false)`: the session is served and its `last_request` recorded, but its idle
+/// timer runs on (a page polling in the background lapses at `idle_timeout`). Queued activity
+/// (Redis cache hits) is neither lost nor faked by requests that were not activity.
+async fn ignored_requests_keep_the_idle_timer(kind: Kind) {
+    let mut st = Store::new(kind, vec![spec("default", 3)], s(0)).await;
+    let l = st.l();
+    let a = login(l, "default", "ann", "A", s(0)).await;
+    let b = login(l, "default", "bob", "B", s(0)).await;
+    for k in ["A", "B"] {
+        let _ = l.touch(&key(k), s(1)).await.unwrap();
+    }
+    // A polls every 100 s, twice in a row within the session cache's bound (a cache hit).
+    for t in [100, 200, 300, 400, 500] {
+        assert_eq!(
+            held(&l.touch_as(&key("A"), false, s(t)).await.unwrap()).0,
+            a
+        );
+        let _ = l.touch_as(&key("A"), false, s(t) + 300).await.unwrap();
+    }
+    // B: activity, then a cache hit that is only a request, then (the cache stale) a verified
+    // request that is not activity either: the queued activity at +500 must survive both.
+    let _ = l.touch_as(&key("B"), true, s(505)).await.unwrap();
+    let _ = l.touch_as(&key("B"), true, s(505) + 500).await.unwrap();
+    let _ = l.touch_as(&key("B"), false, s(505) + 800).await.unwrap();
+    let _ = l.touch_as(&key("B"), false, s(507)).await.unwrap();
+    st.checkpoint(s(510)).await;
+    let ra = session(st.l(), a, s(510)).await.unwrap();
+    assert_eq!(
+        (ra.last_activity, ra.last_request),
+        (s(1), s(500) + 300),
+        "ignored requests are requests, not activity"
+    );
+    let rb = session(st.l(), b, s(510)).await.unwrap();
+    assert_eq!((rb.last_activity, rb.last_request), (s(505) + 500, s(507)));
+    assert_eq!(rb.last_input, 0);
+    // Polling goes on, the seat lapses at idle_timeout from the last activity all the same.
+    assert_eq!(
+        held(&st.l().touch_as(&key("A"), false, s(600)).await.unwrap()).0,
+        a
+    );
+    assert_eq!(
+        st.l().touch_as(&key("A"), false, s(601)).await.unwrap(),
+        gone(ReleaseReason::Idle)
+    );
+    assert_eq!(st.seen.reasons(a), vec![ReleaseReason::Idle]);
+    assert_eq!(held(&st.l().touch(&key("B"), s(601)).await.unwrap()).0, b);
+
+    // A standby seat's second request activates it, whatever the request.
+    let c = login(st.l(), "default", "cat", "C", s(610)).await;
+    assert_eq!(
+        held(&st.l().touch_as(&key("C"), false, s(620)).await.unwrap()),
+        (c, SeatState::Active, None)
+    );
+    assert_eq!(
+        session(st.l(), c, s(620)).await.unwrap().last_activity,
+        s(620)
+    );
+}
+
+/// `beat(.., input)`: a heartbeat that reports input is activity and `last_input`; one that
+/// does not changes neither; for a session that holds nothing it changes nothing at all.
+async fn input_beats_are_activity(kind: Kind) {
+    let mut st = Store::new(kind, vec![spec("default", 3)], s(0)).await;
+    let l = st.l();
+    let a = login(l, "default", "ann", "A", s(0)).await;
+    let b = login(l, "default", "bob", "B", s(0)).await;
+    for k in ["A", "B"] {
+        let _ = l.touch(&key(k), s(1)).await.unwrap();
+    }
+    assert_eq!(l.beat(&key("A"), false, s(50)).await.unwrap(), Some(s(1)));
+    assert_eq!(l.beat(&key("A"), true, s(80)).await.unwrap(), Some(s(80)));
+    assert_eq!(l.beat(&key("A"), false, s(110)).await.unwrap(), Some(s(80)));
+    st.checkpoint(s(120)).await;
+    let r = session(st.l(), a, s(120)).await.unwrap();
+    assert_eq!(
+        (r.last_activity, r.last_input, r.last_heartbeat),
+        (s(80), s(80), s(110)),
+        "input survives a restart"
+    );
+    // Beats with input keep the seat past idle_timeout from the last request.
+    let l = st.l();
+    for t in (180..=720).step_by(60) {
+        let beat = l.beat(&key("A"), t % 120 == 0, s(t)).await.unwrap();
+        assert!(beat.is_some(), "beat at {t}");
+    }
+    assert_eq!(
+        held(&l.touch_as(&key("A"), false, s(721)).await.unwrap()).0,
+        a
+    );
+    assert_eq!(session(l, a, s(721)).await.unwrap().last_input, s(720));
+
+    // Unknown, released and paused sessions: `None`, and nothing changes.
+    assert_eq!(l.beat(&key("nobody"), true, s(721)).await.unwrap(), None);
+    assert_eq!(
+        l.touch(&key("nobody"), s(721)).await.unwrap(),
+        Touch::Gone(Gone::Unknown)
+    );
+    assert_eq!(l.pause(b, s(60)).await.unwrap(), PauseOutcome::Done);
+    assert_eq!(l.beat(&key("B"), true, s(70)).await.unwrap(), None);
+    let rb = session(l, b, s(70)).await.unwrap();
+    assert_eq!((rb.last_input, rb.state), (0, SeatState::Paused));
+    let _ = l
+        .release(&key("A"), ReleaseReason::Logout, s(722))
+        .await
+        .unwrap();
+    assert_eq!(l.beat(&key("A"), true, s(723)).await.unwrap(), None);
+    assert_eq!(
+        l.touch(&key("A"), s(724)).await.unwrap(),
+        gone(ReleaseReason::Logout)
     );
 }

@@ -400,7 +400,7 @@ elseif op == 'commit' then
     overflow = a.kind == 'overflow'
   end
   local r = { id = new_id, user = user or '', device = device or '', client = client, session = session,
-    started_at = now, last_activity = now, last_heartbeat = 0, state = 'standby', ending_at = 0,
+    started_at = now, last_activity = now, last_heartbeat = 0, last_request = now, last_input = 0, state = 'standby', ending_at = 0,
     overflow = overflow, ended_by = '' }
   put_seat(r)
   redis.call('HSET', SESS, session, new_id)
@@ -415,8 +415,10 @@ elseif op == 'cancel' then
   return answer({ kind = 'ok' })
 
 elseif op == 'touch' or op == 'heartbeat' then
-  -- ARGV: session
+  -- ARGV: session, flag: touch '0' = a request that is not activity (last_request only);
+  -- heartbeat '1' = the person gave input since the last beat (activity and last_input).
   local session = ARGV[3]
+  local flag = ARGV[4]
   local id = redis.call('HGET', SESS, session)
   local r = id and load(id)
   if not r then
@@ -436,9 +438,14 @@ elseif op == 'touch' or op == 'heartbeat' then
   if op == 'heartbeat' then
     if r.state == 'paused' then return answer({ kind = 'gone', reason = 'paused', epoch = epoch() }) end
     r.last_heartbeat = now
+    if flag == '1' then
+      r.last_activity = math.max(r.last_activity, now)
+      r.last_input = now
+    end
     put_seat(r)
     return answer({ kind = 'held', seat = r, epoch = epoch() })
   end
+  r.last_request = now
   if r.state == 'paused' then
     -- A request from a paused session resumes it, if a seat is free.
     purge(now)
@@ -454,7 +461,8 @@ elseif op == 'touch' or op == 'heartbeat' then
     bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
     return answer({ kind = 'held', seat = r, resumed = r, epoch = epoch() })
   end
-  r.last_activity = now
+  -- A standby seat's second request is activity whatever it is: it becomes active.
+  if flag ~= '0' or r.state == 'standby' then r.last_activity = now end
   if r.state == 'standby' then r.state = 'active' end
   put_seat(r)
   return answer({ kind = 'held', seat = r, epoch = epoch() })
@@ -555,20 +563,31 @@ elseif op == 'pause' or op == 'resume' then
   return answer({ kind = 'done', resumed = r })
 
 elseif op == 'activity' then
-  -- ARGV: (seat id, age ms)...: batched touches. Only seats that still hold are refreshed: an
-  -- expired or ended seat is never revived by a late flush.
+  -- ARGV: (seat id, age ms, 'a' activity | 'r' a request that was not)...: batched touches.
+  -- Only seats that still hold are refreshed: an expired or ended seat is never revived by a
+  -- late flush.
   local n = 0
-  for i = 3, #ARGV, 2 do
-    local id, age = ARGV[i], tonumber(ARGV[i + 1])
+  for i = 3, #ARGV, 3 do
+    local id, age, kind = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
     local score = redis.call('ZSCORE', Z, id) or redis.call('ZSCORE', UNC, id)
     if score and tonumber(score) > now then
       local r = load(id)
       local t = now - age
-      if r and r.state ~= 'paused' and t > r.last_activity then
-        r.last_activity = t
-        if r.state == 'standby' then r.state = 'active' end
-        put_seat(r)
-        n = n + 1
+      if r and r.state ~= 'paused' then
+        local changed = false
+        if t > (tonumber(r.last_request) or 0) then
+          r.last_request = t
+          changed = true
+        end
+        if kind == 'a' and t > r.last_activity then
+          r.last_activity = t
+          if r.state == 'standby' then r.state = 'active' end
+          changed = true
+        end
+        if changed then
+          put_seat(r)
+          n = n + 1
+        end
       end
     end
   end
@@ -580,7 +599,7 @@ elseif op == 'uncounted' then
   local have = live_of(session, now)
   if have then return answer({ kind = 'seat', id = have.id, epoch = epoch() }) end
   local r = { id = ARGV[7], user = ARGV[4], device = ARGV[5], client = ARGV[6], session = session,
-    started_at = now, last_activity = now, last_heartbeat = 0, state = ARGV[8], ending_at = 0,
+    started_at = now, last_activity = now, last_heartbeat = 0, last_request = now, last_input = 0, state = ARGV[8], ending_at = 0,
     overflow = false, ended_by = '' }
   put_seat(r)
   redis.call('HSET', SESS, session, r.id)
