@@ -787,10 +787,14 @@ impl ProxyHttp for Gateway {
                 ctx.session = key;
                 Ok(false)
             }
-            Action::Heartbeat => self.heartbeat(s, ctx, &p, key).await,
-            Action::SelfService => self.self_service(s, ctx, &p).await,
+            // Boxed: an async fn's future is as large as its largest branch, and pingora
+            // copies this one whole on every request; the login and self-service flows (body
+            // reads, `100 Continue`, calls to the app) are kilobytes that checks and
+            // proxied requests must not pay for.
+            Action::Heartbeat => Box::pin(self.heartbeat(s, ctx, &p, key)).await,
+            Action::SelfService => Box::pin(self.self_service(s, ctx, &p)).await,
             Action::Check => self.check(s, ctx, &p, client).await,
-            Action::Login => self.login(s, ctx, &p, client, key).await,
+            Action::Login => Box::pin(self.login(s, ctx, &p, client, key)).await,
             Action::Logout => {
                 // Released once the app accepts the logout (`app_word`): an app that refuses
                 // it (a 405 for the wrong method, a CSRF failure) still has the user logged in.
@@ -799,7 +803,7 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Action::Session => match key {
-                Some(k) => self.session(s, ctx, &p, client, k).await,
+                Some(k) => Box::pin(self.session(s, ctx, &p, client, k)).await,
                 None => Ok(false),
             },
         }
@@ -846,7 +850,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
         }
         if ctx.login.is_some() {
-            self.commit_login(resp, ctx).await?;
+            Box::pin(self.commit_login(resp, ctx)).await?;
         } else if ctx.session.is_some() {
             self.app_word(resp, ctx).await?;
         }
