@@ -7,7 +7,7 @@ use crate::config::tls::CertSlot;
 use crate::config::{self, Config, ConfigError, Product};
 use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
 use crate::metrics::{Metrics, ProductSeries};
-use crate::presence::{script, HeartbeatLimiter, Script};
+use crate::presence::{script, HeartbeatLimiter, IdleWarnings, Script};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -32,9 +32,13 @@ impl Runtime {
             .products
             .iter()
             .map(|p| {
+                let extras = script::Extras {
+                    input: p.session.idle_by == config::IdleBy::Input,
+                    warn: p.session.idle_warning.is_some(),
+                };
                 p.session
                     .presence_timeout
-                    .map(|pt| Script::new(&script::heartbeat_url(&p.path_prefix), pt))
+                    .map(|pt| Script::with(&script::heartbeat_url(&p.path_prefix), pt, extras))
             })
             .collect();
         // Every label combination of a product is made visible at 0 here too, so dashboards
@@ -108,6 +112,8 @@ pub struct App {
     pub config_path: Option<PathBuf>,
     /// Per-session heartbeat flood limit; outlives reloads like the seats it guards.
     pub heartbeat_limiter: HeartbeatLimiter,
+    /// Seats shown the idle warning (counted once each); outlives reloads like the seats.
+    pub idle_warned: IdleWarnings,
     pub access_log: AccessLog,
     pub certs: Certs,
 }
@@ -201,6 +207,7 @@ impl App {
             audit,
             config_path: path,
             heartbeat_limiter: HeartbeatLimiter::default(),
+            idle_warned: IdleWarnings::default(),
             access_log,
             certs,
         })

@@ -26,6 +26,11 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub overflow_used_seconds: IntGaugeVec,
     pub heartbeats: IntCounterVec,
+    /// `session.idle_warning` banners shown (once per seat per stretch of idleness).
+    pub idle_warnings: IntCounterVec,
+    /// Requests of a seat holder that did not reset its idle timer (`session.activity`,
+    /// `idle_by: input`).
+    pub requests_ignored: IntCounterVec,
     pub self_service: IntCounterVec,
     pub bad_requests: IntCounterVec,
     pub store_up: IntGaugeVec,
@@ -191,6 +196,18 @@ impl Metrics {
                 "Presence heartbeats.",
                 &["product", "result"],
             ),
+            idle_warnings: counter(
+                &r,
+                "seatgate_idle_warnings_total",
+                "Idle warnings shown before a seat would end for idleness.",
+                &["product"],
+            ),
+            requests_ignored: counter(
+                &r,
+                "seatgate_requests_ignored_total",
+                "Requests of a seat holder that did not count as activity.",
+                &["product"],
+            ),
             self_service: counter(
                 &r,
                 "seatgate_self_service_total",
@@ -335,6 +352,8 @@ impl Metrics {
         for reason in ReleaseReason::ALL {
             self.releases.with_label_values(&[product, reason.as_str()]);
         }
+        self.idle_warnings.with_label_values(&[product]);
+        self.requests_ignored.with_label_values(&[product]);
         for c in clients {
             for r in ["admitted", "denied", "failed"] {
                 self.logins.with_label_values(&[product, c, r]);

@@ -221,6 +221,11 @@ pub fn session_json(specs: &HashMap<PoolKey, PoolSpec>, s: &SeatRecord) -> Value
         "started_at": rfc3339(s.started_at),
         "last_activity": rfc3339(s.last_activity),
         "last_heartbeat": (s.last_heartbeat > 0).then(|| rfc3339(s.last_heartbeat)),
+        // Every request, ignored ones included (`session.activity`), and the person's input
+        // as the heartbeat reported it: who is really away. `null` for never (or not since
+        // the gateway recorded it).
+        "last_request": (s.last_request > 0).then(|| rfc3339(s.last_request)),
+        "last_input": (s.last_input > 0).then(|| rfc3339(s.last_input)),
         "expires_at": expires_at.map(rfc3339),
         "ending_at": s.ending_at.map(rfc3339),
         "ended_by": s.ended_by,

@@ -8,6 +8,7 @@
 //! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
 //! * `selfserve`: offering a denied user to end one of their own sessions; signed tokens.
 
+pub mod activity;
 pub mod admission;
 pub mod classify;
 pub mod cookies;

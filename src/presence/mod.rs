@@ -11,10 +11,12 @@ pub mod csp;
 pub mod inject;
 pub mod limit;
 pub mod script;
+pub mod warned;
 
 pub use inject::{Encoding, InjectError, Injector};
 pub use limit::{HeartbeatLimiter, Verdict};
 pub use script::Script;
+pub use warned::IdleWarnings;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
@@ -33,16 +35,26 @@ pub fn is_hide_hint(query: Option<&str>) -> bool {
     })
 }
 
+/// How the gateway's banners look: the end notice below, and the idle warning the heartbeat
+/// script builds (`script::Extras::warn`).
+pub const BANNER_STYLE: &str = "position:fixed;top:0;left:0;right:0;z-index:2147483647;\
+padding:.6em 1em;background:#b00020;color:#fff;font:bold 15px sans-serif;text-align:center";
+
 /// The banner spliced into the pages of a session an administrator is ending with a grace
 /// period, so the user sees it (the `X-Seatgate-Notice` header is for programs). Plain
 /// markup with inline style: no script, so no CSP change is needed for it to show.
 pub fn ending_notice(seconds: u64) -> Bytes {
     Bytes::from(format!(
-        "<div role=\"alert\" data-seatgate-notice style=\"position:fixed;top:0;left:0;right:0;\
-z-index:2147483647;padding:.6em 1em;background:#b00020;color:#fff;font:bold 15px sans-serif;\
-text-align:center\">Your session will be ended by an administrator in {seconds} s. \
-Save your work now.</div>"
+        "<div role=\"alert\" data-seatgate-notice style=\"{BANNER_STYLE}\">Your session will be \
+ended by an administrator in {seconds} s. Save your work now.</div>"
     ))
+}
+
+/// Whether a heartbeat reports input since the previous beat (`?input=1`).
+pub fn is_input(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "input" && v == "1")
+    })
 }
 
 /// How one response is rewritten.

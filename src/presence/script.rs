@@ -6,6 +6,13 @@
 //! comes back from the back/forward cache (its timers were frozen), stops for good on 410
 //! (the seat is gone, nothing left to keep), and on `pagehide` sends a beacon as a hint that
 //! this page went away. Old browsers are fine: plain `XMLHttpRequest`, no `fetch`.
+//!
+//! With [`Extras`] (`idle_by: input`, `idle_warning`) it also notes whether the person used the
+//! page since the previous beat (key, pointer, touch, wheel, scroll, the tab becoming visible:
+//! one flag, no content, no coordinates) and sends it as `?input=1`; and when a beat's answer
+//! carries [`IDLE_HEADER`] it shows the idle warning, styled as the end-notice banner, whose
+//! "Stay signed in" button beats at once with input. Without extras the script is exactly what
+//! it was before these existed (same bytes, same CSP hash).
 
 use base64::Engine;
 use bytes::Bytes;
@@ -26,6 +33,21 @@ pub fn heartbeat_url(path_prefix: &str) -> String {
 /// presence (a closing tab must not buy itself another `presence_timeout`).
 pub const HIDE_HINT_QUERY: &str = "hint=hide";
 
+/// The query of a beat that reports input since the previous beat.
+pub const INPUT_QUERY: &str = "input=1";
+
+/// On a heartbeat's answer: seconds until the seat ends for idleness, while the warning is due.
+pub const IDLE_HEADER: &str = "x-seatgate-idle";
+
+/// What the script does beyond presence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Report input (`idle_by: input`).
+    pub input: bool,
+    /// Show the idle warning (`idle_warning`).
+    pub warn: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     /// The JavaScript between the tags; its hash is what a CSP `'sha256-…'` source names.
@@ -38,6 +60,10 @@ pub struct Script {
 
 impl Script {
     pub fn new(heartbeat_url: &str, presence_timeout: Duration) -> Script {
+        Script::with(heartbeat_url, presence_timeout, Extras::default())
+    }
+
+    pub fn with(heartbeat_url: &str, presence_timeout: Duration, extras: Extras) -> Script {
         // Beat three times per timeout: one lost or late beat never costs a seat.
         let period = (presence_timeout.as_millis() / 3).max(1000);
         // The URL comes from validated config (a path), but it goes into a JS string inside
@@ -45,8 +71,9 @@ impl Script {
         let url = serde_json::to_string(heartbeat_url)
             .unwrap_or_else(|_| "\"/.seatgate/heartbeat\"".into())
             .replace('<', "\\u003c");
-        let body = format!(
-            "(function(w,d){{if(w.__seatgate)return;w.__seatgate=1;\
+        let body = if extras == Extras::default() {
+            format!(
+                "(function(w,d){{if(w.__seatgate)return;w.__seatgate=1;\
 var u={url},p={period},t=0,s=0;\
 function b(){{if(s)return;var x=new XMLHttpRequest();x.open('POST',u,true);\
 x.onload=function(){{if(x.status==410){{s=1;clearInterval(t)}}}};x.send()}}\
@@ -56,7 +83,10 @@ w.addEventListener('pageshow',function(e){{if(e.persisted)g()}});\
 w.addEventListener('pagehide',function(){{clearInterval(t);\
 if(!s&&navigator.sendBeacon)navigator.sendBeacon(u+'?{HIDE_HINT_QUERY}')}});\
 g()}})(window,document);"
-        );
+            )
+        } else {
+            extended(&url, period, extras)
+        };
         let csp_hash = format!(
             "'sha256-{}'",
             base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes()))
@@ -80,6 +110,47 @@ g()}})(window,document);"
             )),
         }
     }
+}
+
+/// The script with input reporting and/or the idle warning. `i`: input since the last beat;
+/// `n`: the banner element while shown. The banner is built with DOM calls and CSSOM styles,
+/// which a page's CSP does not restrict (no inline markup or style attribute is parsed).
+fn extended(url: &str, period: u128, x: Extras) -> String {
+    let style = crate::presence::BANNER_STYLE;
+    let track = if x.input {
+        "function f(){i=1}\
+var v=['keydown','mousedown','pointerdown','touchstart','wheel','scroll'];\
+for(var j=0;j<v.length;j++)d.addEventListener(v[j],f,true);"
+    } else {
+        ""
+    };
+    let seen = if x.input { "i=1;" } else { "" };
+    let warn = if x.warn {
+        format!(
+            "function m(v){{v=parseInt(v,10);if(!(v>0)){{if(n){{n.parentNode&&n.parentNode.removeChild(n);n=0}}return}}\
+if(!n){{n=d.createElement('div');n.setAttribute('role','alert');n.setAttribute('data-seatgate-idle','');\
+n.style.cssText='{style}';n.appendChild(d.createElement('span'));\
+var k=d.createElement('button');k.type='button';k.textContent='Stay signed in';\
+k.style.cssText='margin-left:1em;font:bold 15px sans-serif;padding:.2em .8em;cursor:pointer';\
+k.onclick=function(){{i=1;b()}};n.appendChild(k);(d.body||d.documentElement).appendChild(n)}}\
+var q=60>v?v+' seconds':Math.ceil(v/60)+' minutes';\
+n.firstChild.textContent='You will be signed out in '+q+' because you seem to be away \\u2014 '}}"
+        )
+    } else {
+        "function m(){}".into()
+    };
+    format!(
+        "(function(w,d){{if(w.__seatgate)return;w.__seatgate=1;\
+var u={url},p={period},t=0,s=0,i=0,n=0;{track}{warn}\
+function b(){{if(s)return;var x=new XMLHttpRequest();x.open('POST',u+(i?'?{INPUT_QUERY}':''),true);i=0;\
+x.onload=function(){{if(x.status==410){{s=1;clearInterval(t);m(0)}}else m(x.getResponseHeader('{IDLE_HEADER}'))}};x.send()}}\
+function g(){{clearInterval(t);if(!s){{b();t=setInterval(b,p)}}}}\
+d.addEventListener('visibilitychange',function(){{if(d.visibilityState=='visible'){{{seen}g()}}}});\
+w.addEventListener('pageshow',function(e){{if(e.persisted)g()}});\
+w.addEventListener('pagehide',function(){{clearInterval(t);\
+if(!s&&navigator.sendBeacon)navigator.sendBeacon(u+'?{HIDE_HINT_QUERY}')}});\
+g()}})(window,document);"
+    )
 }
 
 #[cfg(test)]
@@ -121,5 +192,49 @@ mod tests {
         let s = Script::new("/a</script><b>\"'", Duration::from_secs(3));
         assert!(!s.body.contains("</script>"));
         assert!(!s.body.contains('<'));
+    }
+
+    #[test]
+    fn extras_report_input_and_show_the_warning() {
+        let plain = Script::new("/.seatgate/heartbeat", Duration::from_secs(90));
+        let same = Script::with(
+            "/.seatgate/heartbeat",
+            Duration::from_secs(90),
+            Extras::default(),
+        );
+        assert_eq!(plain, same, "without extras nothing changes");
+        assert!(!plain.body.contains("input=1"));
+        let input = Extras {
+            input: true,
+            warn: false,
+        };
+        let s = Script::with("/.seatgate/heartbeat", Duration::from_secs(90), input);
+        assert!(s.body.contains("u+(i?'?input=1':'')"), "{}", s.body);
+        assert!(s.body.contains("'keydown'") && !s.body.contains("Stay signed in"));
+        assert_ne!(s.csp_hash, plain.csp_hash);
+        let warn = Extras {
+            input: false,
+            warn: true,
+        };
+        let s = Script::with("/.seatgate/heartbeat", Duration::from_secs(90), warn);
+        assert!(s.body.contains("Stay signed in") && s.body.contains("x-seatgate-idle"));
+        assert!(!s.body.contains("'keydown'"));
+        assert!(
+            !s.body.contains('<'),
+            "the body must never close its own element"
+        );
+        let both = Script::with(
+            "/x",
+            Duration::from_secs(90),
+            Extras {
+                input: true,
+                warn: true,
+            },
+        );
+        assert!(
+            both.tag(None).len() < 2500,
+            "{} bytes",
+            both.tag(None).len()
+        );
     }
 }

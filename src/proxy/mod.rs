@@ -16,6 +16,7 @@ use crate::ledger::{
     SessionKey, Touch,
 };
 use crate::metrics::ProductSeries;
+use crate::policy::activity::{self, Counts};
 use crate::policy::classify::{self, Action, BadLogin, RequestFacts};
 use crate::policy::cookies::{self, CookieWord, RequestSession};
 use crate::policy::forwarded;
@@ -104,6 +105,9 @@ pub struct Ctx {
     replace_body: Option<Bytes>,
     /// Keeps an upgraded connection's seat touched while the socket is open.
     upgraded: Option<KeepTouched>,
+    /// The seat's request counts as activity only if the response's media type is not
+    /// ignored (`session.activity.ignore[].content_type`): touched again once it is known.
+    activity_by_response: bool,
 }
 
 /// A task touching a seat while its WebSocket (or other upgraded) connection is open: a
@@ -385,9 +389,21 @@ impl Gateway {
         client: Option<usize>,
         key: SessionKey,
     ) -> Result<bool> {
+        let counts = {
+            let req = s.req_header();
+            let path = classify::normalize_path(req.uri.path());
+            let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
+            activity::counts(&p.session, &facts, None)
+        };
         let now = now_ms();
-        let gone = match self.app.ledger.touch(&key, now).await {
+        let activity = counts == Counts::Activity;
+        let gone = match self.app.ledger.touch_as(&key, activity, now).await {
             Ok(Touch::Held { ending_at, .. }) => {
+                match counts {
+                    Counts::Activity => {}
+                    Counts::Ignored => self.count_ignored(p),
+                    Counts::ByResponse => ctx.activity_by_response = true,
+                }
                 ctx.ending_at = ending_at;
                 ctx.holds_seat = true;
                 ctx.session = Some(key);
@@ -518,6 +534,10 @@ impl Gateway {
         let period = presence::beat_period(p.session.presence_timeout);
         let limiter = &self.app.heartbeat_limiter;
         let hint = presence::is_hide_hint(s.req_header().uri.query());
+        // Input counts only where the product asks for it (`idle_by: input`, the warning's
+        // button); for an unknown or ended session it changes nothing (410 as ever).
+        let input =
+            activity::takes_input(&p.session) && presence::is_input(s.req_header().uri.query());
         let (result, c) = match key {
             None => ("gone", responses::gone("no seat for this session")),
             Some(_) if hint => ("hide", responses::no_content()),
@@ -526,12 +546,12 @@ impl Gateway {
                     "limited",
                     responses::too_many("too many heartbeats", retry_after_ms.div_ceil(1000)),
                 ),
-                Verdict::Allowed => match self.app.ledger.heartbeat(&k, now).await {
-                    Ok(true) => {
+                Verdict::Allowed => match self.app.ledger.beat(&k, input, now).await {
+                    Ok(Some(last_activity)) => {
                         limiter.record(k, period, now);
-                        ("ok", responses::no_content())
+                        ("ok", self.idle_warning(p, k, last_activity, now))
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         limiter.forget(&k);
                         ("gone", responses::gone("no seat for this session"))
                     }
@@ -705,6 +725,7 @@ impl ProxyHttp for Gateway {
             body_read: false,
             replace_body: None,
             upgraded: None,
+            activity_by_response: false,
         }
     }
 
@@ -853,6 +874,9 @@ impl ProxyHttp for Gateway {
             Box::pin(self.commit_login(resp, ctx)).await?;
         } else if ctx.session.is_some() {
             self.app_word(resp, ctx).await?;
+        }
+        if ctx.activity_by_response {
+            self.activity_by_response(s, resp, ctx).await;
         }
         if resp.status == StatusCode::SWITCHING_PROTOCOLS {
             self.keep_touched(ctx);
@@ -1182,18 +1206,85 @@ impl Gateway {
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(60),
         );
+        let by_requests = p.session.idle_by == crate::config::IdleBy::Requests;
         let ledger = self.app.ledger.clone();
         ctx.upgraded = Some(KeepTouched(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match ledger.touch(&key, now_ms()).await {
+                // Under `idle_by: input` an open socket is no input: validated, not activity.
+                match ledger.touch_as(&key, by_requests, now_ms()).await {
                     Ok(Touch::Gone(_)) => break,
                     Ok(Touch::Held { .. }) | Err(_) => {}
                 }
             }
         })));
+    }
+
+    fn count_ignored(&self, p: &Product) {
+        self.app
+            .metrics
+            .requests_ignored
+            .with_label_values(&[p.name.as_str()])
+            .inc();
+    }
+
+    /// The heartbeat's 204, carrying the seconds left (`X-Seatgate-Idle`) while the idle
+    /// warning is due; the first such answer of a stretch of idleness is counted.
+    fn idle_warning(
+        &self,
+        p: &Product,
+        k: SessionKey,
+        last_activity: Millis,
+        now: Millis,
+    ) -> Canned {
+        let warned = &self.app.idle_warned;
+        match activity::idle_warning(&p.session, last_activity, now) {
+            Some(secs) => {
+                if warned.first(k, last_activity) {
+                    self.app
+                        .metrics
+                        .idle_warnings
+                        .with_label_values(&[p.name.as_str()])
+                        .inc();
+                }
+                responses::no_content().header_str(
+                    http::HeaderName::from_static(presence::script::IDLE_HEADER),
+                    &secs.to_string(),
+                )
+            }
+            None => {
+                warned.clear(&k);
+                responses::no_content()
+            }
+        }
+    }
+
+    /// A seat holder's request whose activity hinged on the response's media type: now known.
+    async fn activity_by_response(&self, s: &Session, resp: &ResponseHeader, ctx: &Ctx) {
+        let (Some(key), Some(p)) = (ctx.session, ctx.rt.as_ref().and_then(|rt| ctx.product(rt)))
+        else {
+            return;
+        };
+        let content_type = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let counts = {
+            let req = s.req_header();
+            let path = classify::normalize_path(req.uri.path());
+            let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
+            activity::counts(&p.session, &facts, Some(content_type))
+        };
+        if counts == Counts::Activity {
+            if let Err(e) = self.app.ledger.touch_as(&key, true, now_ms()).await {
+                log::debug!("product {}: activity not recorded: {e}", p.name);
+            }
+        } else {
+            self.count_ignored(p);
+        }
     }
 
     /// Releases a seat after the app has answered: the answer goes out whatever the store

@@ -9,6 +9,7 @@ mod fuzz;
 mod harness;
 mod health;
 mod hostile;
+mod idle;
 mod ops;
 mod presence;
 mod products;
