@@ -73,6 +73,10 @@ async fn smuggling_framings_are_refused_and_the_connection_closed() {
         ),
         ("bare lf", b"GET /smuggle8 HTTP/1.1\nHost: a\n\n"),
         (
+            "absolute-form for another host",
+            b"GET http://evil.example/smuggle9 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
             "te on http/1.0",
             b"POST /smuggle7 HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
@@ -87,7 +91,7 @@ async fn smuggling_framings_are_refused_and_the_connection_closed() {
             "{name}: a second (smuggled) request was answered: {answer}"
         );
     }
-    for p in 1..=8 {
+    for p in 1..=9 {
         assert_eq!(
             up.seen.count(&format!("/smuggle{p}")),
             0,
