@@ -632,3 +632,102 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
     typing.quit().await;
     away.quit().await;
 }
+
+async fn wait_for(b: &Browser, script: &str, want: Value) {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let got = b.execute(script, vec![]).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{script}: {got} != {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The License Usage page shows the last input beside the last request, and sorts by it:
+/// whoever gave no input at all first, then the oldest input first.
+#[tokio::test]
+async fn usage_page_shows_last_input_and_sorts_by_it() {
+    let app = app().await;
+    let (g, _prefix) = start(&app, Store::Embedded, "1h", INPUT).await;
+    let (bob, ann) = (login(&g, "bob").await, login(&g, "ann").await);
+    let cat = login(&g, "cat").await;
+    // bob types first, ann later; cat's page only polls.
+    assert_eq!(get(&g, &cat, "/api/poll", false).await.status(), 200);
+    assert_eq!(beat(&g, &bob, true).await.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(beat(&g, &ann, true).await.status(), 204);
+    // Their pages stay open (beats without input), or presence would end them meanwhile.
+    let url = g.url("/.seatgate/heartbeat");
+    let beating = tokio::spawn(async move {
+        loop {
+            for sid in [&bob, &ann] {
+                let _ = client()
+                    .post(&url)
+                    .header("cookie", format!("SID={sid}"))
+                    .send()
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let b = Browser::start().await;
+    b.goto(&g.admin_url("/")).await;
+    b.type_into("#username", "admin").await;
+    b.type_into("#password", "secret").await;
+    b.click("#login-submit").await;
+    let rows =
+        "return [...document.querySelectorAll('#sessions tbody tr')].map(r => r.dataset.user)";
+    wait_for(
+        &b,
+        &format!("{rows}.sort()"),
+        serde_json::json!(["ann", "bob", "cat"]),
+    )
+    .await;
+    b.click("#f-sort option[value=last_input]").await;
+    wait_for(&b, rows, serde_json::json!(["cat", "bob", "ann"])).await;
+    let cell = |user: &str, k: &str| {
+        format!(
+            "return document.querySelector('#sessions tr[data-user={user}] td.{k}').textContent"
+        )
+    };
+    wait_for(&b, &cell("cat", "input"), serde_json::json!("–")).await;
+    for user in ["ann", "bob"] {
+        let input = b.execute(&cell(user, "input"), vec![]).await;
+        assert!(
+            input.as_str().is_some_and(|t| t.contains(':')),
+            "{user}: {input}"
+        );
+    }
+    let request = b.execute(&cell("cat", "request"), vec![]).await;
+    assert!(
+        request.as_str().is_some_and(|t| t.contains(':')),
+        "{request}"
+    );
+    b.click("#f-clear").await;
+    b.quit().await;
+    beating.abort();
+}
+
+/// The shipped presets carry the idle settings the README recommends for apps that poll.
+#[test]
+fn presets_say_what_activity_is() {
+    let load = |f: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(f);
+        seatgate::config::load(&path).unwrap()
+    };
+    let two_min = Some(Duration::from_secs(120));
+    let accucare = load("accucare.yaml");
+    let s = &accucare.products[0].session;
+    assert_eq!(s.idle_by, seatgate::config::IdleBy::Input);
+    assert_eq!(s.idle_warning, two_min);
+    assert!(s.ignore[0].content_type.contains(&"image/".to_string()));
+    let infor = load("infor-crm.yaml");
+    let s = &infor.products[0].session;
+    assert_eq!(s.idle_by, seatgate::config::IdleBy::Requests);
+    assert_eq!(s.idle_warning, two_min);
+    assert!(s.ignore[0].content_type.contains(&"text/css".to_string()));
+}

@@ -14,6 +14,9 @@
     usage: [],
     selected: new Set(),
     filters: { user: '', product: '', license: '' },
+    // '' keeps the API's order; 'last_input': no input at all first, then oldest input first,
+    // so whoever is really away tops the list.
+    sort: '',
     report: null,
   };
 
@@ -80,10 +83,15 @@
   function shown() {
     const f = state.filters;
     const user = f.user.trim().toLowerCase();
-    return state.sessions.filter((s) => live(s)
+    const rows = state.sessions.filter((s) => live(s)
       && (!user || (s.user || '').toLowerCase().includes(user))
       && (!f.product || s.product === f.product)
       && (!f.license || s.license_type === f.license));
+    if (state.sort === 'last_input') {
+      const t = (s) => (s.last_input ? Date.parse(s.last_input) : 0);
+      rows.sort((a, b) => t(a) - t(b) || (a.user || '').localeCompare(b.user || ''));
+    }
+    return rows;
   }
 
   const mayControl = (s) => state.me && state.me.permission === 'control';
@@ -140,7 +148,7 @@
     tr.append(first);
     const cells = {};
     for (const k of ['user', 'product', 'license', 'client', 'device', 'state', 'started', 'activity',
-      'heartbeat', 'expires', 'actions']) {
+      'request', 'input', 'heartbeat', 'expires', 'actions']) {
       cells[k] = el('td', { class: k });
       tr.append(cells[k]);
     }
@@ -169,6 +177,8 @@
     cells.state.title = s.ended_by ? `ended by ${s.ended_by}` : '';
     cells.started.textContent = when(s.started_at);
     cells.activity.textContent = when(s.last_activity);
+    cells.request.textContent = when(s.last_request);
+    cells.input.textContent = when(s.last_input);
     cells.heartbeat.textContent = when(s.last_heartbeat);
     cells.expires.textContent = when(s.ending_at || s.expires_at);
     let op = '';
@@ -371,8 +381,10 @@
     $('#f-user').addEventListener('input', (e) => { state.filters.user = e.target.value; renderSessions(); });
     $('#f-product').addEventListener('change', (e) => { state.filters.product = e.target.value; render(); });
     $('#f-license').addEventListener('change', (e) => { state.filters.license = e.target.value; renderSessions(); });
+    $('#f-sort').addEventListener('change', (e) => { state.sort = e.target.value; renderSessions(); });
     $('#filters').addEventListener('reset', () => {
       state.filters = { user: '', product: '', license: '' };
+      state.sort = '';
       setTimeout(render, 0);
     });
     $('#select-all').addEventListener('change', (e) => {
