@@ -731,3 +731,64 @@ fn presets_say_what_activity_is() {
     assert_eq!(s.idle_warning, two_min);
     assert!(s.ignore[0].content_type.contains(&"text/css".to_string()));
 }
+
+/// `check-config` refuses the bad idle settings the issue names, with the file, key and line.
+#[test]
+fn check_config_names_bad_idle_settings() {
+    let check = |session: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:8080
+admin: {{ listen: 127.0.0.1:9090 }}
+store: {{ kind: embedded, path: /tmp/never-opened.redb }}
+products:
+  - name: crm
+    upstream: 127.0.0.1:8000
+    session:
+      cookie: SID
+      idle_timeout: 20m
+      max_lifetime: 12h
+{session}
+    login: {{ path: /login }}
+    logout: {{ path: /logout }}
+    seats: 5
+"
+        );
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatgate"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) =
+        check("      activity:\n        ignore:\n          - { path_prefix: /login }");
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("c.yaml: products[0].session.activity.ignore[0].path_prefix (line 13)")
+            && text.contains("would match login.path `/login`"),
+        "{text}"
+    );
+    let (code, text) = check("      activity:\n        ignore:\n          - { path_prefix: /logout/all }\n          - { path_prefix: /logout }");
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("ignore[1].path_prefix") && text.contains("logout.path"),
+        "{text}"
+    );
+    let (code, text) = check("      presence_timeout: 90s\n      activity:\n        ignore:\n          - { path_prefix: /.seatgate/ }");
+    assert_eq!(code, Some(1));
+    assert!(text.contains("would match the heartbeat"), "{text}");
+    let (code, text) = check("      idle_by: input");
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains(
+            "products[0].session.idle_by (line 11): `input` needs session.presence_timeout"
+        ),
+        "{text}"
+    );
+    let (code, text) = check("      presence_timeout: 90s\n      idle_by: input\n      idle_warning: 2m\n      activity:\n        ignore:\n          - { path_prefix: /api/poll }");
+    assert_eq!((code, text.as_str()), (Some(0), ""));
+}

@@ -61,12 +61,16 @@ enum Op {
         slot: usize,
         cookie: usize,
     },
+    /// A request; `activity: false` is one that does not reset the idle timer (ignored, or
+    /// not input under `idle_by: input`).
     Request {
         cookie: usize,
+        activity: bool,
     },
-    /// The presence script's ping.
+    /// The presence script's ping; `input`: the person used the page since the last one.
     Heartbeat {
         cookie: usize,
+        input: bool,
     },
     Logout {
         cookie: usize,
@@ -113,8 +117,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (p, u, 0..SLOTS, proptest::option::of(1..4u8))
             .prop_map(|(pool, user, slot, hold)| Op::Reserve { pool, user, slot, hold }),
         1 => (0..SLOTS, c.clone()).prop_map(|(slot, cookie)| Op::Commit { slot, cookie }),
-        5 => c.clone().prop_map(|cookie| Op::Request { cookie }),
-        2 => c.clone().prop_map(|cookie| Op::Heartbeat { cookie }),
+        5 => (c.clone(), proptest::bool::weighted(0.7))
+            .prop_map(|(cookie, activity)| Op::Request { cookie, activity }),
+        2 => (c.clone(), any::<bool>()).prop_map(|(cookie, input)| Op::Heartbeat { cookie, input }),
         1 => c.clone().prop_map(|cookie| Op::Logout { cookie }),
         1 => c.clone().prop_map(|cookie| Op::AppLogout { cookie }),
         1 => (c.clone(), c.clone()).prop_map(|(old, new)| Op::Rotate { old, new }),
@@ -479,19 +484,29 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             let user = l.claim.user.clone().unwrap();
             m.commit(pool, &user, l.lease.reuse, l.until > now, c, got)?;
         }
-        Op::Heartbeat { cookie: c } => {
-            let got = st.l().heartbeat(&key(&cookie(c)), now).await.unwrap();
+        Op::Heartbeat { cookie: c, input } => {
+            let got = st.l().beat(&key(&cookie(c)), input, now).await.unwrap();
             let want = match m.by_cookie(c) {
                 Some(i) if m.seats[i].state != SeatState::Paused => {
                     m.seats[i].hb = now;
-                    true
+                    if input {
+                        m.seats[i].la = now;
+                    }
+                    Some(m.seats[i].la)
                 }
-                _ => false,
+                _ => None,
             };
-            check!(got == want, "heartbeat: store {got}, model {want}");
+            check!(got == want, "beat: store {got:?}, model {want:?}");
         }
-        Op::Request { cookie: c } => {
-            let got = st.l().touch(&key(&cookie(c)), now).await.unwrap();
+        Op::Request {
+            cookie: c,
+            activity,
+        } => {
+            let got = st
+                .l()
+                .touch_as(&key(&cookie(c)), activity, now)
+                .await
+                .unwrap();
             let want = match m.by_cookie(c) {
                 None => Touch::Gone(m.gone_of(c)),
                 Some(i) => {
@@ -506,10 +521,14 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                             m.bump(pool, 0);
                         }
                         let s = &mut m.seats[i];
+                        // A state change (resume, standby → active) is activity whatever
+                        // the request.
+                        if activity || paused || s.state == SeatState::Standby {
+                            s.la = now;
+                        }
                         if s.state == SeatState::Standby {
                             s.state = SeatState::Active;
                         }
-                        s.la = now;
                         Touch::Held {
                             id: s.id,
                             pool: pool_key(s.pool),
