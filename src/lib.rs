@@ -4,7 +4,8 @@
 //! Arrows point inward, to `policy` and `ledger`:
 //!
 //! * [`config`]: YAML file format → validated runtime config (errors name key and line).
-//! * [`policy`]: pure decisions (classify a request, admit a login, when a seat ends).
+//! * [`policy`]: pure decisions (classify a request, admit a login, when a seat ends, what
+//!   counts as activity).
 //! * [`ledger`]: the `SeatLedger` trait and its stores (memory + redb journal).
 //! * [`proxy`]: the pingora `ProxyHttp` impl; wires request → policy → ledger → response.
 //! * [`presence`]: the heartbeat script and its injection into HTML pages (pure parts).

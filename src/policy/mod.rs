@@ -6,6 +6,8 @@
 //! * `hostile`: request heads refused before anything else (smuggling, size bounds).
 //! * `admission`: may a login take a seat (pools, groups' reserve/max, per-user max).
 //! * `seat`: when a held seat ends (idle, lifetime, presence, standby, admin end).
+//! * `activity`: whether a seat holder's request resets its idle timer (`session.activity`,
+//!   `idle_by`), and when the idle warning is due.
 //! * `selfserve`: offering a denied user to end one of their own sessions; signed tokens.
 
 pub mod activity;

@@ -792,3 +792,53 @@ products:
     let (code, text) = check("      presence_timeout: 90s\n      idle_by: input\n      idle_warning: 2m\n      activity:\n        ignore:\n          - { path_prefix: /api/poll }");
     assert_eq!((code, text.as_str()), (Some(0), ""));
 }
+
+/// Beats every 300 ms claiming input, and nothing else, for 2.5 s: whether the seat outlives
+/// its 1.5 s idle timeout.
+async fn input_claims_keep(g: &Gateway) -> bool {
+    let sid = login(g, "ann").await;
+    assert_eq!(get(g, &sid, "/app", true).await.status(), 200);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        if beat(g, &sid, true).await.status() != 204 {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    session_of(g, "ann").await.is_some()
+}
+
+/// With `idle_by: requests` and no warning, a heartbeat's input claim is ignored, exactly as
+/// before input existed: beats are presence, the seat idles out.
+#[tokio::test]
+async fn requests_mode_ignores_input_claims() {
+    let app = app().await;
+    let (g, _prefix) = start(
+        &app,
+        Store::Embedded,
+        "1500ms",
+        "      presence_timeout: 3s",
+    )
+    .await;
+    assert!(!input_claims_keep(&g).await, "an input claim kept the seat");
+    assert_eq!(g.releases("idle").await, 1.0);
+}
+
+/// With `idle_by: requests` and `idle_warning`, the warning's button (a beat with input)
+/// keeps the seat.
+#[tokio::test]
+async fn requests_mode_warning_button_keeps_the_seat() {
+    let app = app().await;
+    let (g, _prefix) = start(
+        &app,
+        Store::Embedded,
+        "1500ms",
+        "      presence_timeout: 3s\n      idle_warning: 1s",
+    )
+    .await;
+    assert!(
+        input_claims_keep(&g).await,
+        "the button did not keep the seat"
+    );
+    assert_eq!(g.releases("idle").await, 0.0);
+}
