@@ -108,6 +108,8 @@ pub struct Ctx {
     /// The seat's request counts as activity only if the response's media type is not
     /// ignored (`session.activity.ignore[].content_type`): touched again once it is known.
     activity_by_response: bool,
+    /// The seat's request was not activity (`session.activity.ignore`, `idle_by: input`).
+    ignored: bool,
 }
 
 /// A task touching a seat while its WebSocket (or other upgraded) connection is open: a
@@ -401,7 +403,10 @@ impl Gateway {
             Ok(Touch::Held { ending_at, .. }) => {
                 match counts {
                     Counts::Activity => {}
-                    Counts::Ignored => self.count_ignored(p),
+                    Counts::Ignored => {
+                        ctx.ignored = true;
+                        self.count_ignored(p);
+                    }
                     Counts::ByResponse => ctx.activity_by_response = true,
                 }
                 ctx.ending_at = ending_at;
@@ -628,24 +633,21 @@ impl Gateway {
 /// Sets the request's `X-Forwarded-For` and `-Proto` for the app (`policy::forwarded`): the
 /// proxied request and the self-service's own login call alike.
 fn set_forwarded(s: &Session, req: &mut RequestHeader, rt: Option<&Runtime>) -> Result<()> {
+    // Header names as values, not strings: pingora would parse a `&str` name every time.
+    static XFF: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+    static XFP: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
     let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
     let trusted = rt.map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
-    let (xff, proto) = forwarded::forwarded(
-        peer,
-        trusted,
-        header("x-forwarded-for"),
-        header("x-forwarded-proto"),
-        tls,
-    );
+    let header = |n: &http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
+    let (xff, proto) = forwarded::forwarded(peer, trusted, header(&XFF), header(&XFP), tls);
     match xff {
-        Some(v) => req.insert_header("x-forwarded-for", v)?,
+        Some(v) => req.insert_header(XFF.clone(), v)?,
         None => {
-            req.remove_header("x-forwarded-for");
+            req.remove_header(&XFF);
         }
     }
-    req.insert_header("x-forwarded-proto", proto)?;
+    req.insert_header(XFP.clone(), http::HeaderValue::from_static(proto))?;
     Ok(())
 }
 
@@ -726,6 +728,7 @@ impl ProxyHttp for Gateway {
             replace_body: None,
             upgraded: None,
             activity_by_response: false,
+            ignored: false,
         }
     }
 
@@ -1206,7 +1209,8 @@ impl Gateway {
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(60),
         );
-        let by_requests = p.session.idle_by == crate::config::IdleBy::Requests;
+        // An ignored socket (say, the app's notification channel) is kept valid, not active.
+        let by_requests = p.session.idle_by == crate::config::IdleBy::Requests && !ctx.ignored;
         let ledger = self.app.ledger.clone();
         ctx.upgraded = Some(KeepTouched(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);

@@ -842,3 +842,85 @@ async fn requests_mode_warning_button_keeps_the_seat() {
     );
     assert_eq!(g.releases("idle").await, 0.0);
 }
+
+/// An app whose `GET /ws` upgrades to a silent socket (raw TCP, so the 101 is exactly an app's);
+/// `POST /login` sets `SID=ws-user`.
+async fn socket_app() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let answer: &[u8] = if head.starts_with(b"POST /login") {
+                    b"HTTP/1.1 302 Found\r\nLocation: /app\r\nSet-Cookie: SID=ws-user; Path=/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else if head.starts_with(b"GET /ws") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                };
+                let _ = c.write_all(answer).await;
+                let mut buf = [0u8; 256];
+                while c.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    addr
+}
+
+/// An open socket keeps its seat (as before), unless `activity.ignore` names it: then it is
+/// a background channel like any poll, and the seat lapses at idle_timeout with it open.
+#[tokio::test]
+async fn an_ignored_socket_does_not_keep_the_seat() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App {
+        addr: socket_app().await,
+        polls: Arc::default(),
+    };
+    let (g, _prefix) = start(
+        &app,
+        Store::Embedded,
+        "1s",
+        "      activity:\n        ignore:\n          - { path_prefix: /ws }",
+    )
+    .await;
+    assert_eq!(login(&g, "ann").await, "ws-user");
+    let mut ws = tokio::net::TcpStream::connect(g.listen).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nCookie: SID=ws-user\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(ws.read(&mut b).await.unwrap(), 1, "closed before the 101");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let opened = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            g.in_use("crm").await == 0
+        })
+        .await,
+        "the ignored socket kept the seat"
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_eq!(g.releases("idle").await, 1.0);
+    drop(ws);
+}
