@@ -13,23 +13,50 @@ pub fn forwarded(
     prev_for: Option<&str>,
     prev_proto: Option<&str>,
     tls: bool,
-) -> (Option<String>, String) {
+) -> (Option<String>, &'static str) {
     let believed = peer.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
-    let own_proto = if tls { "https" } else { "http" };
     let proto = match prev_proto.map(str::trim) {
-        Some(p)
-            if believed && (p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https")) =>
-        {
-            p.to_ascii_lowercase()
+        Some(p) if believed && p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if believed && p.eq_ignore_ascii_case("http") => "http",
+        _ if tls => "https",
+        _ => "http",
+    };
+    let xff = peer.map(|ip| {
+        let prev = prev_for.filter(|_| believed);
+        let mut v = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(p) = prev {
+            v.push_str(p);
+            v.push_str(", ");
         }
-        _ => own_proto.to_string(),
-    };
-    let xff = match (peer, prev_for.filter(|_| believed)) {
-        (Some(ip), Some(prev)) => Some(format!("{prev}, {ip}")),
-        (Some(ip), None) => Some(ip.to_string()),
-        (None, _) => None,
-    };
+        push_ip(&mut v, ip);
+        v
+    });
     (xff, proto)
+}
+
+/// Appends `ip` in its usual text form. IPv4 by hand: this runs on every proxied request,
+/// and `Display` through the formatting machinery cost a third of the forwarding headers.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -43,16 +70,16 @@ mod tests {
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(
             forwarded(Some(client), &lb, Some("1.2.3.4"), Some("https"), false),
-            (Some("203.0.113.9".into()), "http".into()),
+            (Some("203.0.113.9".into()), "http"),
             "a client's own forwarding headers are replaced"
         );
         assert_eq!(
             forwarded(Some(proxy), &lb, Some("198.51.100.7"), Some("HTTPS"), false),
-            (Some("198.51.100.7, 10.1.2.3".into()), "https".into())
+            (Some("198.51.100.7, 10.1.2.3".into()), "https")
         );
         assert_eq!(
             forwarded(Some(proxy), &lb, None, Some("gopher"), true),
-            (Some("10.1.2.3".into()), "https".into())
+            (Some("10.1.2.3".into()), "https")
         );
         assert_eq!(
             forwarded(None, &lb, Some("x"), None, false),
