@@ -81,9 +81,6 @@ mod tests {
             forwarded(Some(proxy), &lb, None, Some("gopher"), true),
             (Some("10.1.2.3".into()), "https")
         );
-        assert_eq!(
-            forwarded(None, &lb, Some("x"), None, false),
-            (None, "http".into())
-        );
+        assert_eq!(forwarded(None, &lb, Some("x"), None, false), (None, "http"));
     }
 }

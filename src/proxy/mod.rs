@@ -127,6 +127,12 @@ impl Ctx {
         self.product.and_then(|i| rt.config.products.get(i))
     }
 
+    /// This request's product, from the config snapshot the request started with.
+    fn product_arc(&self) -> Option<Arc<Product>> {
+        let rt = self.rt.as_ref()?;
+        self.product(rt).cloned()
+    }
+
     /// This request's product's pre-resolved metric series.
     fn series(&self) -> Option<&ProductSeries> {
         let rt = self.rt.as_ref()?;
@@ -455,7 +461,10 @@ impl Gateway {
             user: None,
             device: None,
             client: ctx.client_label(p).to_string(),
-            lease_id: rand::random(),
+            // One lease id per cookie: concurrent requests of one browser adopting the same
+            // cookie find the same reservation (reserve is idempotent by lease id, on every
+            // replica) instead of racing for the last seat against themselves.
+            lease_id: u64::from_le_bytes(key.0[..8].try_into().unwrap_or_default()) | 1,
         };
         match self.app.ledger.available(&claim.pool, now_ms()) {
             None => {
@@ -648,6 +657,17 @@ fn set_forwarded(s: &Session, req: &mut RequestHeader, rt: Option<&Runtime>) -> 
         }
     }
     req.insert_header(XFP.clone(), http::HeaderValue::from_static(proto))?;
+    Ok(())
+}
+
+/// Gives a browser that came without one the device cookie of `seats_per: user_device`.
+fn set_device_cookie(resp: &mut ResponseHeader, p: &Product, device: Option<&str>) -> Result<()> {
+    if let Some(d) = device {
+        resp.append_header(
+            http::header::SET_COOKIE,
+            cookies::device_set_cookie(&p.session.device_cookie, d),
+        )?;
+    }
     Ok(())
 }
 
@@ -983,10 +1003,7 @@ impl Gateway {
             return Ok(());
         };
         let login = *login;
-        let Some(rt) = ctx.rt.clone() else {
-            return Ok(());
-        };
-        let Some(p) = ctx.product(&rt).cloned() else {
+        let Some(p) = ctx.product_arc() else {
             return Ok(());
         };
         let word = app_word_on(resp, &p.session.cookie);
@@ -1049,12 +1066,7 @@ impl Gateway {
                         "user": a.user(claim.user.as_deref()), "client": claim.client,
                         "reused": reused, "kind": kind}),
                 );
-                if let Some(d) = &login.new_device {
-                    resp.append_header(
-                        http::header::SET_COOKIE,
-                        cookies::device_set_cookie(&p.session.device_cookie, d),
-                    )?;
-                }
+                set_device_cookie(resp, &p, login.new_device.as_deref())?;
             }
             Err(e) => {
                 // The app accepted the login but no seat could be bound: the next
@@ -1080,10 +1092,7 @@ impl Gateway {
         let Some(key) = ctx.session else {
             return Ok(());
         };
-        let Some(rt) = ctx.rt.clone() else {
-            return Ok(());
-        };
-        let Some(p) = ctx.product(&rt).cloned() else {
+        let Some(p) = ctx.product_arc() else {
             return Ok(());
         };
         let word = app_word_on(resp, &p.session.cookie);

@@ -416,12 +416,7 @@ impl Gateway {
                                 "user": a.user(retry.user.as_deref()), "client": retry.client,
                                 "reused": lease.reuse.is_some()}),
                         );
-                        if let Some(d) = new_device {
-                            header.append_header(
-                                http::header::SET_COOKIE,
-                                cookies::device_set_cookie(&p.session.device_cookie, &d),
-                            )?;
-                        }
+                        super::set_device_cookie(&mut header, p, new_device.as_deref())?;
                     }
                     Err(e) => {
                         ctx.login_result = Some("failed");
