@@ -1179,11 +1179,14 @@ fn idle_rules(
             }
             hits.push(("the heartbeat", heartbeat.as_str()));
             if let Some((what, target)) = hits.into_iter().find(|(_, t)| covers(t)) {
-                return Err(loc.invalid(
-                    &format!("{ek}.path_prefix"),
-                    Some(ctx),
-                    &format!("`{pp}` would match {what} `{target}`, which is never ignored"),
-                ));
+                // The entry's own line: its value below the product's `ignore:`, not the
+                // first `path_prefix:` of the product.
+                let line = loc.line_below(ctx, "ignore:", pp);
+                return Err(ConfigError::Invalid {
+                    key: format!("{ek}.path_prefix"),
+                    line: line.or_else(|| loc.line(&format!("{ek}.path_prefix"), Some(ctx))),
+                    reason: format!("`{pp}` would match {what} `{target}`, which is never ignored"),
+                });
             }
         }
         session.ignore.push(rule);
@@ -1402,6 +1405,24 @@ impl Locator<'_> {
             line: self.line(key, entity),
             reason: reason.to_string(),
         }
+    }
+
+    /// The first line holding the value `text` after the first line holding `below` after
+    /// the first line holding `entity` (a value inside a section of an entity).
+    fn line_below(&self, entity: &str, below: &str, text: &str) -> Option<usize> {
+        let lines: Vec<&str> = self.src.lines().collect();
+        let e = lines.iter().position(|l| l.contains(entity))?;
+        let b = e + lines[e..].iter().position(|l| l.contains(below))?;
+        // `text` as a whole value: `/logout` is not found in `/logout/all`.
+        let whole = |l: &str| {
+            l.match_indices(text).any(|(i, _)| {
+                l[i + text.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_alphanumeric() || "/-_.~%".contains(c)))
+            })
+        };
+        lines[b..].iter().position(|l| whole(l)).map(|n| b + n + 1)
     }
 
     /// The first line holding `text` (a file name, an address).

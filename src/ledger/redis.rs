@@ -1131,7 +1131,10 @@ impl SeatLedger for RedisLedger {
                     state,
                     SeatState::Active | SeatState::Ending | SeatState::Exempt | SeatState::Named
                 )
-                && self.inner.wall_ms() < c.deadline;
+                && self.inner.wall_ms() < c.deadline
+                // Verified by a request that was not activity: activity now is written by a
+                // verify, so the store has it as of now, like the memory store.
+                && (!activity || c.seat.last_activity >= c.seat.last_request);
             fresh.then(|| (c.pool.clone(), c.seat.clone()))
         });
         if let Some((pool, seat)) = hit {

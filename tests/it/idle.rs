@@ -775,7 +775,7 @@ products:
     let (code, text) = check("      activity:\n        ignore:\n          - { path_prefix: /logout/all }\n          - { path_prefix: /logout }");
     assert_eq!(code, Some(1));
     assert!(
-        text.contains("ignore[1].path_prefix") && text.contains("logout.path"),
+        text.contains("ignore[1].path_prefix (line 14)") && text.contains("logout.path"),
         "{text}"
     );
     let (code, text) = check("      presence_timeout: 90s\n      activity:\n        ignore:\n          - { path_prefix: /.seatgate/ }");
