@@ -415,8 +415,10 @@ async fn https_h2_and_h1_login_session_denial_and_access_log() {
     assert!(
         eventually(Duration::from_secs(5), || {
             lines = access_lines(&g);
+            // Written by a background thread: wait for every line this test asserts on.
+            let homes = lines.iter().filter(|l| l["path"] == "/home").count();
             let n = lines.len();
-            async move { n >= 6 }
+            async move { n >= 6 && homes >= 3 }
         })
         .await,
         "access log: {lines:?}\n{}",
