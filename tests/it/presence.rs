@@ -578,7 +578,15 @@ async fn presence_frees_seat_when_heartbeats_stop() {
     let up = upstream("SID").await;
     let g = start(up.addr, "3s", "5s").await;
     presence_stops_and_idle_rules(&g).await;
-    let audit = std::fs::read_to_string(g.dir.path().join("audit.jsonl")).unwrap_or_default();
+    // The audit log is written by its own thread: wait for the release line.
+    let path = g.dir.path().join("audit.jsonl");
+    let mut audit = String::new();
+    eventually(Duration::from_secs(5), || {
+        audit = std::fs::read_to_string(&path).unwrap_or_default();
+        let done = audit.contains("\"reason\":\"presence\"");
+        async move { done }
+    })
+    .await;
     let presence: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains("\"release\"") && l.contains("\"reason\":\"presence\""))
