@@ -110,6 +110,8 @@ pub struct Ctx {
     activity_by_response: bool,
     /// The seat's request was not activity (`session.activity.ignore`, `idle_by: input`).
     ignored: bool,
+    /// The request's session cookie as classification hashed it (the access log's seat).
+    request_key: Option<SessionKey>,
 }
 
 /// A task touching a seat while its WebSocket (or other upgraded) connection is open: a
@@ -396,13 +398,8 @@ impl Gateway {
         p: &Product,
         client: Option<usize>,
         key: SessionKey,
+        counts: Counts,
     ) -> Result<bool> {
-        let counts = {
-            let req = s.req_header();
-            let path = classify::normalize_path(req.uri.path());
-            let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
-            activity::counts(&p.session, &facts, None)
-        };
         let now = now_ms();
         let activity = counts == Counts::Activity;
         let gone = match self.app.ledger.touch_as(&key, activity, now).await {
@@ -749,6 +746,7 @@ impl ProxyHttp for Gateway {
             upgraded: None,
             activity_by_response: false,
             ignored: false,
+            request_key: None,
         }
     }
 
@@ -812,6 +810,7 @@ impl ProxyHttp for Gateway {
             classify::has_credentials(&req.headers),
         );
         ctx.action = Some(action);
+        ctx.request_key = key;
         if ambiguous && matches!(action, Action::Session | Action::Logout | Action::Heartbeat) {
             // Two different session values: whichever the app reads, a seat charged to the
             // other would let a second app session ride on it.
@@ -847,7 +846,11 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Action::Session => match key {
-                Some(k) => Box::pin(self.session(s, ctx, &p, client, k)).await,
+                Some(k) => {
+                    // Decided from the facts classification already built.
+                    let counts = activity::counts(&p.session, &facts, None);
+                    Box::pin(self.session(s, ctx, &p, client, k, counts)).await
+                }
                 None => Ok(false),
             },
         }
@@ -950,15 +953,13 @@ impl ProxyHttp for Gateway {
             let (req, resp) = (s.req_header(), s.response_written());
             // The session: the request's cookie, or the one a login's answer just set.
             let seat = p.and_then(|p| {
-                let v = match cookies::request_cookie(&req.headers, &p.session.cookie) {
-                    Some(v) => v.to_string(),
-                    None => {
-                        let set = resp?.headers.get_all(http::header::SET_COOKIE);
-                        let set: Vec<&str> = set.iter().filter_map(|v| v.to_str().ok()).collect();
-                        cookies::set_cookie_value(&set, &p.session.cookie)?
-                    }
-                };
-                Some(SessionKey::new(&p.name, &v).hex()[..12].to_string())
+                let key =
+                    ctx.request_key
+                        .or_else(|| match app_word_on(resp?, &p.session.cookie)? {
+                            CookieWord::Set(v) => Some(SessionKey::new(&p.name, &v)),
+                            CookieWord::Deleted => None,
+                        })?;
+                Some(key.hex()[..12].to_string())
             });
             let user = match (p, ctx.action) {
                 (Some(p), Some(Action::Login)) => {
