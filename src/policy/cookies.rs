@@ -6,23 +6,28 @@
 
 use http::HeaderMap;
 
+/// Every non-empty value of cookie `name` in the request, in header order, borrowed from the
+/// header text (re-found there so the borrow outlives the parser).
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(move |s| {
+            cookie::Cookie::split_parse(s)
+                .flatten()
+                .filter(move |c| c.name() == name && !c.value().is_empty())
+                .filter_map(move |c| {
+                    let start = c.value().as_ptr() as usize - s.as_ptr() as usize;
+                    s.get(start..start + c.value().len())
+                })
+        })
+}
+
 /// The value of cookie `name` in the request. When a browser sends the name twice (cookies
 /// set for two paths), RFC 6265 puts the more specific path first, so the first one wins.
-pub fn request_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    for v in headers.get_all(http::header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for c in cookie::Cookie::split_parse(s).flatten() {
-            if c.name() == name && !c.value().is_empty() {
-                // Re-find the value in the original header text so the borrow outlives the parser.
-                let (start, len) = (
-                    c.value().as_ptr() as usize - s.as_ptr() as usize,
-                    c.value().len(),
-                );
-                return s.get(start..start + len);
-            }
-        }
-    }
-    None
+pub fn request_cookie<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h str> {
+    cookie_values(headers, name).next()
 }
 
 /// The session cookie as the request carries it.
@@ -38,25 +43,16 @@ pub enum RequestSession<'h> {
 
 /// The session cookie `name` of a request: its one value, or `Ambiguous` when the request
 /// carries it more than once with different values (the same value twice is one session).
-pub fn request_session<'h>(headers: &'h HeaderMap, name: &str) -> RequestSession<'h> {
-    let mut found: Option<&'h str> = None;
-    for v in headers.get_all(http::header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for c in cookie::Cookie::split_parse(s).flatten() {
-            if c.name() != name || c.value().is_empty() {
-                continue;
-            }
-            let start = c.value().as_ptr() as usize - s.as_ptr() as usize;
-            let Some(value) = s.get(start..start + c.value().len()) else {
-                continue;
-            };
-            match found {
-                Some(prev) if prev != value => return RequestSession::Ambiguous,
-                _ => found = Some(value),
-            }
-        }
+pub fn request_session<'h>(headers: &'h HeaderMap, name: &'h str) -> RequestSession<'h> {
+    let mut values = cookie_values(headers, name);
+    let Some(first) = values.next() else {
+        return RequestSession::None;
+    };
+    if values.any(|v| v != first) {
+        RequestSession::Ambiguous
+    } else {
+        RequestSession::One(first)
     }
-    found.map_or(RequestSession::None, RequestSession::One)
 }
 
 /// What a response says about the session cookie `name`.
