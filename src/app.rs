@@ -147,7 +147,7 @@ pub fn resolve(cfg: &Config) -> Result<Vec<SocketAddr>, ReloadError> {
 pub fn pool_specs(cfg: &Config) -> Vec<PoolSpec> {
     cfg.products
         .iter()
-        .flat_map(|p| PoolSpec::from_product(p))
+        .flat_map(|p| crate::config::pool_specs(p))
         .collect()
 }
 

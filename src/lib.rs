@@ -24,6 +24,7 @@ pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod domain;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;

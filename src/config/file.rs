@@ -565,14 +565,7 @@ pub enum Expired {
     Adopt,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeatsPer {
-    #[default]
-    Session,
-    User,
-    UserDevice,
-}
+pub use crate::domain::SeatsPer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,7 @@
 use super::file::{self, FileConfig, Mode, SeatsPer, StoreErrorPolicy, StoreKind};
 use super::tls::{self, Part, TlsCert};
 use super::ConfigError;
-use crate::ledger::PoolKey;
+use crate::domain::{GroupLimit, PoolKey, PoolSpec};
 use crate::responses::{self, Canned};
 use http::{HeaderName, Method};
 use std::collections::HashSet;
@@ -248,12 +248,7 @@ impl Pool {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
-    pub seats: u32,
-    pub not_before: Option<u64>,
-    pub expires: Option<u64>,
-}
+pub use crate::domain::Grant;
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -1447,6 +1442,36 @@ impl Locator<'_> {
             .map(|n| start + n + 1)
             .or_else(|| entity.map(|_| start + 1))
     }
+}
+
+/// The ledger's view of a product's pools (start and reload).
+pub fn pool_specs(p: &Product) -> Vec<PoolSpec> {
+    p.pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| PoolSpec {
+            key: PoolKey::new(&p.name, &pool.name),
+            grants: pool.grants.clone(),
+            idle_timeout: p.session.idle_timeout.as_millis() as u64,
+            max_lifetime: p.session.max_lifetime.as_millis() as u64,
+            presence_timeout: p.session.presence_timeout.map(|d| d.as_millis() as u64),
+            standby_timeout: p.session.standby_timeout.as_millis() as u64,
+            seats_per: p.seats_per,
+            max_sessions: p.max_sessions,
+            groups: p
+                .groups
+                .iter()
+                .filter(|g| g.pool == i)
+                .map(|g| GroupLimit {
+                    name: g.name.clone(),
+                    users: g.users.clone(),
+                    reserve: g.reserve,
+                    max: g.max,
+                })
+                .collect(),
+            overflow_ms: pool.overflow_ms,
+        })
+        .collect()
 }
 
 #[cfg(test)]
