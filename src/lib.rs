@@ -32,3 +32,6 @@ pub mod presence;
 pub mod proxy;
 pub mod responses;
 pub mod server;
+
+#[cfg(test)]
+mod layering;
