@@ -172,9 +172,9 @@ fn prime_ops(m: &Metrics, p: &Product) {
         m.self_service.with_label_values(&[name, r]);
     }
     let policy = match p.on_store_error {
-        crate::config::file::StoreErrorPolicy::FailClosed => "fail_closed",
-        crate::config::file::StoreErrorPolicy::FailOpen => "fail_open",
-        crate::config::file::StoreErrorPolicy::LastKnown => "last_known",
+        crate::config::StoreErrorPolicy::FailClosed => "fail_closed",
+        crate::config::StoreErrorPolicy::FailOpen => "fail_open",
+        crate::config::StoreErrorPolicy::LastKnown => "last_known",
     };
     m.store_errors.with_label_values(&[name, policy]);
 }

@@ -340,21 +340,6 @@ pub struct AdminUserFile {
     pub permission: Option<Permission>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Super,
-    Domain,
-    Own,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Permission {
-    View,
-    Control,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
@@ -369,13 +354,6 @@ pub struct StoreFile {
     /// How often expired seats are swept (they never count as in use even before that).
     #[serde(default)]
     pub sweep_interval: Option<Dur>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    Embedded,
-    Redis,
 }
 
 #[derive(Debug, Deserialize)]
@@ -547,33 +525,8 @@ impl<'de> Deserialize<'de> for StringOrList {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdleBy {
-    /// Every request that is not ignored resets the idle timer (as before `idle_by` existed).
-    #[default]
-    Requests,
-    /// Only the person's input (reported by the heartbeat), a page navigation or a form post.
-    Input,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Expired {
-    #[default]
-    Login,
-    Adopt,
-}
-
+pub use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, StoreKind};
 pub use crate::domain::SeatsPer;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreErrorPolicy {
-    FailClosed,
-    FailOpen,
-    LastKnown,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -664,15 +617,6 @@ pub struct ClientFile {
     pub mode: Mode,
     #[serde(default)]
     pub on_full: Option<OnFullFile>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Hold,
-    Check,
-    Exempt,
 }
 
 #[derive(Debug, Deserialize)]

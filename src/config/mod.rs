@@ -4,9 +4,12 @@
 //! names the file, the key and the line. Nothing here contacts the network.
 
 pub mod file;
+pub mod kinds;
 pub mod runtime;
 pub mod tls;
 
+pub use crate::domain::SeatsPer;
+pub use kinds::*;
 pub use runtime::*;
 
 use std::path::{Path, PathBuf};

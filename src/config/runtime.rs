@@ -4,7 +4,9 @@
 //! client, known pool references, reserve within the pool …) is checked here and reported with
 //! the dotted key and, where it can be found, the line in the source text.
 
-use super::file::{self, FileConfig, Mode, SeatsPer, StoreErrorPolicy, StoreKind};
+use super::file::{self, FileConfig};
+use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, StoreKind};
+use crate::domain::SeatsPer;
 use super::tls::{self, Part, TlsCert};
 use super::ConfigError;
 use crate::domain::{GroupLimit, PoolKey, PoolSpec};
@@ -14,8 +16,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub use file::{Expired, IdleBy, Permission, Role};
 
 #[derive(Debug)]
 pub struct Config {

@@ -1,6 +1,6 @@
 //! Which product, which client kind, which action: plain data in, a value out.
 
-use crate::config::file::Mode;
+use crate::config::Mode;
 use crate::config::{Config, Matcher, Product, UserSource};
 use http::{HeaderMap, Method, StatusCode};
 

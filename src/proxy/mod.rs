@@ -9,7 +9,7 @@ mod selfserve;
 pub use selfserve::SelfService;
 
 use crate::app::{pool_for, pool_key, App, Runtime};
-use crate::config::file::{Mode, SeatsPer, StoreErrorPolicy};
+use crate::config::{Mode, SeatsPer, StoreErrorPolicy};
 use crate::config::Product;
 use crate::ledger::{
     now_ms, Claim, Gone, Lease, LedgerError, Lookup, Millis, ReleaseReason, Reservation, SeatState,
