@@ -1,7 +1,7 @@
 //! `seatgate`: run the gateway, check a config, manage sessions like lmstat/lmremove.
 
 use clap::{Parser, Subcommand};
-use seatgate::server::{build_app, build_server, RunOptions};
+use seatgate::server::{build_app, build_server, Inherited, RunOptions};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,11 @@ enum Cmd {
         upgrade: bool,
         #[arg(long, short)]
         daemon: bool,
+        /// An already bound listening socket to serve on instead of binding (repeatable): it
+        /// serves the `listen` or `admin.listen` entry with its address. systemd socket
+        /// activation (`LISTEN_FDS`) is taken the same way without this option.
+        #[arg(long = "listen-fd", value_name = "FD")]
+        listen_fd: Vec<i32>,
     },
     /// Run the gateway plus a tiny sample app on the first product's upstream address.
     Demo {
@@ -158,7 +163,10 @@ fn run(cli: Cli) -> Result<(), String> {
             config,
             upgrade,
             daemon,
+            listen_fd,
         } => {
+            // Taken first, so the sockets are owned (and checked) before anything else opens fds.
+            let inherited = Inherited::from_env()?.merge(Inherited::from_fds(&listen_fd)?);
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;
             let opts = RunOptions {
                 upgrade,
@@ -166,7 +174,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 config_path: Some(config),
             };
             let app = build_app(cfg, &opts)?;
-            build_server(app, &opts)?.run_forever()
+            seatgate::server::run(
+                app,
+                &opts,
+                inherited,
+                Box::new(pingora_core::server::UnixShutdownSignalWatch),
+            )
         }
         Cmd::Demo { config } => {
             let cfg = seatgate::config::load(&config).map_err(|e| e.to_string())?;

@@ -4,6 +4,11 @@
 //! TLS listeners answer from the app's certificate slots (see `config::tls`) with ALPN h2 and
 //! http/1.1; a reload refills the slots, so certificates change without a restart and without
 //! touching open connections. A `redirect_https` listener is its own small service.
+//!
+//! Listeners may come already bound ([`Inherited`]: systemd socket activation, `--listen-fd`,
+//! or a test that bound port 0 itself); each is matched to the configured listener with the
+//! same address and handed to pingora through the table its graceful upgrade uses, so a later
+//! `run -u` passes them on like any other listener.
 
 use crate::admin::reports::{Reports, Sampler};
 use crate::admin::AdminService;
@@ -23,9 +28,13 @@ use pingora_core::apps::HttpServerApp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::{
+    ListenFds, RunArgs, RuntimeOpts, Server, ShutdownSignalWatch, ShutdownWatch,
+};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -153,8 +162,201 @@ impl BackgroundService for Upkeep {
     }
 }
 
-/// Adds the gateway's services to `server`; `extra` lets `demo` add its sample app.
+/// Listening sockets the gateway was given already bound, each with the address it is bound to.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    sockets: Vec<(SocketAddr, OwnedFd)>,
+}
+
+/// The first fd of systemd's socket-activation protocol (`sd_listen_fds(3)`).
+const SD_LISTEN_FDS_START: RawFd = 3;
+
+impl Inherited {
+    /// Takes ownership of `fds`, which must be bound TCP sockets (listening or not: pingora
+    /// calls `listen` again, as it does on an upgrade).
+    pub fn from_fds(fds: &[RawFd]) -> Result<Self, String> {
+        let mut sockets = Vec::new();
+        for &fd in fds {
+            if fd < SD_LISTEN_FDS_START {
+                return Err(format!("listen fd {fd}: not a socket fd (0-2 are stdio)"));
+            }
+            // SAFETY: the caller gave us these fds to own (a listener fd is used by no one else
+            // in this process); a duplicate in `fds` is refused below before a second owner.
+            if sockets.iter().any(|(_, o): &(SocketAddr, OwnedFd)| {
+                std::os::fd::AsRawFd::as_raw_fd(o) == fd
+            }) {
+                return Err(format!("listen fd {fd} given twice"));
+            }
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            let addr = l
+                .local_addr()
+                .map_err(|e| format!("listen fd {fd}: not a bound TCP socket: {e}"))?;
+            // tokio requires it; the inheriting parent shares the flag and never accepts.
+            l.set_nonblocking(true)
+                .map_err(|e| format!("listen fd {fd}: {e}"))?;
+            sockets.push((addr, OwnedFd::from(l)));
+        }
+        Ok(Inherited { sockets })
+    }
+
+    /// systemd socket activation: `LISTEN_PID` is this process and `LISTEN_FDS=n` names fds
+    /// 3..3+n. Nothing when they are unset or meant for another process (a child of ours).
+    pub fn from_env() -> Result<Self, String> {
+        let Some(n) = listen_fds_for(
+            std::env::var("LISTEN_PID").ok().as_deref(),
+            std::env::var("LISTEN_FDS").ok().as_deref(),
+            std::process::id(),
+        )?
+        else {
+            return Ok(Inherited::default());
+        };
+        // Not passed on to anything we start.
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+        let fds: Vec<RawFd> = (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n).collect();
+        Self::from_fds(&fds)
+    }
+
+    pub fn merge(mut self, other: Inherited) -> Self {
+        self.sockets.extend(other.sockets);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// The socket for the listener configured as `address`, if one was given.
+    fn take(&mut self, address: &str) -> Option<OwnedFd> {
+        let wanted: Vec<SocketAddr> = address.to_socket_addrs().ok()?.collect();
+        let i = self
+            .sockets
+            .iter()
+            .position(|(bound, _)| serves(&wanted, *bound))?;
+        Some(self.sockets.remove(i).1)
+    }
+}
+
+/// `LISTEN_FDS`' count when `LISTEN_PID` names `pid`; an error for values that are not numbers.
+pub fn listen_fds_for(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    pid: u32,
+) -> Result<Option<RawFd>, String> {
+    let (Some(p), Some(n)) = (listen_pid, listen_fds) else {
+        return Ok(None);
+    };
+    let p: u32 = p
+        .parse()
+        .map_err(|_| format!("LISTEN_PID={p}: not a process id"))?;
+    let n: RawFd = n
+        .parse()
+        .ok()
+        .filter(|n| (0..=1024).contains(n))
+        .ok_or_else(|| format!("LISTEN_FDS={n}: not a descriptor count"))?;
+    Ok((p == pid && n > 0).then_some(n))
+}
+
+/// Whether a socket bound to `bound` is the listener configured with an address resolving to
+/// `wanted`; pingora binds the first resolution, so that is the one that counts.
+pub fn serves(wanted: &[SocketAddr], bound: SocketAddr) -> bool {
+    wanted.first() == Some(&bound)
+}
+
+/// A listening service that first puts its inherited sockets in pingora's fd table under their
+/// configured address: the listener then takes them instead of binding (pingora's upgrade path),
+/// and a graceful upgrade passes them on.
+struct WithInherited<S> {
+    inner: S,
+    fds: Vec<(String, OwnedFd)>,
+}
+
+#[async_trait]
+impl<S: pingora_core::services::Service> pingora_core::services::Service for WithInherited<S> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        if let Some(table) = &fds {
+            let mut t = table.lock();
+            for (addr, fd) in self.fds.drain(..) {
+                // The listener owns it from here (pingora's `from_raw_fd`).
+                t.add(addr, fd.into_raw_fd());
+            }
+        }
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd)
+            .await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+/// Adds `svc` to `server` with the inherited sockets of `addresses`.
+fn add_listening<S: pingora_core::services::Service + 'static>(
+    server: &mut Server,
+    svc: S,
+    addresses: &[&str],
+    inherited: &mut Inherited,
+) {
+    let fds = addresses
+        .iter()
+        .filter_map(|a| Some((a.to_string(), inherited.take(a)?)))
+        .collect();
+    server.add_service(WithInherited { inner: svc, fds });
+}
+
+/// Runs the gateway on `inherited` sockets (binding the configured addresses that have none)
+/// until `shutdown` says so and every service has finished. The library's entry: `seatgate
+/// run` calls it with pingora's Unix signals (QUIT upgrade, TERM graceful, INT fast).
+pub fn run(
+    app: Arc<App>,
+    opts: &RunOptions,
+    inherited: Inherited,
+    shutdown: Box<dyn ShutdownSignalWatch>,
+) -> Result<(), String> {
+    let server = build_server_on(app, opts, inherited)?;
+    server.run(RunArgs {
+        shutdown_signal: shutdown,
+    });
+    Ok(())
+}
+
+/// The gateway's services on freshly bound listeners; `demo` adds its sample app to it.
 pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> {
+    build_server_on(app, opts, Inherited::default())
+}
+
+/// The gateway's services, each listener on its inherited socket when there is one. A socket
+/// that matches no configured listener is refused: it would be held open and never served.
+pub fn build_server_on(
+    app: Arc<App>,
+    opts: &RunOptions,
+    mut inherited: Inherited,
+) -> Result<Server, String> {
+    if opts.upgrade && !inherited.is_empty() {
+        return Err(
+            "--upgrade takes the running gateway's listeners; it cannot also be given sockets"
+                .into(),
+        );
+    }
     let cfg = app.config();
     let opt = Opt {
         upgrade: opts.upgrade,
@@ -213,11 +415,28 @@ pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> 
         },
     );
     let upkeep = background_service("seatgate upkeep", Upkeep { app });
-    server.add_service(proxy);
+    let proxied: Vec<&str> = cfg
+        .listen
+        .iter()
+        .filter(|l| l.tls.is_some() || !l.redirect_https)
+        .map(|l| l.address.as_str())
+        .collect();
+    let redirecting: Vec<&str> = cfg
+        .listen
+        .iter()
+        .filter(|l| l.tls.is_none() && l.redirect_https)
+        .map(|l| l.address.as_str())
+        .collect();
+    add_listening(&mut server, proxy, &proxied, &mut inherited);
     if let Some(r) = redirect {
-        server.add_service(r);
+        add_listening(&mut server, r, &redirecting, &mut inherited);
     }
-    server.add_service(admin);
+    add_listening(&mut server, admin, &[&cfg.admin.listen], &mut inherited);
+    if let Some((addr, _)) = inherited.sockets.first() {
+        return Err(format!(
+            "an inherited socket bound to {addr} matches no `listen` or `admin.listen` address"
+        ));
+    }
     server.add_service(sampler);
     server.add_service(upkeep);
     Ok(server)
@@ -306,7 +525,40 @@ impl ServeHttp for RedirectHttps {
 
 #[cfg(test)]
 mod tests {
-    use super::RedirectHttps;
+    use super::{listen_fds_for, serves, Inherited, RedirectHttps};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn systemd_fds_are_ours_only_when_listen_pid_is_this_process() {
+        assert_eq!(listen_fds_for(Some("42"), Some("2"), 42), Ok(Some(2)));
+        assert_eq!(listen_fds_for(Some("41"), Some("2"), 42), Ok(None));
+        assert_eq!(listen_fds_for(None, Some("2"), 42), Ok(None));
+        assert_eq!(listen_fds_for(Some("42"), None, 42), Ok(None));
+        assert_eq!(listen_fds_for(Some("42"), Some("0"), 42), Ok(None));
+        assert!(listen_fds_for(Some("42"), Some("two"), 42).is_err());
+        assert!(listen_fds_for(Some("me"), Some("2"), 42).is_err());
+    }
+
+    #[test]
+    fn a_socket_serves_the_listener_whose_first_address_it_is_bound_to() {
+        let a: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let b: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert!(serves(&[a, b], a));
+        assert!(!serves(&[a, b], b), "pingora binds the first");
+        assert!(!serves(&[], a));
+    }
+
+    #[test]
+    fn inherited_sockets_are_matched_by_address_and_stdio_is_refused() {
+        use std::os::fd::IntoRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut inh = Inherited::from_fds(&[l.into_raw_fd()]).unwrap();
+        assert!(inh.take("127.0.0.1:1").is_none());
+        assert!(inh.take(&addr.to_string()).is_some());
+        assert!(inh.is_empty());
+        assert!(Inherited::from_fds(&[1]).is_err());
+    }
 
     #[test]
     fn redirects_keep_host_and_path_and_refuse_odd_hosts() {

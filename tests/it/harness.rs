@@ -1,5 +1,10 @@
-//! Test harness: a real upstream app (hyper, in-process, on a free port), the real seatgate
-//! binary on free ports with a config written per test, and a plain HTTP client.
+//! Test harness: a real upstream app (hyper, in-process, on port 0), the real seatgate binary
+//! with a config written per test, and a plain HTTP client.
+//!
+//! The gateway never binds in tests: the harness binds its listeners on port 0 and hands the
+//! sockets to the child (`run --listen-fd`), so no two tests can race for a port, and a
+//! restarted gateway serves the very same sockets (connections made while it is down wait in
+//! the backlog instead of being refused).
 
 #![allow(dead_code)]
 
@@ -292,12 +297,43 @@ async fn handle(
     Ok(r.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
+/// A port nothing listened on a moment ago, for a server that must be given a number (Redis,
+/// chromedriver, a port that must refuse). Whoever uses it checks that the server it reaches
+/// is its own (see `OwnRedis`), so a lost race fails loudly instead of talking to a stranger.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A listening socket on a port of the kernel's choosing, for the gateway to inherit.
+pub fn bound() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// Gives `sockets` to the child `cmd` starts (`--listen-fd`, one per socket): the child's
+/// copies of the fds stay open across exec, and it serves them instead of binding.
+pub fn pass_sockets(cmd: &mut Command, sockets: &[&std::net::TcpListener]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    for fd in &fds {
+        cmd.arg("--listen-fd").arg(fd.to_string());
+    }
+    // SAFETY: between fork and exec only fcntl runs (async-signal-safe), on fds this process
+    // owns; it clears close-on-exec in the child alone, so no other child inherits them.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// argon2id of "secret" (admin users in test configs).
@@ -309,6 +345,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub dir: Arc<tempfile::TempDir>,
     pub config_path: PathBuf,
+    /// The listening sockets every spawn of this gateway serves (proxy, admin, then extras).
+    pub sockets: Vec<std::net::TcpListener>,
 }
 
 impl Gateway {
@@ -316,18 +354,21 @@ impl Gateway {
     /// the gateway, waiting until its admin `/healthz` answers.
     pub async fn start(yaml: &str, vars: &[(&str, String)]) -> Gateway {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start_in(dir, yaml, vars, free_port(), free_port()).await
+        Self::start_in(dir, yaml, vars, Vec::new()).await
     }
 
+    /// As `start`, in `dir`, also serving `extra` sockets (listeners the config names by the
+    /// port the caller put in `vars`).
     pub async fn start_in(
         dir: Arc<tempfile::TempDir>,
         yaml: &str,
         vars: &[(&str, String)],
-        port: u16,
-        admin_port: u16,
+        extra: Vec<std::net::TcpListener>,
     ) -> Gateway {
-        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let mut sockets = vec![bound(), bound()];
+        sockets.extend(extra);
+        let listen = sockets[0].local_addr().unwrap();
+        let admin = sockets[1].local_addr().unwrap();
         let mut text = yaml
             .replace("{listen}", &listen.to_string())
             .replace("{admin}", &admin.to_string())
@@ -344,6 +385,7 @@ impl Gateway {
             admin,
             dir,
             config_path,
+            sockets,
         };
         g.spawn().await;
         g
@@ -351,9 +393,10 @@ impl Gateway {
 
     pub async fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("gateway.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_seatgate"))
-            .args(["run", "--config"])
-            .arg(&self.config_path)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatgate"));
+        cmd.args(["run", "--config"]).arg(&self.config_path);
+        pass_sockets(&mut cmd, &self.sockets.iter().collect::<Vec<_>>());
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -282,12 +282,13 @@ async fn tls_gateway(up: &Upstream) -> (Gateway, Pki, u16) {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let pki = Pki::new(dir.path(), "gw");
     pki.issue("gw", "localhost");
-    let plain = free_port();
+    let plain_socket = bound();
+    let plain = plain_socket.local_addr().unwrap().port();
     let vars = [
         ("upstream", up.addr.to_string()),
         ("plain_port", plain.to_string()),
     ];
-    let g = Gateway::start_in(dir, TLS_CFG, &vars, free_port(), free_port()).await;
+    let g = Gateway::start_in(dir, TLS_CFG, &vars, vec![plain_socket]).await;
     (g, pki, plain)
 }
 
@@ -631,7 +632,7 @@ async fn upstream_tls_is_verified_against_its_own_ca() {
     let (app, _pki) = tls_upstream(dir.path()).await;
     Pki::new(dir.path(), "other");
     let vars = [("app", app.to_string())];
-    let g = Gateway::start_in(dir, UPSTREAM_TLS_CFG, &vars, free_port(), free_port()).await;
+    let g = Gateway::start_in(dir, UPSTREAM_TLS_CFG, &vars, Vec::new()).await;
 
     let r = login(&g, "ann", "pw", None).await;
     assert_eq!(r.status(), 200);
@@ -766,14 +767,15 @@ async fn admin_listener_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "adm");
     let (crt, key) = pki.issue("adm", "localhost");
-    let admin = free_port();
+    let (proxy_socket, admin_socket) = (bound(), bound());
+    let admin = admin_socket.local_addr().unwrap().port();
     let yaml = format!(
         "listen: 127.0.0.1:{}\nadmin:\n  listen: 127.0.0.1:{admin}\n  tls: {{ cert: {}, key: {} }}\n  \
          users: [{{ name: admin, password_hash: \"{ADMIN_HASH}\", role: super }}]\n\
          store: {{ kind: embedded, path: {}/s.redb }}\nproducts:\n  - name: crm\n    upstream: \
          127.0.0.1:9\n    session: {{ cookie: SID, idle_timeout: 20m, max_lifetime: 12h }}\n    \
          login: {{ path: /login }}\n    seats: 1\n",
-        free_port(),
+        proxy_socket.local_addr().unwrap().port(),
         crt.display(),
         key.display(),
         dir.path().display()
@@ -781,9 +783,10 @@ async fn admin_listener_over_tls() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_seatgate"))
-        .args(["run", "--config"])
-        .arg(&cfg)
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_seatgate"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    pass_sockets(cmd.as_std_mut(), &[&proxy_socket, &admin_socket]);
+    let mut child = cmd
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
