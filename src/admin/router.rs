@@ -1,0 +1,96 @@
+//! Path → handler. Health, metrics, the page's static files and its login form are open to
+//! anyone (bind the listener privately); everything else needs an admin (`auth`), and a
+//! cookie-authenticated POST also the page's CSRF token.
+
+use super::auth::{self, Via};
+use super::control::PauseOp;
+use super::page;
+use super::wire::{error, read_json_body};
+use super::AdminService;
+use http::{Method, Response, StatusCode};
+use pingora_core::protocols::http::ServerSession;
+
+/// The authenticated endpoints, to tell a wrong method (405) from an unknown path (404).
+const API_PATHS: [&str; 9] = [
+    "/logout",
+    "/api/me",
+    "/api/sessions",
+    "/api/sessions/end",
+    "/api/sessions/pause",
+    "/api/sessions/resume",
+    "/api/usage",
+    "/api/reports",
+    "/api/reload",
+];
+
+impl AdminService {
+    pub(super) async fn route(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = s.req_header().method.clone();
+        let path = s.req_header().uri.path().to_string();
+        let query = s.req_header().uri.query().map(str::to_string);
+        let cfg = self.app.config();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => return self.healthz().await,
+            (&Method::GET, "/metrics") => return self.metrics(&cfg).await,
+            (&Method::GET, p) if p.starts_with("/assets/") => {
+                return page::asset(p).unwrap_or_else(|| error(StatusCode::NOT_FOUND, "not found"));
+            }
+            (&Method::GET, "/" | "/usage" | "/login") => return self.page_for(s, &cfg, &path),
+            (&Method::POST, "/login") => return self.page_login(s, &cfg).await,
+            _ => {}
+        }
+        let peer = s.client_addr().map(|a| a.to_string());
+        let (who, via) = match self
+            .authn
+            .authenticate(&cfg, s.req_header(), peer.as_deref())
+        {
+            Ok(p) => p,
+            Err(resp) => return *resp,
+        };
+        if method == Method::POST {
+            if let Via::Cookie { sid } = &via {
+                let token = s
+                    .req_header()
+                    .headers
+                    .get(auth::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if !self.authn.pages.csrf_ok(sid, token) {
+                    s.set_keepalive(None);
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "missing or wrong CSRF token (X-CSRF-Token)",
+                    );
+                }
+            }
+        }
+        match (&method, path.as_str()) {
+            (&Method::POST, "/logout") => self.logout(&via),
+            (&Method::GET, "/api/me") => self.me(&who, &via),
+            (&Method::GET, "/api/sessions") => self.sessions(&who, query.as_deref()).await,
+            (&Method::GET, "/api/usage") => self.usage(&who).await,
+            (&Method::GET, "/api/reports") => self.reports(&who, query.as_deref()),
+            (
+                &Method::POST,
+                "/api/sessions/end" | "/api/sessions/pause" | "/api/sessions/resume",
+            ) => {
+                let body = match read_json_body(s).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                match path.as_str() {
+                    "/api/sessions/end" => self.end(&who, &body).await,
+                    "/api/sessions/pause" => self.pause_resume(&who, &body, PauseOp::Pause).await,
+                    _ => self.pause_resume(&who, &body, PauseOp::Resume).await,
+                }
+            }
+            (&Method::POST, "/api/reload") => match read_json_body(s).await {
+                Ok(_) => self.reload(&who),
+                Err(r) => r,
+            },
+            (_, p) if API_PATHS.contains(&p) => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
