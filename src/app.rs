@@ -24,6 +24,8 @@ pub struct Runtime {
     pub scripts: Vec<Option<Script>>,
     /// `products[i]`'s per-request metric series, resolved once per load.
     pub series: Vec<ProductSeries>,
+    /// `products[i]`'s pool-full answers, rendered and prebuilt once per load.
+    pub denials: Vec<crate::responses::Denials>,
 }
 
 impl Runtime {
@@ -53,11 +55,17 @@ impl Runtime {
                 metrics.series(&p.name, &kinds)
             })
             .collect();
+        let denials = config
+            .products
+            .iter()
+            .map(|p| crate::responses::Denials::new(p))
+            .collect();
         Runtime {
             config,
             upstreams,
             scripts,
             series,
+            denials,
         }
     }
 

@@ -5,11 +5,14 @@
 
 pub mod file;
 pub mod kinds;
+pub mod on_full;
+pub mod paths;
 pub mod runtime;
 pub mod tls;
 
 pub use crate::domain::SeatsPer;
 pub use kinds::*;
+pub use on_full::{OnFull, OnFullBody, Page};
 pub use runtime::*;
 
 use std::path::{Path, PathBuf};

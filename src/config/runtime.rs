@@ -6,7 +6,7 @@
 
 use super::file::{self, FileConfig};
 use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, StoreKind};
-use crate::domain::SeatsPer;
+use super::on_full::{self, OnFull};
 use super::tls::{self, Part, TlsCert};
 use super::ConfigError;
 use crate::domain::{GroupLimit, PoolKey, PoolSpec};
@@ -142,6 +142,17 @@ pub struct Product {
     /// `pools[i]`'s ledger key, built once so a check allocates nothing.
     pub pool_keys: Vec<PoolKey>,
     pub exempt_users: HashSet<String>,
+impl Product {
+    /// Every seat any grant gives, in force now or not: the number the built-in denial page
+    /// names.
+    pub fn granted_seats(&self) -> u32 {
+        self.pools
+            .iter()
+            .map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>())
+            .sum()
+    }
+}
+
     pub named_users: HashSet<String>,
     pub max_sessions: Option<u32>,
     pub groups: Vec<Group>,
@@ -149,7 +160,7 @@ pub struct Product {
     pub on_store_error: StoreErrorPolicy,
     pub max_login_body: usize,
     /// The built-in denial used when a request of this product has no client kind of its own.
-    pub default_denial: Canned,
+    pub default_denial: OnFull,
     pub self_service: SelfServicePolicy,
 }
 
@@ -287,7 +298,7 @@ pub struct Client {
     pub kind: String,
     pub matcher: Matcher,
     pub mode: Mode,
-    pub on_full: Canned,
+    pub on_full: OnFull,
     /// `on_full` is the built-in HTML page (a browser): the page is rendered per denial with the
     /// seat counts, and may carry the self-service offer.
     pub builtin_page: bool,
@@ -1019,7 +1030,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
                 "comes after the default client and could never match",
             ));
         }
-        let on_full = responses::on_full(c.on_full.as_ref(), &p.name, pools_capacity(&pools))
+        let on_full = on_full::on_full(c.on_full.as_ref())
             .map_err(|e| loc.invalid(&format!("{ck}.on_full"), Some(&c.kind), &e))?;
         clients.push(Client {
             kind: c.kind.clone(),
@@ -1032,8 +1043,7 @@ fn product(i: usize, p: file::ProductFile, loc: &Locator) -> Result<Product, Con
                 .is_none_or(|o| o.body.is_none() && o.content_type.is_none()),
         });
     }
-    let default_denial = responses::on_full(None, &p.name, pools_capacity(&pools))
-        .map_err(|e| loc.invalid(&k("clients"), Some(ctx), &e))?;
+    let default_denial = OnFull::builtin();
     let max_login_body = p.max_login_body.unwrap_or(DEFAULT_MAX_LOGIN_BODY);
     if max_login_body == 0 || max_login_body > MAX_LOGIN_BODY_LIMIT {
         return Err(loc.invalid(
@@ -1117,7 +1127,7 @@ fn idle_rules(
     ctx: &str,
     loc: &Locator,
 ) -> Result<(), ConfigError> {
-    let heartbeat = crate::presence::script::heartbeat_url(path_prefix);
+    let heartbeat = super::paths::heartbeat_url(path_prefix);
     let entries = s.activity.as_ref().map_or(&[][..], |a| a.ignore.as_slice());
     for (j, e) in entries.iter().enumerate() {
         let ek = k(&format!("session.activity.ignore[{j}]"));
@@ -1167,7 +1177,7 @@ fn idle_rules(
             ));
         }
         if let Some(pp) = &rule.matcher.path_prefix {
-            let covers = |target: &str| crate::policy::classify::prefix_matches(pp, target);
+            let covers = |target: &str| super::paths::prefix_matches(pp, target);
             let mut hits = vec![("login.path", login.path.as_str())];
             if let Some(l) = logout {
                 hits.push(("logout.path", l.path.as_str()));
@@ -1202,7 +1212,7 @@ fn idle_rules(
                 "needs session.presence_timeout: the heartbeat shows the warning",
             ));
         };
-        let beat = Duration::from_millis(crate::presence::beat_period(Some(pt)));
+        let beat = Duration::from_millis(super::paths::beat_period(Some(pt)));
         if w >= session.idle_timeout || w < beat {
             return Err(loc.invalid(
                 &k("session.idle_warning"),
@@ -1216,13 +1226,6 @@ fn idle_rules(
         session.idle_warning = Some(w);
     }
     Ok(())
-}
-
-fn pools_capacity(pools: &[Pool]) -> u32 {
-    pools
-        .iter()
-        .map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>())
-        .sum()
 }
 
 fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, ConfigError> {

@@ -4,7 +4,7 @@ use crate::config::Mode;
 use crate::config::{Config, Matcher, Product, UserSource};
 use http::{HeaderMap, Method, StatusCode};
 
-pub const HEARTBEAT_SUFFIX: &str = ".seatgate/heartbeat";
+pub use crate::config::paths::HEARTBEAT_SUFFIX;
 /// Where the buttons of the self-service offer post (below the product's `path_prefix`).
 pub const SELF_SERVICE_SUFFIX: &str = ".seatgate/self-service";
 
@@ -128,16 +128,7 @@ fn decode_unreserved(raw: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    let p = prefix.trim_end_matches('/');
-    path == p
-        || path
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
+pub use crate::config::paths::prefix_matches;
 
 /// The product a request belongs to: hosts must match (empty = any), then the longest
 /// `path_prefix` wins; a product naming the host beats one that accepts any host.

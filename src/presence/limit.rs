@@ -7,7 +7,7 @@
 //! the ledger confirmed hold a seat are counted, so the map is bounded by live seats, not by
 //! whatever cookies a client invents; stale entries are dropped when the map grows.
 
-use crate::ledger::{Millis, SessionKey};
+use crate::domain::{Millis, SessionKey};
 use dashmap::DashMap;
 
 /// Beats allowed per session per period: room for a dozen tabs and some tab switching.

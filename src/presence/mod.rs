@@ -23,10 +23,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 use pingora_http::ResponseHeader;
 
-/// The script's beat period, which is also the heartbeat rate-limit window.
-pub fn beat_period(presence_timeout: Option<std::time::Duration>) -> crate::ledger::Millis {
-    presence_timeout.map_or(30_000, |pt| (pt.as_millis() as u64 / 3).max(1000))
-}
+pub use crate::config::paths::beat_period;
 
 /// Whether a heartbeat is the `pagehide` beacon (`?hint=hide`).
 pub fn is_hide_hint(query: Option<&str>) -> bool {

@@ -19,15 +19,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-/// Where the script beats. Under the product's `path_prefix`, so the request reaches the same
-/// product and carries its session cookie even when the cookie is path-scoped.
-pub fn heartbeat_url(path_prefix: &str) -> String {
-    format!(
-        "{}/{}",
-        path_prefix.trim_end_matches('/'),
-        crate::policy::classify::HEARTBEAT_SUFFIX
-    )
-}
+pub use crate::config::paths::heartbeat_url;
 
 /// The query a `pagehide` beacon adds: the gateway counts it but does not let it refresh
 /// presence (a closing tab must not buy itself another `presence_timeout`).

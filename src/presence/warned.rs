@@ -6,7 +6,7 @@
 //! Only sessions the ledger confirmed hold a seat are entered, so the map is bounded by live
 //! seats; entries are dropped when the warning is over, and all at once past [`MAX`].
 
-use crate::ledger::{Millis, SessionKey};
+use crate::domain::{Millis, SessionKey};
 use dashmap::DashMap;
 
 const MAX: usize = 100_000;

@@ -9,8 +9,8 @@ mod selfserve;
 pub use selfserve::SelfService;
 
 use crate::app::{pool_for, pool_key, App, Runtime};
-use crate::config::{Mode, SeatsPer, StoreErrorPolicy};
 use crate::config::Product;
+use crate::config::{Mode, SeatsPer, StoreErrorPolicy};
 use crate::ledger::{
     now_ms, Claim, Gone, Lease, LedgerError, Lookup, Millis, ReleaseReason, Reservation, SeatState,
     SessionKey, Touch,
@@ -33,6 +33,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -167,8 +168,13 @@ impl Gateway {
         Ok(true)
     }
 
-    fn deny_for<'a>(&self, p: &'a Product, client: Option<usize>) -> &'a Canned {
-        client.map_or(&p.default_denial, |i| &p.clients[i].on_full)
+    /// The pool-full answer of `client`, prebuilt with the request's config snapshot.
+    fn deny_for<'a>(ctx: &'a Ctx, p: &Product, client: Option<usize>) -> Cow<'a, Canned> {
+        match ctx.rt.as_ref().and_then(|rt| rt.denials.get(ctx.product?)) {
+            Some(d) => Cow::Borrowed(d.get(client)),
+            // Not reached: a denial comes after request_filter set the snapshot and product.
+            None => Cow::Owned(responses::Denials::new(p).get(client).clone()),
+        }
     }
 
     /// Maps a store failure to the product's `on_store_error` policy: `Ok(true)` when an
@@ -472,7 +478,7 @@ impl Gateway {
                 let full = self.full_now(p, &claim);
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 self.audit_deny(p, &claim, full.reason.as_str());
-                let c = self.full_denial(p, client, &full, None);
+                let c = self.full_denial(ctx, p, client, &full, None);
                 return self.respond(s, &c).await;
             }
             Some(_) => {}
@@ -525,7 +531,7 @@ impl Gateway {
             Ok(false)
         } else {
             ctx.outcome = Outcome::Denied(CHECK_FULL);
-            self.respond(s, self.deny_for(p, client)).await
+            self.respond(s, &Self::deny_for(ctx, p, client)).await
         }
     }
 
@@ -1192,7 +1198,7 @@ impl Gateway {
             Some(full) => {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 self.audit_deny(p, claim, full.reason.as_str());
-                self.full_denial(p, ctx.client, &full, None)
+                self.full_denial(ctx, p, ctx.client, &full, None)
             }
             None => {
                 ctx.outcome = Outcome::Denied("store_error");

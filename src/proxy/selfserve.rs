@@ -265,16 +265,17 @@ impl Gateway {
     /// a configured body as configured.
     pub(super) fn full_denial(
         &self,
+        ctx: &Ctx,
         p: &Product,
         client: Option<usize>,
         full: &Full,
         offer: Option<&Offer<'_>>,
     ) -> Canned {
-        let base = self.deny_for(p, client);
+        let base = Self::deny_for(ctx, p, client);
         if Self::builtin_page(p, client) {
-            responses::full_page(base, &p.name, full, offer, now_ms())
+            responses::full_page(&base, &p.name, full, offer, now_ms())
         } else {
-            base.clone()
+            base.into_owned()
         }
     }
 
@@ -330,7 +331,7 @@ impl Gateway {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 ctx.login_result = Some("denied");
                 self.audit_deny(p, &claim, full.reason.as_str());
-                let c = self.full_denial(p, client, &full, None);
+                let c = self.full_denial(ctx, p, client, &full, None);
                 self.respond(s, &c).await
             }
             FullLogin::VerifyThenOffer => {
@@ -466,7 +467,7 @@ impl Gateway {
                 ctx.outcome = Outcome::Denied(full.reason.as_str());
                 ctx.login_result = Some("denied");
                 self.audit_deny(p, claim, full.reason.as_str());
-                let c = self.full_denial(p, client, full, None);
+                let c = self.full_denial(ctx, p, client, full, None);
                 return self.respond(s, &c).await;
             }
         };
@@ -515,7 +516,7 @@ impl Gateway {
                 "client": claim.client, "reason": full.reason.as_str(), "self_service_offered": offer.sessions.len()}),
         );
         self.count_self_service(p, "offered");
-        let c = self.full_denial(p, client, full, Some(&offer));
+        let c = self.full_denial(ctx, p, client, full, Some(&offer));
         self.respond(s, &c).await
     }
 
