@@ -9,8 +9,8 @@ use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, St
 use super::on_full::{self, OnFull};
 use super::tls::{self, Part, TlsCert};
 use super::ConfigError;
+use crate::domain::SeatsPer;
 use crate::domain::{GroupLimit, PoolKey, PoolSpec};
-use crate::responses::{self, Canned};
 use http::{HeaderName, Method};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -142,17 +142,6 @@ pub struct Product {
     /// `pools[i]`'s ledger key, built once so a check allocates nothing.
     pub pool_keys: Vec<PoolKey>,
     pub exempt_users: HashSet<String>,
-impl Product {
-    /// Every seat any grant gives, in force now or not: the number the built-in denial page
-    /// names.
-    pub fn granted_seats(&self) -> u32 {
-        self.pools
-            .iter()
-            .map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>())
-            .sum()
-    }
-}
-
     pub named_users: HashSet<String>,
     pub max_sessions: Option<u32>,
     pub groups: Vec<Group>,
@@ -162,6 +151,17 @@ impl Product {
     /// The built-in denial used when a request of this product has no client kind of its own.
     pub default_denial: OnFull,
     pub self_service: SelfServicePolicy,
+}
+
+impl Product {
+    /// Every seat any grant gives, in force now or not: the number the built-in denial page
+    /// names.
+    pub fn granted_seats(&self) -> u32 {
+        self.pools
+            .iter()
+            .map(|p| p.grants.iter().map(|g| g.seats).sum::<u32>())
+            .sum()
+    }
 }
 
 /// `upstream: { tls: true, sni, ca }`: the name the app's certificate is verified against
