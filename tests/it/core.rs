@@ -138,6 +138,7 @@ async fn requests_keep_the_seat_and_idle_frees_it() {
     })
     .await;
     let sid = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
+    // 3.6 s of requests 600 ms apart: longer than the idle timeout, never idle for it.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let r = g.get_with_sid("/home", &sid).await;
@@ -266,10 +267,10 @@ async fn restart_keeps_live_sessions_and_drops_expired_ones() {
     let keep = set_cookie(&login(&g, "ann", PASSWORD, None).await, "SID").unwrap();
     let lapse = set_cookie(&login(&g, "bob", PASSWORD, None).await, "SID").unwrap();
     g.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     g.spawn().await;
     assert_eq!(g.in_use("crm").await, 2, "{}", g.log());
-    // ann stays active across the restart; bob is left to lapse.
+    // ann stays active across the restart; bob is left to lapse. Time that must pass: ann's
+    // next request comes 3 s on, so her deadline moves past bob's.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let r = g.get_with_sid("/home", &keep).await;
     assert_eq!(

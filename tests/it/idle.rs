@@ -278,6 +278,8 @@ async fn listed_times_say_who_is_away(store: Store) {
     .await;
     let sid = login(&g, "ann").await;
     assert_eq!(get(&g, &sid, "/app", true).await.status(), 200);
+    // Time that must pass, not a wait for an event: the polls come 300 ms after the page, so
+    // the two timestamps the assertion compares are 250 ms apart or more.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..3 {
         assert_eq!(get(&g, &sid, "/api/poll", false).await.status(), 200);
@@ -450,6 +452,8 @@ async fn navigation_is_activity_background_calls_are_not() {
     let at = |s: &Value, k: &str| ms(&s[k]);
     assert_eq!(get(&g, &sid, "/app", true).await.status(), 200);
     let before = session_of(&g, "ann").await.unwrap();
+    // Time that must pass: the background calls' timestamps differ from the page's, so an
+    // unchanged last_activity means they were not activity.
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(get(&g, &sid, "/api/other", false).await.status(), 200);
     let r = client()
@@ -682,6 +686,7 @@ async fn usage_page_shows_last_input_and_sorts_by_it() {
     // bob types first, ann later; cat's page only polls.
     assert_eq!(get(&g, &cat, "/api/poll", false).await.status(), 200);
     assert_eq!(beat(&g, &bob, true).await.status(), 204);
+    // Time that must pass: the page shows input times to the second, so ann's is a later one.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(beat(&g, &ann, true).await.status(), 204);
     // Their pages stay open (beats without input), or presence would end them meanwhile.

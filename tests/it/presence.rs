@@ -442,7 +442,8 @@ async fn presence_heartbeat_bad_input_and_flood() {
         first["expires_at"].as_str().unwrap(),
     );
     assert!(presence_at < idle_at, "{presence_at} vs {idle_at}");
-    // The pagehide hint is answered but does not extend presence.
+    // The pagehide hint is answered but does not extend presence. Time that must pass: the
+    // hint comes on a later millisecond, so had it counted, last_heartbeat would differ.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(beat(&g, Some(&s), "?hint=hide").await.status(), 204);
     assert_eq!(
@@ -524,6 +525,8 @@ async fn presence_stops_and_idle_rules(g: &Gateway) {
             }
         })
     };
+    // A span in which nothing may happen: ann's page stopped beating, but presence_timeout
+    // has not passed yet.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         session_of(g, "ann").await.is_some(),

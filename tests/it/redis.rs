@@ -634,6 +634,7 @@ async fn two_replicas_share_one_exact_pool() {
         .map(|(s, _)| s.clone())
         .collect();
     assert!(!mine.is_empty());
+    let served_before = up.seen.count("/home");
     let load = {
         let a = a.clone();
         let mine = mine.clone();
@@ -650,7 +651,14 @@ async fn two_replicas_share_one_exact_pool() {
             bad
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Mid-load: once the load's first requests have reached the app.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            up.seen.count("/home") > served_before
+        })
+        .await,
+        "the load never started"
+    );
     b.kill();
     let bad = load.await.unwrap();
     assert!(
@@ -664,7 +672,10 @@ async fn two_replicas_share_one_exact_pool() {
     assert_eq!(a.in_use("crm").await, 50);
 }
 
-/// Our own redis-server on a spare port, so it can be killed and restarted.
+/// Our own redis-server on a spare port, so it can be killed and restarted. redis-server
+/// cannot be handed a bound socket, so it gets a `free_port()` number: `spawn` checks that
+/// the server answering there is this very process (INFO's process_id), so a port lost to
+/// another test fails at once with that reason instead of sharing someone else's Redis.
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
@@ -697,18 +708,27 @@ impl OwnRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
-        let me = OwnRedis {
+        let pid = child.id();
+        let mut me = OwnRedis {
             port,
             child: Some(child),
         };
-        let ok = eventually(Duration::from_secs(5), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(ok, "redis-server did not start on {port}");
-        me
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("redis-server on {port} exited ({status}): port taken?");
+            }
+            match redis_pid(port).await {
+                Some(p) if p == pid => return me,
+                Some(p) => panic!("port {port} is served by another redis-server (pid {p})"),
+                None => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self) -> String {
@@ -721,6 +741,24 @@ impl OwnRedis {
             let _ = c.wait();
         }
     }
+}
+
+/// The process id of the Redis (or Sentinel) answering on `port`, if one answers.
+async fn redis_pid(port: u16) -> Option<u32> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut con =
+        tokio::time::timeout(Duration::from_secs(1), c.get_multiplexed_async_connection())
+            .await
+            .ok()?
+            .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
 }
 
 impl Drop for OwnRedis {
@@ -760,6 +798,7 @@ async fn redis_restart_applies_policy_then_pool_is_exact() {
     assert_eq!(get(&open, &o).await, 200);
 
     rs.kill();
+    // The bound under test: once the cache TTL has passed, nothing is answered from the cache.
     tokio::time::sleep(seatgate::ledger::redis::CACHE_TTL + Duration::from_millis(200)).await;
     // fail_closed: sessions and logins get 503, nothing crashes, /healthz says why.
     assert_eq!(get(&closed, &sids[0]).await, 503);
@@ -887,8 +926,13 @@ async fn redis_cluster_live_pools_are_exact() {
     let dir_s = dir.path().to_str().unwrap().to_string();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let port = free_port();
-        let (port_s, conf) = (port.to_string(), format!("nodes-{port}.conf"));
+        // The cluster bus is port + 10000 unless set: above 55535 that is no port at all.
+        let (port, bus) = (free_port(), free_port());
+        let (port_s, bus_s, conf) = (
+            port.to_string(),
+            bus.to_string(),
+            format!("nodes-{port}.conf"),
+        );
         nodes.push(
             OwnRedis::spawn(
                 port,
@@ -907,6 +951,8 @@ async fn redis_cluster_live_pools_are_exact() {
                     "yes",
                     "--cluster-config-file",
                     &conf,
+                    "--cluster-port",
+                    &bus_s,
                 ],
             )
             .await,

@@ -195,8 +195,24 @@ async fn upgrade_keeps_sessions_and_inflight_requests() {
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: the app has the request.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            up.seen.count("/slow") == 1
+        })
+        .await,
+        "the slow request never reached the app"
+    );
 
+    // The new process waits for the sockets on pingora's upgrade socket (`server_conf`'s path,
+    // named after our admin port): SIGQUIT once it listens there. The old process would retry
+    // for 5 s anyway; this keeps the test from depending on that. Only the new process creates
+    // the file, so a stale one is removed first.
+    let upgrade_sock = format!(
+        "/tmp/seatgate_upgrade_{}.sock",
+        g.admin.to_string().replace([':', '.', '[', ']'], "_")
+    );
+    let _ = std::fs::remove_file(&upgrade_sock);
     let log = std::fs::File::create(g.dir.path().join("gateway-new.log")).unwrap();
     let new = Command::new(env!("CARGO_BIN_EXE_seatgate"))
         .args(["run", "-u", "--config"])
@@ -205,7 +221,13 @@ async fn upgrade_keeps_sessions_and_inflight_requests() {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            std::path::Path::new(&upgrade_sock).exists()
+        })
+        .await,
+        "the new process never listened on {upgrade_sock}"
+    );
     signal(old_pid, "-QUIT");
 
     let mut statuses = Vec::new();

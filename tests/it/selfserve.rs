@@ -350,6 +350,7 @@ async fn no_offer_for_a_wrong_password_or_a_user_without_sessions() {
     assert!(body.contains("<strong>1 of 1</strong> seats"), "{body}");
     assert!(!body.contains("<form"), "{body}");
     assert_eq!(up.seen.count("/login"), 2);
+    // A span in which nothing may happen: no background logout reaches the app.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.seen.count("/logout"), 0);
     assert_eq!(g.in_use("crm").await, 1);
