@@ -182,9 +182,10 @@ impl Inherited {
             }
             // SAFETY: the caller gave us these fds to own (a listener fd is used by no one else
             // in this process); a duplicate in `fds` is refused below before a second owner.
-            if sockets.iter().any(|(_, o): &(SocketAddr, OwnedFd)| {
-                std::os::fd::AsRawFd::as_raw_fd(o) == fd
-            }) {
+            if sockets
+                .iter()
+                .any(|(_, o): &(SocketAddr, OwnedFd)| std::os::fd::AsRawFd::as_raw_fd(o) == fd)
+            {
                 return Err(format!("listen fd {fd} given twice"));
             }
             let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };

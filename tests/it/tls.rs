@@ -786,11 +786,7 @@ async fn admin_listener_over_tls() {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_seatgate"));
     cmd.args(["run", "--config"]).arg(&cfg);
     pass_sockets(cmd.as_std_mut(), &[&proxy_socket, &admin_socket]);
-    let mut child = cmd
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stderr(log).kill_on_drop(true).spawn().unwrap();
     let ca = pki.ca();
     let up = eventually(Duration::from_secs(20), || {
         let ca = ca.clone();
