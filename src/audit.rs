@@ -13,7 +13,8 @@
 //! of likely names.
 
 use crate::crypto::hmac_sha256;
-use crate::ledger::{LedgerObserver, ReleaseReason, SeatRecord};
+use crate::domain::{ReleaseReason, SeatRecord};
+use crate::ledger::LedgerObserver;
 use serde_json::{json, Map, Value};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;

@@ -4,7 +4,8 @@
 //! seat gauges are filled from the ledger's usage at scrape time, so they can never drift from
 //! the ledger.
 
-use crate::ledger::{LedgerObserver, PoolUsage, ReleaseReason, SeatRecord};
+use crate::domain::{PoolUsage, ReleaseReason, SeatRecord};
+use crate::ledger::LedgerObserver;
 use crate::policy::classify::Action;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,

@@ -106,18 +106,7 @@ pub enum StoreBackend {
     Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    pub target: RedisTarget,
-    pub prefix: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    Single(String),
-    Cluster(Vec<String>),
-    Sentinel { master: String, urls: Vec<String> },
-}
+pub use crate::domain::{RedisConfig, RedisTarget};
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -516,7 +505,7 @@ fn users_file(
             &format!("cannot read `{}`: {e}", path.display()),
         )
     })?;
-    let users = serde_yaml::from_str(&text).map_err(|e| {
+    let users = serde_norway::from_str(&text).map_err(|e| {
         loc.invalid(
             "admin.users_file",
             None,

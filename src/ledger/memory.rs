@@ -23,7 +23,7 @@ use super::{
     PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord,
     SeatState, SessionKey, Touch,
 };
-use crate::config::file::SeatsPer;
+use crate::domain::SeatsPer;
 use crate::policy::admission::{self, Admit, Holders};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
@@ -1552,8 +1552,7 @@ impl SeatLedger for MemoryLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::SeatsPer;
-    use crate::config::Grant;
+    use crate::domain::{Grant, SeatsPer};
     use crate::ledger::{Claim, NoObserver};
 
     fn spec(presence: Option<Millis>) -> PoolSpec {

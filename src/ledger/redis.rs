@@ -31,8 +31,7 @@ use super::{
     PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
     SeatRecord, SeatState, SessionKey, Shared, Touch,
 };
-use crate::config::file::SeatsPer;
-use crate::config::{RedisConfig, RedisTarget};
+use crate::domain::{RedisConfig, RedisTarget, SeatsPer};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;

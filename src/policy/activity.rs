@@ -12,7 +12,7 @@
 
 use super::classify::{matcher_hits, RequestFacts};
 use crate::config::{IdleBy, IgnoreRule, SessionPolicy};
-use crate::ledger::Millis;
+use crate::domain::Millis;
 use http::{header, Method};
 
 /// What a request counts as.

@@ -4,7 +4,7 @@
 //! are used first by them; members beyond their reserve draw on the unreserved seats like
 //! everybody else; `max` caps a group whatever is free.
 
-use crate::ledger::{Full, FullReason, GroupLimit, Millis, PoolSpec};
+use crate::domain::{Full, FullReason, GroupLimit, Millis, PoolSpec};
 
 /// Who holds the pool's seats right now (pending logins included, expired seats excluded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,9 +93,7 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::SeatsPer;
-    use crate::config::Grant;
-    use crate::ledger::PoolKey;
+    use crate::domain::{Grant, PoolKey, SeatsPer};
 
     fn spec(seats: u32, groups: Vec<GroupLimit>, max_sessions: Option<u32>) -> PoolSpec {
         PoolSpec {

@@ -1,7 +1,7 @@
 //! When does a held seat stop counting? One pure function, used by every backend on every
 //! lookup, so an expired seat never counts as in use even before a sweep gets to it.
 
-use crate::ledger::{Gone, Millis, PoolSpec, ReleaseReason, SeatState};
+use crate::domain::{Gone, Millis, PoolSpec, ReleaseReason, SeatState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatTimes {
@@ -107,9 +107,8 @@ pub fn notice(gone: Gone) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::SeatsPer;
-    use crate::config::{Expired, Grant};
-    use crate::ledger::PoolKey;
+    use crate::config::Expired;
+    use crate::domain::{Grant, PoolKey, SeatsPer};
 
     fn spec() -> PoolSpec {
         PoolSpec {
