@@ -1,7 +1,7 @@
 //! The License Usage page's way in and out: its pages for a visitor with or without a page
 //! session, the login form's POST and logout.
 
-use super::auth::{self, Via};
+use super::auth::{self, LoginRefusal, Via};
 use super::page;
 use super::wire::{content_type, read_body};
 use super::AdminService;
@@ -67,26 +67,28 @@ impl AdminService {
             );
         };
         let peer = s.client_addr().map(|a| a.to_string());
-        if self.authn.throttled(peer.as_deref(), &user) {
-            return page::login(
-                StatusCode::TOO_MANY_REQUESTS,
-                Some("Too many failed logins: wait a minute."),
-            );
-        }
-        let Some(p) = self.authn.verify(cfg, &user, &password) else {
-            self.authn.failed(peer.as_deref(), &user);
-            log::warn!(
-                "admin page login failed for user {user:?} from {}",
-                peer.as_deref().unwrap_or("?")
-            );
-            self.app.audit.record(
-                "admin_login_failed",
-                json!({"admin": user.chars().take(64).collect::<String>(), "peer": peer}),
-            );
-            return page::login(
-                StatusCode::UNAUTHORIZED,
-                Some("Wrong user name or password."),
-            );
+        let p = match self.authn.attempt(cfg, &user, &password, peer.as_deref()) {
+            Ok(p) => p,
+            Err(LoginRefusal::Throttled) => {
+                return page::login(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some("Too many failed logins: wait a minute."),
+                )
+            }
+            Err(LoginRefusal::Wrong) => {
+                log::warn!(
+                    "admin page login failed for user {user:?} from {}",
+                    peer.as_deref().unwrap_or("?")
+                );
+                self.app.audit.record(
+                    "admin_login_failed",
+                    json!({"admin": user.chars().take(64).collect::<String>(), "peer": peer}),
+                );
+                return page::login(
+                    StatusCode::UNAUTHORIZED,
+                    Some("Wrong user name or password."),
+                );
+            }
         };
         let ttl = cfg.admin.session_ttl;
         match self.authn.pages.start(cfg, &p.name, ttl) {

@@ -25,9 +25,6 @@ mod router;
 pub mod views;
 mod wire;
 
-pub use rbac::{may_control, may_pause, may_see, may_see_product};
-pub use views::{parse_filter, rfc3339, session_json, spec_map, SessionFilter, MAX_PAGE};
-
 use crate::app::App;
 use async_trait::async_trait;
 use auth::Authn;

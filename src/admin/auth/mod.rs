@@ -42,6 +42,15 @@ pub struct Authn {
     pub pages: PageSessions,
 }
 
+/// Why a login with a name and password was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// Too many failures for this name or from this address in the last minute.
+    Throttled,
+    /// No such admin, or the wrong password.
+    Wrong,
+}
+
 /// How a request proved who it is. Only cookie-authenticated writes need a CSRF token: a
 /// browser attaches the cookie to cross-site requests, while Basic API clients send their
 /// credentials on purpose.
@@ -149,21 +158,39 @@ impl Authn {
         self.failures.failed(peer, user, Instant::now())
     }
 
-    /// Checks a name and password with the per-peer throttle; `Err` is the answer to send.
-    pub fn login(
+    /// One login with a name and password, from the API or the page's form: refused unhurt
+    /// while throttled (argon2 does not even run), counted against the throttle when wrong.
+    pub fn attempt(
+        &self,
+        cfg: &Config,
+        user: &str,
+        password: &str,
+        peer: Option<&str>,
+    ) -> Result<Principal, LoginRefusal> {
+        if self.throttled(peer, user) {
+            return Err(LoginRefusal::Throttled);
+        }
+        match self.verify(cfg, user, password) {
+            Some(p) => Ok(p),
+            None => {
+                self.failed(peer, user);
+                Err(LoginRefusal::Wrong)
+            }
+        }
+    }
+
+    /// An API login (HTTP Basic); `Err` is the answer to send.
+    fn login(
         &self,
         cfg: &Config,
         user: &str,
         password: &str,
         peer: Option<&str>,
     ) -> Result<Principal, Box<Response<Vec<u8>>>> {
-        if self.throttled(peer, user) {
-            return Err(Box::new(too_many()));
-        }
-        match self.verify(cfg, user, password) {
-            Some(p) => Ok(p),
-            None => {
-                self.failed(peer, user);
+        match self.attempt(cfg, user, password, peer) {
+            Ok(p) => Ok(p),
+            Err(LoginRefusal::Throttled) => Err(Box::new(too_many())),
+            Err(LoginRefusal::Wrong) => {
                 log::warn!(
                     "admin login failed for user {user:?} from {}",
                     peer.unwrap_or("?")
@@ -229,6 +256,39 @@ mod tests {
         assert_eq!(basic_credentials(&r), None);
         r.insert_header("authorization", "Bearer abc").unwrap();
         assert_eq!(basic_credentials(&r), None);
+    }
+
+    #[test]
+    fn a_throttled_login_is_refused_even_with_the_right_password() {
+        let h = hash_password("pw").unwrap();
+        let kim = format!("{{ name: kim, password_hash: \"{h}\", role: own, permission: view }}");
+        let cfg = crate::admin::tests::crm_config(&format!(
+            "admin:\n  listen: 127.0.0.1:2\n  users:\n    - {kim}"
+        ));
+        let a = Authn::default();
+        let peer = Some("192.0.2.9:1234");
+        assert_eq!(a.attempt(&cfg, "kim", "no", peer), Err(LoginRefusal::Wrong));
+        assert_eq!(a.attempt(&cfg, "kim", "pw", peer).unwrap().name, "kim");
+        assert_eq!(
+            a.attempt(&cfg, "nobody", "pw", peer),
+            Err(LoginRefusal::Wrong)
+        );
+        for _ in 1..throttle::FAILURES_PER_MINUTE {
+            a.failed(peer, "kim");
+        }
+        assert_eq!(
+            a.attempt(&cfg, "kim", "pw", peer),
+            Err(LoginRefusal::Throttled)
+        );
+        // The name is throttled from any address, and the address for any name.
+        assert_eq!(
+            a.attempt(&cfg, "kim", "pw", Some("198.51.100.1:1")),
+            Err(LoginRefusal::Throttled)
+        );
+        assert_eq!(
+            a.attempt(&cfg, "ann", "pw", Some("192.0.2.9:80")),
+            Err(LoginRefusal::Throttled)
+        );
     }
 
     #[test]
