@@ -21,7 +21,7 @@ use super::journal::{self, Journal, Op, Written};
 use super::{
     Claim, EndOutcome, Gone, Lease, LedgerError, LedgerObserver, Lookup, Millis, PauseOutcome,
     PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord,
-    SeatState, SessionKey, Touch,
+    SeatState, SessionKey, Shared, SharedState, Touch,
 };
 use crate::domain::SeatsPer;
 use crate::policy::admission::{self, Admit, Holders};
@@ -905,6 +905,28 @@ impl MemoryLedger {
                 self.observer.released(&r.record, r.reason);
             }
         }
+    }
+}
+
+/// One process, one store: nothing to share with, so the caller keeps these values itself.
+#[async_trait]
+impl SharedState for MemoryLedger {
+    async fn shared_once(
+        &self,
+        _name: &str,
+        _value: &str,
+        _ttl_ms: Option<Millis>,
+    ) -> Result<Shared<String>, LedgerError> {
+        Ok(Shared::Local)
+    }
+
+    async fn shared_swap(
+        &self,
+        _name: &str,
+        _value: Option<&str>,
+        _ttl_ms: Millis,
+    ) -> Result<Shared<Option<String>>, LedgerError> {
+        Ok(Shared::Local)
     }
 }
 

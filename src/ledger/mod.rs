@@ -11,6 +11,9 @@
 pub mod journal;
 pub mod memory;
 pub mod redis;
+mod shared;
+
+pub use shared::{Shared, SharedState};
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -32,15 +35,6 @@ pub enum LedgerError {
     LeaseLost(u64),
 }
 
-/// A shared value as the store answers it. `Local`: this store belongs to one process and
-/// shares nothing, so the caller keeps such values in memory itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Shared<T> {
-    Local,
-    Value(T),
-}
-
 /// Told of every release, whatever caused it (metrics, audit).
 pub trait LedgerObserver: Send + Sync {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason);
@@ -55,7 +49,9 @@ impl LedgerObserver for NoObserver {
 }
 
 #[async_trait]
-pub trait SeatLedger: Send + Sync + 'static {
+/// Seats. Its supertrait `SharedState` is the store's small key-value side (self-service
+/// token state and holds); with `SharedState` in scope a ledger answers both.
+pub trait SeatLedger: SharedState + Send + Sync + 'static {
     /// Installs the pools of the current config (start and reload). Pools no longer configured
     /// keep their live seats until those end; they just take no new logins.
     fn configure(&self, pools: &[PoolSpec]);
@@ -217,29 +213,6 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// for a store that is its own view, `None` when there is no view yet.
     fn view_age(&self, _pool: &PoolKey, _now: Millis) -> Option<Millis> {
         Some(0)
-    }
-
-    /// Sets the shared value `name` to `value` unless it is set (expiring after `ttl_ms` when
-    /// given) and answers the value it now holds, the same for every gateway on this store: a
-    /// secret all replicas agree on, or a mark that only the first of them gets.
-    async fn shared_once(
-        &self,
-        _name: &str,
-        _value: &str,
-        _ttl_ms: Option<Millis>,
-    ) -> Result<Shared<String>, LedgerError> {
-        Ok(Shared::Local)
-    }
-
-    /// Replaces the shared value `name` by `value` (expiring after `ttl_ms`), or removes it
-    /// when `value` is `None`, and answers what it held before.
-    async fn shared_swap(
-        &self,
-        _name: &str,
-        _value: Option<&str>,
-        _ttl_ms: Millis,
-    ) -> Result<Shared<Option<String>>, LedgerError> {
-        Ok(Shared::Local)
     }
 
     /// The store's state for `/healthz` (kind, reachability, last error).

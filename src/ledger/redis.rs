@@ -29,7 +29,7 @@
 use super::{
     Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
     PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
-    SeatRecord, SeatState, SessionKey, Shared, Touch,
+    SeatRecord, SeatState, SessionKey, Shared, SharedState, Touch,
 };
 use crate::domain::{RedisConfig, RedisTarget, SeatsPer};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
@@ -1029,6 +1029,36 @@ impl RedisLedger {
 }
 
 #[async_trait]
+impl SharedState for RedisLedger {
+    async fn shared_once(
+        &self,
+        name: &str,
+        value: &str,
+        ttl_ms: Option<Millis>,
+    ) -> Result<Shared<String>, LedgerError> {
+        let mut inv = self.inner.once.prepare_invoke();
+        inv.key(self.inner.shared_key(name))
+            .arg(value)
+            .arg(ttl_ms.map(|t| t.max(1).to_string()).unwrap_or_default());
+        self.inner.invoke(inv).await.map(Shared::Value)
+    }
+
+    async fn shared_swap(
+        &self,
+        name: &str,
+        value: Option<&str>,
+        ttl_ms: Millis,
+    ) -> Result<Shared<Option<String>>, LedgerError> {
+        let mut inv = self.inner.swap.prepare_invoke();
+        inv.key(self.inner.shared_key(name))
+            .arg(value.unwrap_or_default())
+            .arg(ttl_ms.max(1).to_string());
+        let old = self.inner.invoke(inv).await?;
+        Ok(Shared::Value(Some(old).filter(|o| !o.is_empty())))
+    }
+}
+
+#[async_trait]
 impl SeatLedger for RedisLedger {
     fn configure(&self, pools: &[PoolSpec]) {
         let mut map = self.inner.pools.write().unwrap_or_else(|e| e.into_inner());
@@ -1507,33 +1537,6 @@ impl SeatLedger for RedisLedger {
             .views
             .get(pool)
             .map(|v| v.at.elapsed().as_millis() as Millis)
-    }
-
-    async fn shared_once(
-        &self,
-        name: &str,
-        value: &str,
-        ttl_ms: Option<Millis>,
-    ) -> Result<Shared<String>, LedgerError> {
-        let mut inv = self.inner.once.prepare_invoke();
-        inv.key(self.inner.shared_key(name))
-            .arg(value)
-            .arg(ttl_ms.map(|t| t.max(1).to_string()).unwrap_or_default());
-        self.inner.invoke(inv).await.map(Shared::Value)
-    }
-
-    async fn shared_swap(
-        &self,
-        name: &str,
-        value: Option<&str>,
-        ttl_ms: Millis,
-    ) -> Result<Shared<Option<String>>, LedgerError> {
-        let mut inv = self.inner.swap.prepare_invoke();
-        inv.key(self.inner.shared_key(name))
-            .arg(value.unwrap_or_default())
-            .arg(ttl_ms.max(1).to_string());
-        let old = self.inner.invoke(inv).await?;
-        Ok(Shared::Value(Some(old).filter(|o| !o.is_empty())))
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -2,7 +2,7 @@
 //! store whose journal is closed and reopened between steps, and Redis. Time is an input: the
 //! Redis store is told to use each call's `now` instead of `TIME`.
 
-use seatgate::config::file::SeatsPer;
+use seatgate::domain::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::ledger::memory::MemoryLedger;
 use seatgate::ledger::redis::RedisLedger;

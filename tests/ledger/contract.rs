@@ -4,7 +4,7 @@
 //! behind must be durable.
 
 use crate::common::*;
-use seatgate::config::file::SeatsPer;
+use seatgate::domain::SeatsPer;
 use seatgate::ledger::{
     EndOutcome, FullReason, Gone, LedgerError, Lookup, PauseOutcome, PoolKey, ReleaseReason,
     Reservation, SeatId, SeatLedger, SeatState, Shared, Touch,
@@ -995,7 +995,7 @@ async fn clock_offset_steps_redis_time(kind: Kind) {
 /// capacity, and afterwards every seat counted is listed, every cookie leads to at most one
 /// session, and each listed session answers to its cookie.
 async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     const COOKIES: usize = 6;
     const CAP: u32 = 3;
     let st = Store::new(kind, vec![spec("default", CAP)], s(0)).await;
@@ -1019,7 +1019,7 @@ async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(t);
             for _ in 0..150 {
-                let c = format!("K{}", rng.gen_range(0..COOKIES));
+                let c = format!("K{}", rng.random_range(0..COOKIES));
                 let k = key(&c);
                 let id = ids
                     .lock()
@@ -1027,7 +1027,7 @@ async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
                     .get(&c)
                     .copied()
                     .unwrap_or(SeatId(0x5eed));
-                match rng.gen_range(0..9) {
+                match rng.random_range(0..9) {
                     0 | 1 => {
                         let cl = claim("default", &format!("u{t}"));
                         if let Reservation::Granted(lease) = l.reserve(&cl, now).await.unwrap() {
@@ -1046,14 +1046,14 @@ async fn concurrent_operations_keep_the_pool_exact(kind: Kind) {
                         let _ = l.resume(id, now).await.unwrap();
                     }
                     5 => {
-                        let grace = if rng.gen_bool(0.5) { 0 } else { 10_000 };
+                        let grace = if rng.random_bool(0.5) { 0 } else { 10_000 };
                         let _ = l.end(&[id], grace, "admin", now).await.unwrap();
                     }
                     6 => {
                         let _ = l.release(&k, ReleaseReason::Logout, now).await.unwrap();
                     }
                     7 => {
-                        let to = format!("K{}", rng.gen_range(0..COOKIES));
+                        let to = format!("K{}", rng.random_range(0..COOKIES));
                         if let Some(id) = l.rekey(&k, key(&to), now).await.unwrap() {
                             ids.lock().unwrap().insert(to, id);
                         }

@@ -140,7 +140,7 @@ fn pool_spec(i: usize) -> PoolSpec {
     sp.standby_timeout = STANDBY;
     sp.presence_timeout = Some(PRESENCE);
     if i == 1 {
-        sp.seats_per = seatgate::config::file::SeatsPer::User;
+        sp.seats_per = seatgate::domain::SeatsPer::User;
     }
     sp
 }
