@@ -2,8 +2,8 @@
 //! store whose journal is closed and reopened between steps, and Redis. Time is an input: the
 //! Redis store is told to use each call's `now` instead of `TIME`.
 
-use seatgate::domain::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
+use seatgate::domain::SeatsPer;
 use seatgate::ledger::memory::MemoryLedger;
 use seatgate::ledger::redis::RedisLedger;
 use seatgate::ledger::{
