@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use crate::harness::free_port;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -39,16 +38,36 @@ impl Browser {
             .expect("chromedriver is required (scripts/setup --test installs chromium-driver)");
         let chromium = find_exe(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
             .expect("chromium is required");
-        let port = free_port();
-        // Its own process group: killing the group takes chromedriver and the browsers it
-        // started, and nothing else.
-        let driver = Command::new(chromedriver)
+        // Port 0: chromedriver binds a port of the kernel's choosing and says which on stdout,
+        // so no other test can take it first. Its own process group: killing the group takes
+        // chromedriver and the browsers it started, and nothing else.
+        let mut driver = Command::new(chromedriver)
             .process_group(0)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let out = driver.stdout.take().unwrap();
+        // Its stdout is read to the end, so it never blocks on (or dies of) a full or closed
+        // pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(p) = line
+                    .split_once("started successfully on port ")
+                    .and_then(|(_, p)| p.trim_end_matches('.').trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(p);
+                }
+            }
+        });
+        let port = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("chromedriver did not say its port");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

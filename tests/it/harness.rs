@@ -297,15 +297,25 @@ async fn handle(
     Ok(r.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
-/// A port nothing listened on a moment ago, for a server that must be given a number (Redis,
-/// chromedriver, a port that must refuse). Whoever uses it checks that the server it reaches
-/// is its own (see `OwnRedis`), so a lost race fails loudly instead of talking to a stranger.
+/// A port nothing listened on a moment ago, for a server that must be given a number and
+/// cannot be handed a socket (redis-server). Whoever uses it checks that the server it
+/// reaches is its own (see `OwnRedis`), so a lost race fails loudly instead of talking to a
+/// stranger.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A port that refuses connections for as long as the returned socket lives: bound, so no
+/// one else can take it, but not listening.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
 }
 
 /// A listening socket on a port of the kernel's choosing, for the gateway to inherit.

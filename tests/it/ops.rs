@@ -267,7 +267,8 @@ async fn health_command_follows_healthz() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\""));
-    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let (_held, port) = refusing_port();
+    let nobody = format!("http://127.0.0.1:{port}");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seatgate"))
         .args(["health", "--admin", &nobody])
         .output()

@@ -478,12 +478,10 @@ async fn redis_two_ledgers_race_exact() {
 
 #[tokio::test]
 async fn redis_cluster_and_sentinel_configs_construct() {
-    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let ((_a, dead_a), (_b, dead_b)) = (refusing_port(), refusing_port());
+    let dead = format!("redis://127.0.0.1:{dead_a}");
     let targets = [
-        RedisTarget::Cluster(vec![
-            dead.clone(),
-            format!("redis://127.0.0.1:{}", free_port()),
-        ]),
+        RedisTarget::Cluster(vec![dead.clone(), format!("redis://127.0.0.1:{dead_b}")]),
         RedisTarget::Sentinel {
             master: "mymaster".into(),
             urls: vec![dead.clone()],
