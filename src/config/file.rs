@@ -2,7 +2,7 @@
 //!
 //! Every struct denies unknown keys so a typo is an error, never a silently ignored setting.
 //! Whatever can be checked on a single value (durations, addresses, non-zero seat counts,
-//! enum words) is checked while deserializing, so serde_yaml's error carries the line and
+//! enum words) is checked while deserializing, so serde_norway's error carries the line and
 //! column. Cross-field rules live in `runtime.rs`.
 
 use serde::{Deserialize, Deserializer};
@@ -91,7 +91,7 @@ pub struct TlsFile {
     pub key: PathBuf,
 }
 
-// Visitors rather than untagged enums, so serde_yaml points errors at the bad value's line
+// Visitors rather than untagged enums, so serde_norway points errors at the bad value's line
 // (an untagged enum only says "did not match any variant" at the enclosing map).
 impl<'de> Deserialize<'de> for ListenFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -242,7 +242,7 @@ impl serde::de::Visitor<'_> for AddrVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an address host:port")
     }
-    // Checked inside the visitor so serde_yaml reports the value's own line.
+    // Checked inside the visitor so serde_norway reports the value's own line.
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Addr, E> {
         parse_addr(s).map_err(E::custom)?;
         Ok(Addr(s.to_string()))
@@ -275,7 +275,7 @@ pub fn parse_addr(s: &str) -> Result<(), String> {
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
-    /// A visitor rather than an untagged enum: untagged buffering would make serde_yaml
+    /// A visitor rather than an untagged enum: untagged buffering would make serde_norway
     /// report the enclosing map's position instead of the bad value's line.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

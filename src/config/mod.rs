@@ -24,11 +24,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// serde_yaml's message already carries the key path, line and column.
+    /// serde_norway's message already carries the key path, line and column.
     #[error("{path}: {source}")]
     Syntax {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("{key}{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     Invalid {
@@ -58,9 +58,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 pub fn parse(src: &str) -> Result<Config, ConfigError> {
-    let f: file::FileConfig = serde_yaml::from_str(src).map_err(|source| ConfigError::Syntax {
-        path: PathBuf::from("<config>"),
-        source,
-    })?;
+    let f: file::FileConfig =
+        serde_norway::from_str(src).map_err(|source| ConfigError::Syntax {
+            path: PathBuf::from("<config>"),
+            source,
+        })?;
     Config::from_file(f, src)
 }

@@ -104,7 +104,7 @@ mod tests {
     use super::*;
 
     fn conf(yaml: &str) -> OnFullFile {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     fn check(yaml: &str) -> Result<OnFull, String> {

@@ -177,7 +177,7 @@ mod tests {
 
     /// What config load does to one `on_full` (YAML, `None`: absent): validate, then render.
     fn from_file(yaml: Option<&str>, product: &str, seats: u32) -> Result<Canned, String> {
-        let conf = yaml.map(|y| serde_yaml::from_str(y).unwrap());
+        let conf = yaml.map(|y| serde_norway::from_str(y).unwrap());
         crate::config::on_full::on_full(conf.as_ref()).map(|o| on_full(&o, product, seats))
     }
 

@@ -43,10 +43,10 @@ fn k8s_config(text: &str, dir: &Path) -> PathBuf {
     path
 }
 
-fn yaml_docs(text: &str) -> Vec<serde_yaml::Value> {
+fn yaml_docs(text: &str) -> Vec<serde_norway::Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -71,7 +71,7 @@ fn container_and_kubernetes_configs_pass_check_config() {
 
 /// `kubectl kustomize` renders what `kubectl apply -k deploy/k8s` would apply (no cluster
 /// needed); without kubectl the manifests are read as they are.
-fn k8s_objects() -> (Vec<serde_yaml::Value>, bool) {
+fn k8s_objects() -> (Vec<serde_norway::Value>, bool) {
     let rendered = Command::new("kubectl")
         .args(["kustomize"])
         .arg(repo("deploy/k8s"))
@@ -94,7 +94,7 @@ fn k8s_objects() -> (Vec<serde_yaml::Value>, bool) {
     }
 }
 
-fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_yaml::Value {
+fn find<'a>(docs: &'a [serde_norway::Value], kind: &str, name: &str) -> &'a serde_norway::Value {
     docs.iter()
         .find(|d| {
             d["kind"] == kind

@@ -3,7 +3,7 @@
 //! own `redis-server` on a spare port.
 
 use crate::harness::*;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use seatgate::config::file::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::ledger::redis::RedisLedger;
@@ -144,23 +144,23 @@ async fn redis_rules_agree_with_rust() {
         SeatState::Paused,
     ];
     for case in 0..300 {
-        let mut s = spec("rules", rng.gen_range(0..6));
-        if rng.gen_bool(0.3) {
+        let mut s = spec("rules", rng.random_range(0..6));
+        if rng.random_bool(0.3) {
             s.grants.push(Grant {
                 seats: 2,
                 not_before: Some(1_000),
                 expires: Some(5_000),
             });
         }
-        if rng.gen_bool(0.5) {
+        if rng.random_bool(0.5) {
             s.groups.push(GroupLimit {
                 name: "g".into(),
                 users: ["g1", "g2"].iter().map(|x| x.to_string()).collect(),
-                reserve: rng.gen_range(0..3),
-                max: rng.gen_bool(0.5).then(|| rng.gen_range(0..3)),
+                reserve: rng.random_range(0..3),
+                max: rng.random_bool(0.5).then(|| rng.random_range(0..3)),
             });
         }
-        if rng.gen_bool(0.3) {
+        if rng.random_bool(0.3) {
             s.groups.push(GroupLimit {
                 name: "h".into(),
                 users: ["h1".to_string()].into(),
@@ -168,36 +168,36 @@ async fn redis_rules_agree_with_rust() {
                 max: Some(1),
             });
         }
-        s.max_sessions = rng.gen_bool(0.3).then(|| rng.gen_range(1..3));
-        s.presence_timeout = rng.gen_bool(0.5).then_some(300);
+        s.max_sessions = rng.random_bool(0.3).then(|| rng.random_range(1..3));
+        s.presence_timeout = rng.random_bool(0.5).then_some(300);
         s.idle_timeout = 1_000;
         s.max_lifetime = 8_000;
         s.standby_timeout = 500;
-        let holders: Vec<Option<&str>> = (0..rng.gen_range(0..7))
+        let holders: Vec<Option<&str>> = (0..rng.random_range(0..7))
             .map(|_| {
-                rng.gen_bool(0.8)
-                    .then(|| names[rng.gen_range(0..names.len())])
+                rng.random_bool(0.8)
+                    .then(|| names[rng.random_range(0..names.len())])
             })
             .collect();
         let user = rng
-            .gen_bool(0.9)
-            .then(|| names[rng.gen_range(0..names.len())]);
-        let now: u64 = rng.gen_range(0..9_000);
-        let overflow: Option<u64> = if rng.gen_bool(0.3) {
-            Some(rng.gen_range(0..2))
+            .random_bool(0.9)
+            .then(|| names[rng.random_range(0..names.len())]);
+        let now: u64 = rng.random_range(0..9_000);
+        let overflow: Option<u64> = if rng.random_bool(0.3) {
+            Some(rng.random_range(0..2))
         } else {
             None
         };
         let t = SeatTimes {
-            started_at: rng.gen_range(0..2_000),
-            last_activity: rng.gen_range(0..4_000),
-            last_heartbeat: if rng.gen_bool(0.5) {
+            started_at: rng.random_range(0..2_000),
+            last_activity: rng.random_range(0..4_000),
+            last_heartbeat: if rng.random_bool(0.5) {
                 0
             } else {
-                rng.gen_range(1..4_000)
+                rng.random_range(1..4_000)
             },
-            state: states[rng.gen_range(0..4)],
-            ending_at: rng.gen_bool(0.5).then(|| rng.gen_range(0..6_000)),
+            state: states[rng.random_range(0..4)],
+            ending_at: rng.random_bool(0.5).then(|| rng.random_range(0..6_000)),
         };
         let seat = serde_json::json!({
             "started_at": t.started_at, "last_activity": t.last_activity, "last_heartbeat": t.last_heartbeat,
