@@ -107,7 +107,7 @@ enum SessionsCmd {
 }
 
 /// env_logger, plus a count of the lines that are pingora's only report of an event
-/// (`metrics::count_log_line`).
+/// (`metrics::count_log_line`, `server::is_refused_head`).
 struct CountingLogger(env_logger::Logger);
 
 impl log::Log for CountingLogger {
@@ -116,9 +116,14 @@ impl log::Log for CountingLogger {
     }
 
     fn log(&self, r: &log::Record<'_>) {
-        if r.level() == log::Level::Error {
-            seatgate::metrics::count_log_line(r.target(), r.args());
+        match r.level() {
+            log::Level::Error => seatgate::metrics::count_log_line(r.target(), r.args()),
+            l if seatgate::server::is_refused_head(l, r.target(), r.args()) => {
+                seatgate::server::count_refused_head()
+            }
+            _ => {}
         }
+        // env_logger applies RUST_LOG itself: the lines we only count stop here.
         self.0.log(r);
     }
 
@@ -130,7 +135,9 @@ impl log::Log for CountingLogger {
 fn main() -> ExitCode {
     let inner =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
-    log::set_max_level(inner.filter());
+    // Debug lines reach the logger whatever RUST_LOG says: pingora reports the heads it refuses
+    // only at debug (`server::is_refused_head`).
+    log::set_max_level(inner.filter().max(log::LevelFilter::Debug));
     let _ = log::set_boxed_logger(Box::new(CountingLogger(inner)));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

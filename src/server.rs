@@ -24,7 +24,6 @@ use crate::proxy::Gateway;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
-use pingora_core::apps::HttpServerApp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -37,6 +36,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod head_deadline;
+pub use head_deadline::{HeadDeadline, HeadTimed};
 
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -160,6 +162,64 @@ impl BackgroundService for Upkeep {
             }
         }
     }
+}
+
+/// `seatgate_bad_requests_total{reason="malformed"}` of the app being served: heads pingora
+/// refuses with its own 400 before any hook of ours runs (obs-fold, conflicting or listed
+/// Content-Length, a Transfer-Encoding list, TE on HTTP/1.0, a head it cannot parse). pingora
+/// reports them only as a debug line, so the process's logger counts them through this.
+static MALFORMED: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
+
+/// The `reason` of the requests pingora refuses itself.
+pub const MALFORMED_REASON: &str = "malformed";
+
+/// Whether a log record is pingora-proxy's report of a head it refused with 400
+/// (`InvalidHTTPHeader`: "Fail to proxy: …" at debug; the same words at error level are a
+/// broken connection, not a refusal).
+pub fn is_refused_head(level: log::Level, target: &str, message: &std::fmt::Arguments<'_>) -> bool {
+    level == log::Level::Debug
+        && target == "pingora_proxy"
+        && starts_with(message, "Fail to proxy: ")
+}
+
+/// Counts one head pingora refused (see [`is_refused_head`]).
+pub fn count_refused_head() {
+    if let Some(c) = MALFORMED.get() {
+        c.inc();
+    }
+}
+
+/// `format!("{args}").starts_with(prefix)` without formatting more than the prefix: this runs
+/// for every pingora-proxy debug line.
+fn starts_with(args: &std::fmt::Arguments<'_>, prefix: &str) -> bool {
+    if let Some(s) = args.as_str() {
+        return s.starts_with(prefix);
+    }
+    struct Prefix<'a> {
+        rest: &'a str,
+        ok: bool,
+    }
+    impl std::fmt::Write for Prefix<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let n = s.len().min(self.rest.len());
+            if s.as_bytes()[..n] != self.rest.as_bytes()[..n] {
+                return Err(std::fmt::Error);
+            }
+            self.rest = &self.rest[n..];
+            if self.rest.is_empty() {
+                self.ok = true;
+                // Decided: stop formatting.
+                return Err(std::fmt::Error);
+            }
+            Ok(())
+        }
+    }
+    let mut p = Prefix {
+        rest: prefix,
+        ok: false,
+    };
+    let _ = std::fmt::write(&mut p, *args);
+    p.ok
 }
 
 /// Listening sockets the gateway was given already bound, each with the address it is bound to.
@@ -352,6 +412,12 @@ pub fn build_server_on(
     opts: &RunOptions,
     mut inherited: Inherited,
 ) -> Result<Server, String> {
+    // Primed at 0 with the app's other reasons; the first app served in a process keeps it.
+    let _ = MALFORMED.set(
+        app.metrics
+            .bad_requests
+            .with_label_values(&[MALFORMED_REASON]),
+    );
     if opts.upgrade && !inherited.is_empty() {
         return Err(
             "--upgrade takes the running gateway's listeners; it cannot also be given sockets"
@@ -369,8 +435,16 @@ pub fn build_server_on(
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&cfg, opts));
     server.bootstrap();
 
-    let mut proxy =
-        pingora_proxy::http_proxy_service(&server.configuration, Gateway::new(app.clone()));
+    // `timeouts.header`, which pingora has no setting for: read per connection, so a reload
+    // applies it to the connections that come after.
+    let timed = {
+        let app = app.clone();
+        HeadDeadline::new(
+            pingora_proxy::http_proxy(&server.configuration, Gateway::new(app.clone())),
+            move || app.runtime().config.timeouts.header,
+        )
+    };
+    let mut proxy = Service::new("Pingora HTTP Proxy Service".to_string(), timed);
     let mut slots = app.certs.listeners.iter();
     let https_port = cfg
         .listen
@@ -444,11 +518,7 @@ pub fn build_server_on(
 }
 
 /// A TLS endpoint answering from `slot`, HTTP/2 preferred over HTTP/1.1 by ALPN.
-fn add_tls<A: HttpServerApp + Send + Sync + 'static>(
-    svc: &mut Service<A>,
-    addr: &str,
-    slot: &Arc<CertSlot>,
-) -> Result<(), String> {
+fn add_tls<A>(svc: &mut Service<A>, addr: &str, slot: &Arc<CertSlot>) -> Result<(), String> {
     let _ = crate::config::tls::provider();
     // No files: the certificate comes from the slot, which reloads refill.
     let mut tls = TlsSettings::intermediate("", "").map_err(|e| format!("{addr}: TLS: {e}"))?;
@@ -526,8 +596,44 @@ impl ServeHttp for RedirectHttps {
 
 #[cfg(test)]
 mod tests {
-    use super::{listen_fds_for, serves, Inherited, RedirectHttps};
+    use super::{is_refused_head, listen_fds_for, serves, Inherited, RedirectHttps};
     use std::net::SocketAddr;
+
+    #[test]
+    fn pingoras_refused_heads_are_its_debug_fail_to_proxy_lines() {
+        use log::Level::{Debug, Error};
+        let e = "invalid header";
+        assert!(is_refused_head(
+            Debug,
+            "pingora_proxy",
+            &format_args!("Fail to proxy: {e}, downstream session type: HTTP/1.1")
+        ));
+        assert!(is_refused_head(
+            Debug,
+            "pingora_proxy",
+            &format_args!("Fail to proxy: ")
+        ));
+        assert!(!is_refused_head(
+            Error,
+            "pingora_proxy",
+            &format_args!("Fail to proxy: {e}")
+        ));
+        assert!(!is_refused_head(
+            Debug,
+            "pingora_core",
+            &format_args!("Fail to proxy: {e}")
+        ));
+        assert!(!is_refused_head(
+            Debug,
+            "pingora_proxy",
+            &format_args!("Fail to {e}")
+        ));
+        assert!(!is_refused_head(
+            Debug,
+            "pingora_proxy",
+            &format_args!("Fail")
+        ));
+    }
 
     #[test]
     fn systemd_fds_are_ours_only_when_listen_pid_is_this_process() {

@@ -106,6 +106,65 @@ async fn smuggling_framings_are_refused_and_the_connection_closed() {
     assert_eq!(bad_requests(&g, "bare_lf").await, 1.0);
 }
 
+/// The heads pingora refuses itself (before any hook of ours) are counted too, from the one
+/// report pingora makes of them (its log), as `reason="malformed"`.
+#[tokio::test]
+async fn heads_pingora_refuses_are_counted_as_malformed() {
+    let (up, g) = gateway(2).await;
+    assert_eq!(
+        bad_requests(&g, "malformed").await,
+        0.0,
+        "exported from the start"
+    );
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "conflicting cl",
+            b"POST /m1 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        ),
+        (
+            "cl list",
+            b"POST /m2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcde",
+        ),
+        (
+            "te list",
+            b"POST /m3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        ("obs-fold", b"GET /m4 HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n"),
+        (
+            "te on http/1.0",
+            b"POST /m5 HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        ("space in a field name", b"GET /m6 HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"),
+        ("not http", b"GARBAGE\r\n\r\n"),
+    ];
+    for (i, (name, bytes)) in cases.iter().enumerate() {
+        let (answer, closed) = raw(&g, bytes).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{name}: {answer}");
+        assert!(closed, "{name}: connection left open after a 400");
+        let want = (i + 1) as f64;
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                bad_requests(&g, "malformed").await == want
+            })
+            .await,
+            "{name}: malformed = {} (want {want})",
+            bad_requests(&g, "malformed").await
+        );
+    }
+    for p in 1..=6 {
+        assert_eq!(up.seen.count(&format!("/m{p}")), 0, "/m{p} reached the app");
+    }
+    // A request of ours refused by our own inspection is counted under its own reason only.
+    let (answer, _) = raw(
+        &g,
+        b"POST /m7 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(bad_requests(&g, "length_and_chunked").await, 1.0);
+    assert_eq!(bad_requests(&g, "malformed").await, cases.len() as f64);
+}
+
 #[tokio::test]
 async fn oversized_heads_get_414_and_431() {
     let (up, g) = gateway(2).await;
@@ -538,4 +597,80 @@ async fn forged_device_cookies_buy_no_seat() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["user"], "ann");
     assert_eq!(g.in_use("crm").await, 1);
+}
+
+/// Issue 13: `timeouts.header` bounds a whole request head, from its first byte to its empty
+/// line: a head trickled a byte at a time is closed at the deadline (pingora alone bounds only
+/// each read), while a client slow but within it is served, a body may take longer, and the
+/// wait between kept-alive requests does not count.
+#[tokio::test]
+async fn trickled_heads_are_closed_at_the_header_timeout() {
+    let up = upstream("SID").await;
+    let yaml = format!("timeouts: {{ header: 1s, body: 5s, idle: 10s }}\n{BASIC}");
+    let g = Gateway::start(&yaml, &basic_vars(&up, 1)).await;
+    let addr = g.listen;
+
+    // Slowloris: one byte every 100 ms would take 5 s; the gateway closes at 1 s.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let head = b"GET /trickled HTTP/1.1\r\nHost: a\r\nX-Padding: aaaaaaaaaa\r\n\r\n";
+    let first = std::time::Instant::now();
+    let mut sent = 0;
+    let mut closed_at = None;
+    for b in head.iter() {
+        if c.write_all(&[*b]).await.is_err() {
+            closed_at = Some(first.elapsed());
+            break;
+        }
+        sent += 1;
+        let mut buf = [0u8; 512];
+        // A span in which the client is slow on purpose; the gateway's close ends it early.
+        match tokio::time::timeout(Duration::from_millis(100), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_at = Some(first.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => panic!(
+                "answered a trickled head: {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(_) => {}
+        }
+    }
+    let at = closed_at.unwrap_or_else(|| panic!("the whole head ({sent} bytes) was accepted"));
+    assert!(
+        at >= Duration::from_millis(900) && at < Duration::from_millis(2500),
+        "closed after {at:?}"
+    );
+    assert!(sent < head.len(), "closed only after the whole head");
+    assert_eq!(up.seen.count("/trickled"), 0);
+
+    // Slow but within the deadline: the head in three parts over 600 ms is served.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    for part in [
+        &b"GET /slow-head HTTP/1.1\r\n"[..],
+        b"Host: a\r\n",
+        b"X-A: b\r\n\r\n",
+    ] {
+        c.write_all(part).await.unwrap();
+        // Time that must pass: the client is slow, within the limit.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = read_response(&mut c).await;
+    assert!(answer.contains(" 200 "), "{answer}");
+    // Kept alive and idle past the header timeout (the behaviour: the wait between requests is
+    // not a head), then a request with a body that takes longer than the header timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.write_all(b"POST /slow-body HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nab")
+        .await
+        .unwrap();
+    for part in [&b"cd"[..], b"ef"] {
+        // Time that must pass: the body comes slower than the header timeout, within `body`.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.write_all(part).await.unwrap();
+    }
+    let answer = read_response(&mut c).await;
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(answer.contains("\"body_len\":6"), "{answer}");
+    assert_eq!(up.seen.count("/slow-head"), 1);
+    assert_eq!(up.seen.count("/slow-body"), 1);
 }

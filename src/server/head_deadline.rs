@@ -1,0 +1,339 @@
+//! `timeouts.header`: a total deadline on each HTTP/1 request head.
+//!
+//! pingora 0.9 reads a head with a bound on each read and none on the whole, so a client that
+//! trickles one header byte every few seconds holds its connection (and a task) forever. The
+//! proxy's app is wrapped in [`HeadDeadline`], which hands pingora the connection inside
+//! [`HeadTimed`]: from the first byte of a request head until its empty line, reads fail once
+//! the deadline has passed, and pingora closes the connection as it does after any read error.
+//! Between heads (body, response, idle keep-alive) the deadline is off; the body and idle
+//! bounds are pingora's own, set per request by the proxy.
+//!
+//! The wrapper sees bytes, not requests, so where a head starts is read off the traffic: the
+//! first bytes of a connection, and the first bytes read after a final response head was
+//! written (interim 1xx answers do not end a request; a 101 turns the connection into a tunnel
+//! that is never timed). HTTP/2 (ALPN h2) is passed through untouched: its frames are not heads.
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Wraps a pingora app so every HTTP/1 connection it serves has a total head deadline;
+/// `limit` is asked per connection, so a reload's new `timeouts.header` applies to new ones.
+pub struct HeadDeadline<A> {
+    inner: Arc<A>,
+    limit: Box<dyn Fn() -> Duration + Send + Sync>,
+}
+
+impl<A> HeadDeadline<A> {
+    pub fn new(inner: A, limit: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        HeadDeadline {
+            inner: Arc::new(inner),
+            limit: Box::new(limit),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            stream
+        } else {
+            Box::new(HeadTimed::new(stream, (self.limit)()))
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Where the connection is, as far as heads go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a head's first byte: no deadline.
+    Between,
+    /// Inside a head: the deadline runs.
+    Head,
+    /// The head ended; its response has not been written yet.
+    Answering,
+    /// A 101 was written: whatever flows now is not HTTP.
+    Tunnel,
+}
+
+/// The scan for a head's end: an empty line (`CRLF CRLF`, or a bare `LF LF`, which pingora's
+/// parser accepts too, and the proxy then refuses). Empty lines before the request line are
+/// skipped, as RFC 9112 2.2 allows.
+#[derive(Debug, Default, Clone, Copy)]
+struct HeadEnd {
+    /// Bytes other than CR on the current line.
+    line: usize,
+    /// A non-empty line has been seen.
+    started: bool,
+}
+
+impl HeadEnd {
+    /// Feeds `bytes`; the offset just past the head's end, if it is in them.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
+            let line = &bytes[at..at + i];
+            self.line += line.iter().filter(|&&b| b != b'\r').count();
+            at += i + 1;
+            if self.line == 0 && self.started {
+                *self = HeadEnd::default();
+                return Some(at);
+            }
+            self.started |= self.line > 0;
+            self.line = 0;
+        }
+        self.line += bytes[at..].iter().filter(|&&b| b != b'\r').count();
+        None
+    }
+}
+
+/// What writing `buf` says about the request being answered, when it is the first write since
+/// the head ended: `Some(phase)` once it is known.
+fn after_response_head(buf: &[u8]) -> Option<Phase> {
+    let status = buf
+        .strip_prefix(b"HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .filter(|s| s.iter().all(u8::is_ascii_digit));
+    match status {
+        Some(b"101") => Some(Phase::Tunnel),
+        // 100 Continue, 103 Early Hints: the final answer is still to come.
+        Some(s) if s[0] == b'1' => None,
+        _ => Some(Phase::Between),
+    }
+}
+
+/// A connection whose request heads must each arrive within `limit` of their first byte.
+#[derive(Debug)]
+pub struct HeadTimed {
+    inner: Stream,
+    heads: Heads,
+}
+
+impl HeadTimed {
+    pub fn new(inner: Stream, limit: Duration) -> Self {
+        HeadTimed {
+            inner,
+            heads: Heads {
+                limit,
+                phase: Phase::Between,
+                end: HeadEnd::default(),
+                deadline: Box::pin(tokio::time::sleep(limit)),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Heads {
+    limit: Duration,
+    phase: Phase,
+    end: HeadEnd,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Heads {
+    /// Accounts for `bytes` just read.
+    fn saw(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Between {
+            self.phase = Phase::Head;
+            self.end = HeadEnd::default();
+            self.deadline.as_mut().reset(Instant::now() + self.limit);
+        }
+        if self.phase == Phase::Head && self.end.feed(bytes).is_some() {
+            self.phase = Phase::Answering;
+        }
+    }
+}
+
+impl AsyncRead for HeadTimed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        let h = &mut me.heads;
+        if h.phase == Phase::Head && h.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not complete within timeouts.header",
+            )));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            me.heads.saw(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for HeadTimed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = &mut *self;
+        let r = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if me.heads.phase == Phase::Answering {
+            if let Poll::Ready(Ok(n)) = r {
+                if n > 0 {
+                    if let Some(next) = after_response_head(buf) {
+                        me.heads.phase = next;
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadTimed {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadTimed {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadTimed {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadTimed {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadTimed {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadTimed {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadTimed {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{after_response_head, HeadEnd, Phase};
+
+    fn ends(chunks: &[&[u8]]) -> Vec<Option<usize>> {
+        let mut e = HeadEnd::default();
+        chunks.iter().map(|c| e.feed(c)).collect()
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line_across_reads() {
+        assert_eq!(
+            ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]),
+            [Some(27)]
+        );
+        assert_eq!(
+            ends(&[b"GET / HTTP/1.1\r", b"\nHost: a\r\n\r", b"\n"]),
+            [None, None, Some(1)]
+        );
+        assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n\n"]), [Some(24)]);
+        // Empty lines before the request line are not its end.
+        assert_eq!(ends(&[b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]), [Some(22)]);
+        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nX: \r\n"]), [None]);
+    }
+
+    #[test]
+    fn only_a_final_response_head_ends_a_request_and_101_makes_a_tunnel() {
+        assert_eq!(
+            after_response_head(b"HTTP/1.1 200 OK\r\n"),
+            Some(Phase::Between)
+        );
+        assert_eq!(
+            after_response_head(b"HTTP/1.0 400 Bad"),
+            Some(Phase::Between)
+        );
+        assert_eq!(after_response_head(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        assert_eq!(after_response_head(b"HTTP/1.1 103 Early Hints"), None);
+        assert_eq!(
+            after_response_head(b"HTTP/1.1 101 Switching Protocols"),
+            Some(Phase::Tunnel)
+        );
+        assert_eq!(after_response_head(b"whatever"), Some(Phase::Between));
+    }
+}
