@@ -1,9 +1,10 @@
 //! The ledger's questions (a claim) and answers (leases, touches, lookups, outcomes).
 
 use super::keys::{PoolKey, SeatId};
-use super::seat::{ReleaseReason, SeatRecord, SeatState};
+use super::seat::{ReleaseReason, SeatRecord, SeatState, Unknown};
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
+use std::str::FromStr;
 
 /// A login asking for a seat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,23 @@ impl FullReason {
             FullReason::GroupMax => "group_max",
             FullReason::UserMax => "user_max",
             FullReason::OverflowSpent => "overflow_spent",
+        }
+    }
+}
+
+impl FromStr for FullReason {
+    type Err = Unknown;
+    /// The store's names (`pool` for a full pool), not the `as_str` labels.
+    fn from_str(s: &str) -> Result<Self, Unknown> {
+        match s {
+            "pool" => Ok(FullReason::Pool),
+            "group_max" => Ok(FullReason::GroupMax),
+            "user_max" => Ok(FullReason::UserMax),
+            "overflow_spent" => Ok(FullReason::OverflowSpent),
+            _ => Err(Unknown {
+                what: "full reason",
+                value: s.into(),
+            }),
         }
     }
 }

@@ -21,6 +21,6 @@ pub use answers::{
 };
 pub use keys::{PoolKey, SeatId, SessionKey};
 pub use pool::{Grant, GroupLimit, PoolSpec, PoolUsage, SeatsPer};
-pub use seat::{ReleaseReason, SeatRecord, SeatState};
+pub use seat::{ReleaseReason, SeatRecord, SeatState, Unknown};
 pub use store::{RedisConfig, RedisTarget};
 pub use time::{now_ms, Millis};

@@ -3,6 +3,8 @@
 use super::keys::{PoolKey, SeatId, SessionKey};
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -118,4 +120,70 @@ pub struct SeatRecord {
     pub overflow: bool,
     #[serde(default)]
     pub ended_by: Option<String>,
+}
+
+/// A stored or answered name this gateway does not know (another version's data, or damage):
+/// refused, never read as some default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unknown {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl fmt::Display for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} `{}`", self.what, self.value)
+    }
+}
+
+impl std::error::Error for Unknown {}
+
+impl FromStr for SeatState {
+    type Err = Unknown;
+    fn from_str(s: &str) -> Result<Self, Unknown> {
+        [
+            SeatState::Standby,
+            SeatState::Active,
+            SeatState::Ending,
+            SeatState::Paused,
+            SeatState::Exempt,
+            SeatState::Named,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| Unknown {
+            what: "seat state",
+            value: s.into(),
+        })
+    }
+}
+
+impl FromStr for ReleaseReason {
+    type Err = Unknown;
+    fn from_str(s: &str) -> Result<Self, Unknown> {
+        ReleaseReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Unknown {
+                what: "release reason",
+                value: s.into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_back_and_unknown_ones_are_refused() {
+        for r in ReleaseReason::ALL {
+            assert_eq!(r.as_str().parse::<ReleaseReason>(), Ok(r));
+        }
+        assert_eq!("active".parse::<SeatState>(), Ok(SeatState::Active));
+        let e = "actve".parse::<SeatState>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown seat state `actve`");
+        assert!("".parse::<ReleaseReason>().is_err());
+        assert!("Idle".parse::<ReleaseReason>().is_err());
+    }
 }

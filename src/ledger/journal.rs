@@ -160,10 +160,9 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     let mut out = Loaded::default();
     for row in seats_t.iter()? {
         let (k, v) = row?;
-        let Ok(mut rec) = serde_json::from_slice::<SeatRecord>(v.value()) else {
-            log::warn!("journal: skipping unreadable seat record {:x}", k.value());
-            continue;
-        };
+        // Refused, not skipped: a seat left out would free a seat its session still uses.
+        let mut rec = serde_json::from_slice::<SeatRecord>(v.value())
+            .map_err(|e| format!("seat record {:x} is unreadable: {e}", k.value()))?;
         if let Some(a) = act_t.get(k.value())? {
             let (act, hb) = a.value();
             rec.last_activity = rec.last_activity.max(act);
@@ -178,12 +177,13 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     }
     for row in r.open_table(GONE)?.iter()? {
         let (k, v) = row?;
-        let Some(key) = <[u8; 16]>::try_from(k.value()).ok().map(SessionKey) else {
-            continue;
-        };
-        if let Ok((gone, until)) = serde_json::from_slice::<(Gone, Millis)>(v.value()) {
-            out.gone.push((key, gone, until));
-        }
+        // Refused, not skipped: a tombstone left out would let an ended session back in.
+        let key = <[u8; 16]>::try_from(k.value())
+            .map(SessionKey)
+            .map_err(|_| format!("released-session key of {} bytes", k.value().len()))?;
+        let (gone, until) = serde_json::from_slice::<(Gone, Millis)>(v.value())
+            .map_err(|e| format!("released session {key:?} is unreadable: {e}"))?;
+        out.gone.push((key, gone, until));
     }
     for row in r.open_table(META)?.iter()? {
         let (k, v) = row?;

@@ -134,20 +134,24 @@ fn state_to_u8(s: SeatState) -> u8 {
     }
 }
 
-fn state_from_u8(v: u8) -> SeatState {
+/// `None` for a value `state_to_u8` never gives: refused, not read as some state.
+fn state_from_u8(v: u8) -> Option<SeatState> {
     match v {
-        0 => SeatState::Standby,
-        1 => SeatState::Active,
-        2 => SeatState::Ending,
-        4 => SeatState::Exempt,
-        5 => SeatState::Named,
-        _ => SeatState::Paused,
+        0 => Some(SeatState::Standby),
+        1 => Some(SeatState::Active),
+        2 => Some(SeatState::Ending),
+        3 => Some(SeatState::Paused),
+        4 => Some(SeatState::Exempt),
+        5 => Some(SeatState::Named),
+        _ => None,
     }
 }
 
 impl Live {
     fn state(&self) -> SeatState {
+        // Only `set_state` and the constructors store it, always from a `SeatState`.
         state_from_u8(self.state.load(Ordering::Acquire))
+            .expect("a seat's state is only stored through state_to_u8")
     }
 
     fn set_state(&self, s: SeatState) {
@@ -324,12 +328,18 @@ impl MemoryLedger {
                     }
                 }
             } else if let Some(id) = name.strip_prefix("ended/") {
-                match id.parse::<SeatId>() {
-                    Ok(id) if v > now => {
-                        me.ended_ids.insert(id, v);
-                    }
-                    _ => ops.push(Op::Unset(name.clone())),
+                let id = id.parse::<SeatId>().map_err(|_| {
+                    LedgerError::Corrupt(format!("journal counter `{name}`: bad seat id"))
+                })?;
+                if v > now {
+                    me.ended_ids.insert(id, v);
+                } else {
+                    ops.push(Op::Unset(name.clone()));
                 }
+            } else {
+                return Err(LedgerError::Corrupt(format!(
+                    "journal counter `{name}`: unknown name"
+                )));
             }
         }
         for (key, gone, until) in loaded.gone {
@@ -787,7 +797,7 @@ impl MemoryLedger {
     ) -> Result<Reservation, LedgerError> {
         let slot = self
             .slot(&claim.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(claim.pool.clone()))?;
         let spec = slot.spec();
         let ttl = ttl.unwrap_or(spec.standby_timeout);
         let (outcome, expired) = {
@@ -981,7 +991,7 @@ impl SeatLedger for MemoryLedger {
     ) -> Result<SeatId, LedgerError> {
         let slot = self
             .slot(&lease.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(lease.pool.clone()))?;
         let spec = slot.spec();
         self.clear_expired(&session, now).await;
         let mut ops = Vec::new();
@@ -1093,7 +1103,7 @@ impl SeatLedger for MemoryLedger {
         }
         let slot = self
             .slot(&claim.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(claim.pool.clone()))?;
         self.clear_expired(&session, now).await;
         let (live, write) = {
             let _st = slot.lock();
@@ -1576,6 +1586,66 @@ mod tests {
     use super::*;
     use crate::domain::{Grant, SeatsPer};
     use crate::ledger::{Claim, NoObserver};
+
+    #[test]
+    fn a_state_byte_reads_back_and_an_unknown_one_is_refused() {
+        for st in [
+            SeatState::Standby,
+            SeatState::Active,
+            SeatState::Ending,
+            SeatState::Paused,
+            SeatState::Exempt,
+            SeatState::Named,
+        ] {
+            assert_eq!(state_from_u8(state_to_u8(st)), Some(st));
+        }
+        assert_eq!(state_from_u8(6), None);
+        assert_eq!(state_from_u8(255), None);
+    }
+
+    /// A journal whose rows this gateway cannot read is refused at open, naming the row.
+    #[tokio::test]
+    async fn an_unreadable_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, fn(&redb::WriteTransaction)); 4] = [
+            ("seat record 7", |w| {
+                let t = redb::TableDefinition::<u64, &[u8]>::new("seats");
+                w.open_table(t)
+                    .unwrap()
+                    .insert(7, &b"{\"state\":\"actve\"}"[..])
+                    .unwrap();
+            }),
+            ("released session", |w| {
+                let t = redb::TableDefinition::<&[u8], &[u8]>::new("gone");
+                let v = br#"[{"released":"tired"},1]"#;
+                w.open_table(t)
+                    .unwrap()
+                    .insert(&[1u8; 16][..], &v[..])
+                    .unwrap();
+            }),
+            ("journal counter `ended/xyz`", |w| {
+                let t = redb::TableDefinition::<&str, u64>::new("meta");
+                w.open_table(t).unwrap().insert("ended/xyz", 1).unwrap();
+            }),
+            ("journal counter `seats_sold`", |w| {
+                let t = redb::TableDefinition::<&str, u64>::new("meta");
+                w.open_table(t).unwrap().insert("seats_sold", 1).unwrap();
+            }),
+        ];
+        for (i, (says, write)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("j{i}.redb"));
+            {
+                let db = redb::Database::create(&path).unwrap();
+                let w = db.begin_write().unwrap();
+                write(&w);
+                w.commit().unwrap();
+            }
+            let Err(e) = MemoryLedger::open(&path, &[], Arc::new(NoObserver), 10).await else {
+                panic!("opened a journal with an unreadable row ({says})");
+            };
+            assert!(e.to_string().contains(says), "{e} should name {says}");
+        }
+    }
 
     fn spec(presence: Option<Millis>) -> PoolSpec {
         PoolSpec {

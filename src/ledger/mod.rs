@@ -33,6 +33,25 @@ pub enum LedgerError {
     Journal(String),
     #[error("lease {0:x} is unknown or expired and the pool is full")]
     LeaseLost(u64),
+    /// The pool is not one `configure` installed: the caller asked for a pool its config does
+    /// not give the ledger, a config problem whatever the store's health.
+    #[error("unknown pool {0}")]
+    UnknownPool(PoolKey),
+    /// The store holds or answered a value this gateway cannot read (another version's data,
+    /// or damage): refused, never read as a default.
+    #[error("unreadable store data: {0}")]
+    Corrupt(String),
+}
+
+impl LedgerError {
+    /// Whether the store failed to answer, to write or to be read (`on_store_error` applies);
+    /// `false` for answers about the request itself (a lost lease, a pool not configured).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Unavailable(_) | LedgerError::Journal(_) | LedgerError::Corrupt(_)
+        )
+    }
 }
 
 /// Told of every release, whatever caused it (metrics, audit).

@@ -106,7 +106,7 @@ struct Pool {
 /// A seat as the script stores it (JSON; empty strings and 0 stand for "none").
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct Rec {
-    id: String,
+    id: SeatId,
     #[serde(default)]
     user: String,
     #[serde(default)]
@@ -125,7 +125,7 @@ struct Rec {
     last_request: u64,
     #[serde(default, deserialize_with = "de_u64")]
     last_input: u64,
-    state: String,
+    state: SeatState,
     #[serde(default, deserialize_with = "de_u64")]
     ending_at: u64,
     #[serde(default)]
@@ -207,14 +207,17 @@ pub struct RedisLedger {
     inner: Arc<Inner>,
 }
 
+/// Lua numbers are doubles and cjson may print them as such; a negative or non-finite one is
+/// no count or time of the script's and is refused.
 fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    // Lua numbers are doubles; cjson may print them as such.
     let v = f64::deserialize(d)?;
-    Ok(if v.is_finite() && v > 0.0 {
-        v as u64
+    if v.is_finite() && v >= 0.0 {
+        Ok(v as u64)
     } else {
-        0
-    })
+        Err(serde::de::Error::custom(format!(
+            "`{v}` is not a count or time"
+        )))
+    }
 }
 
 /// cjson encodes an empty Lua table as `{}`: accept it for an empty list.
@@ -234,14 +237,64 @@ fn de_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>
 #[derive(Deserialize, Debug)]
 struct Released {
     seat: Rec,
-    reason: String,
+    reason: ReleaseReason,
+}
+
+/// What the script answered; an unknown kind fails the parse.
+#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    #[default]
+    Ok,
+    Granted,
+    Full,
+    Seat,
+    Lost,
+    Gone,
+    Held,
+    Skip,
+    None,
+    Released,
+    Ended,
+    NotFound,
+    WrongState,
+    Done,
+    Live,
+    Unknown,
+    View,
+    List,
+}
+
+/// An admin end's answer per seat.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum EndWhat {
+    Ending,
+    AlreadyEnded,
+    NotFound,
+}
+
+/// Why a cookie holds no seat, as `touch` and `heartbeat` answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GoneWhy {
+    Unknown,
+    Paused,
+    Released(ReleaseReason),
+}
+
+fn parse_gone(s: &str) -> Result<GoneWhy, LedgerError> {
+    match s {
+        "unknown" => Ok(GoneWhy::Unknown),
+        "paused" => Ok(GoneWhy::Paused),
+        r => r.parse().map(GoneWhy::Released).map_err(corrupt),
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
 struct Answer {
-    kind: String,
+    kind: Kind,
     #[serde(default)]
-    reuse: Option<String>,
+    reuse: Option<SeatId>,
     #[serde(default)]
     overflow: bool,
     #[serde(default, deserialize_with = "de_u64")]
@@ -251,7 +304,7 @@ struct Answer {
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
-    id: Option<String>,
+    id: Option<SeatId>,
     #[serde(default)]
     epoch: Option<String>,
     #[serde(default)]
@@ -262,7 +315,7 @@ struct Answer {
     #[serde(default, deserialize_with = "de_seq")]
     released: Vec<Released>,
     #[serde(default, deserialize_with = "de_seq")]
-    out: Vec<(String, String, f64)>,
+    out: Vec<(SeatId, EndWhat, f64)>,
     #[serde(default, deserialize_with = "de_u64")]
     now: u64,
     #[serde(default, deserialize_with = "de_u64")]
@@ -376,32 +429,30 @@ fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
     .collect()
 }
 
-fn parse_state(s: &str) -> SeatState {
-    match s {
-        "standby" => SeatState::Standby,
-        "ending" => SeatState::Ending,
-        "paused" => SeatState::Paused,
-        "exempt" => SeatState::Exempt,
-        "named" => SeatState::Named,
-        _ => SeatState::Active,
-    }
+/// A `full` answer's reason; one without a reason is refused like an unknown one.
+fn parse_full(s: Option<&str>) -> Result<FullReason, LedgerError> {
+    s.unwrap_or_default().parse().map_err(corrupt)
 }
 
-fn parse_reason(s: &str) -> ReleaseReason {
-    ReleaseReason::ALL
+/// A session key as the script stores it: empty for none, else 32 hex digits.
+fn parse_session(s: &str) -> Result<Option<SessionKey>, LedgerError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    SessionKey::from_hex(s)
+        .map(Some)
+        .ok_or_else(|| corrupt(format!("bad session key `{s}`")))
+}
+
+/// A `list` answer's seats (the pool's stored records): one that cannot be read fails the
+/// listing rather than going missing from it.
+fn seats_of(a: &Answer) -> Result<Vec<Rec>, LedgerError> {
+    a.seats
         .iter()
-        .copied()
-        .find(|r| r.as_str() == s)
-        .unwrap_or(ReleaseReason::Idle)
-}
-
-fn parse_full(s: &str) -> FullReason {
-    match s {
-        "group_max" => FullReason::GroupMax,
-        "user_max" => FullReason::UserMax,
-        "overflow_spent" => FullReason::OverflowSpent,
-        _ => FullReason::Pool,
-    }
+        .map(|raw| {
+            serde_json::from_str::<Rec>(raw).map_err(|e| corrupt(format!("stored seat: {e}")))
+        })
+        .collect()
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -414,20 +465,20 @@ impl Rec {
             started_at: self.started_at,
             last_activity: self.last_activity,
             last_heartbeat: self.last_heartbeat,
-            state: parse_state(&self.state),
+            state: self.state,
             ending_at: (self.ending_at > 0).then_some(self.ending_at),
         }
     }
 
-    fn record(&self, pool: &PoolKey) -> Option<SeatRecord> {
+    fn record(&self, pool: &PoolKey) -> Result<SeatRecord, LedgerError> {
         let t = self.times();
-        Some(SeatRecord {
-            id: self.id.parse().ok()?,
+        Ok(SeatRecord {
+            id: self.id,
             pool: pool.clone(),
             user: opt(&self.user),
             device: opt(&self.device),
             client: self.client.clone(),
-            session: SessionKey::from_hex(&self.session),
+            session: parse_session(&self.session)?,
             started_at: self.started_at,
             last_activity: self.last_activity,
             last_heartbeat: self.last_heartbeat,
@@ -443,6 +494,10 @@ impl Rec {
 
 fn unavailable(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Unavailable(format!("redis: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(format!("redis: {e}"))
 }
 
 impl RedisLedger {
@@ -641,7 +696,7 @@ impl Inner {
         let hex = session.hex();
         for p in self.sibling_pools(pool) {
             let a = self.call(&p, "has", std::slice::from_ref(&hex)).await?;
-            if let Some(id) = a.id.as_deref().and_then(|s| s.parse().ok()) {
+            if let Some(id) = a.id {
                 return Ok(Some(id));
             }
         }
@@ -807,22 +862,30 @@ impl Inner {
         args: &[String],
     ) -> Result<Answer, LedgerError> {
         let raw = self.eval(pool, op, args).await?;
-        let a: Answer = serde_json::from_str(&raw)
-            .map_err(|e| LedgerError::Unavailable(format!("redis: bad answer to {op}: {e}")))?;
+        let a: Answer =
+            serde_json::from_str(&raw).map_err(|e| corrupt(format!("bad answer to {op}: {e}")))?;
+        // Every release is told before any unreadable one is reported: the script made them all.
+        let mut bad = None;
         for r in &a.released {
-            if let Some(k) = SessionKey::from_hex(&r.seat.session) {
-                self.cache.remove(&k);
-            }
-            if let Some(rec) = r.seat.record(&pool.spec.key) {
-                self.activity.remove(&rec.id);
-                self.requests.remove(&rec.id);
-                self.observer.released(&rec, parse_reason(&r.reason));
+            match r.seat.record(&pool.spec.key) {
+                Ok(rec) => {
+                    if let Some(k) = rec.session {
+                        self.cache.remove(&k);
+                    }
+                    self.activity.remove(&rec.id);
+                    self.requests.remove(&rec.id);
+                    self.observer.released(&rec, r.reason);
+                }
+                Err(e) => bad = Some(e),
             }
         }
-        if let Some(rec) = a.resumed.as_ref().and_then(|r| r.record(&pool.spec.key)) {
-            self.observer.resumed(&rec);
+        if let Some(r) = &a.resumed {
+            self.observer.resumed(&r.record(&pool.spec.key)?);
         }
-        Ok(a)
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(a),
+        }
     }
 
     fn start_refresher(self: &Arc<Self>) {
@@ -887,15 +950,13 @@ impl Inner {
         );
     }
 
-    fn held(pool: &PoolKey, seat: &Rec) -> Option<Touch> {
-        let id = seat.id.parse().ok()?;
-        let state = parse_state(&seat.state);
-        Some(Touch::Held {
-            id,
+    fn held(pool: &PoolKey, seat: &Rec) -> Touch {
+        Touch::Held {
+            id: seat.id,
             pool: pool.clone(),
-            state,
+            state: seat.state,
             ending_at: (seat.ending_at > 0).then_some(seat.ending_at),
-        })
+        }
     }
 
     /// Verifies a session with Redis (cache miss or stale entry).
@@ -918,22 +979,19 @@ impl Inner {
                     continue;
                 }
             };
-            match (a.kind.as_str(), a.seat) {
-                ("held", Some(seat)) => {
+            match (a.kind, a.seat) {
+                (Kind::Held, Some(seat)) => {
                     // Written now; queued activity is only dropped when this was activity.
-                    let id = seat.id.parse().unwrap_or(SeatId(0));
-                    self.requests.remove(&id);
+                    self.requests.remove(&seat.id);
                     if activity {
-                        self.activity.remove(&id);
+                        self.activity.remove(&seat.id);
                     }
                     let t = Self::held(&pool.spec.key, &seat);
                     self.remember(*session, &pool.spec.key, seat, a.epoch);
-                    if let Some(t) = t {
-                        return Ok(t);
-                    }
+                    return Ok(t);
                 }
-                _ => match a.reason.as_deref() {
-                    Some("unknown") | None => {
+                (Kind::Gone, _) => match parse_gone(a.reason.as_deref().unwrap_or_default()) {
+                    Ok(GoneWhy::Unknown) => {
                         if let Some(t) = self
                             .restore(session, &pool, before.as_ref(), a.epoch.as_deref())
                             .await
@@ -941,16 +999,19 @@ impl Inner {
                             return Ok(t);
                         }
                     }
-                    Some("paused") => {
+                    Ok(GoneWhy::Paused) => {
                         self.cache.remove(session);
                         return Ok(Touch::Gone(Gone::Released(ReleaseReason::Paused)));
                     }
-                    Some(r) if gone == Gone::Unknown || a.gone_until > gone_until => {
-                        gone = Gone::Released(parse_reason(r));
-                        gone_until = a.gone_until;
+                    Ok(GoneWhy::Released(r)) => {
+                        if gone == Gone::Unknown || a.gone_until > gone_until {
+                            gone = Gone::Released(r);
+                            gone_until = a.gone_until;
+                        }
                     }
-                    Some(_) => {}
+                    Err(e) => err = Some(e),
                 },
+                (k, _) => err = Some(corrupt(format!("unexpected answer {k:?} to touch"))),
             }
         }
         match (gone, err) {
@@ -980,14 +1041,14 @@ impl Inner {
         }
         let json = serde_json::to_string(&c.seat).ok()?;
         let a = self.call(pool, "restore", &[json]).await.ok()?;
-        let seat = a.seat.filter(|_| a.kind == "held")?;
+        let seat = a.seat.filter(|_| a.kind == Kind::Held)?;
         log::info!(
             "restored {session:?} as seat {} after the store lost its data",
             seat.id
         );
         let t = Self::held(&pool.spec.key, &seat);
         self.remember(*session, &pool.spec.key, seat, a.epoch);
-        t
+        Some(t)
     }
 }
 
@@ -1001,7 +1062,7 @@ impl RedisLedger {
         let pool = self
             .inner
             .pool(&claim.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(claim.pool.clone()))?;
         let args = [
             format!("{:x}", claim.lease_id),
             claim.user.clone().unwrap_or_default(),
@@ -1009,21 +1070,19 @@ impl RedisLedger {
             ttl.map(|t| t.to_string()).unwrap_or_default(),
         ];
         let a = self.inner.call(&pool, "reserve", &args).await?;
-        match a.kind.as_str() {
-            "granted" => Ok(Reservation::Granted(Lease {
+        match a.kind {
+            Kind::Granted => Ok(Reservation::Granted(Lease {
                 id: claim.lease_id,
                 pool: claim.pool.clone(),
-                reuse: a.reuse.as_deref().and_then(|s| s.parse().ok()),
+                reuse: a.reuse,
                 overflow: a.overflow,
             })),
-            "full" => Ok(Reservation::Full(Full {
+            Kind::Full => Ok(Reservation::Full(Full {
                 in_use: a.in_use as u32,
                 capacity: a.capacity as u32,
-                reason: parse_full(a.reason.as_deref().unwrap_or("pool")),
+                reason: parse_full(a.reason.as_deref())?,
             })),
-            k => Err(LedgerError::Unavailable(format!(
-                "redis: unexpected answer `{k}` to reserve"
-            ))),
+            k => Err(corrupt(format!("unexpected answer {k:?} to reserve"))),
         }
     }
 }
@@ -1100,7 +1159,7 @@ impl SeatLedger for RedisLedger {
         let pool = self
             .inner
             .pool(&lease.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", lease.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(lease.pool.clone()))?;
         if let Some(id) = self.inner.held_elsewhere(&session, &lease.pool).await? {
             self.cancel(lease).await;
             return Ok(id);
@@ -1116,18 +1175,16 @@ impl SeatLedger for RedisLedger {
         ];
         let a = self.inner.call(&pool, "commit", &args).await?;
         self.inner.cache.remove(&session);
-        if let Some(old) = a.replaced.as_deref().and_then(SessionKey::from_hex) {
+        if let Some(old) = parse_session(a.replaced.as_deref().unwrap_or_default())? {
             self.inner.cache.remove(&old);
         }
-        match (
-            a.kind.as_str(),
-            a.id.as_deref().and_then(|s| s.parse().ok()),
-        ) {
-            ("seat", Some(id)) => {
+        match (a.kind, a.id) {
+            (Kind::Seat, Some(id)) => {
                 self.inner.forget_elsewhere(&session, &lease.pool).await;
                 Ok(id)
             }
-            _ => Err(LedgerError::LeaseLost(lease.id)),
+            (Kind::Lost, _) => Err(LedgerError::LeaseLost(lease.id)),
+            (k, _) => Err(corrupt(format!("unexpected answer {k:?} to commit"))),
         }
     }
 
@@ -1153,7 +1210,7 @@ impl SeatLedger for RedisLedger {
     ) -> Result<Touch, LedgerError> {
         self.inner.at(now);
         let hit = self.inner.cache.get(session).and_then(|c| {
-            let state = parse_state(&c.seat.state);
+            let state = c.seat.state;
             let fresh = self.inner.since(c.checked) < CACHE_TTL
                 && !self.inner.offset_clock()
                 && matches!(
@@ -1167,17 +1224,14 @@ impl SeatLedger for RedisLedger {
             fresh.then(|| (c.pool.clone(), c.seat.clone()))
         });
         if let Some((pool, seat)) = hit {
-            if let Some(t) = Inner::held(&pool, &seat) {
-                if let Touch::Held { id, .. } = &t {
-                    let queue = if activity {
-                        &self.inner.activity
-                    } else {
-                        &self.inner.requests
-                    };
-                    queue.insert(*id, (pool, self.inner.stamp()));
-                }
-                return Ok(t);
-            }
+            let queue = if activity {
+                &self.inner.activity
+            } else {
+                &self.inner.requests
+            };
+            let t = Inner::held(&pool, &seat);
+            queue.insert(seat.id, (pool, self.inner.stamp()));
+            return Ok(t);
         }
         self.inner.verify(session, activity).await
     }
@@ -1193,13 +1247,8 @@ impl SeatLedger for RedisLedger {
         let args = [session.hex(), if input { "1" } else { "0" }.to_string()];
         for pool in self.inner.pools_for(session) {
             let a = self.inner.call(&pool, "heartbeat", &args).await?;
-            if let ("held", Some(seat)) = (a.kind.as_str(), a.seat.as_ref()) {
-                let queued = seat
-                    .id
-                    .parse()
-                    .ok()
-                    .and_then(|id| self.inner.activity.get(&id).map(|e| e.1.ms))
-                    .unwrap_or(0);
+            if let (Kind::Held, Some(seat)) = (a.kind, a.seat.as_ref()) {
+                let queued = self.inner.activity.get(&seat.id).map_or(0, |e| e.1.ms);
                 return Ok(Some(seat.last_activity.max(queued)));
             }
         }
@@ -1218,8 +1267,8 @@ impl SeatLedger for RedisLedger {
         self.inner.cache.remove(session);
         for pool in pools {
             let a = self.inner.call(&pool, "release", &args).await?;
-            if let Some(rec) = a.seat.as_ref().and_then(|s| s.record(&pool.spec.key)) {
-                return Ok(Some(rec));
+            if let Some(seat) = &a.seat {
+                return seat.record(&pool.spec.key).map(Some);
             }
         }
         Ok(None)
@@ -1240,13 +1289,10 @@ impl SeatLedger for RedisLedger {
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "end", &args).await?;
             for (id, what, at) in a.out {
-                let Ok(id) = id.parse::<SeatId>() else {
-                    continue;
-                };
-                let o = match what.as_str() {
-                    "ending" => EndOutcome::Ending { at: at as u64 },
-                    "already_ended" => EndOutcome::AlreadyEnded,
-                    _ => continue,
+                let o = match what {
+                    EndWhat::Ending => EndOutcome::Ending { at: at as u64 },
+                    EndWhat::AlreadyEnded => EndOutcome::AlreadyEnded,
+                    EndWhat::NotFound => continue,
                 };
                 let slot = best.entry(id).or_insert(EndOutcome::NotFound);
                 if !matches!(slot, EndOutcome::Ending { .. }) {
@@ -1260,9 +1306,7 @@ impl SeatLedger for RedisLedger {
             .filter(|(_, o)| matches!(o, EndOutcome::Ending { .. }))
             .map(|(id, _)| *id)
             .collect();
-        self.inner
-            .cache
-            .retain(|_, c| !ended.iter().any(|id| id.to_string() == c.seat.id));
+        self.inner.cache.retain(|_, c| !ended.contains(&c.seat.id));
         Ok(ids
             .iter()
             .map(|id| (*id, best.get(id).copied().unwrap_or(EndOutcome::NotFound)))
@@ -1296,7 +1340,7 @@ impl SeatLedger for RedisLedger {
         let pool = self
             .inner
             .pool(&claim.pool)
-            .ok_or_else(|| LedgerError::Unavailable(format!("unknown pool {}", claim.pool)))?;
+            .ok_or_else(|| LedgerError::UnknownPool(claim.pool.clone()))?;
         if let Some(id) = self.inner.held_elsewhere(&session, &claim.pool).await? {
             return Ok(id);
         }
@@ -1311,9 +1355,7 @@ impl SeatLedger for RedisLedger {
         let a = self.inner.call(&pool, "uncounted", &args).await?;
         self.inner.cache.remove(&session);
         self.inner.forget_elsewhere(&session, &claim.pool).await;
-        a.id.as_deref()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| LedgerError::Unavailable("redis: no id from uncounted".into()))
+        a.id.ok_or_else(|| corrupt("no id from uncounted"))
     }
 
     /// When `new` already leads to a live session of its own, that one stays and the seat of
@@ -1337,14 +1379,14 @@ impl SeatLedger for RedisLedger {
                         .inner
                         .call(&pool, "release", &[old.hex(), "replaced".into()])
                         .await?;
-                    if a.kind == "released" {
+                    if a.kind == Kind::Released {
                         return Ok(Some(other));
                     }
                     continue;
                 }
             }
             let a = self.inner.call(&pool, "rekey", &args).await?;
-            if let Some(id) = a.id.as_deref().and_then(|s| s.parse().ok()) {
+            if let Some(id) = a.id {
                 self.inner.forget_elsewhere(&new, &pool.spec.key).await;
                 return Ok(Some(id));
             }
@@ -1357,14 +1399,11 @@ impl SeatLedger for RedisLedger {
         let mut ended = false;
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "lookup", &[id.to_string()]).await?;
-            match a.kind.as_str() {
-                "live" => {
-                    if let Some(rec) = a.seat.as_ref().and_then(|r| r.record(&pool.spec.key)) {
-                        return Ok(super::Lookup::Live(rec));
-                    }
-                }
-                "ended" => ended = true,
-                _ => {}
+            match (a.kind, &a.seat) {
+                (Kind::Live, Some(r)) => return Ok(super::Lookup::Live(r.record(&pool.spec.key)?)),
+                (Kind::Ended, _) => ended = true,
+                (Kind::Unknown, _) => {}
+                (k, _) => return Err(corrupt(format!("unexpected answer {k:?} to lookup"))),
             }
         }
         Ok(if ended {
@@ -1379,12 +1418,9 @@ impl SeatLedger for RedisLedger {
         let mut out = Vec::new();
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "list", &[]).await?;
-            for raw in &a.seats {
-                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
-                    continue;
-                };
+            for rec in seats_of(&a)? {
                 if expiry(&pool.spec, &rec.times(), a.now).is_none() {
-                    out.extend(rec.record(&pool.spec.key));
+                    out.push(rec.record(&pool.spec.key)?);
                 }
             }
         }
@@ -1398,10 +1434,7 @@ impl SeatLedger for RedisLedger {
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "list", &[]).await?;
             let (mut live, mut standby, mut ending, mut running) = (0u32, 0u32, 0u32, 0u64);
-            for raw in &a.seats {
-                let Ok(rec) = serde_json::from_str::<Rec>(raw) else {
-                    continue;
-                };
+            for rec in seats_of(&a)? {
                 let t = rec.times();
                 if !t.state.holds_seat() {
                     continue;
@@ -1566,15 +1599,125 @@ impl RedisLedger {
     async fn pause_or_resume(&self, op: &str, id: SeatId) -> Result<PauseOutcome, LedgerError> {
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, op, &[id.to_string()]).await?;
-            let o = match a.kind.as_str() {
-                "done" => PauseOutcome::Done,
-                "full" => PauseOutcome::Full,
-                "wrong_state" => PauseOutcome::WrongState,
-                _ => continue,
+            let o = match a.kind {
+                Kind::Done => PauseOutcome::Done,
+                Kind::Full => PauseOutcome::Full,
+                Kind::WrongState => PauseOutcome::WrongState,
+                Kind::NotFound => continue,
+                k => return Err(corrupt(format!("unexpected answer {k:?} to {op}"))),
             };
-            self.inner.cache.retain(|_, c| c.seat.id != id.to_string());
+            self.inner.cache.retain(|_, c| c.seat.id != id);
             return Ok(o);
         }
         Ok(PauseOutcome::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str) -> Result<Answer, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    const REC: &str = r#"{"id":"00000000000000a1","session":"","started_at":1,"last_activity":2,"last_heartbeat":0,"state":"active"}"#;
+
+    #[test]
+    fn a_known_answer_reads() {
+        let a = answer(&format!(
+            r#"{{"kind":"held","seat":{REC},"released":{{}},"out":[["00000000000000a1","ending",5]]}}"#
+        ))
+        .unwrap();
+        assert_eq!(a.kind, Kind::Held);
+        let seat = a.seat.unwrap();
+        assert_eq!(seat.id, SeatId(0xa1));
+        assert_eq!(seat.state, SeatState::Active);
+        assert_eq!(a.out, vec![(SeatId(0xa1), EndWhat::Ending, 5.0)]);
+        assert_eq!(seat.record(&PoolKey::new("p", "q")).unwrap().session, None);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused() {
+        assert!(answer(r#"{"kind":"granted_maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn an_unknown_seat_state_is_refused() {
+        let rec = REC.replace("\"active\"", "\"actve\"");
+        assert!(serde_json::from_str::<Rec>(&rec).is_err());
+    }
+
+    #[test]
+    fn an_unknown_release_reason_is_refused() {
+        let a = format!(r#"{{"kind":"ok","released":[{{"seat":{REC},"reason":"tired"}}]}}"#);
+        assert!(answer(&a).is_err());
+    }
+
+    #[test]
+    fn an_unknown_end_outcome_is_refused() {
+        assert!(answer(r#"{"kind":"ended","out":[["00000000000000a1","maybe",0]]}"#).is_err());
+    }
+
+    #[test]
+    fn a_bad_seat_id_is_refused() {
+        let rec = REC.replace("00000000000000a1", "seat-one");
+        assert!(serde_json::from_str::<Rec>(&rec).is_err());
+        assert!(answer(r#"{"kind":"seat","id":"xyz"}"#).is_err());
+    }
+
+    #[test]
+    fn a_negative_or_fractional_count_is_read_strictly() {
+        assert!(answer(r#"{"kind":"view","held":-1}"#).is_err());
+        assert_eq!(answer(r#"{"kind":"view","held":3.0}"#).unwrap().held, 3);
+    }
+
+    #[test]
+    fn an_unknown_gone_reason_is_refused() {
+        assert_eq!(parse_gone("unknown").unwrap(), GoneWhy::Unknown);
+        assert_eq!(parse_gone("paused").unwrap(), GoneWhy::Paused);
+        assert_eq!(
+            parse_gone("app_logout").unwrap(),
+            GoneWhy::Released(ReleaseReason::AppLogout)
+        );
+        assert!(matches!(parse_gone("tired"), Err(LedgerError::Corrupt(_))));
+        assert!(matches!(parse_gone(""), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn an_unknown_or_missing_full_reason_is_refused() {
+        assert_eq!(parse_full(Some("pool")).unwrap(), FullReason::Pool);
+        assert_eq!(parse_full(Some("user_max")).unwrap(), FullReason::UserMax);
+        assert!(matches!(
+            parse_full(Some("full")),
+            Err(LedgerError::Corrupt(_))
+        ));
+        assert!(matches!(parse_full(None), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_bad_session_key_is_refused() {
+        assert_eq!(parse_session("").unwrap(), None);
+        let k = SessionKey::new("p", "c");
+        assert_eq!(parse_session(&k.hex()).unwrap(), Some(k));
+        assert!(matches!(parse_session("zz"), Err(LedgerError::Corrupt(_))));
+        let rec = REC.replace(r#""session":"""#, r#""session":"not-hex""#);
+        let rec: Rec = serde_json::from_str(&rec).unwrap();
+        assert!(matches!(
+            rec.record(&PoolKey::new("p", "q")),
+            Err(LedgerError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_stored_seat_fails_the_listing() {
+        let a = answer(&format!(
+            r#"{{"kind":"list","seats":[{:?},"{{\"id\":1}}"]}}"#,
+            REC
+        ))
+        .unwrap();
+        assert!(matches!(seats_of(&a), Err(LedgerError::Corrupt(_))));
+        let a = answer(&format!(r#"{{"kind":"list","seats":[{REC:?}]}}"#)).unwrap();
+        assert_eq!(seats_of(&a).unwrap().len(), 1);
     }
 }
