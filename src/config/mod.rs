@@ -9,6 +9,7 @@ pub mod on_full;
 pub mod paths;
 pub mod runtime;
 pub mod tls;
+mod validate;
 
 pub use crate::domain::SeatsPer;
 pub use kinds::*;
