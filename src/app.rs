@@ -5,11 +5,11 @@ use crate::access_log::AccessLog;
 use crate::audit::Audit;
 use crate::config::tls::CertSlot;
 use crate::config::{self, Config, ConfigError, Product};
-use crate::ledger::{LedgerObserver, PoolKey, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
+use crate::gate::Gate;
+use crate::ledger::{LedgerObserver, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
 use crate::metrics::{Metrics, ProductSeries};
-use crate::presence::{script, HeartbeatLimiter, IdleWarnings, Script};
+use crate::presence::{script, Script};
 use arc_swap::ArcSwap;
-use http::HeaderMap;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -118,10 +118,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub audit: Arc<Audit>,
     pub config_path: Option<PathBuf>,
-    /// Per-session heartbeat flood limit; outlives reloads like the seats it guards.
-    pub heartbeat_limiter: HeartbeatLimiter,
-    /// Seats shown the idle warning (counted once each); outlives reloads like the seats.
-    pub idle_warned: IdleWarnings,
+    /// The admission service (its heartbeat limits, idle warnings and self-service state
+    /// outlive reloads like the seats they concern).
+    pub gate: Gate,
     pub access_log: AccessLog,
     pub certs: Certs,
 }
@@ -179,11 +178,7 @@ fn prime_ops(m: &Metrics, p: &Product) {
     ] {
         m.self_service.with_label_values(&[name, r]);
     }
-    let policy = match p.on_store_error {
-        crate::config::StoreErrorPolicy::FailClosed => "fail_closed",
-        crate::config::StoreErrorPolicy::FailOpen => "fail_open",
-        crate::config::StoreErrorPolicy::LastKnown => "last_known",
-    };
+    let policy = crate::gate::store_error_label(p.on_store_error);
     m.store_errors.with_label_values(&[name, policy]);
 }
 
@@ -210,12 +205,11 @@ impl App {
         ledger.configure(&pool_specs(&cfg));
         Ok(App {
             runtime: ArcSwap::from_pointee(Runtime::new(Arc::new(cfg), upstreams, &metrics)),
+            gate: Gate::new(ledger.clone()),
             ledger,
             metrics,
             audit,
             config_path: path,
-            heartbeat_limiter: HeartbeatLimiter::default(),
-            idle_warned: IdleWarnings::default(),
             access_log,
             certs,
         })
@@ -271,30 +265,7 @@ impl App {
     }
 }
 
-/// The pool a user's login draws on: an explicit user list first, then a header mapping, then
-/// the default pool.
-pub fn pool_for(p: &Product, user: Option<&str>, headers: &HeaderMap) -> usize {
-    if let Some(u) = user {
-        if let Some(i) = p.pools.iter().position(|pool| pool.users.contains(u)) {
-            return i;
-        }
-    }
-    if let Some(i) = p.pools.iter().position(|pool| {
-        pool.header.as_ref().is_some_and(|h| {
-            headers
-                .get_all(&h.name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| h.test.matches(v)))
-        })
-    }) {
-        return i;
-    }
-    p.pools.iter().position(|pool| pool.default).unwrap_or(0)
-}
-
-pub fn pool_key(p: &Product, idx: usize) -> &PoolKey {
-    &p.pool_keys[idx]
-}
+pub use crate::gate::{pool_for, pool_key};
 
 /// Fans ledger releases out to metrics and audit.
 pub struct Observers(pub Vec<Arc<dyn LedgerObserver>>);

@@ -20,11 +20,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod appclient;
 pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
+pub mod gate;
 pub mod ledger;
 pub mod metrics;
 pub mod policy;

@@ -10,6 +10,7 @@
 mod answers;
 mod canned;
 mod pages;
+mod render;
 
 pub use answers::*;
 pub use canned::{on_full, Canned, Denials};
@@ -17,3 +18,4 @@ pub use pages::{
     app_unreachable, escape_html, full_page, self_service_done, self_service_refused, Offer,
     OwnSession,
 };
+pub use render::*;

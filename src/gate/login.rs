@@ -1,0 +1,194 @@
+//! Logins: who the user is, which pool and device, whether the login takes a seat at all
+//! (exempt and named users, re-logins do not), a held self-service seat, and the full pool.
+
+use super::{
+    builtin_page, client_label, pool_for, pool_key, AuditEvent, Decision, Denial, DenyReason, Gate,
+    LoginResult, PendingLogin, Record, SeatRequest, Take, Verify, Watch,
+};
+use crate::config::Product;
+use crate::domain::{
+    Claim, Full, Lookup, Millis, Reservation, SeatState, SeatsPer, SessionKey, Touch,
+};
+use crate::policy::classify::{self, BadLogin};
+use crate::policy::cookies;
+use crate::policy::selfserve::{self, FullLogin};
+
+impl Gate {
+    pub(super) async fn login(
+        &self,
+        r: &SeatRequest<'_>,
+        body: Result<Option<&[u8]>, BadLogin>,
+        rec: &mut Record,
+    ) -> Decision {
+        let p = r.product;
+        let now = r.now;
+        let user = body
+            .and_then(|b| classify::login_user(&p.login.user, r.headers, b.unwrap_or_default()));
+        let user = match user {
+            Ok(u) => u,
+            Err(bad) => return Decision::Deny(super::bad_login(p, bad, rec)),
+        };
+        let uncounted = user.as_deref().and_then(|u| {
+            if p.exempt_users.contains(u) {
+                Some(SeatState::Exempt)
+            } else if p.named_users.contains(u) {
+                Some(SeatState::Named)
+            } else {
+                None
+            }
+        });
+        let (device, new_device) = device_of(p, r.headers);
+        let pool = pool_key(p, pool_for(p, user.as_deref(), r.headers)).clone();
+        let client = client_label(p, r.client).to_string();
+        // A re-login moves the browser's seat; an exempt or named user takes none. Either way
+        // nothing is reserved: the app's answer decides.
+        let relogin = match r.session {
+            Some(old) if self.holds_for(&old, user.as_deref(), now).await => {
+                Some(Take::Relogin(old))
+            }
+            _ => None,
+        };
+        if let Some(take) = relogin.or(uncounted.map(Take::Uncounted)) {
+            let claim = Claim {
+                pool,
+                user,
+                device,
+                client,
+                lease_id: 0,
+            };
+            return login_waits(claim, new_device, take);
+        }
+        // A seat this user freed by self-service waits for them under its own lease id (with
+        // Redis, one more store call per login while self-service is on).
+        let held = match user.as_deref() {
+            Some(u) if p.self_service.enabled => {
+                self.tokens
+                    .take_hold(self.ledger.as_ref(), &pool, u, now)
+                    .await
+            }
+            _ => None,
+        };
+        let claim = Claim {
+            pool,
+            user,
+            device,
+            client,
+            lease_id: held.map_or_else(rand::random, |h| h.lease),
+        };
+        match self.ledger.reserve(&claim, now).await {
+            Ok(Reservation::Granted(lease)) => {
+                login_waits(claim, new_device, Take::Seat { lease, held })
+            }
+            Ok(Reservation::Full(full)) => self.login_full(r, claim, full, new_device, rec).await,
+            Err(e) => {
+                let free = self.ledger.available(&claim.pool, now).map(|n| n > 0);
+                match self.store_failed(p, &e, free, rec) {
+                    Some(d) => Decision::Deny(d),
+                    None => Decision::Forward(Watch::Nothing),
+                }
+            }
+        }
+    }
+
+    /// Whether `session` holds a seat (or an uncounted session) of `user`, or of no one in
+    /// particular: then a login from that browser is a re-login and moves that seat. Any
+    /// doubt (store error, another user's seat) makes it an ordinary login.
+    async fn holds_for(&self, session: &SessionKey, user: Option<&str>, now: Millis) -> bool {
+        let Ok(Touch::Held { id, .. }) = self.ledger.touch(session, now).await else {
+            return false;
+        };
+        match self.ledger.lookup(id, now).await {
+            Ok(Lookup::Live(rec)) => rec.user.is_none() || rec.user.as_deref() == user,
+            _ => false,
+        }
+    }
+
+    /// A login refused by the ledger for lack of a seat: denied, or verified at the app first
+    /// when its user may free one of their own seats.
+    async fn login_full(
+        &self,
+        r: &SeatRequest<'_>,
+        claim: Claim,
+        full: Full,
+        new_device: Option<String>,
+        rec: &mut Record,
+    ) -> Decision {
+        let p = r.product;
+        let html = builtin_page(p, r.client);
+        let enabled = p.self_service.enabled;
+        let own = match claim.user.as_deref() {
+            Some(u) if enabled && html => self.own_sessions(&claim.pool, u, r.now).await.len(),
+            _ => 0,
+        };
+        match selfserve::on_full(enabled, html, claim.user.as_deref(), own) {
+            FullLogin::Deny => {
+                rec.login = Some(LoginResult::Denied);
+                Decision::Deny(deny_full(&claim, full, None, rec))
+            }
+            FullLogin::VerifyThenOffer => Decision::Verify(Box::new(Verify { claim, new_device })),
+        }
+    }
+
+    /// A login that took no seat: its reservation goes, unless it was a seat held for its user
+    /// (a mistyped password must not cost the hold), which is held again until its time is up.
+    pub(super) async fn drop_lease(&self, login: PendingLogin, now: Millis) {
+        let Take::Seat { lease, held } = login.take else {
+            return;
+        };
+        if let (Some(h), Some(user)) = (held, login.claim.user.as_deref()) {
+            if h.until > now {
+                let ledger = self.ledger.as_ref();
+                let put = self
+                    .tokens
+                    .put_hold(ledger, &login.claim.pool, user, h, now);
+                if put.await.is_ok() {
+                    return;
+                }
+            }
+        }
+        self.ledger.cancel(&lease).await;
+    }
+}
+
+fn login_waits(claim: Claim, new_device: Option<String>, take: Take) -> Decision {
+    Decision::Forward(Watch::Login(Box::new(PendingLogin {
+        claim,
+        new_device,
+        take,
+    })))
+}
+
+/// The browser's device under `seats_per: user_device`, and the new id to give it when it
+/// came without a valid one.
+fn device_of(p: &Product, headers: &http::HeaderMap) -> (Option<String>, Option<String>) {
+    if !matches!(p.seats_per, SeatsPer::UserDevice) {
+        return (None, None);
+    }
+    match cookies::request_cookie(headers, &p.session.device_cookie)
+        .filter(|d| cookies::valid_device(d))
+    {
+        Some(d) => (Some(d.to_string()), None),
+        None => {
+            let d = cookies::new_device_id();
+            (Some(d.clone()), Some(d))
+        }
+    }
+}
+
+/// The pool-full denial of a login or adoption, with its audit line.
+pub(super) fn deny_full(
+    claim: &Claim,
+    full: Full,
+    offer: Option<Box<super::OfferPage>>,
+    rec: &mut Record,
+) -> Denial {
+    rec.deny(DenyReason::Full(full.reason));
+    rec.audit(AuditEvent::Deny {
+        pool: claim.pool.pool.clone(),
+        user: claim.user.clone(),
+        client: claim.client.clone(),
+        reason: full.reason.as_str(),
+        offered: offer.as_ref().map(|o| o.sessions.len()),
+    });
+    Denial::Full { full, offer }
+}

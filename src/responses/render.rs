@@ -1,0 +1,131 @@
+//! The one match from the gate's [`Denial`] (and its own [`Answer`]s) to the response the
+//! gateway writes.
+
+use super::{
+    ambiguous_session, app_unreachable, bad_request, expired_redirect, full_page, gone, no_content,
+    self_service_done, self_service_refused, too_many, unavailable, Canned, Denials, Offer,
+    OwnSession,
+};
+use crate::config::Product;
+use crate::domain::Millis;
+use crate::gate::{builtin_page, Answer, Denial, OfferPage, Refusal};
+use crate::policy::seat;
+use http::{HeaderValue, StatusCode};
+use std::borrow::Cow;
+
+/// The header of the idle warning's seconds on the heartbeat's answer.
+const IDLE_HEADER: http::HeaderName =
+    http::HeaderName::from_static(crate::presence::script::IDLE_HEADER);
+
+/// The answer to a denial of a request of `p` (`None`: no product matched) by client kind
+/// `client`; `denials` are the product's pool-full answers of the request's config snapshot.
+/// Those are borrowed, not cloned: a check storm at a full pool allocates nothing for them.
+pub fn render<'a>(
+    d: &Denial,
+    p: Option<&Product>,
+    denials: Option<&'a Denials>,
+    client: Option<usize>,
+    now: Millis,
+) -> Cow<'a, Canned> {
+    let owned = |c: Canned| Cow::Owned(c);
+    let Some(p) = p else {
+        return owned(match d {
+            Denial::Refused(bad) => refused(bad.status(), bad.message()),
+            _ => Canned::text(StatusCode::NOT_FOUND, "No application is served here."),
+        });
+    };
+    let configured = || match denials {
+        Some(d) => Cow::Borrowed(d.get(client)),
+        // Not reached: a denial comes after the proxy has the snapshot and product.
+        None => Cow::Owned(Denials::new(p).get(client).clone()),
+    };
+    match d {
+        Denial::NoProduct => owned(Canned::text(
+            StatusCode::NOT_FOUND,
+            "No application is served here.",
+        )),
+        Denial::Refused(bad) => owned(refused(bad.status(), bad.message())),
+        Denial::BadLogin(bad) => owned(bad_request(bad.status(), &bad.message())),
+        Denial::AmbiguousSession => {
+            owned(ambiguous_session(&p.session.cookie, &p.session.cookie_path))
+        }
+        Denial::StoreError => owned(unavailable()),
+        Denial::CheckFull => configured(),
+        Denial::Full { full, offer } if builtin_page(p, client) => {
+            let offer = offer.as_deref().map(offer_of);
+            owned(full_page(&configured(), &p.name, full, offer.as_ref(), now))
+        }
+        Denial::Full { .. } => configured(),
+        Denial::Expired(gone) => owned(expired_redirect(
+            &p.login.path,
+            &p.session.cookie,
+            &p.session.cookie_path,
+            seat::notice(*gone),
+        )),
+        Denial::AppUnreachable => owned(app_unreachable(&p.name)),
+        Denial::NoSeat => owned(gone("no seat for this session")),
+        Denial::TooManyBeats { retry_after_secs } => {
+            owned(too_many("too many heartbeats", *retry_after_secs))
+        }
+        Denial::SelfService(r) => owned(self_service(p, *r)),
+    }
+}
+
+/// The gateway's own answers that deny nothing.
+pub fn answer(a: &Answer, p: &Product) -> Canned {
+    match a {
+        Answer::Beat { idle_secs: None } => no_content(),
+        Answer::Beat {
+            idle_secs: Some(secs),
+        } => no_content().header_str(IDLE_HEADER, &secs.to_string()),
+        Answer::SelfServiceDone => self_service_done(&p.name, &p.login.path),
+    }
+}
+
+/// A request refused before classification: the connection is closed after it.
+fn refused(status: StatusCode, why: &str) -> Canned {
+    bad_request(status, why).header_str(http::header::CONNECTION, "close")
+}
+
+fn self_service(p: &Product, r: Refusal) -> Canned {
+    let refuse = |status, why: &str| self_service_refused(status, &p.name, why, &p.login.path);
+    match r {
+        Refusal::NotPost => refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This address only accepts the buttons of the license page.",
+        )
+        .header(http::header::ALLOW, HeaderValue::from_static("POST")),
+        Refusal::TooLarge => refuse(StatusCode::PAYLOAD_TOO_LARGE, "This request is too large."),
+        Refusal::NotForm => refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "This request must be a form (application/x-www-form-urlencoded).",
+        ),
+        Refusal::Busy => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The license gateway is busy. Please try again in a minute.",
+        )
+        .header(http::header::RETRY_AFTER, HeaderValue::from_static("60")),
+        Refusal::Token(e) => refuse(e.status(), e.message()),
+    }
+}
+
+fn offer_of(o: &OfferPage) -> Offer<'_> {
+    Offer {
+        user: &o.user,
+        action: &o.action,
+        valid_secs: o.valid_secs,
+        sessions: o
+            .sessions
+            .iter()
+            .map(|s| OwnSession {
+                started_at: s.started_at,
+                last_activity: s.last_activity,
+                client: s.client.clone(),
+                device: s.device.clone(),
+                this_device: s.this_device,
+                standby: s.standby,
+                token: s.token.clone(),
+            })
+            .collect(),
+    }
+}
