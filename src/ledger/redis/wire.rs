@@ -1,0 +1,440 @@
+//! The wire codec: seats and answers as the script writes them (JSON), and the pool spec as it
+//! reads it. Parsing is strict: an unknown kind, state or reason fails the answer
+//! ([`LedgerError::Corrupt`]) instead of reading as a default.
+
+use super::*;
+
+/// A seat as the script stores it (JSON; empty strings and 0 stand for "none").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(super) struct Rec {
+    pub(super) id: SeatId,
+    #[serde(default)]
+    pub(super) user: String,
+    #[serde(default)]
+    pub(super) device: String,
+    #[serde(default)]
+    pub(super) client: String,
+    #[serde(default)]
+    pub(super) session: String,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) started_at: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) last_activity: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) last_heartbeat: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) last_request: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) last_input: u64,
+    pub(super) state: SeatState,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) ending_at: u64,
+    #[serde(default)]
+    pub(super) overflow: bool,
+    #[serde(default)]
+    pub(super) ended_by: String,
+}
+
+/// Lua numbers are doubles and cjson may print them as such; a negative or non-finite one is
+/// no count or time of the script's and is refused.
+pub(super) fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v as u64)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "`{v}` is not a count or time"
+        )))
+    }
+}
+
+/// cjson encodes an empty Lua table as `{}`: accept it for an empty list.
+pub(super) fn de_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum SeqOrMap<T> {
+        Seq(Vec<T>),
+        Map(#[allow(dead_code)] serde_json::Map<String, serde_json::Value>),
+    }
+    Ok(match SeqOrMap::<T>::deserialize(d)? {
+        SeqOrMap::Seq(v) => v,
+        SeqOrMap::Map(_) => Vec::new(),
+    })
+}
+
+#[derive(Deserialize, Debug)]
+pub(super) struct Released {
+    pub(super) seat: Rec,
+    pub(super) reason: ReleaseReason,
+}
+
+/// What the script answered; an unknown kind fails the parse.
+#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Kind {
+    #[default]
+    Ok,
+    Granted,
+    Full,
+    Seat,
+    Lost,
+    Gone,
+    Held,
+    Skip,
+    None,
+    Released,
+    Ended,
+    NotFound,
+    WrongState,
+    Done,
+    Live,
+    Unknown,
+    View,
+    List,
+}
+
+/// An admin end's answer per seat.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum EndWhat {
+    Ending,
+    AlreadyEnded,
+    NotFound,
+}
+
+/// Why a cookie holds no seat, as `touch` and `heartbeat` answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GoneWhy {
+    Unknown,
+    Paused,
+    Released(ReleaseReason),
+}
+
+pub(super) fn parse_gone(s: &str) -> Result<GoneWhy, LedgerError> {
+    match s {
+        "unknown" => Ok(GoneWhy::Unknown),
+        "paused" => Ok(GoneWhy::Paused),
+        r => r.parse().map(GoneWhy::Released).map_err(corrupt),
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub(super) struct Answer {
+    pub(super) kind: Kind,
+    #[serde(default)]
+    pub(super) reuse: Option<SeatId>,
+    #[serde(default)]
+    pub(super) overflow: bool,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) in_use: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) capacity: u64,
+    #[serde(default)]
+    pub(super) reason: Option<String>,
+    #[serde(default)]
+    pub(super) id: Option<SeatId>,
+    #[serde(default)]
+    pub(super) epoch: Option<String>,
+    #[serde(default)]
+    pub(super) seat: Option<Rec>,
+    /// The seat a paused session took again (resume, or a request from it).
+    #[serde(default)]
+    pub(super) resumed: Option<Rec>,
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) released: Vec<Released>,
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) out: Vec<(SeatId, EndWhat, f64)>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) now: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) held: u64,
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) seats: Vec<String>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) pending: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) peak: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) denied: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) overflow_ms: u64,
+    /// Until when a released cookie's reason is remembered (the latest release wins when
+    /// several pools remember one cookie).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) gone_until: u64,
+    /// The cookie a login's reused seat moved away from (its cached entry is stale).
+    #[serde(default)]
+    pub(super) replaced: Option<String>,
+}
+
+/// The pool spec as the script reads it.
+#[derive(Serialize)]
+pub(super) struct SpecJson<'a> {
+    grants: Vec<GrantJson>,
+    idle_timeout: u64,
+    max_lifetime: u64,
+    presence_timeout: Option<u64>,
+    standby_timeout: u64,
+    seats_per: &'static str,
+    max_sessions: Option<u32>,
+    groups: Vec<GroupJson<'a>>,
+    overflow_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct GrantJson {
+    seats: u32,
+    not_before: Option<u64>,
+    expires: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct GroupJson<'a> {
+    users: Vec<&'a str>,
+    reserve: u32,
+    max: Option<u32>,
+}
+
+pub(super) fn spec_json(spec: &PoolSpec) -> String {
+    let mut groups: Vec<GroupJson> = spec
+        .groups
+        .iter()
+        .map(|g| {
+            let mut users: Vec<&str> = g.users.iter().map(String::as_str).collect();
+            users.sort_unstable();
+            GroupJson {
+                users,
+                reserve: g.reserve,
+                max: g.max,
+            }
+        })
+        .collect();
+    groups.shrink_to_fit();
+    let j = SpecJson {
+        grants: spec
+            .grants
+            .iter()
+            .map(|g| GrantJson {
+                seats: g.seats,
+                not_before: g.not_before,
+                expires: g.expires,
+            })
+            .collect(),
+        idle_timeout: spec.idle_timeout,
+        max_lifetime: spec.max_lifetime,
+        presence_timeout: spec.presence_timeout,
+        standby_timeout: spec.standby_timeout,
+        seats_per: match spec.seats_per {
+            SeatsPer::Session => "session",
+            SeatsPer::User => "user",
+            SeatsPer::UserDevice => "user_device",
+        },
+        max_sessions: spec.max_sessions,
+        groups,
+        overflow_ms: spec.overflow_ms,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+/// `{prefix:product:pool}`: braces in names would break the hash tag, so they are replaced.
+pub(super) fn pool_tag(prefix: &str, key: &PoolKey) -> String {
+    let clean = |s: &str| s.replace(['{', '}'], "_");
+    format!(
+        "{{{}:{}:{}}}",
+        prefix,
+        clean(&key.product),
+        clean(&key.pool)
+    )
+}
+
+pub(super) fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
+    let tag = pool_tag(prefix, key);
+    [
+        "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended", "unc",
+    ]
+    .iter()
+    .map(|s| format!("{tag}:{s}"))
+    .collect()
+}
+
+/// A `full` answer's reason; one without a reason is refused like an unknown one.
+pub(super) fn parse_full(s: Option<&str>) -> Result<FullReason, LedgerError> {
+    s.unwrap_or_default().parse().map_err(corrupt)
+}
+
+/// A session key as the script stores it: empty for none, else 32 hex digits.
+pub(super) fn parse_session(s: &str) -> Result<Option<SessionKey>, LedgerError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    SessionKey::from_hex(s)
+        .map(Some)
+        .ok_or_else(|| corrupt(format!("bad session key `{s}`")))
+}
+
+/// A `list` answer's seats (the pool's stored records): one that cannot be read fails the
+/// listing rather than going missing from it.
+pub(super) fn seats_of(a: &Answer) -> Result<Vec<Rec>, LedgerError> {
+    a.seats
+        .iter()
+        .map(|raw| {
+            serde_json::from_str::<Rec>(raw).map_err(|e| corrupt(format!("stored seat: {e}")))
+        })
+        .collect()
+}
+
+pub(super) fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Rec {
+    pub(super) fn times(&self) -> SeatTimes {
+        SeatTimes {
+            started_at: self.started_at,
+            last_activity: self.last_activity,
+            last_heartbeat: self.last_heartbeat,
+            state: self.state,
+            ending_at: (self.ending_at > 0).then_some(self.ending_at),
+        }
+    }
+
+    pub(super) fn record(&self, pool: &PoolKey) -> Result<SeatRecord, LedgerError> {
+        let t = self.times();
+        Ok(SeatRecord {
+            id: self.id,
+            pool: pool.clone(),
+            user: opt(&self.user),
+            device: opt(&self.device),
+            client: self.client.clone(),
+            session: parse_session(&self.session)?,
+            started_at: self.started_at,
+            last_activity: self.last_activity,
+            last_heartbeat: self.last_heartbeat,
+            last_request: self.last_request,
+            last_input: self.last_input,
+            state: t.state,
+            ending_at: t.ending_at,
+            overflow: self.overflow,
+            ended_by: opt(&self.ended_by),
+        })
+    }
+}
+
+pub(super) fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(format!("redis: {e}"))
+}
+
+pub(super) fn corrupt(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(format!("redis: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(json: &str) -> Result<Answer, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    const REC: &str = r#"{"id":"00000000000000a1","session":"","started_at":1,"last_activity":2,"last_heartbeat":0,"state":"active"}"#;
+
+    #[test]
+    fn a_known_answer_reads() {
+        let a = answer(&format!(
+            r#"{{"kind":"held","seat":{REC},"released":{{}},"out":[["00000000000000a1","ending",5]]}}"#
+        ))
+        .unwrap();
+        assert_eq!(a.kind, Kind::Held);
+        let seat = a.seat.unwrap();
+        assert_eq!(seat.id, SeatId(0xa1));
+        assert_eq!(seat.state, SeatState::Active);
+        assert_eq!(a.out, vec![(SeatId(0xa1), EndWhat::Ending, 5.0)]);
+        assert_eq!(seat.record(&PoolKey::new("p", "q")).unwrap().session, None);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused() {
+        assert!(answer(r#"{"kind":"granted_maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn an_unknown_seat_state_is_refused() {
+        let rec = REC.replace("\"active\"", "\"actve\"");
+        assert!(serde_json::from_str::<Rec>(&rec).is_err());
+    }
+
+    #[test]
+    fn an_unknown_release_reason_is_refused() {
+        let a = format!(r#"{{"kind":"ok","released":[{{"seat":{REC},"reason":"tired"}}]}}"#);
+        assert!(answer(&a).is_err());
+    }
+
+    #[test]
+    fn an_unknown_end_outcome_is_refused() {
+        assert!(answer(r#"{"kind":"ended","out":[["00000000000000a1","maybe",0]]}"#).is_err());
+    }
+
+    #[test]
+    fn a_bad_seat_id_is_refused() {
+        let rec = REC.replace("00000000000000a1", "seat-one");
+        assert!(serde_json::from_str::<Rec>(&rec).is_err());
+        assert!(answer(r#"{"kind":"seat","id":"xyz"}"#).is_err());
+    }
+
+    #[test]
+    fn a_negative_or_fractional_count_is_read_strictly() {
+        assert!(answer(r#"{"kind":"view","held":-1}"#).is_err());
+        assert_eq!(answer(r#"{"kind":"view","held":3.0}"#).unwrap().held, 3);
+    }
+
+    #[test]
+    fn an_unknown_gone_reason_is_refused() {
+        assert_eq!(parse_gone("unknown").unwrap(), GoneWhy::Unknown);
+        assert_eq!(parse_gone("paused").unwrap(), GoneWhy::Paused);
+        assert_eq!(
+            parse_gone("app_logout").unwrap(),
+            GoneWhy::Released(ReleaseReason::AppLogout)
+        );
+        assert!(matches!(parse_gone("tired"), Err(LedgerError::Corrupt(_))));
+        assert!(matches!(parse_gone(""), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn an_unknown_or_missing_full_reason_is_refused() {
+        assert_eq!(parse_full(Some("pool")).unwrap(), FullReason::Pool);
+        assert_eq!(parse_full(Some("user_max")).unwrap(), FullReason::UserMax);
+        assert!(matches!(
+            parse_full(Some("full")),
+            Err(LedgerError::Corrupt(_))
+        ));
+        assert!(matches!(parse_full(None), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_bad_session_key_is_refused() {
+        assert_eq!(parse_session("").unwrap(), None);
+        let k = SessionKey::new("p", "c");
+        assert_eq!(parse_session(&k.hex()).unwrap(), Some(k));
+        assert!(matches!(parse_session("zz"), Err(LedgerError::Corrupt(_))));
+        let rec = REC.replace(r#""session":"""#, r#""session":"not-hex""#);
+        let rec: Rec = serde_json::from_str(&rec).unwrap();
+        assert!(matches!(
+            rec.record(&PoolKey::new("p", "q")),
+            Err(LedgerError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_stored_seat_fails_the_listing() {
+        let a = answer(&format!(
+            r#"{{"kind":"list","seats":[{:?},"{{\"id\":1}}"]}}"#,
+            REC
+        ))
+        .unwrap();
+        assert!(matches!(seats_of(&a), Err(LedgerError::Corrupt(_))));
+        let a = answer(&format!(r#"{{"kind":"list","seats":[{REC:?}]}}"#)).unwrap();
+        assert_eq!(seats_of(&a).unwrap().len(), 1);
+    }
+}
