@@ -1,7 +1,10 @@
-//! Configuration: the YAML file format (`file`) and the validated runtime form (`runtime`).
+//! Configuration: the YAML file format (`file`), the validated runtime form (`runtime`) and
+//! the validation between them (`validate`, one validator per section).
 //!
 //! `load` is the only way in: it reads, parses and validates, returning a [`ConfigError`] that
-//! names the file, the key and the line. Nothing here contacts the network.
+//! names the file, the key and the line. Nothing here contacts the network. Config's own
+//! vocabulary (`kinds`, `on_full`, `paths`) is what the rest of the crate names; nothing
+//! outside this module names a `file` type. Config imports only `domain` and `crypto`.
 
 pub mod file;
 pub mod kinds;

@@ -25,6 +25,23 @@ use pingora_http::ResponseHeader;
 
 pub use crate::config::paths::beat_period;
 
+/// Text or an attribute value made safe inside HTML; the script tag's nonce and every page
+/// `responses` renders use it.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether a heartbeat is the `pagehide` beacon (`?hint=hide`).
 pub fn is_hide_hint(query: Option<&str>) -> bool {
     query.is_some_and(|q| {

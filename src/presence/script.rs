@@ -97,7 +97,7 @@ g()}})(window,document);"
             None => self.tag.clone(),
             Some(n) => Bytes::from(format!(
                 "<script data-seatgate nonce=\"{}\">{}</script>",
-                crate::responses::escape_html(n),
+                super::escape_html(n),
                 self.body
             )),
         }

@@ -7,20 +7,7 @@ use crate::domain::{Full, FullReason, Millis};
 use bytes::Bytes;
 use http::StatusCode;
 
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::presence::escape_html;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}\
 h1{font-size:1.4em}table{border-collapse:collapse;margin:1em 0}td,th{padding:.4em .8em .4em 0;text-align:left;\

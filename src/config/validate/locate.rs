@@ -59,3 +59,40 @@ impl Locator<'_> {
             .or_else(|| entity.map(|_| start + 1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "products:
+  - name: crm
+    login: { path: /login }
+    session:
+      activity:
+        ignore:
+          - { path_prefix: /logout/all }
+          - { path_prefix: /logout }
+  - name: erp
+    login: { path: /erp/login }
+";
+    const LOC: Locator = Locator { src: SRC };
+
+    #[test]
+    fn a_key_is_found_below_its_entity() {
+        assert_eq!(LOC.line("products[1].login.path", Some("erp")), Some(10));
+        assert_eq!(LOC.line("products[0].login.path", Some("crm")), Some(3));
+        // A key not in the file: the entity's own line; without an entity, nothing.
+        assert_eq!(LOC.line("products[1].seats", Some("erp")), Some(9));
+        assert_eq!(LOC.line("products[1].seats", None), None);
+        let e = LOC.invalid("products[1].login.path", Some("erp"), "why");
+        assert_eq!(e.to_string(), "products[1].login.path (line 10): why");
+    }
+
+    #[test]
+    fn a_value_is_found_whole_below_a_section() {
+        assert_eq!(LOC.line_below("crm", "ignore:", "/logout"), Some(8));
+        assert_eq!(LOC.line_below("crm", "ignore:", "/logout/all"), Some(7));
+        assert_eq!(LOC.line_below("crm", "ignore:", "/nowhere"), None);
+        assert_eq!(LOC.line_of("/erp/login"), Some(10));
+    }
+}
