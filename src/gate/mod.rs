@@ -352,6 +352,13 @@ impl Gate {
         known: Option<bool>,
         rec: &mut Record,
     ) -> Option<Denial> {
+        if !e.is_store_failure() {
+            // Not the store failing (a pool this config does not have): `on_store_error`
+            // does not apply, and nothing is let through on it.
+            log::error!("product {}: {e}", p.name);
+            rec.deny(DenyReason::StoreError);
+            return Some(Denial::StoreError);
+        }
         rec.store_error = true;
         log::warn!(
             "product {}: seat store error ({}): {e}",
