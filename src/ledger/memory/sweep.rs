@@ -1,0 +1,227 @@
+//! Releases: one seat under its pool's lock (tombstone, ended id, overflow time), expiry, the
+//! sweep (and spent overflow allowances), and the batched activity flush.
+
+use super::*;
+
+impl MemoryLedger {
+    pub(super) fn remember_gone(
+        &self,
+        key: SessionKey,
+        gone: Gone,
+        until: Millis,
+        ops: &mut Vec<Op>,
+    ) {
+        self.gone.insert(key, (gone, until));
+        ops.push(Op::Tombstone(key, gone, until));
+    }
+
+    /// Releases `live` as of `at`; the caller holds its pool's lock (`st`). `None` when it was
+    /// released already.
+    pub(super) fn release_locked(
+        &self,
+        st: &mut PoolState,
+        live: &Arc<Live>,
+        reason: ReleaseReason,
+        at: Millis,
+        ops: &mut Vec<Op>,
+    ) -> Option<Released> {
+        self.by_id
+            .remove_if(&live.id, |_, v| Arc::ptr_eq(v, live))?;
+        let spec = live.slot.spec();
+        if st.seats.remove(&live.id).is_some() {
+            if live.overflow() {
+                st.overflow_used_ms += live.overflow_ms(&spec, at);
+                ops.push(Op::Counter(
+                    overflow_counter(&live.slot.key),
+                    st.overflow_used_ms,
+                ));
+            }
+            Self::promote_overflow(st, &live.slot.key, &spec, at, ops);
+        }
+        let record = live.record();
+        ops.push(Op::Delete(live.id));
+        if let Some(k) = record.session {
+            // A cookie that leads to another session meanwhile keeps it.
+            if self
+                .by_session
+                .remove_if(&k, |_, v| Arc::ptr_eq(v, live))
+                .is_some()
+            {
+                self.remember_gone(k, Gone::Released(reason), at + spec.max_lifetime, ops);
+            }
+        }
+        if reason == ReleaseReason::Ended {
+            self.ended_ids.insert(live.id, at + ENDED_FOR);
+            ops.push(Op::Counter(ended_counter(live.id), at + ENDED_FOR));
+        }
+        Some(Released { record, reason })
+    }
+
+    /// Releases `live` for `reason` as of `at` and tells the observer.
+    pub(super) async fn release_at(
+        &self,
+        live: &Arc<Live>,
+        reason: ReleaseReason,
+        at: Millis,
+    ) -> Option<SeatRecord> {
+        let mut ops = Vec::new();
+        let (done, write) = {
+            let mut st = live.slot.lock();
+            let done = self.release_locked(&mut st, live, reason, at, &mut ops);
+            (done, self.submit(ops))
+        };
+        write.logged().await;
+        let done = done?;
+        self.observer.released(&done.record, done.reason);
+        Some(done.record)
+    }
+
+    /// Releases a seat found expired at `now`, as of the instant it expired.
+    pub(super) async fn expire(&self, live: &Arc<Live>, reason: ReleaseReason, now: Millis) {
+        self.release_at(live, reason, live.ended_at(now)).await;
+    }
+
+    /// Releases seats found expired while their pool was locked.
+    pub(super) async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
+        for (live, reason) in lives {
+            self.expire(&live, reason, now).await;
+        }
+    }
+
+    /// A cookie that leads to a session that expired is released before it is used again.
+    pub(super) async fn clear_expired(&self, session: &SessionKey, now: Millis) {
+        if let Some(old) = self.live_of(session) {
+            if let Some(r) = old.expired(now) {
+                self.expire(&old, r, now).await;
+            }
+        }
+    }
+
+    /// Ends the overflow seats of pools whose allowance is spent, as an admin end would.
+    pub(super) async fn stop_spent_overflow(&self, now: Millis) {
+        for slot in self.slots() {
+            let spec = slot.spec();
+            let Some(allowance) = spec.overflow_ms else {
+                continue;
+            };
+            let mut ops = Vec::new();
+            let (released, write) = {
+                let mut st = slot.lock();
+                if Self::overflow_left(&st, &spec, now) != Some(0) {
+                    continue;
+                }
+                let running: Vec<Arc<Live>> = st
+                    .seats
+                    .values()
+                    .filter(|l| l.overflow() && expiry(&spec, &l.times(), now).is_none())
+                    .cloned()
+                    .collect();
+                let mut released = Vec::new();
+                for live in running {
+                    *live.ended_by.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(OVERFLOW_END.to_string());
+                    released.extend(self.release_locked(
+                        &mut st,
+                        &live,
+                        ReleaseReason::Ended,
+                        now,
+                        &mut ops,
+                    ));
+                }
+                if st.overflow_used_ms > allowance {
+                    // They stop at the sweep after the allowance ran out; what they ran past
+                    // it is not charged.
+                    st.overflow_used_ms = allowance;
+                    ops.push(Op::Counter(overflow_counter(&slot.key), allowance));
+                }
+                (released, self.submit(ops))
+            };
+            write.logged().await;
+            for r in released {
+                log::info!(
+                    "seat {} ended: the overflow allowance of {} is spent",
+                    r.record.id,
+                    slot.key
+                );
+                self.observer.released(&r.record, r.reason);
+            }
+        }
+    }
+
+    /// Releases whatever expired, then ends the overflow seats of pools whose allowance is
+    /// spent, and forgets tombstones and ended ids whose time is up.
+    pub(super) async fn sweep_now(&self, now: Millis) -> Result<usize, LedgerError> {
+        let expired: Vec<(Arc<Live>, ReleaseReason)> = self
+            .by_id
+            .iter()
+            .filter_map(|e| e.value().expired(now).map(|r| (e.value().clone(), r)))
+            .collect();
+        let n = expired.len();
+        self.expire_all(expired, now).await;
+        self.stop_spent_overflow(now).await;
+        for slot in self.slots() {
+            slot.lock().pending.retain(|_, p| p.expires > now);
+        }
+        let mut forget = Vec::new();
+        self.gone.retain(|k, (_, until)| {
+            let keep = *until > now;
+            if !keep {
+                forget.push(Op::Forget(*k));
+            }
+            keep
+        });
+        self.ended_ids.retain(|id, until| {
+            let keep = *until > now;
+            if !keep {
+                forget.push(Op::Unset(ended_counter(*id)));
+            }
+            keep
+        });
+        if let (Some(j), false) = (&self.journal, forget.is_empty()) {
+            j.enqueue(forget);
+        }
+        Ok(n)
+    }
+
+    pub(super) async fn flush_now(&self) -> Result<(), LedgerError> {
+        let mut ops: Vec<Op> = self
+            .by_id
+            .iter()
+            .filter(|e| e.value().dirty.swap(false, Ordering::AcqRel))
+            .flat_map(|e| {
+                let l = e.value();
+                [
+                    Op::Activity(
+                        l.id,
+                        l.last_activity.load(Ordering::Acquire),
+                        l.last_heartbeat.load(Ordering::Acquire),
+                    ),
+                    Op::Input(
+                        l.id,
+                        l.last_request.load(Ordering::Acquire),
+                        l.last_input.load(Ordering::Acquire),
+                    ),
+                ]
+            })
+            .collect();
+        for slot in self.slots() {
+            let mut st = slot.view();
+            if st.stats_written != (st.peak, st.denied) {
+                st.stats_written = (st.peak, st.denied);
+                let k = &slot.key;
+                ops.push(Op::Counter(
+                    format!("peak/{}/{}", k.product, k.pool),
+                    st.peak as u64,
+                ));
+                ops.push(Op::Counter(
+                    format!("denied/{}/{}", k.product, k.pool),
+                    st.denied,
+                ));
+            }
+        }
+        if let (Some(j), false) = (&self.journal, ops.is_empty()) {
+            j.commit(ops).await.map_err(LedgerError::Journal)?;
+        }
+        Ok(())
+    }
+}
