@@ -596,8 +596,11 @@ impl ServeHttp for RedirectHttps {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_refused_head, listen_fds_for, serves, Inherited, RedirectHttps};
+    use super::{
+        build_app, is_refused_head, listen_fds_for, serves, Inherited, RedirectHttps, RunOptions,
+    };
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     #[test]
     fn pingoras_refused_heads_are_its_debug_fail_to_proxy_lines() {
@@ -633,6 +636,100 @@ mod tests {
             "pingora_proxy",
             &format_args!("Fail")
         ));
+    }
+
+    /// A shutdown signal the test fires.
+    struct Fire(std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+    #[async_trait::async_trait]
+    impl pingora_core::server::ShutdownSignalWatch for Fire {
+        async fn recv(&self) -> pingora_core::server::ShutdownSignal {
+            let rx = self.0.lock().unwrap().take();
+            if let Some(rx) = rx {
+                let _ = rx.await;
+            }
+            pingora_core::server::ShutdownSignal::FastShutdown
+        }
+    }
+
+    /// One GET on a fresh connection: the status line, or why there is none. (Read up to the
+    /// line only: pingora may keep even an HTTP/1.0 connection open.)
+    fn get(addr: SocketAddr, path: &str) -> Result<String, std::io::Error> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(c, "GET {path} HTTP/1.0\r\nHost: t\r\n\r\n")?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while !out.windows(2).any(|w| w == b"\r\n") {
+            match c.read(&mut buf)? {
+                0 => break,
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&out);
+        Ok(text.lines().next().unwrap_or_default().to_string())
+    }
+
+    /// The library's entry, in process: `run` serves the sockets it is given (it binds
+    /// nothing: the config's addresses are those sockets') until the shutdown signal, then
+    /// returns and the sockets are closed.
+    #[test]
+    fn run_serves_the_given_sockets_until_the_shutdown_signal() {
+        use std::os::fd::IntoRawFd;
+        let (proxy, admin) = (
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let (p, a) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen: \"{p}\"\nadmin:\n  listen: \"{a}\"\nstore:\n  kind: embedded\n  path: \
+                 \"{}/s.redb\"\nproducts:\n  - name: crm\n    upstream: 127.0.0.1:9\n    \
+                 session: {{ cookie: SID, idle_timeout: 20m, max_lifetime: 12h }}\n    \
+                 login: {{ path: /login }}\n    seats: 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load(&path).unwrap();
+        let opts = RunOptions::default();
+        let app = build_app(cfg, &opts).unwrap();
+        let inherited = Inherited::from_fds(&[proxy.into_raw_fd(), admin.into_raw_fd()]).unwrap();
+        let (fire, fired) = tokio::sync::oneshot::channel();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let signal = Box::new(Fire(std::sync::Mutex::new(Some(fired))));
+            let _ = done.send(super::run(app, &opts, inherited, signal));
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // Connections made before the services start wait in the sockets' backlog.
+            match finished.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                r => panic!("run ended before the signal: {r:?}"),
+            }
+            let health = get(a, "/healthz");
+            if health.as_ref().is_ok_and(|s| s.contains(" 200 ")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "admin never answered: {health:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let answer = get(p, "/").unwrap();
+        assert!(answer.starts_with("HTTP/1."), "the proxy answers: {answer}");
+        fire.send(()).unwrap();
+        let ran = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("run returned after the signal");
+        assert_eq!(ran, Ok(()));
+        assert!(get(a, "/healthz").is_err(), "the admin socket is closed");
     }
 
     #[test]
