@@ -3,8 +3,11 @@
 //! Every struct denies unknown keys so a typo is an error, never a silently ignored setting.
 //! Whatever can be checked on a single value (durations, addresses, non-zero seat counts,
 //! enum words) is checked while deserializing, so serde_norway's error carries the line and
-//! column. Cross-field rules live in `runtime.rs`.
+//! column. Cross-field rules live in `validate/`, one file per section.
 
+// The enums a file names are config's own words; re-exported so the file format reads whole.
+pub use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, StoreKind};
+pub use crate::domain::SeatsPer;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -524,9 +527,6 @@ impl<'de> Deserialize<'de> for StringOrList {
         d.deserialize_any(V)
     }
 }
-
-pub use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy, StoreKind};
-pub use crate::domain::SeatsPer;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
