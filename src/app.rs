@@ -5,15 +5,20 @@ use crate::access_log::AccessLog;
 use crate::audit::Audit;
 use crate::config::tls::CertSlot;
 use crate::config::{self, Config, ConfigError, Product};
-use crate::gate::Gate;
+use crate::domain::{now_ms, SessionKey};
+use crate::gate::{self, DenyReason, Gate, Outcome, Record};
 use crate::ledger::{LedgerObserver, PoolSpec, ReleaseReason, SeatRecord, SharedLedger};
 use crate::metrics::{Metrics, ProductSeries};
+use crate::policy::classify::{self, Action};
+use crate::policy::cookies::CookieWord;
 use crate::presence::{script, Script};
 use arc_swap::ArcSwap;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_proxy::Session;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One consistent snapshot: a request uses the same snapshot from start to end.
 pub struct Runtime {
@@ -281,5 +286,135 @@ impl LedgerObserver for Observers {
         for o in &self.0 {
             o.resumed(seat);
         }
+    }
+}
+
+/// A finished request as the proxy's context knows it: what `App::record` and
+/// `App::log_access` write.
+pub struct Finished<'a> {
+    pub rt: Option<&'a Runtime>,
+    pub product: Option<usize>,
+    pub client: Option<usize>,
+    pub action: Action,
+    pub started: Instant,
+    pub rec: &'a Record,
+    /// The request's session cookie, hashed (the access log's seat).
+    pub request_key: Option<SessionKey>,
+}
+
+impl Finished<'_> {
+    fn product(&self) -> Option<&Arc<Product>> {
+        self.rt?.config.products.get(self.product?)
+    }
+}
+
+impl App {
+    /// A finished request's metrics and audit line, from its record: once per request.
+    pub fn record(&self, f: &Finished<'_>) {
+        let (m, rec) = (&self.metrics, f.rec);
+        if let Some(b) = rec.bad_request {
+            m.bad_requests.with_label_values(&[b.as_str()]).inc();
+        }
+        let Some(rt) = f.rt else { return };
+        let secs = f.started.elapsed().as_secs_f64();
+        let series = f.product.and_then(|i| rt.series.get(i));
+        let (Some(p), Some(series)) = (f.product(), series) else {
+            // No product matched: only the denial and its time are known.
+            if let Some(reason) = rec.denied() {
+                m.denials
+                    .with_label_values(&["none", "default", reason])
+                    .inc();
+            }
+            m.request_duration
+                .with_label_values(&["none", f.action.label()])
+                .observe(secs);
+            return;
+        };
+        let name = p.name.as_str();
+        let client = gate::client_label(p, f.client);
+        if rec.store_error {
+            let policy = gate::store_error_label(p.on_store_error);
+            m.store_errors.with_label_values(&[name, policy]).inc();
+        }
+        if rec.ignored {
+            m.requests_ignored.with_label_values(&[name]).inc();
+        }
+        if rec.idle_warning {
+            m.idle_warnings.with_label_values(&[name]).inc();
+        }
+        if let Some(b) = rec.heartbeat {
+            m.heartbeats.with_label_values(&[name, b.as_str()]).inc();
+        }
+        if let Some(r) = rec.self_service {
+            m.self_service.with_label_values(&[name, r.as_str()]).inc();
+        }
+        if let Some(pass) = rec.check {
+            series.check(f.client, pass);
+        }
+        if let Some(r) = rec.login {
+            m.logins
+                .with_label_values(&[name, client, r.as_str()])
+                .inc();
+        }
+        match rec.outcome {
+            Outcome::Denied(DenyReason::CheckFull) => series.check_denied(f.client),
+            Outcome::Denied(reason) => m
+                .denials
+                .with_label_values(&[name, client, reason.as_str()])
+                .inc(),
+            _ => {}
+        }
+        if let Some(e) = &rec.audit {
+            let (event, fields) = e.to_line(name, |u| self.audit.user(u));
+            self.audit.record(event, fields);
+        }
+        series.duration(f.action, secs);
+    }
+
+    /// The access log line (`access_log`): plain facts only, never a cookie value.
+    pub fn log_access(&self, s: &Session, f: &Finished<'_>) {
+        if !self.access_log.enabled() {
+            return;
+        }
+        let p = f.product();
+        let (req, resp) = (s.req_header(), s.response_written());
+        // The session: the request's cookie, or the one a login's answer just set.
+        let seat = p.and_then(|p| {
+            let key = f.request_key.or_else(|| {
+                match gate::app_word(&resp?.headers, &p.session.cookie, now_ms())? {
+                    CookieWord::Set(v) => Some(SessionKey::new(&p.name, &v)),
+                    CookieWord::Deleted => None,
+                }
+            })?;
+            Some(key.hex()[..12].to_string())
+        });
+        let user = match (p, f.action) {
+            (Some(p), Action::Login) => {
+                let body = s.get_retry_buffer().unwrap_or_default();
+                classify::login_user(&p.login.user, &req.headers, &body)
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        // As the audit log writes it: a keyed hash with `audit.hash_users`.
+        let user = user.and_then(|u| self.audit.user(Some(&u)).as_str().map(str::to_owned));
+        let peer = s.client_addr().map(|a| a.to_string());
+        self.access_log.write(&crate::access_log::Request {
+            product: p.map(|p| p.name.as_str()),
+            client: p.map_or("default", |p| gate::client_label(p, f.client)),
+            action: f.action.label(),
+            method: req.method.as_str(),
+            path: crate::access_log::log_path(req.uri.path()),
+            status: resp.map_or(0, |r| r.status.as_u16()),
+            duration: f.started.elapsed(),
+            bytes: s.body_bytes_sent() as u64,
+            seat: seat.as_deref(),
+            user: user.as_deref(),
+            denied: f.rec.denied(),
+            peer: peer.as_deref(),
+            http: if s.is_http2() { "2" } else { "1.1" },
+            tls: s.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        });
     }
 }

@@ -7,11 +7,15 @@
 //! through a bounded queue: a burst of offers cannot pile up tasks, a full queue drops (and
 //! logs and counts) the logout, and a worker that died is started again by the next logout.
 
+use crate::config::Product;
+use crate::gate::Verdict;
+use crate::policy::cookies;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method};
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,6 +93,60 @@ impl AppClient {
         match tokio::time::timeout(APP_TIMEOUT, call(&self.connector, peer, req, body)).await {
             Ok(r) => r,
             Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Sends a full-pool login to the app so it checks the password (`peer`: the product's
+    /// app, `None` when it has none): the app's answer, to relay, and what it says about
+    /// the session cookie `cookie`.
+    pub async fn verify_login(
+        &self,
+        peer: Option<HttpPeer>,
+        req: RequestHeader,
+        body: Bytes,
+        cookie: &str,
+        product: &str,
+    ) -> (Option<(ResponseHeader, Bytes)>, Verdict) {
+        let Some(peer) = peer else {
+            return (None, Verdict::Unreachable);
+        };
+        match self.call(peer, req, body).await {
+            Ok((h, b)) => {
+                let set = crate::gate::set_cookies(&h.headers);
+                let v = cookies::set_cookie_value(&set, cookie);
+                (Some((h, b)), v.map_or(Verdict::NoSession, Verdict::Session))
+            }
+            Err(why) => {
+                log::warn!("product {product}: login sent for self-service failed: {why}");
+                (None, Verdict::Unreachable)
+            }
+        }
+    }
+
+    /// Logs the app session `value` of a self-service offer (which the browser never got) out
+    /// at the app, in the background.
+    pub fn logout_session(
+        &self,
+        peer: HttpPeer,
+        p: &Product,
+        host: Option<HeaderValue>,
+        value: &str,
+    ) {
+        let Some(rule) = &p.logout else {
+            log::info!(
+                "product {}: no logout path configured; the app session of a self-service offer lives until the app drops it",
+                p.name
+            );
+            return;
+        };
+        let cookie = format!("{}={value}", p.session.cookie);
+        match logout_request(rule.method.as_ref(), &rule.path, host, &cookie) {
+            Ok(req) => self.logout(Logout {
+                peer,
+                product: p.name.clone(),
+                req,
+            }),
+            Err(e) => log::warn!("product {}: cannot build the logout request: {e}", p.name),
         }
     }
 
@@ -226,4 +284,27 @@ pub fn logout_request(
     req.insert_header(http::header::CONTENT_LENGTH, "0")?;
     req.insert_header(http::header::CONNECTION, "close")?;
     Ok(req)
+}
+
+/// Writes the app's answer as the app gave it (hop-by-hop headers aside).
+pub async fn relay(
+    s: &mut Session,
+    mut header: ResponseHeader,
+    body: Bytes,
+) -> pingora_error::Result<bool> {
+    for h in HOP_BY_HOP {
+        header.remove_header(h);
+    }
+    let bodiless = matches!(header.status.as_u16(), 204 | 304);
+    if bodiless {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+    } else {
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    }
+    let end = bodiless || body.is_empty();
+    s.write_response_header(Box::new(header), end).await?;
+    if !end {
+        s.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
 }

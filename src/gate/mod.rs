@@ -14,6 +14,7 @@
 
 mod answer;
 mod login;
+mod page;
 mod record;
 mod selfserve;
 mod session;
@@ -22,6 +23,7 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
+pub use page::{plan_injection, Page};
 pub use record::{
     AuditEvent, BadReason, Beat, DenyReason, LoginResult, Outcome, Record, SelfServed,
 };
@@ -36,7 +38,7 @@ use crate::policy::classify::BadLogin;
 use crate::policy::cookies::CookieWord;
 use crate::policy::hostile::BadRequest;
 use crate::policy::selfserve::{Hold, TokenError};
-use crate::presence::{HeartbeatLimiter, IdleWarnings};
+use crate::presence::{self, HeartbeatLimiter, IdleWarnings};
 use http::{HeaderMap, StatusCode};
 
 /// The admission service. One per process: the heartbeat limits, idle warnings and
@@ -56,6 +58,7 @@ pub struct SeatRequest<'a> {
     /// Index into the product's `clients`; `None` is the built-in default kind.
     pub client: Option<usize>,
     pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
     /// The request's session cookie, hashed.
     pub session: Option<SessionKey>,
     pub now: Millis,
@@ -77,8 +80,8 @@ pub enum Ask<'a> {
     Login {
         body: Result<Option<&'a [u8]>, BadLogin>,
     },
-    /// A presence ping: the `pagehide` hint and the input claim of its query.
-    Heartbeat { hint: bool, input: bool },
+    /// A presence ping (its query has the `pagehide` hint and the input claim).
+    Heartbeat,
     /// `POST …/.seatgate/self-service`.
     SelfService(Form<'a>),
     /// The session cookie twice with different values, on a request that needs to know which.
@@ -266,6 +269,19 @@ pub struct AppAnswer<'a> {
     pub word: Option<CookieWord>,
 }
 
+impl<'a> AppAnswer<'a> {
+    /// The answer's status, `Location` and last word on the session cookie `cookie`.
+    pub fn of(status: StatusCode, headers: &'a HeaderMap, cookie: &str, now: Millis) -> Self {
+        AppAnswer {
+            status,
+            location: headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok()),
+            word: app_word(headers, cookie, now),
+        }
+    }
+}
+
 /// What the app's answer changes in the response.
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
@@ -335,8 +351,9 @@ impl Gate {
                 None => Decision::Forward(Watch::Nothing),
             },
             Ask::Login { body } => Box::pin(self.login(r, body.clone(), rec)).await,
-            Ask::Heartbeat { hint, input } => {
-                Box::pin(self.heartbeat(p, r.session, *hint, *input, r.now, rec)).await
+            Ask::Heartbeat => {
+                let (hint, input) = (presence::is_hide_hint(r.query), presence::is_input(r.query));
+                Box::pin(self.heartbeat(p, r.session, hint, input, r.now, rec)).await
             }
             Ask::SelfService(form) => Box::pin(self.self_service(p, form, r.now, rec)).await,
         }
@@ -395,6 +412,37 @@ pub fn store_error_label(p: StoreErrorPolicy) -> &'static str {
         StoreErrorPolicy::FailOpen => "fail_open",
         StoreErrorPolicy::LastKnown => "last_known",
     }
+}
+
+/// The app's last word on its session cookie `cookie` in an answer's headers (`now`: for
+/// cookies deleted by an expiry in the past).
+pub fn app_word(headers: &HeaderMap, cookie: &str, now: Millis) -> Option<CookieWord> {
+    let set = set_cookies(headers);
+    if set.is_empty() {
+        return None;
+    }
+    crate::policy::cookies::set_cookie_word(&set, cookie, (now / 1000) as i64)
+}
+
+/// An answer's `Set-Cookie` values.
+pub fn set_cookies(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+/// Whether a request's body is an HTML form (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// A request refused before classification: counted under its reason.

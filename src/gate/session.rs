@@ -10,9 +10,11 @@ use crate::config::{IdleBy, Product};
 use crate::domain::{now_ms, Claim, Full, FullReason, Gone, Millis, SessionKey, Touch};
 use crate::ledger::{LedgerError, SharedLedger};
 use crate::policy::activity::{self, Counts};
-use crate::policy::classify::RequestFacts;
+use crate::policy::classify::{self, RequestFacts};
 use crate::policy::seat::{self, Stale};
 use crate::presence::{self, Verdict};
+use http::HeaderMap;
+use pingora_http::RequestHeader;
 
 impl Gate {
     pub(super) async fn session(
@@ -186,16 +188,23 @@ impl Gate {
         secs
     }
 
-    /// A seat holder's request whose activity hinged on the response's media type: now known.
+    /// A seat holder's request whose activity hinged on the response's media type: now known
+    /// (`resp`: the response's headers).
     pub async fn on_response_type(
         &self,
         p: &Product,
         key: SessionKey,
-        facts: &RequestFacts<'_>,
-        content_type: &str,
+        req: &RequestHeader,
+        resp: &HeaderMap,
         rec: &mut Record,
     ) {
-        if activity::counts(&p.session, facts, Some(content_type)) == Counts::Activity {
+        let content_type = resp
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let path = classify::normalize_path(req.uri.path());
+        let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
+        if activity::counts(&p.session, &facts, Some(content_type)) == Counts::Activity {
             if let Err(e) = self.ledger.touch_as(&key, true, now_ms()).await {
                 log::debug!("product {}: activity not recorded: {e}", p.name);
             }

@@ -103,11 +103,22 @@ impl T {
     }
 
     async fn ask(&self, session: Option<&str>, ask: Ask<'_>, now: Millis) -> (Decision, Record) {
+        self.ask_with(session, ask, now, None).await
+    }
+
+    async fn ask_with(
+        &self,
+        session: Option<&str>,
+        ask: Ask<'_>,
+        now: Millis,
+        query: Option<&str>,
+    ) -> (Decision, Record) {
         let headers = form();
         let r = SeatRequest {
             product: self.p(),
             client: None,
             headers: &headers,
+            query,
             session: session.map(key),
             now,
             ask,
@@ -432,17 +443,17 @@ async fn store_errors_follow_on_store_error() {
 #[tokio::test]
 async fn heartbeats_answer_gone_hide_limited_ok_and_the_idle_warning() {
     let t = gate(", presence_timeout: 90s, idle_warning: 2m", "");
-    let beat = |hint| Ask::Heartbeat { hint, input: false };
-    let (d, rec) = t.ask(None, beat(false), NOW).await;
+    let hide = Some("hint=hide");
+    let (d, rec) = t.ask(None, Ask::Heartbeat, NOW).await;
     assert!(matches!(d, Decision::Deny(Denial::NoSeat)));
     assert_eq!(rec.heartbeat, Some(Beat::Gone));
-    let (d, _) = t.ask(Some("nope"), beat(false), NOW).await;
+    let (d, _) = t.ask(Some("nope"), Ask::Heartbeat, NOW).await;
     assert!(matches!(d, Decision::Deny(Denial::NoSeat)));
     t.logged_in("ann", "s1").await;
     // Its first request makes the standby seat active.
     let (d, _) = t.ask(Some("s1"), Ask::Session(Counts::Activity), NOW).await;
     assert!(matches!(d, Decision::Forward(Watch::Held(_))));
-    let (d, rec) = t.ask(Some("s1"), beat(true), NOW).await;
+    let (d, rec) = t.ask_with(Some("s1"), Ask::Heartbeat, NOW, hide).await;
     assert!(matches!(
         d,
         Decision::Answer(Answer::Beat { idle_secs: None })
@@ -451,7 +462,7 @@ async fn heartbeats_answer_gone_hide_limited_ok_and_the_idle_warning() {
     // Beats keep presence (90 s) but are no activity: the warning shows two minutes
     // before the idle end (ten minutes), counted once for the stretch of idleness.
     for m in 1..=9 {
-        let (d, rec) = t.ask(Some("s1"), beat(false), NOW + m * MIN).await;
+        let (d, rec) = t.ask(Some("s1"), Ask::Heartbeat, NOW + m * MIN).await;
         let want = match m {
             8 => Some(120),
             9 => Some(60),
@@ -466,7 +477,7 @@ async fn heartbeats_answer_gone_hide_limited_ok_and_the_idle_warning() {
     let later = NOW + 9 * MIN;
     let mut limited = None;
     for i in 0..30 {
-        let (d, rec) = t.ask(Some("s1"), beat(false), later + 2 + i).await;
+        let (d, rec) = t.ask(Some("s1"), Ask::Heartbeat, later + 2 + i).await;
         if let Decision::Deny(Denial::TooManyBeats { retry_after_secs }) = d {
             limited = Some((rec.heartbeat, retry_after_secs));
             break;
@@ -480,16 +491,7 @@ async fn heartbeats_answer_gone_hide_limited_ok_and_the_idle_warning() {
 #[tokio::test]
 async fn heartbeat_store_errors_are_503_not_410() {
     let t = gate_on(down(), ", presence_timeout: 90s", "");
-    let (d, rec) = t
-        .ask(
-            Some("s1"),
-            Ask::Heartbeat {
-                hint: false,
-                input: false,
-            },
-            NOW,
-        )
-        .await;
+    let (d, rec) = t.ask(Some("s1"), Ask::Heartbeat, NOW).await;
     assert!(matches!(d, Decision::Deny(Denial::StoreError)));
     assert_eq!(rec.heartbeat, Some(Beat::Error));
 }

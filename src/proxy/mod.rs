@@ -6,20 +6,20 @@
 
 mod wire;
 
-use self::wire::{app_word_on, read_body, relay, set_cookies, set_device_cookie, set_forwarded};
-use crate::app::{App, Runtime};
+use self::wire::{read_body, set_device_cookie, set_forwarded};
+use crate::app::{App, Finished, Runtime};
 use crate::appclient::{self, AppClient};
 use crate::config::{Mode, Product};
 use crate::domain::{now_ms, SessionKey};
 use crate::gate::{
-    self, AppAnswer, Ask, Commit, Decision, Denial, Form, KeepTouched, Outcome, Record,
-    SeatRequest, Verdict, Verified, Verify, Watch,
+    self, AppAnswer, Ask, Commit, Decision, Denial, Form, KeepTouched, Record, SeatRequest,
+    Verdict, Verified, Verify, Watch,
 };
 use crate::policy::activity;
 use crate::policy::classify::{self, Action, RequestFacts};
 use crate::policy::cookies::{self, RequestSession};
 use crate::policy::hostile::{self, Limits};
-use crate::presence::{self, Injector};
+use crate::presence::Injector;
 use crate::responses::{self, Canned};
 use ::http::{Method, StatusCode};
 use async_trait::async_trait;
@@ -68,14 +68,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn product<'a>(&self, rt: &'a Runtime) -> Option<&'a Arc<Product>> {
-        self.product.and_then(|i| rt.config.products.get(i))
-    }
-
     /// This request's product, from the config snapshot the request started with.
     fn product_arc(&self) -> Option<Arc<Product>> {
-        let rt = self.rt.as_ref()?;
-        self.product(rt).cloned()
+        self.rt
+            .as_ref()?
+            .config
+            .products
+            .get(self.product?)
+            .cloned()
     }
 }
 
@@ -142,6 +142,7 @@ impl Gateway {
             product: p,
             client: ctx.client,
             headers: &s.req_header().headers,
+            query: s.req_header().uri.query(),
             session: key,
             now: now_ms(),
             ask,
@@ -168,6 +169,7 @@ impl Gateway {
             product: p,
             client: ctx.client,
             headers: &s.req_header().headers,
+            query: s.req_header().uri.query(),
             session: key,
             now: now_ms(),
             ask: Ask::Login { body: read },
@@ -200,31 +202,14 @@ impl Gateway {
             },
         };
         // The product's own peer: plain or TLS with its SNI and CA, as the proxy connects.
-        let peer = ctx
-            .product
-            .and_then(|i| ctx.rt.as_ref().and_then(|rt| rt.peer(i)));
+        let peer = ctx.product.and_then(|i| ctx.rt.as_ref()?.peer(i));
         let host = s.req_header().headers.get(::http::header::HOST).cloned();
-        let (answer, verdict) = match peer.clone() {
-            None => (None, Verdict::Unreachable),
-            Some(peer) => {
-                let mut req = appclient::login_request(s.req_header(), body.len())?;
-                set_forwarded(s, &mut req, ctx.rt.as_deref())?;
-                match self.client.call(peer, req, body).await {
-                    Ok((h, b)) => {
-                        let value = cookies::set_cookie_value(&set_cookies(&h), &p.session.cookie);
-                        let v = value.map_or(Verdict::NoSession, Verdict::Session);
-                        (Some((h, b)), v)
-                    }
-                    Err(why) => {
-                        log::warn!(
-                            "product {}: login sent for self-service failed: {why}",
-                            p.name
-                        );
-                        (None, Verdict::Unreachable)
-                    }
-                }
-            }
-        };
+        let mut req = appclient::login_request(s.req_header(), body.len())?;
+        set_forwarded(s, &mut req, ctx.rt.as_deref())?;
+        let (cookie, name) = (&p.session.cookie, &p.name);
+        let (answer, verdict) = (self.client)
+            .verify_login(peer.clone(), req, body, cookie, name)
+            .await;
         let value = match &verdict {
             Verdict::Session(v) => Some(v.clone()),
             _ => None,
@@ -236,43 +221,17 @@ impl Gateway {
         ) {
             (Verified::Relay { device }, Some((mut h, b))) => {
                 set_device_cookie(&mut h, p, device.as_deref())?;
-                relay(s, h, b).await
+                appclient::relay(s, h, b).await
             }
             (Verified::Deny { denial, logout }, _) => {
                 if let (true, Some(peer), Some(value)) = (logout, peer, value) {
-                    self.logout_at_app(peer, p, host, &value);
+                    self.client.logout_session(peer, p, host, &value);
                 }
                 self.deny(s, ctx, Some(p), &denial).await
             }
             (Verified::Relay { .. }, None) => {
                 self.deny(s, ctx, Some(p), &Denial::AppUnreachable).await
             }
-        }
-    }
-
-    /// Logs the session the browser never got out at the app, off the request path.
-    fn logout_at_app(
-        &self,
-        peer: HttpPeer,
-        p: &Product,
-        host: Option<::http::HeaderValue>,
-        value: &str,
-    ) {
-        let Some(rule) = &p.logout else {
-            log::info!(
-                "product {}: no logout path configured; the app session of a self-service offer lives until the app drops it",
-                p.name
-            );
-            return;
-        };
-        let cookie = format!("{}={value}", p.session.cookie);
-        match appclient::logout_request(rule.method.as_ref(), &rule.path, host, &cookie) {
-            Ok(req) => self.client.logout(appclient::Logout {
-                peer,
-                product: p.name.clone(),
-                req,
-            }),
-            Err(e) => log::warn!("product {}: cannot build the logout request: {e}", p.name),
         }
     }
 
@@ -285,16 +244,7 @@ impl Gateway {
                 Err(_) => Form::TooLarge,
                 Ok(b) => {
                     body = b;
-                    let is_form = s
-                        .req_header()
-                        .headers
-                        .get(::http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.split(';').next())
-                        .is_some_and(|v| {
-                            v.trim()
-                                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                        });
+                    let is_form = gate::is_form(&s.req_header().headers);
                     Form::Body {
                         is_form,
                         body: &body,
@@ -303,71 +253,6 @@ impl Gateway {
             }
         };
         self.ask(s, ctx, p, None, Ask::SelfService(form)).await
-    }
-
-    /// Metrics and the audit line of a finished request, from its record.
-    fn record(&self, ctx: &Ctx) {
-        let m = &self.app.metrics;
-        let rec = &ctx.rec;
-        if let Some(b) = rec.bad_request {
-            m.bad_requests.with_label_values(&[b.as_str()]).inc();
-        }
-        let Some(rt) = ctx.rt.as_ref() else { return };
-        let secs = ctx.started.elapsed().as_secs_f64();
-        let action = ctx.action.unwrap_or(Action::Pass);
-        let (Some(p), Some(series)) = (ctx.product(rt), ctx.product.and_then(|i| rt.series.get(i)))
-        else {
-            // No product matched: only the denial and its time are known.
-            if let Some(reason) = rec.denied() {
-                m.denials
-                    .with_label_values(&["none", "default", reason])
-                    .inc();
-            }
-            m.request_duration
-                .with_label_values(&["none", action.label()])
-                .observe(secs);
-            return;
-        };
-        let name = p.name.as_str();
-        let client = gate::client_label(p, ctx.client);
-        if rec.store_error {
-            let policy = gate::store_error_label(p.on_store_error);
-            m.store_errors.with_label_values(&[name, policy]).inc();
-        }
-        if rec.ignored {
-            m.requests_ignored.with_label_values(&[name]).inc();
-        }
-        if rec.idle_warning {
-            m.idle_warnings.with_label_values(&[name]).inc();
-        }
-        if let Some(b) = rec.heartbeat {
-            m.heartbeats.with_label_values(&[name, b.as_str()]).inc();
-        }
-        if let Some(r) = rec.self_service {
-            m.self_service.with_label_values(&[name, r.as_str()]).inc();
-        }
-        if let Some(pass) = rec.check {
-            series.check(ctx.client, pass);
-        }
-        if let Some(r) = rec.login {
-            m.logins
-                .with_label_values(&[name, client, r.as_str()])
-                .inc();
-        }
-        match rec.outcome {
-            Outcome::Denied(gate::DenyReason::CheckFull) => series.check_denied(ctx.client),
-            Outcome::Denied(reason) => m
-                .denials
-                .with_label_values(&[name, client, reason.as_str()])
-                .inc(),
-            _ => {}
-        }
-        if let Some(e) = &rec.audit {
-            let a = &self.app.audit;
-            let (event, fields) = e.to_line(name, |u| a.user(u));
-            a.record(event, fields);
-        }
-        series.duration(action, secs);
     }
 }
 
@@ -458,7 +343,6 @@ impl ProxyHttp for Gateway {
         );
         ctx.action = Some(action);
         ctx.request_key = key;
-        let query = req.uri.query();
         let ask = match action {
             Action::Session | Action::Logout | Action::Heartbeat if ambiguous => Ask::Ambiguous,
             Action::Pass => Ask::Pass,
@@ -466,10 +350,7 @@ impl ProxyHttp for Gateway {
             Action::Check => Ask::Check,
             // Decided from the facts classification already built.
             Action::Session => Ask::Session(activity::counts(&p.session, &facts, None)),
-            Action::Heartbeat => Ask::Heartbeat {
-                hint: presence::is_hide_hint(query),
-                input: presence::is_input(query),
-            },
+            Action::Heartbeat => Ask::Heartbeat,
             // Boxed: an async fn's future is as large as its largest branch, and pingora
             // copies this one whole on every request; the login and self-service flows (body
             // reads, `100 Continue`, calls to the app) are kilobytes that checks and
@@ -524,19 +405,11 @@ impl ProxyHttp for Gateway {
             resp.insert_header("x-seatgate-notice", format!("session-ending; in={secs}"))?;
         }
         if !matches!(ctx.watch, Watch::Nothing) {
-            let commit = {
-                let location = resp
-                    .headers
-                    .get(::http::header::LOCATION)
-                    .and_then(|v| v.to_str().ok());
-                let a = AppAnswer {
-                    status: resp.status,
-                    location,
-                    word: app_word_on(resp, &p.session.cookie),
-                };
-                let gate = &self.app.gate;
-                Box::pin(gate.on_app_answer(&p, &mut ctx.watch, &a, now_ms(), &mut ctx.rec)).await
-            };
+            let now = now_ms();
+            let a = AppAnswer::of(resp.status, &resp.headers, &p.session.cookie, now);
+            let gate = &self.app.gate;
+            let commit =
+                Box::pin(gate.on_app_answer(&p, &mut ctx.watch, &a, now, &mut ctx.rec)).await;
             match commit {
                 Commit::Keep { holds } => ctx.holds_seat = holds,
                 Commit::Admitted { device } => {
@@ -555,17 +428,8 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(h) = ctx.watch.held().filter(|h| h.by_response).copied() {
-            let content_type = resp
-                .headers
-                .get(::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let req = s.req_header();
-            let path = classify::normalize_path(req.uri.path());
-            let facts = RequestFacts::new(&req.method, &req.uri, &req.headers).with_path(&path);
             let gate = &self.app.gate;
-            gate.on_response_type(&p, h.key, &facts, content_type, &mut ctx.rec)
-                .await;
+            (gate.on_response_type(&p, h.key, s.req_header(), &resp.headers, &mut ctx.rec)).await;
         }
         if resp.status == StatusCode::SWITCHING_PROTOCOLS {
             if let (Some(key), true) = (ctx.watch.key(), ctx.holds_seat) {
@@ -577,7 +441,12 @@ impl ProxyHttp for Gateway {
             let script = ctx
                 .product
                 .and_then(|i| ctx.rt.as_ref()?.scripts.get(i)?.as_ref());
-            ctx.inject = wire::plan_injection(s, resp, script, ending_at)?;
+            if let Some(page) = gate::plan_injection(s.req_header(), resp, script, ending_at)? {
+                if page.close {
+                    s.set_keepalive(None);
+                }
+                ctx.inject = Some(page.inject);
+            }
         }
         Ok(())
     }
@@ -620,9 +489,16 @@ impl ProxyHttp for Gateway {
             .gate
             .on_no_answer(watch, now_ms(), &mut ctx.rec)
             .await;
-        self.record(ctx);
-        if self.app.access_log.enabled() {
-            wire::access_log(&self.app, s, ctx);
-        }
+        let f = Finished {
+            rt: ctx.rt.as_deref(),
+            product: ctx.product,
+            client: ctx.client,
+            action: ctx.action.unwrap_or(Action::Pass),
+            started: ctx.started,
+            rec: &ctx.rec,
+            request_key: ctx.request_key,
+        };
+        self.app.record(&f);
+        self.app.log_access(s, &f);
     }
 }
