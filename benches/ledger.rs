@@ -7,8 +7,9 @@ mod common;
 
 use common::{claim, spec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use seatgate::domain::{PoolKey, Reservation, SessionKey};
 use seatgate::ledger::memory::MemoryLedger;
-use seatgate::ledger::{NoObserver, PoolKey, Reservation, SeatLedger, SessionKey};
+use seatgate::ledger::{NoObserver, SeatLedger};
 use std::sync::Arc;
 
 fn ledger(seats: u32) -> Arc<MemoryLedger> {
@@ -23,7 +24,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let now = seatgate::ledger::now_ms();
+    let now = seatgate::domain::now_ms();
 
     let mut g = c.benchmark_group("ledger");
     for held in [10u32, 500] {
@@ -53,7 +54,7 @@ fn benches(c: &mut Criterion) {
                         };
                         let key = SessionKey::new("bench", &i.to_string());
                         l.commit(&lease, &c, key, now).await.unwrap();
-                        l.release(&key, seatgate::ledger::ReleaseReason::Logout, now)
+                        l.release(&key, seatgate::domain::ReleaseReason::Logout, now)
                             .await
                             .unwrap();
                     })
@@ -88,7 +89,7 @@ fn benches(c: &mut Criterion) {
                 journaled.commit(&lease, &c, key, now).await.unwrap();
                 let _ = journaled.touch(&key, now).await.unwrap();
                 journaled
-                    .release(&key, seatgate::ledger::ReleaseReason::Logout, now)
+                    .release(&key, seatgate::domain::ReleaseReason::Logout, now)
                     .await
                     .unwrap();
             })

@@ -10,8 +10,9 @@ mod common;
 
 use common::{claim, spec};
 use seatgate::config::{RedisConfig, RedisTarget};
+use seatgate::domain::{ReleaseReason, Reservation, SessionKey};
 use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{NoObserver, ReleaseReason, Reservation, SeatLedger, SessionKey};
+use seatgate::ledger::{NoObserver, SeatLedger};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
 //! What both ledger benches measure against: one pool of `seats` and a login claim per user.
 
-use seatgate::config::file::SeatsPer;
 use seatgate::config::Grant;
-use seatgate::ledger::{Claim, PoolKey, PoolSpec};
+use seatgate::domain::SeatsPer;
+use seatgate::domain::{Claim, PoolKey, PoolSpec};
 
 pub fn spec(seats: u32) -> PoolSpec {
     PoolSpec {

@@ -4,12 +4,13 @@
 
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::domain::SeatsPer;
+use seatgate::domain::{
+    Claim, Millis, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord,
+    SessionKey,
+};
 use seatgate::ledger::memory::MemoryLedger;
 use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{
-    Claim, LedgerObserver, Millis, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation,
-    SeatId, SeatLedger, SeatRecord, SessionKey,
-};
+use seatgate::ledger::{LedgerObserver, SeatLedger};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -5,10 +5,11 @@
 
 use crate::common::*;
 use seatgate::domain::SeatsPer;
-use seatgate::ledger::{
-    EndOutcome, FullReason, Gone, LedgerError, Lookup, PauseOutcome, PoolKey, ReleaseReason,
-    Reservation, SeatId, SeatLedger, SeatState, Shared, Touch,
+use seatgate::domain::{
+    EndOutcome, FullReason, Gone, Lookup, PauseOutcome, PoolKey, ReleaseReason, Reservation,
+    SeatId, SeatState, Touch,
 };
+use seatgate::ledger::{LedgerError, SeatLedger, Shared};
 use std::sync::Arc;
 
 fn held(t: &Touch) -> (SeatId, SeatState, Option<u64>) {
@@ -979,7 +980,7 @@ async fn clock_offset_steps_redis_time(kind: Kind) {
         return;
     };
     r.use_caller_clock(false);
-    let now = seatgate::ledger::now_ms();
+    let now = seatgate::domain::now_ms();
     let a = login(st.l(), "default", "ann", "A", now).await;
     assert_eq!(held(&r.touch(&key("A"), now).await.unwrap()).0, a);
     r.set_clock_offset_ms(599_000);

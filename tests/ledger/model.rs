@@ -8,10 +8,11 @@
 use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use seatgate::ledger::{
-    Claim, EndOutcome, Gone, Lease, LedgerError, Millis, PauseOutcome, PoolKey, PoolSpec,
-    ReleaseReason, Reservation, SeatId, SeatState, Touch,
+use seatgate::domain::{
+    Claim, EndOutcome, Gone, Lease, Millis, PauseOutcome, PoolKey, PoolSpec, ReleaseReason,
+    Reservation, SeatId, SeatState, Touch,
 };
+use seatgate::ledger::LedgerError;
 use std::collections::HashMap;
 
 const COOKIES: usize = 6;
