@@ -7,11 +7,11 @@ use super::{
 };
 use crate::config::Product;
 use crate::domain::{
-    Claim, Full, Lookup, Millis, Reservation, SeatState, SeatsPer, SessionKey, Touch,
+    Claim, Full, Lookup, Millis, PoolKey, Reservation, SeatState, SeatsPer, SessionKey, Touch,
 };
 use crate::policy::classify::{self, BadLogin};
 use crate::policy::cookies;
-use crate::policy::selfserve::{self, FullLogin};
+use crate::policy::selfserve::{self, FullLogin, Hold};
 
 impl Gate {
     pub(super) async fn login(
@@ -136,17 +136,27 @@ impl Gate {
             return;
         };
         if let (Some(h), Some(user)) = (held, login.claim.user.as_deref()) {
-            if h.until > now {
-                let ledger = self.ledger.as_ref();
-                let put = self
-                    .tokens
-                    .put_hold(ledger, &login.claim.pool, user, h, now);
-                if put.await.is_ok() {
-                    return;
-                }
+            if h.until > now && self.put_hold(&login.claim.pool, user, h, now).await.is_ok() {
+                return;
             }
         }
         self.ledger.cancel(&lease).await;
+    }
+
+    /// Holds a seat for `user` (`Tokens::put_hold`); a hold it replaces gives its
+    /// reservation back at once.
+    pub(super) async fn put_hold(
+        &self,
+        pool: &PoolKey,
+        user: &str,
+        hold: Hold,
+        now: Millis,
+    ) -> Result<(), String> {
+        let ledger = self.ledger.as_ref();
+        if let Some(old) = self.tokens.put_hold(ledger, pool, user, hold, now).await? {
+            ledger.cancel(&old).await;
+        }
+        Ok(())
     }
 }
 

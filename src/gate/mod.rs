@@ -41,6 +41,9 @@ use crate::policy::selfserve::{Hold, TokenError};
 use crate::presence::{self, HeartbeatLimiter, IdleWarnings};
 use http::{HeaderMap, StatusCode};
 
+/// The self-service form carries one token: a larger body is refused unread.
+pub const MAX_FORM: usize = 4096;
+
 /// The admission service. One per process: the heartbeat limits, idle warnings and
 /// self-service state outlive reloads like the seats they concern.
 pub struct Gate {

@@ -283,11 +283,7 @@ impl Gate {
                     lease: lease.id,
                     until: now + ttl,
                 };
-                match self
-                    .tokens
-                    .put_hold(ledger, &pool, &offer.user, hold, now)
-                    .await
-                {
+                match self.put_hold(&pool, &offer.user, hold, now).await {
                     Ok(()) => Some(hold),
                     Err(e) => {
                         log::warn!("product {}: cannot hold the freed seat: {e}", p.name);

@@ -2,7 +2,7 @@
 //! with, the marks of used tokens and the seats held for users who freed one.
 
 use crate::domain::{Lease, Millis, PoolKey};
-use crate::ledger::{LedgerError, SeatLedger, Shared};
+use crate::ledger::{LedgerError, Shared, SharedState};
 use crate::policy::selfserve::{EndOffer, Hold, Holds, Spend, Spent, TokenKey};
 
 const MAX_SPENT: usize = 100_000;
@@ -42,11 +42,11 @@ impl Tokens {
 
     /// The signing key. Asked of the store on first use rather than at start: the store's
     /// connection is made inside the proxy's runtime. A store error is not remembered.
-    pub async fn key(&self, ledger: &dyn SeatLedger) -> std::result::Result<TokenKey, LedgerError> {
+    pub async fn key(&self, store: &dyn SharedState) -> std::result::Result<TokenKey, LedgerError> {
         self.key
             .get_or_try_init(|| async {
                 let mine = hex(&rand::random::<[u8; 32]>());
-                match ledger.shared_once(SHARED_KEY, &mine, None).await? {
+                match store.shared_once(SHARED_KEY, &mine, None).await? {
                     Shared::Local => Ok(self.local_key.clone()),
                     Shared::Value(k) => unhex32(&k).map(TokenKey::from_bytes).ok_or_else(|| {
                         LedgerError::Unavailable(format!(
@@ -62,13 +62,13 @@ impl Tokens {
     /// Marks `offer` used, in the store when it is shared, else here.
     pub async fn spend(
         &self,
-        ledger: &dyn SeatLedger,
+        store: &dyn SharedState,
         offer: &EndOffer,
         now: Millis,
     ) -> std::result::Result<Spend, LedgerError> {
         let mine = format!("{:x}", rand::random::<u64>());
         let ttl = offer.expires.saturating_sub(now);
-        match ledger
+        match store
             .shared_once(&spent_name(offer), &mine, Some(ttl))
             .await?
         {
@@ -79,27 +79,27 @@ impl Tokens {
     }
 
     /// Gives a token back after the store failed to end its seat, so the button can be retried.
-    pub async fn refund(&self, ledger: &dyn SeatLedger, offer: &EndOffer) {
+    pub async fn refund(&self, store: &dyn SharedState, offer: &EndOffer) {
         self.spent.refund(offer);
-        if let Err(e) = ledger.shared_swap(&spent_name(offer), None, 1).await {
+        if let Err(e) = store.shared_swap(&spent_name(offer), None, 1).await {
             log::warn!("cannot give back a self-service token: {e}");
         }
     }
 
     /// Remembers a held seat for `user`, in the store when it is shared (so the user's next
-    /// login finds it on any replica), else here. A hold it replaces (the user freed a second
-    /// seat before coming back) gives its reservation back at once.
+    /// login finds it on any replica), else here. Answers the lease of a hold it replaced (the
+    /// user freed a second seat before coming back), whose reservation the caller gives back.
     pub async fn put_hold(
         &self,
-        ledger: &dyn SeatLedger,
+        store: &dyn SharedState,
         pool: &PoolKey,
         user: &str,
         hold: Hold,
         now: Millis,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Option<Lease>, String> {
         let value = format!("{:x}:{}", hold.lease, hold.until);
         let ttl = hold.until.saturating_sub(now);
-        let replaced = match ledger
+        let replaced = match store
             .shared_swap(&hold_name(pool, user), Some(&value), ttl)
             .await
         {
@@ -113,21 +113,18 @@ impl Tokens {
                 .filter(|h| h.until > now),
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(old) = replaced {
-            ledger.cancel(&held_lease(pool, old)).await;
-        }
-        Ok(())
+        Ok(replaced.map(|old| held_lease(pool, old)))
     }
 
     /// The user's unexpired held seat in `pool`, removed: a login is about to use it.
     pub async fn take_hold(
         &self,
-        ledger: &dyn SeatLedger,
+        store: &dyn SharedState,
         pool: &PoolKey,
         user: &str,
         now: Millis,
     ) -> Option<Hold> {
-        match ledger.shared_swap(&hold_name(pool, user), None, 1).await {
+        match store.shared_swap(&hold_name(pool, user), None, 1).await {
             Ok(Shared::Local) => self.holds.take(pool, user, now),
             Ok(Shared::Value(old)) => old
                 .as_deref()

@@ -1,7 +1,7 @@
 //! Self-service from a full-pool denial: may a denied login be offered to end one of the
 //! user's *own* sessions, and the signed tokens that carry such an offer.
 //!
-//! The offer is only made after the app has verified the credentials (the proxy forwards the
+//! The offer is only made after the app has verified the credentials (the gateway sends it the
 //! login, keeps the new session from the browser and logs it out at the app), so knowing a user
 //! name is never enough to end that user's sessions. A token names one seat of one user of one
 //! product, expires quickly and is spent on first use. With a shared store (Redis) the key and
@@ -14,7 +14,8 @@
 //! and continue" really continues even while others are logging in.
 //!
 //! Pure: keys, ids and time are inputs; [`Spent`] and [`Holds`] only remember ids in memory
-//! (the single-process store's case; the proxy keeps them in a shared store when there is one).
+//! (the single-process store's case; `gate::Tokens` keeps them in a shared store when there is
+//! one).
 
 use crate::ledger::{Millis, PoolKey, SeatId, SeatRecord, SeatState};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
