@@ -24,12 +24,13 @@ use super::{
     SeatState, SessionKey, Shared, SharedState, Touch,
 };
 use crate::domain::SeatsPer;
-use crate::policy::admission::{self, Admit, Holders};
+use crate::policy::admission::{self, Admit, Counts};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -202,7 +203,7 @@ impl SeatLedger for MemoryLedger {
             match map.get(&spec.key) {
                 Some(slot) => {
                     *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone());
-                    drop(slot.lock());
+                    slot.lock().rewatch(spec);
                 }
                 None => {
                     map.insert(
@@ -442,6 +443,7 @@ impl SeatLedger for MemoryLedger {
                         if !live.state().uncounted() {
                             // Uncounted sessions keep their state: ending must not count them.
                             live.set_state(SeatState::Ending);
+                            st.watch(&live, &live.slot.spec(), now);
                         }
                         ops.push(Op::Put(Box::new(live.record())));
                         (EndOutcome::Ending { at }, None, self.submit(ops))
@@ -474,7 +476,7 @@ impl SeatLedger for MemoryLedger {
             if !matches!(live.state(), SeatState::Active | SeatState::Standby) {
                 return Ok(PauseOutcome::WrongState);
             }
-            st.seats.remove(&id);
+            st.remove_seat(&id);
             let mut ops = Vec::new();
             if live.overflow() {
                 // Its overflow time ends here; a resume is admitted within capacity.

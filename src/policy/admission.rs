@@ -29,9 +29,38 @@ pub enum Admit {
     Deny(Full),
 }
 
-fn group_of(groups: &[GroupLimit], user: Option<&str>) -> Option<usize> {
+/// The first group `user` belongs to (a user in two groups counts in the first).
+pub fn group_of(groups: &[GroupLimit], user: Option<&str>) -> Option<usize> {
     let u = user?;
     groups.iter().position(|g| g.users.contains(u))
+}
+
+/// What admission needs to know of the holders, for one asking user: how many hold, how many
+/// of them are that user, and how many are in each group (by [`group_of`]). A store that keeps
+/// these counts as seats come and go decides without walking the pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub in_use: u32,
+    pub mine: u32,
+    pub per_group: Vec<u32>,
+}
+
+impl Holders<'_> {
+    pub fn counts(&self, spec: &PoolSpec, user: Option<&str>) -> Counts {
+        let mut per_group = vec![0u32; spec.groups.len()];
+        for h in &self.users {
+            if let Some(g) = group_of(&spec.groups, *h) {
+                per_group[g] += 1;
+            }
+        }
+        Counts {
+            in_use: self.users.len() as u32,
+            mine: user.map_or(0, |u| {
+                self.users.iter().filter(|h| **h == Some(u)).count() as u32
+            }),
+            per_group,
+        }
+    }
 }
 
 /// Decides one admission. `overflow_left_ms` is what remains of the pool's overflow allowance.
@@ -42,8 +71,25 @@ pub fn admit(
     now: Millis,
     overflow_left_ms: Option<u64>,
 ) -> Admit {
+    admit_counts(
+        spec,
+        &holders.counts(spec, user),
+        user,
+        now,
+        overflow_left_ms,
+    )
+}
+
+/// [`admit`] from counts. `counts.per_group` has one entry per group of `spec`.
+pub fn admit_counts(
+    spec: &PoolSpec,
+    counts: &Counts,
+    user: Option<&str>,
+    now: Millis,
+    overflow_left_ms: Option<u64>,
+) -> Admit {
     let capacity = spec.capacity(now);
-    let in_use = holders.users.len() as u32;
+    let in_use = counts.in_use;
     let full = |reason| {
         Admit::Deny(Full {
             in_use,
@@ -52,21 +98,15 @@ pub fn admit(
         })
     };
 
-    if let (Some(max), Some(u)) = (spec.max_sessions, user) {
-        let mine = holders.users.iter().filter(|h| **h == Some(u)).count() as u32;
-        if mine >= max {
+    if let (Some(max), Some(_)) = (spec.max_sessions, user) {
+        if counts.mine >= max {
             return full(FullReason::UserMax);
         }
     }
     let my_group = group_of(&spec.groups, user);
-    let mut per_group = vec![0u32; spec.groups.len()];
-    let mut general_used = 0u32;
-    for h in &holders.users {
-        match group_of(&spec.groups, *h) {
-            Some(g) => per_group[g] += 1,
-            None => general_used += 1,
-        }
-    }
+    let per_group = &counts.per_group;
+    let in_groups: u32 = per_group.iter().sum();
+    let mut general_used = in_use.saturating_sub(in_groups);
     if let Some(g) = my_group {
         if spec.groups[g].max.is_some_and(|m| per_group[g] >= m) {
             return full(FullReason::GroupMax);

@@ -99,7 +99,7 @@ impl MemoryLedger {
                 continue;
             }
             if rec.state.holds_seat() {
-                slot.lock().seats.insert(rec.id, live.clone());
+                slot.lock().insert_seat(live.clone(), &slot.spec(), now);
             }
             if let Some(k) = rec.session {
                 me.by_session.insert(k, live.clone());

@@ -85,9 +85,10 @@ impl MemoryLedger {
                     (Activated::Now(SeatState::Active), Vec::new(), w)
                 }
                 SeatState::Paused => {
-                    let (holders, expired) = Self::holders(&st, &spec, now);
+                    let user = live.user.as_deref();
+                    let (counts, expired) = Self::holders(&mut st, &spec, user, now);
                     if matches!(
-                        admission::admit(&spec, &holders, live.user.as_deref(), now, None),
+                        admission::admit_counts(&spec, &counts, user, now, None),
                         Admit::Deny(_)
                     ) {
                         st.denied += 1;
@@ -95,7 +96,7 @@ impl MemoryLedger {
                     } else {
                         live.last_activity.store(now, Ordering::Release);
                         live.set_state(SeatState::Active);
-                        st.seats.insert(live.id, live.clone());
+                        st.insert_seat(live.clone(), &spec, now);
                         Self::bump_peak(&mut st, &spec, now);
                         let w = self.submit(vec![Op::Put(Box::new(live.record()))]);
                         (Activated::Resumed, expired, w)
@@ -161,14 +162,16 @@ impl MemoryLedger {
                 let mut overflow = fresh.as_ref().is_some_and(|p| p.overflow);
                 if overflow {
                     // Reserved beyond capacity, but a seat left meanwhile: it fits now.
-                    let (holders, _) = Self::holders(&st, &spec, now);
-                    overflow = holders.users.len() as u32 >= spec.capacity(now);
+                    let (counts, exp) = Self::holders(&mut st, &spec, None, now);
+                    expired = exp;
+                    overflow = counts.in_use >= spec.capacity(now);
                 }
                 if !fresh.as_ref().is_some_and(|p| p.counts) {
-                    let (holders, exp) = Self::holders(&st, &spec, now);
-                    expired = exp;
+                    let user = claim.user.as_deref();
+                    let (counts, exp) = Self::holders(&mut st, &spec, user, now);
+                    expired.extend(exp);
                     let left = Self::overflow_left(&st, &spec, now);
-                    match admission::admit(&spec, &holders, claim.user.as_deref(), now, left) {
+                    match admission::admit_counts(&spec, &counts, user, now, left) {
                         Admit::Deny(_) => lost = true,
                         a => overflow = a == Admit::Overflow,
                     }
@@ -181,7 +184,7 @@ impl MemoryLedger {
                     if let Some(other) = self.claim_session(session, &live, now) {
                         return Ok(other);
                     }
-                    st.seats.insert(live.id, live.clone());
+                    st.insert_seat(live.clone(), &spec, now);
                     self.by_id.insert(live.id, live.clone());
                     Self::bump_peak(&mut st, &spec, now);
                     self.gone.remove(&session);
@@ -206,7 +209,7 @@ impl MemoryLedger {
             match moved {
                 Some(old) => self.unmove_session(&live, old, session),
                 None => {
-                    slot.lock().seats.remove(&live.id);
+                    slot.lock().remove_seat(&live.id);
                     self.by_id.remove_if(&live.id, |_, v| Arc::ptr_eq(v, &live));
                     self.by_session
                         .remove_if(&session, |_, v| Arc::ptr_eq(v, &live));

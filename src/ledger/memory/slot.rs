@@ -31,7 +31,16 @@ impl PoolSlot {
 #[derive(Default)]
 pub(super) struct PoolState {
     /// Seats that count (standby, active, ending); paused and uncounted ones are not here.
+    /// Changed only through `insert_seat` and `remove_seat`, which keep the indexes below.
     pub(super) seats: HashMap<SeatId, Arc<Live>>,
+    /// A lower bound of every counted seat's deadline (see [`bound`]), earliest first: the
+    /// seats that may have lapsed by `now` are found without walking the pool. Entries of
+    /// seats released since are dropped when they come up.
+    pub(super) deadlines: BinaryHeap<Reverse<(Millis, SeatId)>>,
+    /// Seats found past their deadline and not yet released: no longer counted.
+    pub(super) doomed: HashSet<SeatId>,
+    /// The counted seats of each user: reuse and per-user and group counts look here.
+    pub(super) by_user: HashMap<String, Vec<SeatId>>,
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) peak: u32,
     pub(super) denied: u64,
@@ -53,6 +62,153 @@ pub(super) struct Pending {
     pub(super) overflow: bool,
 }
 
+/// A lower bound of the seat's deadline from `now` on. Activity only moves a deadline later;
+/// the one change that moves it earlier without the pool lock is a first heartbeat (presence
+/// then applies), which cannot come before `now` and so ends no sooner than `now` plus the
+/// presence timeout. An end (`ending_at`) and a new spec are re-watched under the lock.
+pub(super) fn bound(spec: &PoolSpec, t: &SeatTimes, now: Millis) -> Millis {
+    let d = deadline(spec, t);
+    match spec.presence_timeout {
+        Some(pt) if t.last_heartbeat == 0 => d.min(t.last_activity.max(now).saturating_add(pt)),
+        _ => d,
+    }
+}
+
+impl PoolState {
+    pub(super) fn insert_seat(&mut self, live: Arc<Live>, spec: &PoolSpec, now: Millis) {
+        self.watch(&live, spec, now);
+        if let Some(u) = &live.user {
+            self.by_user.entry(u.clone()).or_default().push(live.id);
+        }
+        self.seats.insert(live.id, live);
+    }
+
+    pub(super) fn remove_seat(&mut self, id: &SeatId) -> Option<Arc<Live>> {
+        let live = self.seats.remove(id)?;
+        self.doomed.remove(id);
+        if let Some(u) = &live.user {
+            if let Some(ids) = self.by_user.get_mut(u) {
+                ids.retain(|x| x != id);
+                if ids.is_empty() {
+                    self.by_user.remove(u);
+                }
+            }
+        }
+        Some(live)
+    }
+
+    /// Records the seat's deadline bound again: after it was admitted, or ended earlier.
+    pub(super) fn watch(&mut self, live: &Live, spec: &PoolSpec, now: Millis) {
+        self.deadlines
+            .push(Reverse((bound(spec, &live.times(), now), live.id)));
+    }
+
+    /// Every seat watched afresh (a new spec, or too many entries of released seats).
+    pub(super) fn rewatch(&mut self, spec: &PoolSpec) {
+        self.doomed.clear();
+        let bounds: Vec<_> = self
+            .seats
+            .values()
+            .map(|l| Reverse((bound(spec, &l.times(), 0), l.id)))
+            .collect();
+        self.deadlines = BinaryHeap::from(bounds);
+    }
+
+    /// The seats past their deadline at `now`, each found once (then `doomed` until
+    /// released): the amortised cost is per seat that lapses, not per seat held.
+    pub(super) fn due(&mut self, spec: &PoolSpec, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
+        if self.deadlines.len() > 2 * self.seats.len() + 1024 {
+            let doomed = std::mem::take(&mut self.doomed);
+            self.rewatch(spec);
+            self.doomed = doomed;
+        }
+        let mut out = Vec::new();
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(live) = self.seats.get(&id).cloned() else {
+                continue;
+            };
+            if self.doomed.contains(&id) {
+                continue;
+            }
+            let t = live.times();
+            match expiry(spec, &t, now) {
+                Some(r) => {
+                    self.doomed.insert(id);
+                    out.push((live, r));
+                }
+                None => {
+                    let at = bound(spec, &t, now).max(now + 1);
+                    self.deadlines.push(Reverse((at, id)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Doomed seats that hold again (a store whose clock went back) are counted and watched.
+    pub(super) fn undoom(&mut self, spec: &PoolSpec, now: Millis) {
+        let back: Vec<Arc<Live>> = self
+            .doomed
+            .iter()
+            .filter_map(|id| self.seats.get(id))
+            .filter(|l| expiry(spec, &l.times(), now).is_none())
+            .cloned()
+            .collect();
+        for l in back {
+            self.doomed.remove(&l.id);
+            self.watch(&l, spec, now);
+        }
+    }
+
+    /// Who holds the pool at `now`, as admission counts it for `user`. Exact once [`Self::due`]
+    /// has run under the same lock; costs the pool's groups' sizes and its pending logins,
+    /// never its seats.
+    pub(super) fn counts(&self, spec: &PoolSpec, user: Option<&str>, now: Millis) -> Counts {
+        let holding =
+            |ids: &Vec<SeatId>| ids.iter().filter(|id| !self.doomed.contains(id)).count() as u32;
+        let groups = &spec.groups;
+        let mut c = Counts {
+            in_use: (self.seats.len() - self.doomed.len()) as u32,
+            mine: user.and_then(|u| self.by_user.get(u)).map_or(0, holding),
+            per_group: vec![0; groups.len()],
+        };
+        let members: usize = groups.iter().map(|g| g.users.len()).sum();
+        if members <= self.by_user.len() {
+            for (g, group) in groups.iter().enumerate() {
+                for u in &group.users {
+                    if admission::group_of(groups, Some(u)) == Some(g) {
+                        c.per_group[g] += self.by_user.get(u.as_str()).map_or(0, holding);
+                    }
+                }
+            }
+        } else if !groups.is_empty() {
+            for (u, ids) in &self.by_user {
+                if let Some(g) = admission::group_of(groups, Some(u)) {
+                    c.per_group[g] += holding(ids);
+                }
+            }
+        }
+        for p in self
+            .pending
+            .values()
+            .filter(|p| p.counts && p.expires > now)
+        {
+            c.in_use += 1;
+            if user.is_some() && p.user.as_deref() == user {
+                c.mine += 1;
+            }
+            if let Some(g) = admission::group_of(groups, p.user.as_deref()) {
+                c.per_group[g] += 1;
+            }
+        }
+        c
+    }
+}
+
 pub(super) fn overflow_counter(key: &PoolKey) -> String {
     format!("overflow_ms/{}/{}", key.product, key.pool)
 }
@@ -62,35 +218,23 @@ pub(super) fn ended_counter(id: SeatId) -> String {
 }
 
 impl MemoryLedger {
-    /// Holders of a pool at `now`, expired seats and lapsed leases excluded (the seats are
-    /// returned for release).
-    pub(super) fn holders<'a>(
-        st: &'a PoolState,
+    /// Holders of a pool at `now` as admission counts them for `user`, expired seats and
+    /// lapsed leases excluded (the seats are returned for release).
+    pub(super) fn holders(
+        st: &mut PoolState,
         spec: &PoolSpec,
+        user: Option<&str>,
         now: Millis,
-    ) -> (Holders<'a>, Vec<(Arc<Live>, ReleaseReason)>) {
-        let mut users = Vec::with_capacity(st.seats.len() + st.pending.len());
-        let mut expired = Vec::new();
-        for live in st.seats.values() {
-            match expiry(spec, &live.times(), now) {
-                Some(r) => expired.push((live.clone(), r)),
-                None => users.push(live.user.as_deref()),
-            }
-        }
-        for p in st.pending.values() {
-            if p.counts && p.expires > now {
-                users.push(p.user.as_deref());
-            }
-        }
-        (Holders::new(users), expired)
+    ) -> (Counts, Vec<(Arc<Live>, ReleaseReason)>) {
+        let expired = st.due(spec, now);
+        (st.counts(spec, user, now), expired)
     }
 
     /// A seat was taken: the peak counts what holds now (seats past their deadline that no
-    /// sweep has released yet do not).
+    /// sweep has released yet do not; those found here are left doomed for the sweep).
     pub(super) fn bump_peak(st: &mut PoolState, spec: &PoolSpec, now: Millis) {
-        let (holders, _) = Self::holders(st, spec, now);
-        let n = holders.users.len() as u32;
-        st.peak = st.peak.max(n);
+        let (counts, _) = Self::holders(st, spec, None, now);
+        st.peak = st.peak.max(counts.in_use);
     }
 
     pub(super) fn overflow_left(st: &PoolState, spec: &PoolSpec, now: Millis) -> Option<u64> {
@@ -111,9 +255,11 @@ impl MemoryLedger {
             SeatsPer::User => true,
             SeatsPer::Session => false,
         };
-        st.seats
-            .values()
-            .filter(|l| l.user.as_deref() == Some(user) && same_device(l))
+        st.by_user
+            .get(user)?
+            .iter()
+            .filter_map(|id| st.seats.get(id))
+            .filter(|l| same_device(l))
             .filter(|l| matches!(l.state(), SeatState::Active | SeatState::Standby))
             .filter(|l| expiry(spec, &l.times(), now).is_none())
             .max_by_key(|l| l.last_activity.load(Ordering::Relaxed))
@@ -203,12 +349,12 @@ impl MemoryLedger {
                 };
                 return Ok(Reservation::Granted(lease));
             }
-            let (holders, expired) = Self::holders(&st, &spec, now);
-            let in_use = holders.users.len() as u32;
+            let (counts, expired) = Self::holders(&mut st, &spec, claim.user.as_deref(), now);
+            let in_use = counts.in_use;
             let overflow_left = Self::overflow_left(&st, &spec, now);
-            let outcome = match admission::admit(
+            let outcome = match admission::admit_counts(
                 &spec,
-                &holders,
+                &counts,
                 claim.user.as_deref(),
                 now,
                 overflow_left,
@@ -245,8 +391,14 @@ impl MemoryLedger {
         let slot = self.slot(pool)?;
         let spec = slot.spec();
         let mut st = slot.view();
+        let may_lapse = st.deadlines.peek().map_or(Millis::MAX, |r| r.0 .0);
         let held = match st.held_until {
             Some((held, until)) if now < until => held,
+            // No seat may have lapsed: the count is the seats not doomed, plus pending logins.
+            _ if now < may_lapse => {
+                let pending = st.pending.values().filter(|p| p.counts && p.expires > now);
+                (st.seats.len() - st.doomed.len() + pending.count()) as u32
+            }
             _ => {
                 let mut until = Millis::MAX;
                 let mut held = 0u32;

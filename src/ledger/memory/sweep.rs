@@ -28,7 +28,7 @@ impl MemoryLedger {
         self.by_id
             .remove_if(&live.id, |_, v| Arc::ptr_eq(v, live))?;
         let spec = live.slot.spec();
-        if st.seats.remove(&live.id).is_some() {
+        if st.remove_seat(&live.id).is_some() {
             if live.overflow() {
                 st.overflow_used_ms += live.overflow_ms(&spec, at);
                 ops.push(Op::Counter(
@@ -160,7 +160,10 @@ impl MemoryLedger {
         self.expire_all(expired, now).await;
         self.stop_spent_overflow(now).await;
         for slot in self.slots() {
-            slot.lock().pending.retain(|_, p| p.expires > now);
+            let spec = slot.spec();
+            let mut st = slot.lock();
+            st.pending.retain(|_, p| p.expires > now);
+            st.undoom(&spec, now);
         }
         let mut forget = Vec::new();
         self.gone.retain(|k, (_, until)| {
