@@ -1,8 +1,6 @@
 //! What both ledger benches measure against: one pool of `seats` and a login claim per user.
 
-use seatgate::config::Grant;
-use seatgate::domain::SeatsPer;
-use seatgate::domain::{Claim, PoolKey, PoolSpec};
+use seatgate::domain::{Claim, Grant, PoolKey, PoolSpec, SeatsPer};
 
 pub fn spec(seats: u32) -> PoolSpec {
     PoolSpec {

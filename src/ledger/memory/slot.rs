@@ -472,6 +472,7 @@ mod tests {
     use super::*;
     use crate::domain::{Grant, SeatsPer};
     use crate::ledger::{Claim, NoObserver};
+    use crate::policy::admission::Holders;
 
     fn spec(presence: Option<Millis>) -> PoolSpec {
         PoolSpec {
@@ -506,6 +507,84 @@ mod tests {
         let k = SessionKey::new("p", &i.to_string());
         l.commit(&lease, &c, k, now).await.unwrap();
         k
+    }
+
+    /// The pool's indexes count holders exactly as a walk over every seat does (the rule
+    /// `admission::admit` applies), with groups (one user in two), pending logins, users
+    /// without a name, and seats that lapsed without a sweep.
+    #[tokio::test]
+    async fn indexed_counts_are_the_walked_counts() {
+        use crate::domain::GroupLimit;
+        let group = |name: &str, users: &[&str]| GroupLimit {
+            name: name.into(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+            reserve: 1,
+            max: None,
+        };
+        let mut sp = spec(None);
+        sp.grants[0].seats = 50;
+        sp.groups = vec![group("a", &["u1", "u2", "u3"]), group("b", &["u3", "u4"])];
+        let l = MemoryLedger::volatile(Arc::new(NoObserver));
+        l.configure(&[sp.clone()]);
+        let claim = |i: u64, user: Option<&str>| Claim {
+            pool: sp.key.clone(),
+            user: user.map(String::from),
+            device: None,
+            client: "web".into(),
+            lease_id: 1000 + i,
+        };
+        let users = [
+            Some("u1"),
+            Some("u3"),
+            Some("u3"),
+            Some("u4"),
+            None,
+            Some("u9"),
+        ];
+        for (i, u) in users.iter().enumerate() {
+            let c = claim(i as u64, *u);
+            let Reservation::Granted(lease) = l.reserve(&c, 10 * i as u64).await.unwrap() else {
+                panic!("no seat")
+            };
+            // The last two stay pending logins.
+            if i < 4 {
+                let k = SessionKey::new("p", &i.to_string());
+                l.commit(&lease, &c, k, 10 * i as u64).await.unwrap();
+            }
+        }
+        let slot = l.slot(&sp.key).unwrap();
+        // At 1_015 the seats of u1 and u3 (committed at 0 and 10) lapsed idle, unswept.
+        for now in [40, 1_015] {
+            let mut st = slot.lock();
+            let expired = st.due(&sp, now);
+            let mut walked: Vec<Option<&str>> = st
+                .seats
+                .values()
+                .filter(|l| expiry(&sp, &l.times(), now).is_none())
+                .map(|l| l.user.as_deref())
+                .collect();
+            walked.extend(
+                st.pending
+                    .values()
+                    .filter(|p| p.counts && p.expires > now)
+                    .map(|p| p.user.as_deref()),
+            );
+            assert_eq!(expired.len(), if now == 40 { 0 } else { 2 });
+            for user in [
+                None,
+                Some("u1"),
+                Some("u3"),
+                Some("u4"),
+                Some("u9"),
+                Some("zz"),
+            ] {
+                assert_eq!(
+                    st.counts(&sp, user, now),
+                    Holders::new(walked.clone()).counts(&sp, user),
+                    "at {now} for {user:?}"
+                );
+            }
+        }
     }
 
     /// The cached count of `available` must follow every way a seat stops counting: idle
