@@ -4,8 +4,10 @@
 //! The login goes out of band (pingora's HTTP/1 client) rather than through the proxied
 //! response, because a bodiless upstream answer (a 302) leaves no body phase in which to put
 //! the offer page; this path only runs when the pool is full. Logouts go to one worker task
-//! through a bounded queue: a burst of offers cannot pile up tasks, a full queue drops (and
-//! logs and counts) the logout, and a worker that died is started again by the next logout.
+//! through a bounded queue and run at most `LOGOUT_PARALLEL` at once: a burst of offers
+//! cannot pile up tasks, a full queue drops (and logs and counts) the logout, and a worker
+//! that ended is started again by the next logout. Its tasks end with it (dropping the
+//! client aborts the worker, and its `JoinSet` aborts what it runs).
 
 use crate::config::Product;
 use crate::gate::Verdict;
@@ -30,6 +32,8 @@ const MAX_APP_BODY: usize = 1 << 20;
 /// Logouts waiting for the worker; past this they are dropped (the app session then lives
 /// until the app drops it, as with no logout path).
 const LOGOUT_QUEUE: usize = 256;
+/// Logouts under way at once.
+const LOGOUT_PARALLEL: usize = 8;
 
 /// Headers of one hop only; never copied between the two connections.
 pub const HOP_BY_HOP: [&str; 8] = [
@@ -181,33 +185,46 @@ impl Drop for AppClient {
     }
 }
 
+/// Runs the queued logouts, up to `LOGOUT_PARALLEL` at once (one slow app must not hold
+/// up the others), each within `LOGOUT_TIMEOUT`.
 async fn logouts(
     connector: Arc<Connector>,
     mut rx: mpsc::Receiver<Logout>,
     failures: Arc<AtomicU64>,
 ) {
-    while let Some(Logout { peer, product, req }) = rx.recv().await {
-        let sent = tokio::time::timeout(LOGOUT_TIMEOUT, call(&connector, peer, req, Bytes::new()));
-        let failed = match sent.await {
-            Ok(Ok((h, _))) => {
-                log::debug!(
-                    "product {product}: logged out the session of a self-service offer ({})",
-                    h.status
-                );
-                false
-            }
-            Ok(Err(e)) => {
-                log::warn!("product {product}: logout of an offered login failed: {e}");
-                true
-            }
-            Err(_) => {
-                log::warn!("product {product}: logout of an offered login timed out");
-                true
-            }
-        };
-        if failed {
-            failures.fetch_add(1, Ordering::Relaxed);
+    let mut running = tokio::task::JoinSet::new();
+    while let Some(job) = rx.recv().await {
+        while running.len() >= LOGOUT_PARALLEL {
+            running.join_next().await;
         }
+        while running.try_join_next().is_some() {}
+        running.spawn(logout(connector.clone(), job, failures.clone()));
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn logout(connector: Arc<Connector>, job: Logout, failures: Arc<AtomicU64>) {
+    let Logout { peer, product, req } = job;
+    let sent = tokio::time::timeout(LOGOUT_TIMEOUT, call(&connector, peer, req, Bytes::new()));
+    let failed = match sent.await {
+        Ok(Ok((h, _))) => {
+            log::debug!(
+                "product {product}: logged out the session of a self-service offer ({})",
+                h.status
+            );
+            false
+        }
+        Ok(Err(e)) => {
+            log::warn!("product {product}: logout of an offered login failed: {e}");
+            true
+        }
+        Err(_) => {
+            log::warn!("product {product}: logout of an offered login timed out");
+            true
+        }
+    };
+    if failed {
+        failures.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -307,4 +324,54 @@ pub async fn relay(
         s.write_response_body(Some(body), true).await?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn logout_to(addr: std::net::SocketAddr) -> Logout {
+        let req = logout_request(None, "/logout", None, "SID=abc").unwrap();
+        Logout {
+            peer: HttpPeer::new(addr, false, String::new()),
+            product: "crm".into(),
+            req,
+        }
+    }
+
+    #[tokio::test]
+    async fn logouts_reach_the_app_through_the_worker_and_failures_are_counted() {
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = app.local_addr().unwrap();
+        let client = AppClient::new();
+        client.logout(logout_to(addr));
+        let (mut conn, _) = app.accept().await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the request's end");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let seen = String::from_utf8_lossy(&seen).to_lowercase();
+        assert!(seen.starts_with("get /logout http/1.1"), "{seen}");
+        assert!(seen.contains("cookie: sid=abc"), "{seen}");
+        conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        drop(conn);
+        // Nothing listens where the next one goes: counted as failed.
+        drop(app);
+        client.logout(logout_to(addr));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.failures() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "failure not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(client.failures(), 1);
+    }
 }

@@ -129,3 +129,101 @@ fn offer_of(o: &OfferPage) -> Offer<'_> {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Full, FullReason, Gone};
+    use crate::policy::classify::BadLogin;
+    use crate::policy::hostile::BadRequest;
+    use crate::policy::selfserve::TokenError;
+
+    fn product() -> std::sync::Arc<Product> {
+        let yaml = "listen: 127.0.0.1:1
+admin: { listen: 127.0.0.1:2 }
+store: { kind: embedded, path: /tmp/x.redb }
+products:
+  - name: crm
+    upstream: 127.0.0.1:3
+    session: { cookie: SID, idle_timeout: 10m, max_lifetime: 1h }
+    login: { path: /login, method: POST, user: { form_field: username } }
+    seats: 1
+    clients:
+      - kind: api
+        match: { path_prefix: /api }
+        on_full: { status: 429, body: busy }
+";
+        let c = crate::config::parse(yaml).unwrap();
+        c.products[0].clone()
+    }
+
+    #[test]
+    fn every_denial_has_its_answer() {
+        let p = product();
+        let d = Denials::new(&p);
+        let full = Full {
+            in_use: 1,
+            capacity: 1,
+            reason: FullReason::Pool,
+        };
+        let cases = [
+            (Denial::NoProduct, None, 404),
+            (
+                Denial::Refused(BadRequest::all()[0]),
+                None,
+                BadRequest::all()[0].status().as_u16(),
+            ),
+            (Denial::BadLogin(BadLogin::NotUtf8), None, 400),
+            (Denial::AmbiguousSession, None, 400),
+            (Denial::StoreError, None, 503),
+            (Denial::CheckFull, Some(0), 429),
+            (Denial::Full { full, offer: None }, Some(0), 429),
+            (
+                Denial::Full { full, offer: None },
+                None,
+                d.get(None).status.as_u16(),
+            ),
+            (Denial::Expired(Gone::Unknown), None, 302),
+            (Denial::AppUnreachable, None, 502),
+            (Denial::NoSeat, None, 410),
+            (
+                Denial::TooManyBeats {
+                    retry_after_secs: 3,
+                },
+                None,
+                429,
+            ),
+            (Denial::SelfService(Refusal::NotPost), None, 405),
+            (Denial::SelfService(Refusal::TooLarge), None, 413),
+            (Denial::SelfService(Refusal::NotForm), None, 415),
+            (Denial::SelfService(Refusal::Busy), None, 503),
+            (
+                Denial::SelfService(Refusal::Token(TokenError::Spent)),
+                None,
+                410,
+            ),
+        ];
+        for (denial, client, status) in cases {
+            let c = render(&denial, Some(&p), Some(&d), client, 0);
+            assert_eq!(c.status.as_u16(), status, "{denial:?}");
+        }
+        // A configured answer is the prebuilt one, not a copy.
+        let c = render(&Denial::CheckFull, Some(&p), Some(&d), Some(0), 0);
+        assert!(matches!(c, Cow::Borrowed(_)));
+        // Refused requests close the connection; without a product only what needs none.
+        let bad = BadRequest::all()[0];
+        let c = render(&Denial::Refused(bad), None, None, None, 0);
+        assert!(c
+            .headers
+            .iter()
+            .any(|(k, v)| k == http::header::CONNECTION && v == "close"));
+        assert_eq!(render(&Denial::NoProduct, None, None, None, 0).status, 404);
+        let beat = answer(&Answer::Beat { idle_secs: Some(5) }, &p);
+        assert_eq!(beat.status, 204);
+        assert!(beat
+            .headers
+            .iter()
+            .any(|(k, v)| *k == IDLE_HEADER && v == "5"));
+        assert_eq!(answer(&Answer::SelfServiceDone, &p).status, 303);
+    }
+}
