@@ -16,6 +16,15 @@
 //! heartbeat are written by `flush` in batches, so after a crash they may lag by at most one
 //! flush period (`store.flush_interval`). Reservations of logins in flight are not journaled:
 //! their requests die with the process.
+//!
+//! Admission cost does not grow with the pool: a pool keeps its seats by user and a heap of
+//! lower bounds of their deadlines, so a login finds only the seats that lapsed since the last
+//! one and counts holders per user and group without walking the seats (`slot`). Pools with
+//! an overflow allowance still walk their seats for the time overflow seats used.
+//!
+//! Layout: `live` (a seat's atomics), `slot` (a pool's state, admission, counts), `sessions`
+//! (cookies to sessions, commit, rekey), `sweep` (releases, expiry, flush), `restore` (the
+//! journal replayed at open).
 
 use super::journal::{self, Journal, Op, Written};
 use super::{

@@ -7,6 +7,11 @@
 //! The ledger applies the admission rules atomically (exactness is its job) but the rules
 //! themselves are pure functions in `policy::admission` and `policy::seat`, so every backend
 //! asks the same questions. Time is always an input (`now`, unix milliseconds).
+//!
+//! The seat vocabulary lives in `crate::domain` (re-exported here while callers move to it);
+//! this module owns the store traits (`SeatLedger`, its supertrait `SharedState` for the few
+//! shared values self-service keeps), `LedgerError` and the observer. It imports no config:
+//! pools arrive as `PoolSpec`s, the Redis target as `domain::RedisConfig`.
 
 pub mod journal;
 pub mod memory;

@@ -25,6 +25,10 @@
 //! Connection: the client is built at start (bad URLs fail then) but connects on first use,
 //! inside pingora's runtimes: a connection made on the short-lived runtime that opens the
 //! ledger would die with it. A failed connect is retried at most every [`RECONNECT_BACKOFF`].
+//!
+//! Layout: `conn` (clients, connecting, health), `scripts` (the Lua sources and one call of
+//! them), `wire` (the strict codec of their answers), `cache` (the session cache and
+//! verification), `view` (the pool view and the listings).
 
 use super::{
     Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
