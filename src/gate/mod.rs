@@ -321,9 +321,13 @@ pub enum Verified {
 
 impl Gate {
     pub fn new(ledger: SharedLedger) -> Self {
+        Self::with_tokens(ledger, Tokens::new())
+    }
+
+    pub fn with_tokens(ledger: SharedLedger, tokens: Tokens) -> Self {
         Gate {
             ledger,
-            tokens: Tokens::new(),
+            tokens,
             limiter: HeartbeatLimiter::default(),
             warned: IdleWarnings::default(),
         }

@@ -641,3 +641,29 @@ async fn self_service_refuses_what_is_not_a_valid_form() {
         assert_eq!(rec.outcome, Outcome::Answered);
     }
 }
+
+#[tokio::test]
+async fn self_service_is_busy_rather_than_forget_a_used_token() {
+    let mut t = gate("", "");
+    t.gate = Gate::with_tokens(memory(), Tokens::with_caps(1, 1));
+    t.gate
+        .ledger()
+        .configure(&crate::config::pool_specs(&t.cfg.products[0]));
+    t.logged_in("ann", "s1").await;
+    let first = format!("token={}", offer(&t).await);
+    let second = format!("token={}", offer(&t).await);
+    fn post(b: &str) -> Ask<'_> {
+        Ask::SelfService(Form::Body {
+            is_form: true,
+            body: b.as_bytes(),
+        })
+    }
+    let (d, _) = t.ask(None, post(&first), NOW).await;
+    assert!(matches!(d, Decision::Answer(Answer::SelfServiceDone)));
+    let (d, rec) = t.ask(None, post(&second), NOW).await;
+    assert!(
+        matches!(d, Decision::Deny(Denial::SelfService(Refusal::Busy))),
+        "{d:?}"
+    );
+    assert_eq!(rec.self_service, None, "busy is not a token's fault");
+}

@@ -32,11 +32,17 @@ impl Default for Tokens {
 
 impl Tokens {
     pub fn new() -> Self {
+        Self::with_caps(MAX_SPENT, MAX_HOLDS)
+    }
+
+    /// At most `spent` used tokens and `holds` held seats remembered in this process (the
+    /// backstops past which self-service answers "busy" or holds nothing).
+    pub fn with_caps(spent: usize, holds: usize) -> Self {
         Tokens {
             local_key: TokenKey::random(),
             key: tokio::sync::OnceCell::new(),
-            spent: Spent::new(MAX_SPENT),
-            holds: Holds::new(MAX_HOLDS),
+            spent: Spent::new(spent),
+            holds: Holds::new(holds),
         }
     }
 
