@@ -93,26 +93,34 @@ local function group_of(user)
   return nil
 end
 
--- policy::admission::admit. `users` lists the holders' users (false = no user).
-local function admit(users, user, now, overflow_left)
+-- policy::admission::Counts: how many hold, how many of them are `user`, how many are in
+-- each group. `add` counts one holder's user (false = no user).
+local function new_counts(user)
+  local c = { in_use = 0, mine = 0, per_group = {} }
+  for i = 1, #spec.groups do c.per_group[i] = 0 end
+  function c.add(h)
+    c.in_use = c.in_use + 1
+    if h and h == user then c.mine = c.mine + 1 end
+    local g = nil
+    if h then g = group_of(h) end
+    if g then c.per_group[g] = c.per_group[g] + 1 end
+  end
+  return c
+end
+
+-- policy::admission::admit_counts.
+local function admit(c, user, now, overflow_left)
   local cap = capacity(now)
-  local in_use = #users
+  local in_use = c.in_use
   local function full(reason) return { kind = 'full', in_use = in_use, capacity = cap, reason = reason } end
   local max_sessions = str(spec.max_sessions)
   if max_sessions and user then
-    local mine = 0
-    for _, h in ipairs(users) do if h == user then mine = mine + 1 end end
-    if mine >= max_sessions then return full('user_max') end
+    if c.mine >= max_sessions then return full('user_max') end
   end
   local my_group = group_of(user)
-  local per_group = {}
-  for i = 1, #spec.groups do per_group[i] = 0 end
-  local general_used = 0
-  for _, h in ipairs(users) do
-    local g = nil
-    if h then g = group_of(h) end
-    if g then per_group[g] = per_group[g] + 1 else general_used = general_used + 1 end
-  end
+  local per_group = c.per_group
+  local general_used = in_use
+  for i = 1, #spec.groups do general_used = general_used - per_group[i] end
   if my_group then
     local m = str(spec.groups[my_group].max)
     if m and per_group[my_group] >= m then return full('group_max') end
@@ -236,25 +244,25 @@ local function grouped()
   return #spec.groups > 0 or str(spec.max_sessions) ~= nil
 end
 
--- The users of every seat and counting lease (only read when groups or max_sessions need them).
-local function holders(now)
-  local users = {}
+-- The holders of every seat and counting lease, counted for `user` (after `purge`). Only a
+-- pool with groups or max_sessions reads their users; any other counts two cardinalities.
+local function holders(now, user)
+  local c = new_counts(user)
   if not grouped() then
-    local n = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
-    for i = 1, n do users[i] = false end
-    return users
+    c.in_use = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
+    return c
   end
   for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
     local r = load(id)
-    table.insert(users, (r and str(r.user)) or false)
+    c.add((r and str(r.user)) or false)
   end
   for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
     local p = redis.call('HGET', PINFO, lid)
     local u = false
     if p then u = str(cjson.decode(p).user) or false end
-    table.insert(users, u)
+    c.add(u)
   end
-  return users
+  return c
 end
 
 local function overflow_left(now)
@@ -343,7 +351,7 @@ if op == 'reserve' then
   end
   local reuse = reusable(user, device, now)
   if reuse then return answer({ kind = 'granted', reuse = reuse, overflow = false, now = now }) end
-  local users = holders(now)
+  local users = holders(now, user)
   local a = admit(users, user, now, overflow_left(now))
   if a.kind == 'full' then
     redis.call('HINCRBY', STATS, 'denied', 1)
@@ -353,7 +361,7 @@ if op == 'reserve' then
   local overflow = a.kind == 'overflow'
   redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
   redis.call('ZADD', PEND, now + ttl, lease)
-  bump_peak(#users + 1)
+  bump_peak(users.in_use + 1)
   return answer({ kind = 'granted', overflow = overflow, now = now })
 
 elseif op == 'commit' then
@@ -395,7 +403,7 @@ elseif op == 'commit' then
     end
   else
     -- The lease expired (slow app) or its reusable seat went away: admit afresh.
-    local a = admit(holders(now), user, now, overflow_left(now))
+    local a = admit(holders(now, user), user, now, overflow_left(now))
     if a.kind == 'full' then return answer({ kind = 'lost' }) end
     overflow = a.kind == 'overflow'
   end
@@ -449,7 +457,7 @@ elseif op == 'touch' or op == 'heartbeat' then
   if r.state == 'paused' then
     -- A request from a paused session resumes it, if a seat is free.
     purge(now)
-    local a = admit(holders(now), str(r.user), now, nil)
+    local a = admit(holders(now, str(r.user)), str(r.user), now, nil)
     if a.kind == 'full' then
       redis.call('HINCRBY', STATS, 'denied', 1)
       return answer({ kind = 'gone', reason = 'paused', epoch = epoch() })
@@ -476,7 +484,7 @@ elseif op == 'restore' then
     return answer({ kind = 'skip' })
   end
   if not uncounted(r) then
-    local a = admit(holders(now), str(r.user), now, nil)
+    local a = admit(holders(now, str(r.user)), str(r.user), now, nil)
     if a.kind == 'full' then return answer({ kind = 'full' }) end
     if r.state ~= 'ending' then r.state = 'active' end
   end
@@ -550,7 +558,7 @@ elseif op == 'pause' or op == 'resume' then
   end
   if r.state ~= 'paused' then return answer({ kind = 'wrong_state' }) end
   purge(now)
-  local a = admit(holders(now), str(r.user), now, nil)
+  local a = admit(holders(now, str(r.user)), str(r.user), now, nil)
   if a.kind == 'full' then
     redis.call('HINCRBY', STATS, 'denied', 1)
     return answer({ kind = 'full' })
@@ -701,8 +709,8 @@ elseif op == 'rules' then
   -- Test hook: the pure rules on given inputs, so tests can check they agree with Rust.
   -- ARGV: case JSON {users, user, now, overflow_left, seat}
   local c = cjson.decode(ARGV[3])
-  local users = {}
-  for i, u in ipairs(c.users) do users[i] = str(u) or false end
+  local users = new_counts(str(c.user))
+  for _, u in ipairs(c.users) do users.add(str(u) or false) end
   local ol = c.overflow_left
   if ol == cjson.null then ol = nil end
   local a = admit(users, str(c.user), c.now, ol)
