@@ -176,26 +176,9 @@ fn the_parser_sees_groups_and_skips_comments_and_tests() {
     );
 }
 
-/// Violations left from before the restructuring (issue 14), being removed; none may be added.
-const KNOWN: &[&str] = &[
-    "config -> policy",
-    "config -> presence",
-    "config -> responses",
-    "cycle config -> policy -> config",
-    "cycle config -> presence -> ledger -> policy -> config",
-    "cycle config -> presence -> policy -> config",
-    "cycle config -> presence -> responses -> config",
-    "cycle config -> presence -> responses -> ledger -> policy -> config",
-    "cycle config -> responses -> config",
-    "cycle config -> responses -> ledger -> policy -> config",
-    "cycle ledger -> policy -> ledger",
-    "policy -> ledger",
-];
-
 #[test]
 fn no_inner_module_imports_an_outer_one_and_no_cycles() {
-    let mut found = violations(&graph());
-    found.retain(|v| !KNOWN.contains(&v.as_str()));
+    let found = violations(&graph());
     assert!(
         found.is_empty(),
         "module graph rules broken:\n  {}",

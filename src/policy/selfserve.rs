@@ -17,7 +17,7 @@
 //! (the single-process store's case; `gate::Tokens` keeps them in a shared store when there is
 //! one).
 
-use crate::ledger::{Millis, PoolKey, SeatId, SeatRecord, SeatState};
+use crate::domain::{Millis, PoolKey, SeatId, SeatRecord, SeatState};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
