@@ -22,25 +22,38 @@ impl Gate {
         now: Millis,
         rec: &mut Record,
     ) -> Commit {
+        let (key, logout, holds) = match &*watch {
+            Watch::Nothing => return Commit::Keep { holds: false },
+            Watch::Session(k) => (*k, false, false),
+            Watch::Held(h) => (h.key, false, true),
+            Watch::Logout(k) => (*k, true, false),
+            Watch::Login(_) | Watch::Adopt(..) => return self.settle(p, watch, a, now, rec).await,
+        };
+        let released = self.app_word(p, key, logout, a, now).await;
+        Commit::Keep {
+            holds: holds && !released,
+        }
+    }
+
+    /// A login or an adoption meets the app's answer; what is watched after it is at most
+    /// the adopted cookie. Both are boxed: rare, and larger than a seat holder's answer.
+    async fn settle(
+        &self,
+        p: &Product,
+        watch: &mut Watch,
+        a: &AppAnswer<'_>,
+        now: Millis,
+        rec: &mut Record,
+    ) -> Commit {
         match std::mem::take(watch) {
-            Watch::Nothing => Commit::Keep { holds: false },
             Watch::Login(login) => Box::pin(self.login_answer(p, *login, a, now, rec)).await,
             Watch::Adopt(key, claim) => {
                 *watch = Watch::Session(key);
                 Box::pin(self.adopt_answer(p, key, &claim, a, now, rec)).await
             }
-            w @ (Watch::Session(_) | Watch::Held(_) | Watch::Logout(_)) => {
-                let (key, logout, holds) = match &w {
-                    Watch::Session(k) => (*k, false, false),
-                    Watch::Held(h) => (h.key, false, true),
-                    Watch::Logout(k) => (*k, true, false),
-                    _ => unreachable!("matched above"),
-                };
-                *watch = w;
-                let released = self.app_word(p, key, logout, a, now).await;
-                Commit::Keep {
-                    holds: holds && !released,
-                }
+            other => {
+                *watch = other;
+                Commit::Keep { holds: false }
             }
         }
     }

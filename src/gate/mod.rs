@@ -6,11 +6,12 @@
 //! first. The app's answer comes back as an [`AppAnswer`] and gives a [`Commit`]. Exempt and
 //! named users, devices, re-logins, self-service holds, `on_store_error`, adoption and the
 //! app's word on its cookie are all decided here; what a request did (the metric outcomes and
-//! audit events) is written into its [`Record`], which the proxy turns into metrics and audit
-//! lines once, when the request is logged.
+//! audit events) is written into its [`Record`], which `App::record` turns into metrics and
+//! audit lines once, when the proxy logs the request.
 //!
 //! Time is an input (`now`), the store is a `SeatLedger`, and nothing here knows pingora's
-//! `Session`: the table tests drive it with a memory ledger and a fixed clock.
+//! `Session` (only the page splice, `plan_injection`, rewrites a response header): the table
+//! tests drive it with a memory ledger and a fixed clock.
 
 mod answer;
 mod login;
