@@ -297,16 +297,21 @@ async fn handle(
     Ok(r.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }
 
-/// A port nothing listened on a moment ago, for a server that must be given a number and
-/// cannot be handed a socket (redis-server). Whoever uses it checks that the server it
-/// reaches is its own (see `OwnRedis`), so a lost race fails loudly instead of talking to a
-/// stranger.
+/// A port reserved for this test, for a server that must be given a number and cannot be
+/// handed a socket (redis-server, or the gateway binding its own config). The reservation is
+/// a socket bound to it with SO_REUSEADDR and never listening, held until the test process
+/// ends (nextest runs each test in its own): the kernel hands the port to no `:0` bind and no
+/// other process can bind it without SO_REUSEADDR, while a server that sets it (Redis and
+/// pingora both do) binds and listens on it normally. `OwnRedis` also checks the pid of the
+/// server it reaches.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static RESERVED: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.set_reuseaddr(true).unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    RESERVED.lock().unwrap().push(s);
+    port
 }
 
 /// A port that refuses connections for as long as the returned socket lives: bound, so no
@@ -379,6 +384,26 @@ impl Gateway {
         sockets.extend(extra);
         let listen = sockets[0].local_addr().unwrap();
         let admin = sockets[1].local_addr().unwrap();
+        Self::launch(dir, yaml, vars, sockets, listen, admin).await
+    }
+
+    /// As `start`, but handed no sockets: the gateway binds its configured addresses itself,
+    /// as every deployment without socket activation does (on `free_port()` reservations).
+    pub async fn start_binding(yaml: &str, vars: &[(&str, String)]) -> Gateway {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (listen, admin) = (at(free_port()), at(free_port()));
+        Self::launch(dir, yaml, vars, Vec::new(), listen, admin).await
+    }
+
+    async fn launch(
+        dir: Arc<tempfile::TempDir>,
+        yaml: &str,
+        vars: &[(&str, String)],
+        sockets: Vec<std::net::TcpListener>,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Gateway {
         let mut text = yaml
             .replace("{listen}", &listen.to_string())
             .replace("{admin}", &admin.to_string())

@@ -386,3 +386,53 @@ async fn access_log_hashes_users_like_the_audit_log() {
     assert_eq!(admit["user"], user);
     assert!(!std::fs::read_to_string(&log).unwrap().contains("ann"));
 }
+
+/// Handed no sockets (no `--listen-fd`, no `LISTEN_FDS`), the gateway binds its configured
+/// `listen` and `admin.listen` itself, as before sockets could be handed over.
+#[tokio::test]
+async fn the_gateway_binds_its_configured_addresses_when_handed_no_sockets() {
+    let up = upstream("SID").await;
+    let g = Gateway::start_binding(BASIC, &basic_vars(&up, 1)).await;
+    assert_eq!(login(&g, "ann", PASSWORD, None).await.status(), 302);
+    assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
+    assert_eq!(g.in_use("crm").await, 1);
+}
+
+/// A handed socket that no `listen` or `admin.listen` entry names stops the start, with its
+/// address: it would be held open and never served.
+#[tokio::test]
+async fn a_handed_socket_that_matches_no_listener_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin, stray) = (bound(), bound(), bound());
+    let at = |l: &std::net::TcpListener| l.local_addr().unwrap().to_string();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        BASIC
+            .replace("{listen}", &at(&proxy))
+            .replace("{admin}", &at(&admin))
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{admin_hash}", ADMIN_HASH)
+            .replace("{upstream}", "127.0.0.1:9")
+            .replace("{sweep}", "1s")
+            .replace("{idle}", "20m")
+            .replace("{lifetime}", "12h")
+            .replace("{expired}", "login")
+            .replace("{seats_per}", "session")
+            .replace("{seats}", "1"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatgate"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    pass_sockets(&mut cmd, &[&proxy, &admin, &stray]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("inherited socket bound to {}", at(&stray)))
+            && err.contains("matches no `listen` or `admin.listen` address"),
+        "{err}"
+    );
+}
