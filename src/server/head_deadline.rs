@@ -216,6 +216,29 @@ impl AsyncWrite for HeadTimed {
         r
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = &mut *self;
+        let r = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        if me.heads.phase == Phase::Answering {
+            if let (Poll::Ready(Ok(n)), Some(first)) = (&r, bufs.iter().find(|b| !b.is_empty())) {
+                if *n > 0 {
+                    if let Some(next) = after_response_head(first) {
+                        me.heads.phase = next;
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
