@@ -36,21 +36,43 @@ pub struct Audit {
     user_key: Option<[u8; 32]>,
 }
 
-/// The `seq` of the last complete line of `file`, 0 when there is none.
-fn last_seq(file: &mut std::fs::File) -> u64 {
-    let Ok(len) = file.seek(SeekFrom::End(0)) else {
-        return 0;
-    };
-    let start = len.saturating_sub(TAIL_BYTES);
-    let mut tail = String::new();
-    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_string(&mut tail).is_err() {
-        return 0;
+/// The `seq` of the last complete line of `file`, 0 for an empty file. Only the edges of what
+/// is read may be torn (the window's first line, cut by the window; a last line a crash cut
+/// short): any other line that is not an audit line with a `seq` is refused, so a damaged or
+/// foreign file never restarts the sequence at 1. Also says whether the file ends in a torn
+/// line (the next line must then start on a line of its own).
+fn last_seq(file: &mut std::fs::File) -> Result<(u64, bool), String> {
+    let len = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    if len == 0 {
+        return Ok((0, false));
     }
-    tail.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v.get("seq").and_then(Value::as_u64))
-        .unwrap_or(0)
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let tail = String::from_utf8_lossy(&raw);
+    let torn_end = !tail.ends_with('\n');
+    let lines: Vec<&str> = tail.lines().collect();
+    let n = lines.len();
+    for (i, l) in lines.iter().enumerate().rev() {
+        let edge = (i == 0 && start > 0) || (i + 1 == n && torn_end);
+        match serde_json::from_str::<Value>(l) {
+            Ok(v) => {
+                return v
+                    .get("seq")
+                    .and_then(Value::as_u64)
+                    .map(|seq| (seq, torn_end))
+                    .ok_or_else(|| format!("its last line has no seq: {l}"));
+            }
+            Err(_) if edge || l.trim().is_empty() => continue,
+            Err(e) => return Err(format!("line {} from the end is not JSON: {e}", n - i)),
+        }
+    }
+    Err(format!(
+        "no complete line in its last {} bytes",
+        len.min(TAIL_BYTES)
+    ))
 }
 
 /// The user-hashing key: read from `key_path`, or created there (owner-only) on first use.
@@ -112,7 +134,11 @@ impl Audit {
             .append(true)
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let seq = last_seq(&mut file);
+        let (seq, torn) = last_seq(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+        if torn {
+            file.write_all(b"\n")
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         let user_key = if hash_users {
             let mut key_path = path.as_os_str().to_owned();
             key_path.push(".key");
@@ -297,6 +323,45 @@ mod tests {
                 .user(Some("alice")),
             json!("alice")
         );
+    }
+
+    #[test]
+    fn a_log_whose_tail_cannot_be_read_is_refused_not_restarted_at_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Audit::open(&path, false).map(drop)
+        };
+        // A torn last line (a crash mid-write) is skipped: the sequence goes on from 7.
+        assert!(open(
+            "torn.jsonl",
+            "{\"seq\":7,\"event\":\"admit\"}\n{\"seq\":8,\"ev"
+        )
+        .is_ok());
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let text = loop {
+            let t = std::fs::read_to_string(dir.path().join("torn.jsonl")).unwrap();
+            if t.lines().count() >= 3 || Instant::now() > deadline {
+                break t;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        // The torn line stays as it was; the start line is a line of its own, numbered on.
+        let start: Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+        assert_eq!(start["event"], "start");
+        assert_eq!(start["seq"], 8);
+        for (name, text) in [
+            ("garbage.jsonl", "{\"seq\":7}\nnot json\n"),
+            ("noseq.jsonl", "{\"seq\":7}\n{\"event\":\"admit\"}\n"),
+            ("badseq.jsonl", "{\"seq\":\"seven\"}\n"),
+            ("nothing.jsonl", "half a line"),
+        ] {
+            let err = open(name, text)
+                .err()
+                .unwrap_or_else(|| panic!("{name} opened"));
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]
