@@ -392,9 +392,9 @@ impl SeatLedger for RedisLedger {
         args.extend(ids.iter().map(|id| id.to_string()));
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "end", &args).await?;
-            for (id, what, at) in a.out {
+            for EndOut(id, what, at) in a.out {
                 let o = match what {
-                    EndWhat::Ending => EndOutcome::Ending { at: at as u64 },
+                    EndWhat::Ending => EndOutcome::Ending { at },
                     EndWhat::AlreadyEnded => EndOutcome::AlreadyEnded,
                     EndWhat::NotFound => continue,
                 };

@@ -104,6 +104,14 @@ pub(super) enum EndWhat {
     NotFound,
 }
 
+/// One seat of an admin end's answer: its id, what became of it, and when it ends.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EndOut(
+    pub(super) SeatId,
+    pub(super) EndWhat,
+    #[serde(deserialize_with = "de_u64")] pub(super) u64,
+);
+
 /// Why a cookie holds no seat, as `touch` and `heartbeat` answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum GoneWhy {
@@ -145,7 +153,7 @@ pub(super) struct Answer {
     #[serde(default, deserialize_with = "de_seq")]
     pub(super) released: Vec<Released>,
     #[serde(default, deserialize_with = "de_seq")]
-    pub(super) out: Vec<(SeatId, EndWhat, f64)>,
+    pub(super) out: Vec<EndOut>,
     #[serde(default, deserialize_with = "de_u64")]
     pub(super) now: u64,
     #[serde(default, deserialize_with = "de_u64")]
@@ -350,7 +358,7 @@ mod tests {
         let seat = a.seat.unwrap();
         assert_eq!(seat.id, SeatId(0xa1));
         assert_eq!(seat.state, SeatState::Active);
-        assert_eq!(a.out, vec![(SeatId(0xa1), EndWhat::Ending, 5.0)]);
+        assert_eq!(a.out, vec![EndOut(SeatId(0xa1), EndWhat::Ending, 5)]);
         assert_eq!(seat.record(&PoolKey::new("p", "q")).unwrap().session, None);
     }
 
@@ -374,6 +382,7 @@ mod tests {
     #[test]
     fn an_unknown_end_outcome_is_refused() {
         assert!(answer(r#"{"kind":"ended","out":[["00000000000000a1","maybe",0]]}"#).is_err());
+        assert!(answer(r#"{"kind":"ended","out":[["00000000000000a1","ending",-5]]}"#).is_err());
     }
 
     #[test]
