@@ -19,8 +19,8 @@
 //!
 //! Admission cost does not grow with the pool: a pool keeps its seats by user and a heap of
 //! lower bounds of their deadlines, so a login finds only the seats that lapsed since the last
-//! one and counts holders per user and group without walking the seats (`slot`). Pools with
-//! an overflow allowance still walk their seats for the time overflow seats used.
+//! one and counts holders per user and group without walking the seats (`slot`); the time
+//! overflow seats used is summed over those seats only.
 //!
 //! Layout: `live` (a seat's atomics), `slot` (a pool's state, admission, counts), `sessions`
 //! (cookies to sessions, commit, rekey), `sweep` (releases, expiry, flush), `restore` (the

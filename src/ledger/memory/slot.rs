@@ -41,6 +41,8 @@ pub(super) struct PoolState {
     pub(super) doomed: HashSet<SeatId>,
     /// The counted seats of each user: reuse and per-user and group counts look here.
     pub(super) by_user: HashMap<String, Vec<SeatId>>,
+    /// The counted seats admitted beyond capacity (their time draws on the allowance).
+    pub(super) overflowing: HashSet<SeatId>,
     pub(super) pending: HashMap<u64, Pending>,
     pub(super) peak: u32,
     pub(super) denied: u64,
@@ -80,12 +82,16 @@ impl PoolState {
         if let Some(u) = &live.user {
             self.by_user.entry(u.clone()).or_default().push(live.id);
         }
+        if live.overflow() {
+            self.overflowing.insert(live.id);
+        }
         self.seats.insert(live.id, live);
     }
 
     pub(super) fn remove_seat(&mut self, id: &SeatId) -> Option<Arc<Live>> {
         let live = self.seats.remove(id)?;
         self.doomed.remove(id);
+        self.overflowing.remove(id);
         if let Some(u) = &live.user {
             if let Some(ids) = self.by_user.get_mut(u) {
                 ids.retain(|x| x != id);
@@ -239,7 +245,12 @@ impl MemoryLedger {
 
     pub(super) fn overflow_left(st: &PoolState, spec: &PoolSpec, now: Millis) -> Option<u64> {
         let allowance = spec.overflow_ms?;
-        let running: u64 = st.seats.values().map(|l| l.overflow_ms(spec, now)).sum();
+        let running: u64 = st
+            .overflowing
+            .iter()
+            .filter_map(|id| st.seats.get(id))
+            .map(|l| l.overflow_ms(spec, now))
+            .sum();
         Some(allowance.saturating_sub(st.overflow_used_ms + running))
     }
 
@@ -281,9 +292,9 @@ impl MemoryLedger {
         }
         let holds = |l: &&Arc<Live>| expiry(spec, &l.times(), at).is_none();
         let mut running: Vec<Arc<Live>> = st
-            .seats
-            .values()
-            .filter(|l| l.overflow())
+            .overflowing
+            .iter()
+            .filter_map(|id| st.seats.get(id))
             .filter(holds)
             .cloned()
             .collect();
@@ -304,6 +315,7 @@ impl MemoryLedger {
         for l in running.into_iter().take(promote) {
             st.overflow_used_ms += l.overflow_ms(spec, at);
             l.overflow.store(false, Ordering::Release);
+            st.overflowing.remove(&l.id);
             ops.push(Op::Put(Box::new(l.record())));
         }
         ops.push(Op::Counter(overflow_counter(key), st.overflow_used_ms));
