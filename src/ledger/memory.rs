@@ -49,6 +49,8 @@ mod restore;
 mod sessions;
 mod slot;
 mod sweep;
+#[cfg(test)]
+mod tests;
 
 use live::*;
 use slot::*;

@@ -1,0 +1,170 @@
+//! The embedded store's own tests: pool counts and the `available` view, beside the
+//! contract suite every store runs (tests/ledger).
+
+use super::*;
+use crate::domain::{Grant, SeatsPer};
+use crate::ledger::{Claim, NoObserver};
+use crate::policy::admission::Holders;
+
+fn spec(presence: Option<Millis>) -> PoolSpec {
+    PoolSpec {
+        key: PoolKey::new("p", "default"),
+        grants: vec![Grant {
+            seats: 2,
+            not_before: None,
+            expires: None,
+        }],
+        idle_timeout: 1_000,
+        max_lifetime: 100_000,
+        presence_timeout: presence,
+        standby_timeout: 50_000,
+        seats_per: SeatsPer::Session,
+        max_sessions: None,
+        groups: vec![],
+        overflow_ms: None,
+    }
+}
+
+async fn seat(l: &MemoryLedger, i: u64, now: Millis) -> SessionKey {
+    let c = Claim {
+        pool: PoolKey::new("p", "default"),
+        user: Some(format!("u{i}")),
+        device: None,
+        client: "web".into(),
+        lease_id: i,
+    };
+    let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
+        panic!("no seat")
+    };
+    let k = SessionKey::new("p", &i.to_string());
+    l.commit(&lease, &c, k, now).await.unwrap();
+    k
+}
+
+/// The pool's indexes count holders exactly as a walk over every seat does (the rule
+/// `admission::admit` applies), with groups (one user in two), pending logins, users
+/// without a name, and seats that lapsed without a sweep.
+#[tokio::test]
+async fn indexed_counts_are_the_walked_counts() {
+    use crate::domain::GroupLimit;
+    let group = |name: &str, users: &[&str]| GroupLimit {
+        name: name.into(),
+        users: users.iter().map(|u| u.to_string()).collect(),
+        reserve: 1,
+        max: None,
+    };
+    let mut sp = spec(None);
+    sp.grants[0].seats = 50;
+    sp.groups = vec![group("a", &["u1", "u2", "u3"]), group("b", &["u3", "u4"])];
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    l.configure(&[sp.clone()]);
+    let claim = |i: u64, user: Option<&str>| Claim {
+        pool: sp.key.clone(),
+        user: user.map(String::from),
+        device: None,
+        client: "web".into(),
+        lease_id: 1000 + i,
+    };
+    let users = [
+        Some("u1"),
+        Some("u3"),
+        Some("u3"),
+        Some("u4"),
+        None,
+        Some("u9"),
+    ];
+    for (i, u) in users.iter().enumerate() {
+        let c = claim(i as u64, *u);
+        let Reservation::Granted(lease) = l.reserve(&c, 10 * i as u64).await.unwrap() else {
+            panic!("no seat")
+        };
+        // The last two stay pending logins.
+        if i < 4 {
+            let k = SessionKey::new("p", &i.to_string());
+            l.commit(&lease, &c, k, 10 * i as u64).await.unwrap();
+        }
+    }
+    let slot = l.slot(&sp.key).unwrap();
+    // At 1_015 the seats of u1 and u3 (committed at 0 and 10) lapsed idle, unswept.
+    for now in [40, 1_015] {
+        let mut st = slot.lock();
+        let expired = st.due(&sp, now);
+        let mut walked: Vec<Option<&str>> = st
+            .seats
+            .values()
+            .filter(|l| expiry(&sp, &l.times(), now).is_none())
+            .map(|l| l.user.as_deref())
+            .collect();
+        walked.extend(
+            st.pending
+                .values()
+                .filter(|p| p.counts && p.expires > now)
+                .map(|p| p.user.as_deref()),
+        );
+        assert_eq!(expired.len(), if now == 40 { 0 } else { 2 });
+        for user in [
+            None,
+            Some("u1"),
+            Some("u3"),
+            Some("u4"),
+            Some("u9"),
+            Some("zz"),
+        ] {
+            assert_eq!(
+                st.counts(&sp, user, now),
+                Holders::new(walked.clone()).counts(&sp, user),
+                "at {now} for {user:?}"
+            );
+        }
+    }
+}
+
+/// The cached count of `available` must follow every way a seat stops counting: idle
+/// lapse without a sweep, a touch that moves the lapse later, an end with grace, and
+/// presence that starts with the first heartbeat.
+#[tokio::test]
+async fn available_follows_lapses_without_a_sweep() {
+    let pool = PoolKey::new("p", "default");
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    l.configure(&[spec(Some(300))]);
+    let a = seat(&l, 1, 0).await;
+    assert_eq!(l.available(&pool, 10), Some(1));
+    // A second request (touch) moves the idle lapse from 1000 to 1500.
+    let _ = l.touch(&a, 500).await.unwrap();
+    assert_eq!(l.available(&pool, 999), Some(1));
+    assert_eq!(l.available(&pool, 1_200), Some(1));
+    assert_eq!(
+        l.available(&pool, 1_500),
+        Some(2),
+        "idle lapse counts at once"
+    );
+
+    let b = seat(&l, 2, 2_000).await;
+    assert_eq!(l.available(&pool, 2_010), Some(1));
+    // The first heartbeat makes presence apply: gone 300 ms after it.
+    assert!(l.heartbeat(&b, 2_020).await.unwrap());
+    assert_eq!(l.available(&pool, 2_200), Some(1));
+    assert_eq!(
+        l.available(&pool, 2_330),
+        Some(2),
+        "presence lapse counts at once"
+    );
+
+    let c = seat(&l, 3, 3_000).await;
+    let id = l
+        .sessions(3_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.session == Some(c))
+        .map(|s| s.id)
+        .unwrap();
+    assert_eq!(l.available(&pool, 3_010), Some(1));
+    l.end(&[id], 100, "admin", 3_020).await.unwrap();
+    assert_eq!(l.available(&pool, 3_100), Some(1));
+    assert_eq!(
+        l.available(&pool, 3_120),
+        Some(2),
+        "ended seat counts at once"
+    );
+}
