@@ -7,7 +7,7 @@
 //! little older, by at most one flush period (`store.flush_interval`): state transitions
 //! (standby → active, pause, resume, ending) are written when they happen, never by a flush.
 
-use super::{Gone, Millis, SeatId, SeatRecord, SessionKey};
+use crate::domain::{Gone, Millis, SeatId, SeatRecord, SessionKey};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -27,12 +27,11 @@
 //! journal replayed at open).
 
 use super::journal::{self, Journal, Op, Written};
-use super::{
-    Claim, EndOutcome, Gone, Lease, LedgerError, LedgerObserver, Lookup, Millis, PauseOutcome,
-    PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger, SeatRecord,
-    SeatState, SessionKey, Shared, SharedState, Touch,
+use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
+use crate::domain::{
+    Claim, EndOutcome, Gone, Lease, Lookup, Millis, PauseOutcome, PoolKey, PoolSpec, PoolUsage,
+    ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer, SessionKey, Touch,
 };
-use crate::domain::SeatsPer;
 use crate::policy::admission::{self, Admit, Counts};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;

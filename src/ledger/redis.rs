@@ -30,12 +30,12 @@
 //! them), `wire` (the strict codec of their answers), `cache` (the session cache and
 //! verification), `view` (the pool view and the listings).
 
-use super::{
-    Claim, EndOutcome, Full, FullReason, Gone, Lease, LedgerError, LedgerObserver, Millis,
-    PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatLedger,
-    SeatRecord, SeatState, SessionKey, Shared, SharedState, Touch,
+use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
+use crate::domain::{
+    now_ms, Claim, EndOutcome, Full, FullReason, Gone, Lease, Lookup, Millis, PauseOutcome,
+    PoolKey, PoolSpec, PoolUsage, RedisConfig, RedisTarget, ReleaseReason, Reservation, SeatId,
+    SeatRecord, SeatState, SeatsPer, SessionKey, Touch,
 };
-use crate::domain::{now_ms, RedisConfig, RedisTarget, SeatsPer};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -498,22 +498,22 @@ impl SeatLedger for RedisLedger {
         Ok(None)
     }
 
-    async fn lookup(&self, id: SeatId, now: Millis) -> Result<super::Lookup, LedgerError> {
+    async fn lookup(&self, id: SeatId, now: Millis) -> Result<Lookup, LedgerError> {
         self.inner.at(now);
         let mut ended = false;
         for pool in self.inner.all_pools() {
             let a = self.inner.call(&pool, "lookup", &[id.to_string()]).await?;
             match (a.kind, &a.seat) {
-                (Kind::Live, Some(r)) => return Ok(super::Lookup::Live(r.record(&pool.spec.key)?)),
+                (Kind::Live, Some(r)) => return Ok(Lookup::Live(r.record(&pool.spec.key)?)),
                 (Kind::Ended, _) => ended = true,
                 (Kind::Unknown, _) => {}
                 (k, _) => return Err(corrupt(format!("unexpected answer {k:?} to lookup"))),
             }
         }
         Ok(if ended {
-            super::Lookup::Ended
+            Lookup::Ended
         } else {
-            super::Lookup::Unknown
+            Lookup::Unknown
         })
     }
 
