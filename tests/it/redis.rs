@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use rand::{RngExt, SeedableRng};
-use seatgate::config::file::SeatsPer;
+use seatgate::domain::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::ledger::redis::RedisLedger;
 use seatgate::ledger::{
