@@ -3,7 +3,8 @@
 # (examples/bare.rs) on the same request: a failing check (both write the answer themselves)
 # and a held session's request forwarded to the app (nginx). Unlike req/s on this shared
 # 2-core machine, the count repeats run to run, so it shows what seatgate adds to pingora.
-# Usage: benches/instructions.sh [requests] [cases: check,held]
+# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held]
+# KEEP=dir copies the callgrind files there (callgrind_annotate them to see where it goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -37,6 +38,7 @@ measure() {
   local total
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t $T/$f.$pid.* | head -1)")
   printf '%-34s %8d instructions per request\n' "$name" $((total / N))
+  [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$(ls -t $T/$f.$pid.* | head -1)" "$KEEP/$f.callgrind"
   kill -INT "$pid"
 }
 echo "callgrind, $N keep-alive requests (ab -k -c 8), one proxy thread, all threads counted"

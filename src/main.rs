@@ -108,11 +108,16 @@ enum SessionsCmd {
 
 /// env_logger, plus a count of the lines that are pingora's only report of an event
 /// (`metrics::count_log_line`, `server::is_refused_head`).
-struct CountingLogger(env_logger::Logger);
+/// `max`: the level RUST_LOG prints; lines below it are only counted, never formatted or
+/// matched against env_logger's filters (pingora writes several debug lines per request).
+struct CountingLogger {
+    inner: env_logger::Logger,
+    max: log::LevelFilter,
+}
 
 impl log::Log for CountingLogger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        self.0.enabled(m)
+        self.inner.enabled(m)
     }
 
     fn log(&self, r: &log::Record<'_>) {
@@ -123,12 +128,13 @@ impl log::Log for CountingLogger {
             }
             _ => {}
         }
-        // env_logger applies RUST_LOG itself: the lines we only count stop here.
-        self.0.log(r);
+        if r.level() <= self.max {
+            self.inner.log(r);
+        }
     }
 
     fn flush(&self) {
-        self.0.flush()
+        self.inner.flush()
     }
 }
 
@@ -137,8 +143,9 @@ fn main() -> ExitCode {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
     // Debug lines reach the logger whatever RUST_LOG says: pingora reports the heads it refuses
     // only at debug (`server::is_refused_head`).
-    log::set_max_level(inner.filter().max(log::LevelFilter::Debug));
-    let _ = log::set_boxed_logger(Box::new(CountingLogger(inner)));
+    let max = inner.filter();
+    log::set_max_level(max.max(log::LevelFilter::Debug));
+    let _ = log::set_boxed_logger(Box::new(CountingLogger { inner, max }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -86,28 +86,28 @@ enum Phase {
 /// skipped, as RFC 9112 2.2 allows.
 #[derive(Debug, Default, Clone, Copy)]
 struct HeadEnd {
-    /// Bytes other than CR on the current line.
-    line: usize,
+    /// The current line has a byte other than CR.
+    filled: bool,
     /// A non-empty line has been seen.
     started: bool,
 }
 
 impl HeadEnd {
-    /// Feeds `bytes`; the offset just past the head's end, if it is in them.
+    /// Feeds `bytes`; the offset just past the head's end, if it is in them. One `memchr` a
+    /// line and a look at its first bytes: this runs on every read of every request.
     fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut at = 0;
         while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
-            let line = &bytes[at..at + i];
-            self.line += line.iter().filter(|&&b| b != b'\r').count();
+            let filled = self.filled || bytes[at..at + i].iter().any(|&b| b != b'\r');
             at += i + 1;
-            if self.line == 0 && self.started {
+            if !filled && self.started {
                 *self = HeadEnd::default();
                 return Some(at);
             }
-            self.started |= self.line > 0;
-            self.line = 0;
+            self.started |= filled;
+            self.filled = false;
         }
-        self.line += bytes[at..].iter().filter(|&&b| b != b'\r').count();
+        self.filled |= bytes[at..].iter().any(|&b| b != b'\r');
         None
     }
 }
@@ -142,18 +142,24 @@ impl HeadTimed {
                 limit,
                 phase: Phase::Between,
                 end: HeadEnd::default(),
-                deadline: Box::pin(tokio::time::sleep(limit)),
+                due: None,
+                timer: None,
             },
         }
     }
 }
 
+/// The head deadline costs nothing while heads arrive whole: `due` is set only when a head
+/// spans reads (measured from the read that brought its first bytes), the clock is read only
+/// then, and the timer is armed only while such a head's next read waits.
 #[derive(Debug)]
 struct Heads {
     limit: Duration,
     phase: Phase,
     end: HeadEnd,
-    deadline: Pin<Box<Sleep>>,
+    due: Option<Instant>,
+    /// Armed for `.1`; boxed and made on first need (most connections never need it).
+    timer: Option<(Pin<Box<Sleep>>, Instant)>,
 }
 
 impl Heads {
@@ -165,12 +171,44 @@ impl Heads {
         if self.phase == Phase::Between {
             self.phase = Phase::Head;
             self.end = HeadEnd::default();
-            self.deadline.as_mut().reset(Instant::now() + self.limit);
+            self.due = None;
         }
-        if self.phase == Phase::Head && self.end.feed(bytes).is_some() {
-            self.phase = Phase::Answering;
+        if self.phase == Phase::Head {
+            if self.end.feed(bytes).is_some() {
+                self.phase = Phase::Answering;
+                self.due = None;
+            } else if self.due.is_none() {
+                self.due = Some(Instant::now() + self.limit);
+            }
         }
     }
+
+    /// A head whose deadline has passed (a trickle keeps reads ready, so the clock is asked).
+    fn overdue(&self) -> bool {
+        self.phase == Phase::Head && self.due.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// A read inside a head is waiting: wake the task at the deadline; `true` if it is now.
+    fn wait_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(due) = self.due.filter(|_| self.phase == Phase::Head) else {
+            return false;
+        };
+        let (timer, armed) = self
+            .timer
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(due)), due));
+        if *armed != due {
+            timer.as_mut().reset(due);
+            *armed = due;
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "request head not complete within timeouts.header",
+    )
 }
 
 impl AsyncRead for HeadTimed {
@@ -180,17 +218,15 @@ impl AsyncRead for HeadTimed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
-        let h = &mut me.heads;
-        if h.phase == Phase::Head && h.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not complete within timeouts.header",
-            )));
+        if me.heads.overdue() {
+            return Poll::Ready(Err(timed_out()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut me.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            me.heads.saw(&buf.filled()[before..]);
+        match r {
+            Poll::Ready(Ok(())) => me.heads.saw(&buf.filled()[before..]),
+            Poll::Pending if me.heads.wait_out(cx) => return Poll::Ready(Err(timed_out())),
+            _ => {}
         }
         r
     }

@@ -644,6 +644,25 @@ async fn trickled_heads_are_closed_at_the_header_timeout() {
     assert!(sent < head.len(), "closed only after the whole head");
     assert_eq!(up.seen.count("/trickled"), 0);
 
+    // Half a head, then silence: nothing arrives to be refused, the deadline alone closes it.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /stalled HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let stalled = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled head is closed, got {r:?}"
+    );
+    let at = stalled.elapsed();
+    assert!(
+        at >= Duration::from_millis(900) && at < Duration::from_millis(2500),
+        "stalled head closed after {at:?}"
+    );
+    assert_eq!(up.seen.count("/stalled"), 0);
+
     // Slow but within the deadline: the head in three parts over 600 ms is served.
     let mut c = TcpStream::connect(addr).await.unwrap();
     for part in [
