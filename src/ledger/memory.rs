@@ -56,6 +56,10 @@ use slot::*;
 
 /// How long an ended seat's id is remembered, so a second end says "already ended".
 const ENDED_FOR: Millis = 3_600_000;
+/// Seats released per pool lock and journal write when many lapse at once.
+const RELEASE_CHUNK: usize = 512;
+/// Lapsed seats a login or a first request releases on its way (the sweep takes the rest).
+const INLINE_RELEASES: usize = 64;
 /// Who ends an overflow seat whose pool spent its allowance (`ended_by`).
 pub const OVERFLOW_END: &str = "overflow";
 

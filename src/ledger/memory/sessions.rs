@@ -106,7 +106,7 @@ impl MemoryLedger {
             }
         };
         write.logged().await;
-        self.expire_all(expired, now).await;
+        self.expire_some(expired, now).await;
         if let Activated::Resumed = outcome {
             self.observer.resumed(&live.record());
         }
@@ -201,7 +201,7 @@ impl MemoryLedger {
             };
             (live, moved, expired, write)
         };
-        self.expire_all(expired, now).await;
+        self.expire_some(expired, now).await;
         let Some(live) = live else {
             return Err(LedgerError::LeaseLost(lease.id));
         };

@@ -395,7 +395,7 @@ impl MemoryLedger {
             };
             (outcome, expired)
         };
-        self.expire_all(expired, now).await;
+        self.expire_some(expired, now).await;
         Ok(outcome)
     }
 

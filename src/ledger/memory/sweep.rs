@@ -81,11 +81,59 @@ impl MemoryLedger {
         self.release_at(live, reason, live.ended_at(now)).await;
     }
 
-    /// Releases seats found expired while their pool was locked.
+    /// Releases seats found expired, each as of the instant it expired, [`RELEASE_CHUNK`] per
+    /// pool lock and per journal write: a million seats lapsing together cost a thousand
+    /// short lock holds and group commits, not a million fsyncs awaited one after another, and
+    /// admissions get the lock between chunks.
     pub(super) async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
-        for (live, reason) in lives {
-            self.expire(&live, reason, now).await;
+        let mut lives: Vec<_> = lives
+            .into_iter()
+            .map(|(live, reason)| {
+                let at = live.ended_at(now);
+                (live, reason, at)
+            })
+            .collect();
+        // Seats of one pool next to each other, so a chunk takes one lock.
+        lives.sort_by_key(|(l, _, _)| Arc::as_ptr(&l.slot) as usize);
+        let mut rest = &lives[..];
+        while let Some((first, _, _)) = rest.first() {
+            let slot = first.slot.clone();
+            let n = rest
+                .iter()
+                .take(RELEASE_CHUNK)
+                .take_while(|(l, _, _)| Arc::ptr_eq(&l.slot, &slot))
+                .count();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut ops = Vec::new();
+            let (released, write) = {
+                let mut st = slot.lock();
+                let released: Vec<Released> = chunk
+                    .iter()
+                    .filter_map(|(live, reason, at)| {
+                        self.release_locked(&mut st, live, *reason, *at, &mut ops)
+                    })
+                    .collect();
+                (released, self.submit(ops))
+            };
+            write.logged().await;
+            for r in released {
+                self.observer.released(&r.record, r.reason);
+            }
         }
+    }
+
+    /// Releases seats that a login or a first request found expired under the pool lock, at
+    /// most one chunk of them: that call answers after one journal write, never after a mass
+    /// lapse's worth. The rest stay doomed (not counted) until the sweep or their own
+    /// cookie's next request releases them.
+    pub(super) async fn expire_some(
+        &self,
+        mut lives: Vec<(Arc<Live>, ReleaseReason)>,
+        now: Millis,
+    ) {
+        lives.truncate(INLINE_RELEASES);
+        self.expire_all(lives, now).await;
     }
 
     /// A cookie that leads to a session that expired is released before it is used again.
