@@ -2,6 +2,12 @@
 //! script call) with many logins in flight, and what `touch` costs a proxied request (cache
 //! hit: no round trip; cache miss: one script call).
 //!
+//! Then the admission cost against pool size: one reserve + commit + release (1 in flight) with
+//! 10, 10k and 100k seats already held, for a `seats_per: user` pool and a pool with a group
+//! (`BENCH_FLAT=0` skips it; `BENCH_FLAT_ONLY=1` runs only it). The held seats are written
+//! straight into the pool's keys by one bulk script (admitting 100k through the ledger would take
+//! longer than the bench), in the records' stored form.
+//!
 //! Needs Redis (`SEATGATE_BENCH_REDIS`, default redis://127.0.0.1:6379); uses its own key
 //! prefix and deletes it afterwards. Run: `cargo bench --bench redis` (see
 //! docs/benchmarks-redis.md for the figures and the exact command used).
@@ -10,7 +16,7 @@ mod common;
 
 use common::{claim, spec};
 use seatgate::config::{RedisConfig, RedisTarget};
-use seatgate::domain::{ReleaseReason, Reservation, SessionKey};
+use seatgate::domain::{GroupLimit, PoolKey, ReleaseReason, Reservation, SeatsPer, SessionKey};
 use seatgate::ledger::redis::RedisLedger;
 use seatgate::ledger::{NoObserver, SeatLedger};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,12 +44,137 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5u64);
 
-    rt.block_on(async {
+    let flat = std::env::var("BENCH_FLAT").map_or(true, |v| v != "0");
+    let only_flat = std::env::var("BENCH_FLAT_ONLY").is_ok_and(|v| v == "1");
+    if !only_flat {
+        rt.block_on(throughput(&l, held, secs));
+    }
+    if flat {
+        rt.block_on(flat_cost(&cfg, &url));
+    }
+    drop_prefix(&url, &prefix);
+}
+
+/// Deletes every key under the bench's prefix.
+fn drop_prefix(url: &str, prefix: &str) {
+    if let Ok(c) = redis::Client::open(url) {
+        if let Ok(mut con) = c.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{prefix}:*"))
+                .query(&mut con)
+                .unwrap_or_default();
+            for chunk in keys.chunks(1000) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut con);
+            }
+        }
+    }
+}
+
+/// Writes `n` held (active) seats of users `h0`… into a pool's keys, as `seats.lua` stores them.
+const FILL: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local from, to = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = from, to - 1 do
+  local id = string.format('%016x', i * 2 + 1)
+  local sess = string.format('%032x', i)
+  local r = { id = id, user = 'h' .. i, device = '', client = 'web', session = sess,
+    started_at = now, last_activity = now, last_heartbeat = 0, last_request = now, last_input = 0,
+    state = 'active', ending_at = 0, overflow = false, ended_by = '' }
+  redis.call('HSET', KEYS[2], id, cjson.encode(r))
+  redis.call('ZADD', KEYS[1], now + 3600000, id)
+  redis.call('HSET', KEYS[3], sess, id)
+end
+return to - from
+"#;
+
+async fn flat_cost(cfg: &RedisConfig, url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let fill = redis::Script::new(FILL);
+    for (kind, per, group) in [
+        ("seats_per: user", SeatsPer::User, false),
+        ("a group", SeatsPer::Session, true),
+    ] {
+        let mut base = Vec::new();
+        for held in [10u64, 10_000, 100_000] {
+            let prefix = format!("benchflat{:x}", rand::random::<u32>());
+            let cfg = RedisConfig {
+                target: cfg.target.clone(),
+                prefix: prefix.clone(),
+            };
+            let l = RedisLedger::new(&cfg, Arc::new(NoObserver)).unwrap();
+            let mut s = spec(held as u32 + 1000);
+            s.seats_per = per;
+            if group {
+                s.groups = vec![GroupLimit {
+                    name: "staff".into(),
+                    users: (0..100).map(|i| format!("h{i}")).collect(),
+                    reserve: 5,
+                    max: Some(50),
+                }];
+            }
+            l.configure(&[s.clone()]);
+            let tag = format!("{{{prefix}:{}:{}}}", s.key.product, s.key.pool);
+            let mut from = 0u64;
+            while from < held {
+                let to = (from + 10_000).min(held);
+                let _: u64 = fill
+                    .key(format!("{tag}:z"))
+                    .key(format!("{tag}:seats"))
+                    .key(format!("{tag}:sess"))
+                    .arg(from)
+                    .arg(to)
+                    .invoke_async(&mut con)
+                    .await
+                    .unwrap();
+                from = to;
+            }
+            let cycle = |i: u64| {
+                let l = &l;
+                async move {
+                    let mut c = claim(i);
+                    c.pool = PoolKey::new("bench", "default");
+                    let Reservation::Granted(lease) = l.reserve(&c, 0).await.unwrap() else {
+                        panic!("full")
+                    };
+                    let key = SessionKey::new("flat", &i.to_string());
+                    l.commit(&lease, &c, key, 0).await.unwrap();
+                    l.release(&key, ReleaseReason::Logout, 0).await.unwrap();
+                }
+            };
+            // The first call may do one-off work (an index built from the pool): not measured.
+            cycle(0).await;
+            let stop = Instant::now() + Duration::from_secs(2);
+            let (t0, mut n) = (Instant::now(), 0u64);
+            while n < 3 || Instant::now() < stop {
+                n += 1;
+                cycle(n).await;
+            }
+            let per_cycle = t0.elapsed() / n as u32;
+            if base.is_empty() {
+                base.push(per_cycle);
+            }
+            println!(
+                "flat: {kind}, {held:>6} seats held: admit+commit+release {per_cycle:>10.1?} ({:.2}x the 10-held cost; {n} cycles)",
+                per_cycle.as_secs_f64() / base[0].as_secs_f64()
+            );
+            drop_prefix(url, &prefix);
+        }
+    }
+}
+
+async fn throughput(l: &Arc<RedisLedger>, held: u32, secs: u64) {
+    {
         // 500 seats already held: admission counts and purges with a realistic pool.
         for i in 0..held as u64 {
             let c = claim(i);
-            let Reservation::Granted(lease) = l.reserve(&c, 0).await.unwrap() else { panic!("full") };
-            l.commit(&lease, &c, SessionKey::new("bench", &i.to_string()), 0).await.unwrap();
+            let Reservation::Granted(lease) = l.reserve(&c, 0).await.unwrap() else {
+                panic!("full")
+            };
+            l.commit(&lease, &c, SessionKey::new("bench", &i.to_string()), 0)
+                .await
+                .unwrap();
         }
 
         for concurrency in [1u64, 16, 64] {
@@ -57,7 +188,9 @@ fn main() {
                     while Instant::now() < stop {
                         i += 1;
                         let c = claim(i);
-                        let Reservation::Granted(lease) = l.reserve(&c, 0).await.unwrap() else { panic!("full") };
+                        let Reservation::Granted(lease) = l.reserve(&c, 0).await.unwrap() else {
+                            panic!("full")
+                        };
                         let key = SessionKey::new("bench", &i.to_string());
                         l.commit(&lease, &c, key, 0).await.unwrap();
                         l.release(&key, ReleaseReason::Logout, 0).await.unwrap();
@@ -101,7 +234,10 @@ fn main() {
             t.await.unwrap();
         }
         let el = t0.elapsed().as_secs_f64();
-        println!("reserve+cancel, 64 in flight: {:>8.0} admissions/s", done.load(Ordering::Relaxed) as f64 / el);
+        println!(
+            "reserve+cancel, 64 in flight: {:>8.0} admissions/s",
+            done.load(Ordering::Relaxed) as f64 / el
+        );
 
         // Touch: the first is verified in Redis, the next within CACHE_TTL come from the cache.
         let key = SessionKey::new("bench", "0");
@@ -115,7 +251,13 @@ fn main() {
         let m = 500u32;
         for i in 0..m {
             // A different session each time: always a cache miss (one script call).
-            let _ = l.touch(&SessionKey::new("bench", &(1 + i % (held - 1)).to_string()), 0).await.unwrap();
+            let _ = l
+                .touch(
+                    &SessionKey::new("bench", &(1 + i % (held - 1)).to_string()),
+                    0,
+                )
+                .await
+                .unwrap();
             if i % 100 == 99 {
                 tokio::time::sleep(seatgate::ledger::redis::CACHE_TTL).await;
             }
@@ -125,17 +267,5 @@ fn main() {
         let t0 = Instant::now();
         l.flush().await.unwrap();
         println!("flush of batched activity: {:?}", t0.elapsed());
-    });
-
-    if let Ok(c) = redis::Client::open(url.as_str()) {
-        if let Ok(mut con) = c.get_connection() {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{{{prefix}:*"))
-                .query(&mut con)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
-            }
-        }
     }
 }

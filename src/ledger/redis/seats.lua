@@ -12,6 +12,11 @@
 --   9 paused  zset  seat id -> end of lifetime (paused seats hold no seat)
 --  10 ended   zset  seat id -> until (so a second `end` says already_ended)
 --  11 unc     zset  seat id -> deadline: exempt and named sessions (known, never counted)
+-- The holder indexes (what admission reads instead of walking the pool; see `ensure_index`):
+--  12 ixmeta  hash  version, total (the holders the indexes count: ZCARD z + ZCARD pend)
+--  13 ixuser  hash  user ('' for none) -> holders of that user (seats in z, leases in pend)
+--  14 ixseat  zset  "user\0device\0seat id" (score 0, read by lex range): the seats in z
+--  15 ixover  set   seat ids in z whose record says overflow
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
 -- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
@@ -20,6 +25,9 @@
 
 local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED, UNC =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local IXMETA, IXUSER, IXSEAT, IXOVER = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+-- Bumped whenever what the indexes hold changes: a script finding another version rebuilds.
+local IX_VERSION = '1'
 local op = ARGV[1]
 local spec = cjson.decode(ARGV[2])
 local ENDED_FOR = 3600000
@@ -151,6 +159,80 @@ local function save(r)
   redis.call('HSET', SEATS, r.id, cjson.encode(r))
 end
 
+-- Index upkeep. Every change to the members of z or pend goes through these, so the indexes
+-- always count exactly the holders `holders` used to walk.
+local function ix_count(user, d)
+  local u = str(user) or ''
+  if redis.call('HINCRBY', IXUSER, u, d) <= 0 then redis.call('HDEL', IXUSER, u) end
+  redis.call('HINCRBY', IXMETA, 'total', d)
+end
+
+local function ix_member(r)
+  return (str(r.user) or '') .. '\0' .. (str(r.device) or '') .. '\0' .. r.id
+end
+
+local function ix_over(r)
+  if r.overflow then redis.call('SADD', IXOVER, r.id) else redis.call('SREM', IXOVER, r.id) end
+end
+
+-- A seat entered z.
+local function ix_seat_in(r)
+  ix_count(r.user, 1)
+  redis.call('ZADD', IXSEAT, 0, ix_member(r))
+  ix_over(r)
+end
+
+-- A seat left z.
+local function ix_seat_out(r)
+  ix_count(r.user, -1)
+  redis.call('ZREM', IXSEAT, ix_member(r))
+  redis.call('SREM', IXOVER, r.id)
+end
+
+-- The user a lease's info names ('' for none, or no info).
+local function lease_user(praw)
+  if not praw then return '' end
+  return str(cjson.decode(praw).user) or ''
+end
+
+-- One full pass over the pool: the indexes as they must be.
+local function rebuild_index()
+  redis.call('DEL', IXUSER, IXSEAT, IXOVER)
+  redis.call('HSET', IXMETA, 'total', 0)
+  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+    local r = load(id)
+    if r then ix_seat_in(r) else ix_count('', 1) end
+  end
+  for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
+    ix_count(lease_user(redis.call('HGET', PINFO, lid)), 1)
+  end
+  redis.call('HSET', IXMETA, 'version', IX_VERSION)
+end
+
+-- The indexes are rebuilt when missing, of another version, or drifted. Drift comes from a
+-- script that does not keep them (an older seatgate replica during a rolling upgrade, which
+-- never writes ixmeta): a seat or lease it adds or drops changes z or pend but not the total.
+local function ensure_index()
+  local m = redis.call('HMGET', IXMETA, 'version', 'total')
+  local total = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
+  if m[1] == IX_VERSION and tonumber(m[2]) == total then return end
+  rebuild_index()
+end
+
+-- Overflow seats in z, in z's order (deadline, then id), with their deadline.
+local function overflow_seats()
+  local out = {}
+  for _, id in ipairs(redis.call('SMEMBERS', IXOVER)) do
+    local sc = redis.call('ZSCORE', Z, id)
+    if sc then table.insert(out, { id = id, score = tonumber(sc) }) end
+  end
+  table.sort(out, function(a, b)
+    if a.score ~= b.score then return a.score < b.score end
+    return a.id < b.id
+  end)
+  return out
+end
+
 local released = {}
 
 -- Overflow time a held overflow seat has used by `now` (it stops counting at its deadline).
@@ -165,9 +247,11 @@ end
 local function promote_overflow(at)
   if not str(spec.overflow_ms) then return end
   local running = {}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. at, '+inf')) do
-    local r = load(id)
-    if r and r.overflow then table.insert(running, r) end
+  for _, o in ipairs(overflow_seats()) do
+    if o.score > at then
+      local r = load(o.id)
+      if r and r.overflow then table.insert(running, r) end
+    end
   end
   if #running == 0 then return end
   local held = redis.call('ZCOUNT', Z, '(' .. at, '+inf') + redis.call('ZCOUNT', PEND, '(' .. at, '+inf')
@@ -182,6 +266,7 @@ local function promote_overflow(at)
     redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
     r.overflow = false
     redis.call('HSET', SEATS, r.id, cjson.encode(r))
+    redis.call('SREM', IXOVER, r.id)
   end
 end
 
@@ -189,6 +274,7 @@ end
 -- tombstoned, observers hear of it.
 local function release(r, reason, at)
   local held = redis.call('ZREM', Z, r.id) == 1
+  if held then ix_seat_out(r) end
   redis.call('ZREM', PAUSED, r.id)
   redis.call('ZREM', UNC, r.id)
   redis.call('HDEL', SEATS, r.id)
@@ -219,12 +305,15 @@ local function purge(now)
     local r = load(id)
     if r then
       expire(r, now)
-    else
-      redis.call('ZREM', Z, id)
+    elseif redis.call('ZREM', Z, id) == 1 then
+      ix_count('', -1)
     end
   end
   local leases = redis.call('ZRANGEBYSCORE', PEND, '-inf', now)
   if #leases > 0 then
+    for _, lid in ipairs(leases) do
+      ix_count(lease_user(redis.call('HGET', PINFO, lid)), -1)
+    end
     redis.call('ZREMRANGEBYSCORE', PEND, '-inf', now)
     redis.call('HDEL', PINFO, unpack(leases))
   end
@@ -246,21 +335,29 @@ end
 
 -- The holders of every seat and counting lease, counted for `user` (after `purge`). Only a
 -- pool with groups or max_sessions reads their users; any other counts two cardinalities.
+-- The per-user and per-group counts come from ixuser: a group's count is what its users hold
+-- (a user in two groups counts in the first, as `group_of` says).
 local function holders(now, user)
   local c = new_counts(user)
-  if not grouped() then
-    c.in_use = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
-    return c
-  end
-  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
-    local r = load(id)
-    c.add((r and str(r.user)) or false)
-  end
-  for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
-    local p = redis.call('HGET', PINFO, lid)
-    local u = false
-    if p then u = str(cjson.decode(p).user) or false end
-    c.add(u)
+  c.in_use = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
+  if not grouped() then return c end
+  if user then c.mine = tonumber(redis.call('HGET', IXUSER, user) or '0') end
+  local seen = {}
+  for i, g in ipairs(spec.groups) do
+    local users = {}
+    for _, u in ipairs(g.users) do
+      if not seen[u] then
+        seen[u] = true
+        table.insert(users, u)
+      end
+    end
+    local n = 0
+    for k = 1, #users, 1000 do
+      local part = {}
+      for j = k, math.min(k + 999, #users) do part[#part + 1] = users[j] end
+      for _, v in ipairs(redis.call('HMGET', IXUSER, unpack(part))) do n = n + (tonumber(v) or 0) end
+    end
+    c.per_group[i] = n
   end
   return c
 end
@@ -269,7 +366,7 @@ local function overflow_left(now)
   local allowance = str(spec.overflow_ms)
   if not allowance then return nil end
   local used = tonumber(redis.call('HGET', STATS, 'overflow_ms') or '0')
-  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+  for _, id in ipairs(redis.call('SMEMBERS', IXOVER)) do
     local r = load(id)
     if r then used = used + overflow_used(r, now) end
   end
@@ -284,13 +381,21 @@ end
 local function reusable(user, device, now)
   if user == nil or spec.seats_per == 'session' then return nil end
   if spec.seats_per == 'user_device' and device == nil then return nil end
-  local best, best_la = nil, -1
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', Z, '(' .. now, '+inf')) do
-    local r = load(id)
+  -- The user's (or user and device's) seats in z, from ixseat; ties on last activity go to
+  -- the seat first in z's order (deadline, then id), as a walk of z would find them.
+  local lo = user .. '\0'
+  if spec.seats_per == 'user_device' then lo = lo .. device .. '\0' end
+  local hi = lo:sub(1, -2) .. '\1'
+  local best, best_la, best_sc = nil, -1, nil
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', IXSEAT, '[' .. lo, '(' .. hi)) do
+    local id = m:match('([^%z]*)$')
+    local sc = tonumber(redis.call('ZSCORE', Z, id) or '-1')
+    local r = sc > now and load(id)
     if r and str(r.user) == user and (spec.seats_per == 'user' or str(r.device) == device)
       and (r.state == 'active' or r.state == 'standby') and expiry(r, now) == nil
-      and r.last_activity > best_la then
-      best, best_la = id, r.last_activity
+      and (r.last_activity > best_la
+        or (r.last_activity == best_la and (sc < best_sc or (sc == best_sc and id < best)))) then
+      best, best_la, best_sc = id, r.last_activity, sc
     end
   end
   return best
@@ -304,8 +409,10 @@ local function put_seat(r)
     redis.call('ZADD', UNC, deadline(r), r.id)
   elseif r.state == 'paused' then
     redis.call('ZADD', PAUSED, deadline(r), r.id)
+  elseif redis.call('ZADD', Z, deadline(r), r.id) == 1 then
+    ix_seat_in(r)
   else
-    redis.call('ZADD', Z, deadline(r), r.id)
+    ix_over(r)
   end
 end
 
@@ -338,6 +445,7 @@ local function answer(t)
 end
 
 local now = redis_now()
+if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' then ensure_index() end
 
 if op == 'reserve' then
   -- ARGV: lease, user, device, ttl (ms; empty = standby_timeout: a seat held for a user)
@@ -360,7 +468,13 @@ if op == 'reserve' then
   end
   local overflow = a.kind == 'overflow'
   redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
-  redis.call('ZADD', PEND, now + ttl, lease)
+  if redis.call('ZADD', PEND, now + ttl, lease) == 1 then
+    ix_count(user, 1)
+  else
+    -- A lease without info counted for no user; it names its user now.
+    ix_count('', -1)
+    ix_count(user, 1)
+  end
   bump_peak(users.in_use + 1)
   return answer({ kind = 'granted', overflow = overflow, now = now })
 
@@ -371,7 +485,7 @@ elseif op == 'commit' then
   purge(now)
   local praw = redis.call('HGET', PINFO, lease)
   redis.call('HDEL', PINFO, lease)
-  redis.call('ZREM', PEND, lease)
+  if redis.call('ZREM', PEND, lease) == 1 then ix_count(lease_user(praw), -1) end
   -- A cookie that leads to a live session (any state) keeps it: the lease is dropped, so
   -- concurrent requests with one adopted cookie never take two seats.
   local have = live_of(session, now)
@@ -418,8 +532,9 @@ elseif op == 'commit' then
   return answer({ kind = 'seat', id = new_id, epoch = epoch() })
 
 elseif op == 'cancel' then
+  local praw = redis.call('HGET', PINFO, ARGV[3])
   redis.call('HDEL', PINFO, ARGV[3])
-  redis.call('ZREM', PEND, ARGV[3])
+  if redis.call('ZREM', PEND, ARGV[3]) == 1 then ix_count(lease_user(praw), -1) end
   return answer({ kind = 'ok' })
 
 elseif op == 'touch' or op == 'heartbeat' then
@@ -550,7 +665,7 @@ elseif op == 'pause' or op == 'resume' then
     end
     r.state = 'paused'
     save(r)
-    redis.call('ZREM', Z, id)
+    if redis.call('ZREM', Z, id) == 1 then ix_seat_out(r) end
     redis.call('ZADD', PAUSED, deadline(r), id)
     promote_overflow(now)
     table.insert(released, { seat = r, reason = 'paused' })
@@ -685,8 +800,8 @@ elseif op == 'sweep' then
   -- Overflow seats stop when the allowance is spent, with the notice of an admin end.
   local allowance = str(spec.overflow_ms)
   if allowance and overflow_left(now) <= 0 then
-    for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
-      local r = load(id)
+    for _, o in ipairs(overflow_seats()) do
+      local r = load(o.id)
       if r and r.overflow and expiry(r, now) == nil then
         r.ended_by = 'overflow'
         release(r, 'ended', now)
