@@ -56,6 +56,9 @@ mod scripts;
 mod view;
 mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use cache::*;
 use conn::*;
 use scripts::*;

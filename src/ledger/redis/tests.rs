@@ -1,0 +1,291 @@
+//! The script's holder indexes against the pool they index (needs Redis, like the contract
+//! suite: `SEATGATE_TEST_REDIS`, default redis://127.0.0.1:6379).
+
+use super::*;
+use crate::domain::{Grant, GroupLimit};
+use std::collections::BTreeMap;
+
+fn url() -> String {
+    std::env::var("SEATGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A ledger on a key prefix of its own, deleted when dropped.
+struct Fixture {
+    l: RedisLedger,
+    prefix: String,
+    con: redis::Connection,
+}
+
+impl Fixture {
+    fn new(specs: &[PoolSpec]) -> Self {
+        let prefix = format!("tix{:x}", rand::random::<u64>());
+        let cfg = RedisConfig {
+            target: RedisTarget::Single(url()),
+            prefix: prefix.clone(),
+        };
+        let l = RedisLedger::new(&cfg, Arc::new(super::super::NoObserver)).unwrap();
+        l.use_caller_clock(true);
+        l.configure(specs);
+        let con = redis::Client::open(url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        Fixture { l, prefix, con }
+    }
+
+    fn key(&self, pool: &PoolKey, name: &str) -> String {
+        format!("{}:{name}", pool_tag(&self.prefix, pool))
+    }
+
+    /// What the indexes hold: total, holders per user, seat members, overflow seats.
+    fn index(&mut self, pool: &PoolKey) -> (i64, BTreeMap<String, i64>, Vec<Vec<u8>>, Vec<String>) {
+        let (meta, user, seat, over) = (
+            self.key(pool, "ixmeta"),
+            self.key(pool, "ixuser"),
+            self.key(pool, "ixseat"),
+            self.key(pool, "ixover"),
+        );
+        let total: Option<i64> = redis::cmd("HGET")
+            .arg(&meta)
+            .arg("total")
+            .query(&mut self.con)
+            .unwrap();
+        let users: BTreeMap<String, i64> = redis::cmd("HGETALL")
+            .arg(&user)
+            .query(&mut self.con)
+            .unwrap();
+        let seats: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(&seat)
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.con)
+            .unwrap();
+        let mut overs: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&over)
+            .query(&mut self.con)
+            .unwrap();
+        overs.sort();
+        (total.unwrap_or(0), users, seats, overs)
+    }
+
+    /// The indexes as a full pass over the pool builds them (the version key dropped forces one).
+    async fn rebuilt(
+        &mut self,
+        pool: &PoolKey,
+    ) -> (i64, BTreeMap<String, i64>, Vec<Vec<u8>>, Vec<String>) {
+        let _: () = redis::cmd("HDEL")
+            .arg(self.key(pool, "ixmeta"))
+            .arg("version")
+            .query(&mut self.con)
+            .unwrap();
+        let p = self.l.inner.pool(pool).unwrap();
+        // A cancel of no lease changes nothing but runs the index check.
+        self.l
+            .inner
+            .eval(&p, "cancel", &["none".into()])
+            .await
+            .unwrap();
+        self.index(pool)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:*", self.prefix))
+            .query(&mut self.con)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut self.con);
+        }
+    }
+}
+
+fn pool_spec(name: &str, seats: u32, per: SeatsPer) -> PoolSpec {
+    PoolSpec {
+        key: PoolKey::new("ix", name),
+        grants: vec![Grant {
+            seats,
+            not_before: None,
+            expires: None,
+        }],
+        idle_timeout: 5_000,
+        max_lifetime: 40_000,
+        presence_timeout: None,
+        standby_timeout: 2_000,
+        seats_per: per,
+        max_sessions: Some(2),
+        groups: vec![
+            GroupLimit {
+                name: "g".into(),
+                users: ["g1", "g2"].iter().map(|u| u.to_string()).collect(),
+                reserve: 1,
+                max: Some(2),
+            },
+            GroupLimit {
+                name: "h".into(),
+                users: ["g2", "h1"].iter().map(|u| u.to_string()).collect(),
+                reserve: 0,
+                max: Some(1),
+            },
+        ],
+        overflow_ms: Some(3_000),
+    }
+}
+
+fn claim(pool: &PoolKey, user: &str, device: &str, lease_id: u64) -> Claim {
+    Claim {
+        pool: pool.clone(),
+        user: (!user.is_empty()).then(|| user.to_string()),
+        device: (!device.is_empty()).then(|| device.to_string()),
+        client: "web".into(),
+        lease_id,
+    }
+}
+
+/// After every operation of a random run (logins, leases left in flight or cancelled,
+/// releases, pauses, resumes, ends, uncounted sessions, expiries, sweeps), what the script
+/// kept up call by call equals what one full pass over the pool builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_kept_up_equal_a_rebuild() {
+    let specs = [
+        pool_spec("dev", 3, SeatsPer::UserDevice),
+        pool_spec("user", 3, SeatsPer::User),
+    ];
+    let mut f = Fixture::new(&specs);
+    let users = ["", "a", "b", "g1", "g2", "h1"];
+    let devices = ["", "d1", "d2"];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut now = 1_000u64;
+    let mut sessions: Vec<(PoolKey, SessionKey)> = Vec::new();
+    let mut ids: Vec<SeatId> = Vec::new();
+    for step in 0..400u64 {
+        let pool = specs[next(2) as usize].key.clone();
+        let c = claim(
+            &pool,
+            users[next(users.len() as u64) as usize],
+            devices[next(devices.len() as u64) as usize],
+            step,
+        );
+        let session = SessionKey::new("ix", &step.to_string());
+        match next(10) {
+            0..=2 => {
+                if let Reservation::Granted(lease) = f.l.reserve(&c, now).await.unwrap() {
+                    match next(4) {
+                        0 => {} // left in flight until it lapses
+                        1 => f.l.cancel(&lease).await,
+                        _ => {
+                            if let Ok(id) = f.l.commit(&lease, &c, session, now).await {
+                                ids.push(id);
+                                sessions.push((pool.clone(), session));
+                            }
+                        }
+                    }
+                }
+            }
+            3 if !sessions.is_empty() => {
+                let (_, s) = sessions[next(sessions.len() as u64) as usize];
+                f.l.release(&s, ReleaseReason::Logout, now).await.unwrap();
+            }
+            4 if !ids.is_empty() => {
+                let id = ids[next(ids.len() as u64) as usize];
+                if next(2) == 0 {
+                    f.l.pause(id, now).await.unwrap();
+                } else {
+                    f.l.resume(id, now).await.unwrap();
+                }
+            }
+            5 if !ids.is_empty() => {
+                let id = ids[next(ids.len() as u64) as usize];
+                f.l.end(&[id], next(2) * 1_000, "test", now).await.unwrap();
+            }
+            6 => {
+                let state = if next(2) == 0 {
+                    SeatState::Exempt
+                } else {
+                    SeatState::Named
+                };
+                if let Ok(id) = f.l.admit_uncounted(&c, state, session, now).await {
+                    ids.push(id);
+                    sessions.push((pool.clone(), session));
+                }
+            }
+            7 if !sessions.is_empty() => {
+                let (_, s) = sessions[next(sessions.len() as u64) as usize];
+                let _ = f.l.touch(&s, now).await.unwrap();
+            }
+            8 => {
+                f.l.sweep(now).await.unwrap();
+            }
+            _ => now += next(3_000),
+        }
+        for s in &specs {
+            let kept = f.index(&s.key);
+            let built = f.rebuilt(&s.key).await;
+            assert_eq!(kept, built, "step {step}, pool {}", s.key.pool);
+        }
+    }
+}
+
+/// A replica still running the script that keeps no index (a rolling upgrade) adds or drops
+/// seats behind the indexes' back: the next call finds the total off and counts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_written_around_the_indexes_are_counted() {
+    let mut spec = pool_spec("old", 5, SeatsPer::Session);
+    spec.max_sessions = Some(1);
+    spec.groups.clear();
+    let pool = spec.key.clone();
+    let mut f = Fixture::new(&[spec]);
+    let now = 1_000u64;
+    // A first call builds the (empty) indexes.
+    f.l.sweep(now).await.unwrap();
+    // What the old script's commit writes for a seat of ann.
+    let rec = serde_json::json!({ "id": "00000000000000ab", "user": "ann", "device": "", "client": "web",
+        "session": format!("{:032x}", 7), "started_at": now, "last_activity": now, "last_heartbeat": 0,
+        "last_request": now, "last_input": 0, "state": "standby", "ending_at": 0, "overflow": false,
+        "ended_by": "" });
+    let (seats, z, sess) = (
+        f.key(&pool, "seats"),
+        f.key(&pool, "z"),
+        f.key(&pool, "sess"),
+    );
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(&seats)
+        .arg("00000000000000ab")
+        .arg(rec.to_string())
+        .cmd("ZADD")
+        .arg(&z)
+        .arg(now + 2_000)
+        .arg("00000000000000ab")
+        .cmd("HSET")
+        .arg(&sess)
+        .arg(format!("{:032x}", 7))
+        .arg("00000000000000ab")
+        .query(&mut f.con)
+        .unwrap();
+    match f.l.reserve(&claim(&pool, "ann", "", 1), now).await.unwrap() {
+        Reservation::Full(full) => assert_eq!(full.reason, FullReason::UserMax),
+        r => panic!("ann holds one seat (max_sessions 1), got {r:?}"),
+    }
+    // The old script releases it: ann may log in again.
+    let _: () = redis::pipe()
+        .cmd("ZREM")
+        .arg(&z)
+        .arg("00000000000000ab")
+        .cmd("HDEL")
+        .arg(&seats)
+        .arg("00000000000000ab")
+        .query(&mut f.con)
+        .unwrap();
+    assert!(matches!(
+        f.l.reserve(&claim(&pool, "ann", "", 2), now).await.unwrap(),
+        Reservation::Granted(_)
+    ));
+}
