@@ -47,7 +47,7 @@ NGX
   nginx -c "$1/nginx-proxy.conf"
 }
 
-# gateway_conf DIR LISTEN_PORT ADMIN_PORT APP_PORT THREADS: writes DIR/gw.yaml with two
+# gateway_conf DIR LISTEN_PORT ADMIN_PORT APP_PORT THREADS [WORK_STEALING]: writes DIR/gw.yaml with
 # products: `bench` (100 seats, checks under /sdata/mobile) and `full` (its only grant has
 # expired, so every check under /full/sdata/mobile fails, answered by the gateway alone), and
 # `pres` (under /pres, with presence: its HTML pages of held sessions get the heartbeat script).
@@ -57,6 +57,7 @@ listen: 127.0.0.1:$2
 admin: { listen: 127.0.0.1:$3 }
 store: { kind: embedded, path: $1/seats.redb }
 threads: $5
+work_stealing: ${6:-false}
 products:
   - name: bench
     upstream: 127.0.0.1:$4

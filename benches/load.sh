@@ -5,7 +5,7 @@
 # process over the run), and the ratios to bare pingora and to nginx measured in the same run
 # (wall-clock figures on a shared machine swing ±15% between runs; ratios in one run don't).
 #
-# Usage: [ONLY=regex] [ROUNDS=n] [THREADS=n] [WRK_THREADS=n] [PROFILE=dist|debug]
+# Usage: [ONLY=regex] [ROUNDS=n] [THREADS=n] [WORK_STEALING=1] [WRK_THREADS=n] [PROFILE=dist|debug]
 #        benches/load.sh [seconds] [connections]
 #        SMOKE=1 benches/load.sh   # CI: 2 s a case, debug build, asserts every case's status
 set -euo pipefail
@@ -50,10 +50,11 @@ for port in 18000 18070 18080 18090 19090; do
 done
 start_app $T 18000
 start_nginx_proxy $T 18070 18000
-gateway_conf $T 18080 19090 18000 "$THREADS"
+WS=false; [[ ${WORK_STEALING:-0} == 1 ]] && WS=true
+gateway_conf $T 18080 19090 18000 "$THREADS" $WS
 RUST_LOG=warn $OUT/seatgate run --config $T/gw.yaml >$T/gw.log 2>&1 &
 GW=$!
-THREADS=$THREADS $OUT/examples/bare 127.0.0.1:18090 127.0.0.1:18000 >$T/bare.log 2>&1 &
+THREADS=$THREADS WORK_STEALING=${WORK_STEALING:-0} $OUT/examples/bare 127.0.0.1:18090 127.0.0.1:18000 >$T/bare.log 2>&1 &
 BARE=$!
 up=0
 for _ in $(seq 300); do curl -sf http://127.0.0.1:19090/healthz >/dev/null && { up=1; break; }; sleep 0.1; done
@@ -126,7 +127,7 @@ cases() {
   case_ "seatgate held html 16 KiB" "$GW" 200 "bare pingora html 16 KiB" -H 'Cookie: SID=bench-session' $G/page.html
   case_ "seatgate presence html 16 KiB" "$GW" 200 "bare pingora html 16 KiB" -H 'Cookie: PSID=bench-session' $G/pres/page.html
 }
-echo "wrk -t$WRK_THREADS -c$CONN -d${DUR}s, $(nproc) cores, $PROFILE build, gateway and bare pingora threads: $THREADS, nginx workers: 1"
+echo "wrk -t$WRK_THREADS -c$CONN -d${DUR}s, $(nproc) cores, $PROFILE build, gateway and bare pingora threads: $THREADS, work stealing: $WS, nginx workers: 1"
 for r in $(seq "$ROUNDS"); do
   ((ROUNDS > 1)) && echo "round $r"
   cases

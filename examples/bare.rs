@@ -65,7 +65,8 @@ fn main() {
             .ok()
             .and_then(|t| t.parse().ok())
             .unwrap_or(1),
-        work_stealing: false,
+        // WORK_STEALING=1: the same switch as seatgate's `work_stealing` (benches/load.sh).
+        work_stealing: std::env::var("WORK_STEALING").is_ok_and(|v| v == "1"),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -26,6 +26,10 @@ pub struct FileConfig {
     /// Worker threads of the proxy service; default: number of cores.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Let idle worker threads take tasks queued on busy ones (pingora's `work_stealing`);
+    /// off by default (docs/benchmarks.md has the measurement behind that).
+    #[serde(default)]
+    pub work_stealing: bool,
     /// One JSON line per request, to a file or stdout; off when absent.
     #[serde(default)]
     pub access_log: Option<AccessLogFile>,

@@ -22,6 +22,7 @@ pub struct Config {
     pub products: Vec<Arc<Product>>,
     pub audit: Option<AuditConfig>,
     pub threads: usize,
+    pub work_stealing: bool,
     pub access_log: Option<AccessLogTarget>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,

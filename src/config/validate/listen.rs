@@ -137,6 +137,21 @@ mod tests {
     }
 
     #[test]
+    fn threads_and_work_stealing() {
+        let c = cfg("127.0.0.1:8080", "app:80", "").unwrap();
+        assert_eq!((c.threads, c.work_stealing), (0, false));
+        let c = cfg(
+            "127.0.0.1:8080",
+            "app:80",
+            "threads: 2\nwork_stealing: true\n",
+        )
+        .unwrap();
+        assert_eq!((c.threads, c.work_stealing), (2, true));
+        let e = cfg("127.0.0.1:8080", "app:80", "work_stealing: sometimes\n").unwrap_err();
+        assert!(e.contains("work_stealing"), "{e}");
+    }
+
+    #[test]
     fn listener_and_access_log_errors() {
         let e = cfg("[127.0.0.1:8080, 127.0.0.1:8080]", "app:80", "").unwrap_err();
         assert!(

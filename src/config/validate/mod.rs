@@ -61,6 +61,7 @@ impl Config {
                 hash_users: a.hash_users,
             }),
             threads: f.threads.unwrap_or(0),
+            work_stealing: f.work_stealing,
             access_log,
             trusted_proxies: f.trusted_proxies.iter().map(|c| c.0).collect(),
             timeouts,
