@@ -8,7 +8,7 @@
 //! (standby → active, pause, resume, ending) are written when they happen, never by a flush.
 
 use crate::domain::{Gone, Millis, SeatId, SeatRecord, SessionKey};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -21,6 +21,8 @@ const ACTIVITY: TableDefinition<u64, (u64, u64)> = TableDefinition::new("activit
 const INPUT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("input");
 const GONE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("gone");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// redb's page cache, in bytes.
+const JOURNAL_CACHE: usize = 32 << 20;
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -67,7 +69,14 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // redb keeps up to its cache size (1 GiB by default) of the file's pages in the
+        // process: at a million sessions that was most of the gateway's memory for a file
+        // that is written, not read, after the open. The kernel's page cache still holds the
+        // rest of the file.
+        let db = redb::Builder::new()
+            .set_cache_size(JOURNAL_CACHE)
+            .create(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         {
             let w = db.begin_write().map_err(|e| e.to_string())?;
             w.open_table(SEATS).map_err(|e| e.to_string())?;
@@ -157,19 +166,25 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
     let seats_t = r.open_table(SEATS)?;
     let act_t = r.open_table(ACTIVITY)?;
     let input_t = r.open_table(INPUT)?;
-    let mut out = Loaded::default();
+    let mut out = Loaded {
+        seats: Vec::with_capacity(seats_t.len()? as usize),
+        ..Loaded::default()
+    };
+    // The three tables are keyed by seat id, so they are read side by side in key order (a
+    // merge) instead of two lookups per seat: a million seats load in a fraction of the time.
+    let mut act = Merge::new(act_t.iter()?);
+    let mut input = Merge::new(input_t.iter()?);
     for row in seats_t.iter()? {
         let (k, v) = row?;
+        let id = k.value();
         // Refused, not skipped: a seat left out would free a seat its session still uses.
         let mut rec = serde_json::from_slice::<SeatRecord>(v.value())
-            .map_err(|e| format!("seat record {:x} is unreadable: {e}", k.value()))?;
-        if let Some(a) = act_t.get(k.value())? {
-            let (act, hb) = a.value();
+            .map_err(|e| format!("seat record {id:x} is unreadable: {e}"))?;
+        if let Some((act, hb)) = act.get(id)? {
             rec.last_activity = rec.last_activity.max(act);
             rec.last_heartbeat = rec.last_heartbeat.max(hb);
         }
-        if let Some(a) = input_t.get(k.value())? {
-            let (req, input) = a.value();
+        if let Some((req, input)) = input.get(id)? {
             rec.last_request = rec.last_request.max(req);
             rec.last_input = rec.last_input.max(input);
         }
@@ -190,6 +205,35 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
         out.counters.push((k.value().to_string(), v.value()));
     }
     Ok(out)
+}
+
+/// A table of times by seat id, read in key order alongside the seats table.
+struct Merge<'a> {
+    rows: redb::Range<'a, u64, (u64, u64)>,
+    next: Option<(u64, (u64, u64))>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(rows: redb::Range<'a, u64, (u64, u64)>) -> Self {
+        Merge { rows, next: None }
+    }
+
+    /// The row of `id`; ids must be asked for in increasing order.
+    fn get(&mut self, id: u64) -> Result<Option<(u64, u64)>, redb::StorageError> {
+        loop {
+            match self.next {
+                Some((k, v)) if k == id => return Ok(Some(v)),
+                Some((k, _)) if k > id => return Ok(None),
+                _ => match self.rows.next() {
+                    Some(row) => {
+                        let (k, v) = row?;
+                        self.next = Some((k.value(), v.value()));
+                    }
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
 }
 
 fn writer(
@@ -271,4 +315,78 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
     }
     w.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PoolKey, SeatState};
+
+    fn rec(id: u64) -> SeatRecord {
+        SeatRecord {
+            id: SeatId(id),
+            pool: PoolKey::new("p", "default"),
+            user: None,
+            device: None,
+            client: "web".into(),
+            session: None,
+            started_at: 1,
+            last_activity: 1,
+            last_heartbeat: 0,
+            last_request: 1,
+            last_input: 0,
+            state: SeatState::Active,
+            ending_at: None,
+            overflow: false,
+            ended_by: None,
+        }
+    }
+
+    /// The activity and input tables, read side by side with the seats, reach the right seat
+    /// when some seats have no newer row and a row's seat sorts between others.
+    #[tokio::test]
+    async fn later_times_are_merged_into_their_own_seats_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        {
+            let (j, _) = Journal::open(&path).unwrap();
+            let mut ops: Vec<Op> = [9, 3, 7, 1, 5]
+                .into_iter()
+                .map(|i| Op::Put(Box::new(rec(i))))
+                .collect();
+            ops.extend([
+                Op::Activity(SeatId(3), 30, 31),
+                Op::Activity(SeatId(9), 90, 0),
+                Op::Input(SeatId(1), 10, 11),
+                Op::Input(SeatId(7), 70, 71),
+                // Not on disk: ignored, and no other seat's row.
+                Op::Activity(SeatId(4), 40, 41),
+            ]);
+            j.commit(ops).await.unwrap();
+        }
+        let (_j, loaded) = Journal::open(&path).unwrap();
+        let times: Vec<_> = loaded
+            .seats
+            .iter()
+            .map(|r| {
+                let t = (
+                    r.last_activity,
+                    r.last_heartbeat,
+                    r.last_request,
+                    r.last_input,
+                );
+                (r.id.0, t)
+            })
+            .collect();
+        assert_eq!(
+            times,
+            [
+                (1, (1, 0, 10, 11)),
+                (3, (30, 31, 1, 0)),
+                (5, (1, 0, 1, 0)),
+                (7, (1, 0, 70, 71)),
+                (9, (90, 0, 1, 0)),
+            ]
+        );
+    }
 }
