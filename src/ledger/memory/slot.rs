@@ -80,7 +80,11 @@ impl PoolState {
     pub(super) fn insert_seat(&mut self, live: Arc<Live>, spec: &PoolSpec, now: Millis) {
         self.watch(&live, spec, now);
         if let Some(u) = &live.user {
-            self.by_user.entry(u.clone()).or_default().push(live.id);
+            // Most users hold one seat: room for one, not the four a first push reserves.
+            self.by_user
+                .entry(u.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(live.id);
         }
         if live.overflow() {
             self.overflowing.insert(live.id);
