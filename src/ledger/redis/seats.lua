@@ -159,9 +159,14 @@ local function save(r)
   redis.call('HSET', SEATS, r.id, cjson.encode(r))
 end
 
+-- Whether this call keeps the indexes up (set once the call has checked them): only a pool
+-- that reads them does (reuse, groups, max_sessions, overflow); any other counts with ZCARD.
+local IX = false
+
 -- Index upkeep. Every change to the members of z or pend goes through these, so the indexes
 -- always count exactly the holders `holders` used to walk.
 local function ix_count(user, d)
+  if not IX then return end
   local u = str(user) or ''
   if redis.call('HINCRBY', IXUSER, u, d) <= 0 then redis.call('HDEL', IXUSER, u) end
   redis.call('HINCRBY', IXMETA, 'total', d)
@@ -172,11 +177,13 @@ local function ix_member(r)
 end
 
 local function ix_over(r)
+  if not IX then return end
   if r.overflow then redis.call('SADD', IXOVER, r.id) else redis.call('SREM', IXOVER, r.id) end
 end
 
 -- A seat entered z.
 local function ix_seat_in(r)
+  if not IX then return end
   ix_count(r.user, 1)
   redis.call('ZADD', IXSEAT, 0, ix_member(r))
   ix_over(r)
@@ -184,6 +191,7 @@ end
 
 -- A seat left z.
 local function ix_seat_out(r)
+  if not IX then return end
   ix_count(r.user, -1)
   redis.call('ZREM', IXSEAT, ix_member(r))
   redis.call('SREM', IXOVER, r.id)
@@ -266,7 +274,7 @@ local function promote_overflow(at)
     redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
     r.overflow = false
     redis.call('HSET', SEATS, r.id, cjson.encode(r))
-    redis.call('SREM', IXOVER, r.id)
+    ix_over(r)
   end
 end
 
@@ -445,7 +453,15 @@ local function answer(t)
 end
 
 local now = redis_now()
-if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' then ensure_index() end
+if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' then
+  if #spec.groups > 0 or str(spec.max_sessions) or spec.seats_per ~= 'session' or str(spec.overflow_ms) then
+    IX = true
+    ensure_index()
+  else
+    -- Not kept up from here: a pool that needs them again rebuilds them first.
+    redis.call('HDEL', IXMETA, 'version')
+  end
+end
 
 if op == 'reserve' then
   -- ARGV: lease, user, device, ttl (ms; empty = standby_timeout: a seat held for a user)

@@ -289,3 +289,26 @@ async fn seats_written_around_the_indexes_are_counted() {
         Reservation::Granted(_)
     ));
 }
+
+/// A pool that reads no index (seats per session, no groups, max_sessions or overflow) keeps
+/// none: its admissions count with two cardinalities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_pool_keeps_no_index() {
+    let mut spec = pool_spec("plain", 5, SeatsPer::Session);
+    spec.max_sessions = None;
+    spec.groups.clear();
+    spec.overflow_ms = None;
+    let pool = spec.key.clone();
+    let mut f = Fixture::new(&[spec]);
+    for i in 0..3u64 {
+        let c = claim(&pool, "ann", "", i);
+        let Reservation::Granted(lease) = f.l.reserve(&c, 1_000).await.unwrap() else {
+            panic!("full")
+        };
+        f.l.commit(&lease, &c, SessionKey::new("ix", &i.to_string()), 1_000)
+            .await
+            .unwrap();
+    }
+    let (total, users, seats, over) = f.index(&pool);
+    assert_eq!((total, users.len(), seats.len(), over.len()), (0, 0, 0, 0));
+}
