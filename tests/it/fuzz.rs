@@ -138,6 +138,36 @@ proptest! {
         let _ = classify::app_accepts_session(s, Some(&loc), "/login", false);
     }
 
+    /// The client classifier as the proxy runs it (normalise, product, client kind, action) on
+    /// arbitrary request lines and headers: an answer for each, never a panic.
+    #[test]
+    fn the_classifier_answers_every_request(
+        method in prop_oneof![Just("GET".to_string()), Just("POST".to_string()), "[A-Z]{1,10}"],
+        target in "(/|[a-zA-Z0-9._~;=-]|%[0-9a-fA-F]{0,2}|\\.\\.|//){0,40}",
+        host in "[a-z0-9.:-]{0,30}",
+        auth in headers_named("authorization"),
+        cookie in any::<bool>(),
+    ) {
+        let (Ok(method), Ok(uri)) = (http::Method::from_bytes(method.as_bytes()), target.parse::<http::Uri>()) else {
+            return Ok(());
+        };
+        let mut headers = auth;
+        if let Ok(h) = HeaderValue::from_str(&host) {
+            headers.insert(http::header::HOST, h);
+        }
+        let action = classify_as_the_proxy_does(&method, &uri, &headers, cookie);
+        prop_assert!(action.is_some(), "the one product takes every path");
+    }
+
+    /// A login spelled any way the app would still read as its login path (percent-encoded
+    /// letters, dot segments, doubled slashes, path parameters) is classified as a login.
+    #[test]
+    fn a_login_is_a_login_however_it_is_spelled(spelled in login_spelling()) {
+        let uri: http::Uri = spelled.parse().unwrap();
+        let action = classify_as_the_proxy_does(&http::Method::POST, &uri, &HeaderMap::new(), false);
+        prop_assert_eq!(action, Some(classify::Action::Login), "{}", spelled);
+    }
+
     #[test]
     fn forged_self_service_tokens_are_refused(token in ".{0,300}") {
         let key = selfserve::TokenKey::from_bytes([7; 32]);
@@ -171,6 +201,62 @@ proptest! {
         let _ = inj.feed(&body, false);
         let _ = inj.feed(&[], true);
     }
+}
+
+/// `/login` the ways a client may write it and an app still reads it as `/login`.
+fn login_spelling() -> impl Strategy<Value = String> {
+    let letter = |c: char| {
+        prop_oneof![
+            Just(c.to_string()),
+            Just(format!("%{:02x}", c as u8)),
+            Just(format!("%{:02X}", c as u8)),
+        ]
+    };
+    let word = (
+        letter('l'),
+        letter('o'),
+        letter('g'),
+        letter('i'),
+        letter('n'),
+    )
+        .prop_map(|(a, b, c, d, e)| format!("{a}{b}{c}{d}{e}"));
+    let before = prop_oneof![
+        Just(String::new()),
+        Just("/.".to_string()),
+        Just("/".to_string()),
+        Just("/x/..".to_string()),
+        Just("/%2e".to_string()),
+        Just("/a/b/../..".to_string()),
+        Just("/a/%2E%2e".to_string()),
+    ];
+    let after = prop_oneof![
+        Just(String::new()),
+        Just(";jsessionid=0A1B".to_string()),
+        Just(";x".to_string()),
+    ];
+    (before, word, after).prop_map(|(b, w, a)| format!("{b}/{w}{a}"))
+}
+
+/// The proxy's classification steps (src/proxy: normalise, product, client, mode, action).
+fn classify_as_the_proxy_does(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    has_cookie: bool,
+) -> Option<classify::Action> {
+    let cfg = seatgate::config::parse(CONFIG).unwrap();
+    let path = classify::normalize_path(uri.path());
+    let facts = classify::RequestFacts::new(method, uri, headers).with_path(&path);
+    let p = &cfg.products[classify::product_for(&cfg, &facts)?];
+    let mode =
+        classify::client_for(p, &facts).map_or(seatgate::config::Mode::Hold, |i| p.clients[i].mode);
+    Some(classify::action(
+        p,
+        mode,
+        &facts,
+        has_cookie,
+        classify::has_credentials(headers),
+    ))
 }
 
 fn feed_in_chunks(mut inj: Injector, body: &[u8], cuts: &[usize]) -> Vec<u8> {
