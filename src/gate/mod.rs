@@ -251,8 +251,10 @@ pub struct OfferedSession {
     pub last_activity: Millis,
     pub client: String,
     pub device: Option<String>,
+    /// The session was opened from the browser asking now (same device cookie).
     pub this_device: bool,
     pub standby: bool,
+    /// The signed, single-use choice posted by its button (the page lists it as is).
     pub token: String,
 }
 

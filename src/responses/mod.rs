@@ -16,6 +16,5 @@ pub use answers::*;
 pub use canned::{on_full, Canned, Denials};
 pub use pages::{
     app_unreachable, escape_html, full_page, self_service_done, self_service_refused, Offer,
-    OwnSession,
 };
 pub use render::*;

@@ -4,6 +4,7 @@
 
 use super::Canned;
 use crate::domain::{Full, FullReason, Millis};
+use crate::gate::OfferedSession;
 use bytes::Bytes;
 use http::StatusCode;
 
@@ -45,20 +46,6 @@ pub(super) fn denied_page(product: &str, seats: u32) -> String {
     )
 }
 
-/// One of the denied user's own sessions, as the offer lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnSession {
-    pub started_at: Millis,
-    pub last_activity: Millis,
-    pub client: String,
-    pub device: Option<String>,
-    /// The session was opened from the browser asking now (same device cookie).
-    pub this_device: bool,
-    pub standby: bool,
-    /// The signed, single-use choice posted by its button.
-    pub token: String,
-}
-
 /// "End one of your sessions and continue": only after the app accepted the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer<'a> {
@@ -66,7 +53,7 @@ pub struct Offer<'a> {
     /// Where the buttons post (the product's `/.seatgate/self-service`).
     pub action: &'a str,
     pub valid_secs: u64,
-    pub sessions: Vec<OwnSession>,
+    pub sessions: &'a [OfferedSession],
 }
 
 /// The built-in denial of one login, with the pool's counts and, when the user may free a seat
@@ -114,7 +101,7 @@ Your new login was checked but not started. To continue here, end one of your ow
 <table><thead><tr><th>Started</th><th>Last activity</th><th>Client / device</th><th></th></tr></thead><tbody>",
                 if n == 1 { "" } else { "s" }
             ));
-            for s in &o.sessions {
+            for s in o.sessions {
                 let mut device = escape_html(&s.client);
                 if let Some(d) = &s.device {
                     device.push_str(&format!(
@@ -267,7 +254,7 @@ mod tests {
     #[test]
     fn offer_lists_own_sessions_with_one_form_each() {
         let base = base("crm", 1);
-        let row = |token: &str, this_device| OwnSession {
+        let row = |token: &str, this_device| OfferedSession {
             started_at: 1_700_000_000_000,
             last_activity: 1_700_000_060_000,
             client: "web".into(),
@@ -280,7 +267,7 @@ mod tests {
             user: "al<i>ce",
             action: "/.seatgate/self-service",
             valid_secs: 120,
-            sessions: vec![row("t1", false), row("t\"2", true)],
+            sessions: &[row("t1", false), row("t\"2", true)],
         };
         let c = full_page(
             &base,

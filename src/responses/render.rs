@@ -4,7 +4,6 @@
 use super::{
     ambiguous_session, app_unreachable, bad_request, expired_redirect, full_page, gone, no_content,
     self_service_done, self_service_refused, too_many, unavailable, Canned, Denials, Offer,
-    OwnSession,
 };
 use crate::config::Product;
 use crate::domain::Millis;
@@ -114,19 +113,7 @@ fn offer_of(o: &OfferPage) -> Offer<'_> {
         user: &o.user,
         action: &o.action,
         valid_secs: o.valid_secs,
-        sessions: o
-            .sessions
-            .iter()
-            .map(|s| OwnSession {
-                started_at: s.started_at,
-                last_activity: s.last_activity,
-                client: s.client.clone(),
-                device: s.device.clone(),
-                this_device: s.this_device,
-                standby: s.standby,
-                token: s.token.clone(),
-            })
-            .collect(),
+        sessions: &o.sessions,
     }
 }
 
