@@ -151,22 +151,55 @@ async fn flat_cost(cfg: &RedisConfig, url: &str) {
             let first = t0.elapsed();
             cycle(0).await;
             let stop = Instant::now() + Duration::from_secs(2);
+            let before = script_usec(&mut con).await;
             let (t0, mut n) = (Instant::now(), 0u64);
             while n < 3 || Instant::now() < stop {
                 n += 1;
                 cycle(n).await;
             }
             let per_cycle = t0.elapsed() / n as u32;
+            let after = script_usec(&mut con).await;
+            // Time inside Redis, per cycle (3 script calls): what the script costs, apart from
+            // the round trips and this machine's scheduling.
+            let in_redis = (after.1 - before.1) as f64 / n as f64;
             if base.is_empty() {
-                base.push(per_cycle);
+                base.push((per_cycle, in_redis));
             }
             println!(
-                "flat: {kind}, {held:>6} seats held: admit+commit+release {per_cycle:>10.1?} ({:.2}x the 10-held cost; {n} cycles; first call {first:.1?})",
-                per_cycle.as_secs_f64() / base[0].as_secs_f64()
+                "flat: {kind}, {held:>6} seats held: admit+commit+release {per_cycle:>10.1?} ({:.2}x the 10-held), in Redis {in_redis:>7.1} µs ({:.2}x); {n} cycles ({} script calls); first call {first:.1?}",
+                per_cycle.as_secs_f64() / base[0].0.as_secs_f64(),
+                in_redis / base[0].1,
+                after.0 - before.0
             );
             drop_prefix(url, &prefix);
         }
     }
+}
+
+/// Script calls and the µs Redis spent in them so far (`INFO commandstats`, evalsha + eval).
+async fn script_usec(con: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    let mut out = (0, 0);
+    for line in info.lines() {
+        let Some(rest) = line
+            .strip_prefix("cmdstat_evalsha:")
+            .or(line.strip_prefix("cmdstat_eval:"))
+        else {
+            continue;
+        };
+        for kv in rest.split(',') {
+            match kv.split_once('=') {
+                Some(("calls", v)) => out.0 += v.parse::<u64>().unwrap_or(0),
+                Some(("usec", v)) => out.1 += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 async fn throughput(l: &Arc<RedisLedger>, held: u32, secs: u64) {
