@@ -67,12 +67,8 @@ pub struct Ctx {
 impl Ctx {
     /// This request's product, from the config snapshot the request started with.
     fn product_arc(&self) -> Option<Arc<Product>> {
-        self.rt
-            .as_ref()?
-            .config
-            .products
-            .get(self.product?)
-            .cloned()
+        let products = &self.rt.as_ref()?.config.products;
+        products.get(self.product?).cloned()
     }
 }
 
@@ -86,8 +82,7 @@ impl Gateway {
 
     async fn respond(&self, s: &mut Session, c: &Canned) -> Result<bool> {
         // A request whose body we did not read cannot share its connection with the next one;
-        // bodiless requests (checks are GETs) keep their connection, which a check storm needs.
-        // (A request without Content-Length or Transfer-Encoding has an empty body: done.)
+        // bodiless requests (checks are GETs; no length, no chunks) keep theirs.
         if !s.is_body_done() {
             s.set_keepalive(None);
         }
@@ -135,15 +130,7 @@ impl Gateway {
         key: Option<SessionKey>,
         ask: Ask<'_>,
     ) -> Result<bool> {
-        let req = SeatRequest {
-            product: p,
-            client: ctx.client,
-            headers: &s.req_header().headers,
-            query: s.req_header().uri.query(),
-            session: key,
-            now: now_ms(),
-            ask,
-        };
+        let req = seat_request(s, ctx, p, key, ask);
         let d = self.app.gate.on_request(&req, &mut ctx.rec).await;
         self.decided(s, ctx, p, d).await
     }
@@ -162,15 +149,7 @@ impl Gateway {
             Ok(None)
         };
         let read = body.as_ref().map(|b| b.as_deref()).map_err(Clone::clone);
-        let req = SeatRequest {
-            product: p,
-            client: ctx.client,
-            headers: &s.req_header().headers,
-            query: s.req_header().uri.query(),
-            session: key,
-            now: now_ms(),
-            ask: Ask::Login { body: read },
-        };
+        let req = seat_request(s, ctx, p, key, Ask::Login { body: read });
         match self.app.gate.on_request(&req, &mut ctx.rec).await {
             Decision::Verify(v) => self.verify(s, ctx, p, v, body.ok().flatten()).await,
             d => self.decided(s, ctx, p, d).await,
@@ -250,6 +229,25 @@ impl Gateway {
             }
         };
         self.ask(s, ctx, p, None, Ask::SelfService(form)).await
+    }
+}
+
+/// The request as the gate sees it.
+fn seat_request<'a>(
+    s: &'a Session,
+    ctx: &Ctx,
+    p: &'a Product,
+    key: Option<SessionKey>,
+    ask: Ask<'a>,
+) -> SeatRequest<'a> {
+    SeatRequest {
+        product: p,
+        client: ctx.client,
+        headers: &s.req_header().headers,
+        query: s.req_header().uri.query(),
+        session: key,
+        now: now_ms(),
+        ask,
     }
 }
 

@@ -17,28 +17,22 @@ pub(super) fn set_forwarded(
     req: &mut RequestHeader,
     rt: Option<&Runtime>,
 ) -> Result<()> {
-    // Static names: lookups take them as they are. Inserting, pingora turns a `HeaderName`
-    // into a new title-cased copy of its bytes (custom names are not in its table) and parses
-    // that back; handing it the wire spelling as static bytes skips the copy.
+    // Inserted by their wire spelling: pingora copies a `HeaderName` it has no title case for.
     static XFF: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
     static XFP: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-    const XFF_WIRE: &[u8] = b"X-Forwarded-For";
-    const XFP_WIRE: &[u8] = b"X-Forwarded-Proto";
     let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
     let trusted = rt.map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
     let header = |n: &http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
     let (xff, proto) = forwarded::forwarded(peer, trusted, header(&XFF), header(&XFP), tls);
     match xff {
-        Some(v) => req.insert_header(Bytes::from_static(XFF_WIRE), v)?,
+        Some(v) => req.insert_header(Bytes::from_static(b"X-Forwarded-For"), v)?,
         None => {
             req.remove_header(&XFF);
         }
     }
-    req.insert_header(
-        Bytes::from_static(XFP_WIRE),
-        http::HeaderValue::from_static(proto),
-    )?;
+    let proto = http::HeaderValue::from_static(proto);
+    req.insert_header(Bytes::from_static(b"X-Forwarded-Proto"), proto)?;
     Ok(())
 }
 
