@@ -17,6 +17,7 @@
 --  13 ixuser  hash  user ('' for none) -> holders of that user (seats in z, leases in pend)
 --  14 ixseat  zset  "user\0device\0seat id" (score 0, read by lex range): the seats in z
 --  15 ixover  set   seat ids in z whose record says overflow
+--  16 ixlease zset  "user\0lease id" (score 0): the leases in pend
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
 -- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
@@ -25,7 +26,7 @@
 
 local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED, UNC =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local IXMETA, IXUSER, IXSEAT, IXOVER = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local IXMETA, IXUSER, IXSEAT, IXOVER, IXLEASE = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- Bumped whenever what the indexes hold changes: a script finding another version rebuilds.
 local IX_VERSION = '1'
 local op = ARGV[1]
@@ -203,18 +204,80 @@ local function lease_user(praw)
   return str(cjson.decode(praw).user) or ''
 end
 
+local function ix_lease_member(user, lid)
+  return (str(user) or '') .. '\0' .. lid
+end
+
+-- A lease of `user` entered (d = 1) or left (d = -1) pend.
+local function ix_lease(user, lid, d)
+  if not IX then return end
+  ix_count(user, d)
+  if d > 0 then
+    redis.call('ZADD', IXLEASE, 0, ix_lease_member(user, lid))
+  else
+    redis.call('ZREM', IXLEASE, ix_lease_member(user, lid))
+  end
+end
+
 -- One full pass over the pool: the indexes as they must be.
 local function rebuild_index()
-  redis.call('DEL', IXUSER, IXSEAT, IXOVER)
+  redis.call('DEL', IXUSER, IXSEAT, IXOVER, IXLEASE)
   redis.call('HSET', IXMETA, 'total', 0)
+  redis.call('HDEL', IXMETA, 'vz', 'vs', 'vp', 'vl', 'vu')
+  redis.call('HINCRBY', IXMETA, 'rebuilds', 1)
   for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
     local r = load(id)
     if r then ix_seat_in(r) else ix_count('', 1) end
   end
   for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
-    ix_count(lease_user(redis.call('HGET', PINFO, lid)), 1)
+    ix_lease(lease_user(redis.call('HGET', PINFO, lid)), lid, 1)
   end
   redis.call('HSET', IXMETA, 'version', IX_VERSION)
+end
+
+-- The next `n` items of `key` (a zset) from the rank kept in ixmeta `field`, which moves on
+-- (back to 0 at the end).
+local function window(field, key, n)
+  local at = tonumber(redis.call('HGET', IXMETA, field) or '0')
+  local items = redis.call('ZRANGE', key, at, at + n - 1)
+  if #items < n then at = 0 else at = at + n end
+  redis.call('HSET', IXMETA, field, at)
+  return items
+end
+
+-- One step of a walk that checks the indexes against the pool, `n` items of each per call: an
+-- older replica that added and dropped as many holders between two calls of this script left
+-- the total right, but not the members. False = they drifted.
+local function index_sound(n)
+  for _, id in ipairs(window('vz', Z, n)) do
+    local r = load(id)
+    if r and not redis.call('ZSCORE', IXSEAT, ix_member(r)) then return false end
+  end
+  for _, m in ipairs(window('vs', IXSEAT, n)) do
+    local id = m:match('([^%z]*)$')
+    local r = redis.call('ZSCORE', Z, id) and load(id)
+    if not r or ix_member(r) ~= m then return false end
+  end
+  for _, lid in ipairs(window('vp', PEND, n)) do
+    local m = ix_lease_member(lease_user(redis.call('HGET', PINFO, lid)), lid)
+    if not redis.call('ZSCORE', IXLEASE, m) then return false end
+  end
+  for _, m in ipairs(window('vl', IXLEASE, n)) do
+    local lid = m:match('([^%z]*)$')
+    if not redis.call('ZSCORE', PEND, lid)
+      or ix_lease_member(lease_user(redis.call('HGET', PINFO, lid)), lid) ~= m then return false end
+  end
+  local scan = redis.call('HSCAN', IXUSER, redis.call('HGET', IXMETA, 'vu') or '0', 'COUNT', n)
+  redis.call('HSET', IXMETA, 'vu', scan[1])
+  for i = 1, #scan[2], 2 do
+    local u = scan[2][i]
+    if u ~= '' then
+      local lo, hi = '[' .. u .. '\0', '(' .. u .. '\1'
+      local held = redis.call('ZLEXCOUNT', IXSEAT, lo, hi) + redis.call('ZLEXCOUNT', IXLEASE, lo, hi)
+      if held ~= tonumber(scan[2][i + 1]) then return false end
+    end
+  end
+  return true
 end
 
 -- The indexes are rebuilt when missing, of another version, or drifted. Drift comes from a
@@ -320,7 +383,7 @@ local function purge(now)
   local leases = redis.call('ZRANGEBYSCORE', PEND, '-inf', now)
   if #leases > 0 then
     for _, lid in ipairs(leases) do
-      ix_count(lease_user(redis.call('HGET', PINFO, lid)), -1)
+      ix_lease(lease_user(redis.call('HGET', PINFO, lid)), lid, -1)
     end
     redis.call('ZREMRANGEBYSCORE', PEND, '-inf', now)
     redis.call('HDEL', PINFO, unpack(leases))
@@ -485,11 +548,11 @@ if op == 'reserve' then
   local overflow = a.kind == 'overflow'
   redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
   if redis.call('ZADD', PEND, now + ttl, lease) == 1 then
-    ix_count(user, 1)
+    ix_lease(user, lease, 1)
   else
     -- A lease without info counted for no user; it names its user now.
-    ix_count('', -1)
-    ix_count(user, 1)
+    ix_lease('', lease, -1)
+    ix_lease(user, lease, 1)
   end
   bump_peak(users.in_use + 1)
   return answer({ kind = 'granted', overflow = overflow, now = now })
@@ -501,7 +564,7 @@ elseif op == 'commit' then
   purge(now)
   local praw = redis.call('HGET', PINFO, lease)
   redis.call('HDEL', PINFO, lease)
-  if redis.call('ZREM', PEND, lease) == 1 then ix_count(lease_user(praw), -1) end
+  if redis.call('ZREM', PEND, lease) == 1 then ix_lease(lease_user(praw), lease, -1) end
   -- A cookie that leads to a live session (any state) keeps it: the lease is dropped, so
   -- concurrent requests with one adopted cookie never take two seats.
   local have = live_of(session, now)
@@ -550,7 +613,7 @@ elseif op == 'commit' then
 elseif op == 'cancel' then
   local praw = redis.call('HGET', PINFO, ARGV[3])
   redis.call('HDEL', PINFO, ARGV[3])
-  if redis.call('ZREM', PEND, ARGV[3]) == 1 then ix_count(lease_user(praw), -1) end
+  if redis.call('ZREM', PEND, ARGV[3]) == 1 then ix_lease(lease_user(praw), ARGV[3], -1) end
   return answer({ kind = 'ok' })
 
 elseif op == 'touch' or op == 'heartbeat' then
@@ -807,6 +870,9 @@ elseif op == 'list' then
 
 elseif op == 'sweep' then
   purge(now)
+  -- The sweep runs on every replica every few seconds: the indexes are checked through in
+  -- ZCARD / 256 sweeps.
+  if IX and not index_sound(256) then rebuild_index() end
   for _, idx in ipairs({ PAUSED, UNC }) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do
       local r = load(id)

@@ -261,7 +261,7 @@ pub(super) fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
     let tag = pool_tag(prefix, key);
     [
         "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended", "unc",
-        "ixmeta", "ixuser", "ixseat", "ixover",
+        "ixmeta", "ixuser", "ixseat", "ixover", "ixlease",
     ]
     .iter()
     .map(|s| format!("{tag}:{s}"))
