@@ -171,6 +171,16 @@ async fn flat_cost(cfg: &RedisConfig, url: &str) {
                 in_redis / base[0].1,
                 after.0 - before.0
             );
+            // A sweep: purge plus one step of the index check (256 items of each index).
+            let before = script_usec(&mut con).await;
+            for _ in 0..20 {
+                l.sweep(0).await.unwrap();
+            }
+            let after = script_usec(&mut con).await;
+            println!(
+                "flat: {kind}, {held:>6} seats held: sweep in Redis {:>7.1} µs",
+                (after.1 - before.1) as f64 / 20.0
+            );
             drop_prefix(url, &prefix);
         }
     }

@@ -18,6 +18,12 @@
 --  14 ixseat  zset  "user\0device\0seat id" (score 0, read by lex range): the seats in z
 --  15 ixover  set   seat ids in z whose record says overflow
 --  16 ixlease zset  "user\0lease id" (score 0): the leases in pend
+-- They are a cache of z, pend and the records, never the truth: capacity is always counted with
+-- ZCARD, and every candidate seat they name is checked against z and its record. A replica
+-- running the script from before them (a rolling upgrade) writes z and pend without them: a
+-- change of the holders' total is seen by the next call (one rebuild), one that leaves the total
+-- as it was by the sweep's walk over the indexes (within ZCARD / 256 sweeps). Until then only
+-- per-user and per-group counts and reuse can be off, never the pool's capacity.
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
 -- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
