@@ -21,9 +21,11 @@
 -- They are a cache of z, pend and the records, never the truth: capacity is always counted with
 -- ZCARD, and every candidate seat they name is checked against z and its record. A replica
 -- running the script from before them (a rolling upgrade) writes z and pend without them: a
--- change of the holders' total is seen by the next call (one rebuild), one that leaves the total
--- as it was by the sweep's walk over the indexes (within ZCARD / 256 sweeps). Until then only
--- per-user and per-group counts and reuse can be off, never the pool's capacity.
+-- change of the holders' total is seen by the next call, one that leaves the total as it was by
+-- the sweep's walk over the indexes (within ZCARD / 256 sweeps). A drift found makes the pool
+-- counted by walking it (what the older script costs) until none was found for DRIFT_QUIET,
+-- then rebuilt once. Until a swap is found only per-user and per-group counts and reuse can be
+-- off, never the pool's capacity.
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
 -- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
@@ -169,6 +171,11 @@ end
 -- Whether this call keeps the indexes up (set once the call has checked them): only a pool
 -- that reads them does (reuse, groups, max_sessions, overflow); any other counts with ZCARD.
 local IX = false
+-- Whether this call counts by walking the pool instead (the indexes drifted a moment ago: an
+-- older replica is still writing, and a rebuild per call would cost more than the walk).
+local WALK = false
+-- How long after a drift the pool is walked before the indexes are rebuilt again.
+local DRIFT_QUIET = 60000
 
 -- Index upkeep. Every change to the members of z or pend goes through these, so the indexes
 -- always count exactly the holders `holders` used to walk.
@@ -289,16 +296,38 @@ end
 -- The indexes are rebuilt when missing, of another version, or drifted. Drift comes from a
 -- script that does not keep them (an older seatgate replica during a rolling upgrade, which
 -- never writes ixmeta): a seat or lease it adds or drops changes z or pend but not the total.
-local function ensure_index()
-  local m = redis.call('HMGET', IXMETA, 'version', 'total')
+-- After a drift the pool is walked, as the older script does, for DRIFT_QUIET; then rebuilt.
+local function drifted(now)
+  redis.call('HSET', IXMETA, 'drift_at', now)
+  redis.call('HDEL', IXMETA, 'version')
+end
+
+local function ensure_index(now)
+  local m = redis.call('HMGET', IXMETA, 'version', 'total', 'drift_at')
   local total = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
-  if m[1] == IX_VERSION and tonumber(m[2]) == total then return end
+  if m[1] == IX_VERSION then
+    if tonumber(m[2]) == total then return end
+    drifted(now)
+    m[3] = now
+  end
+  local drift_at = tonumber(m[3])
+  if drift_at and now - drift_at < DRIFT_QUIET then
+    IX, WALK = false, true
+    return
+  end
   rebuild_index()
 end
 
 -- Overflow seats in z, in z's order (deadline, then id), with their deadline.
 local function overflow_seats()
   local out = {}
+  if WALK then
+    for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+      local r = load(id)
+      if r and r.overflow then table.insert(out, { id = id, score = tonumber(redis.call('ZSCORE', Z, id)) }) end
+    end
+    return out
+  end
   for _, id in ipairs(redis.call('SMEMBERS', IXOVER)) do
     local sc = redis.call('ZSCORE', Z, id)
     if sc then table.insert(out, { id = id, score = tonumber(sc) }) end
@@ -418,6 +447,17 @@ local function holders(now, user)
   local c = new_counts(user)
   c.in_use = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
   if not grouped() then return c end
+  if WALK then
+    c.in_use = 0
+    for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
+      local r = load(id)
+      c.add((r and str(r.user)) or false)
+    end
+    for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
+      c.add(str(lease_user(redis.call('HGET', PINFO, lid))) or false)
+    end
+    return c
+  end
   if user then c.mine = tonumber(redis.call('HGET', IXUSER, user) or '0') end
   local seen = {}
   for i, g in ipairs(spec.groups) do
@@ -443,8 +483,8 @@ local function overflow_left(now)
   local allowance = str(spec.overflow_ms)
   if not allowance then return nil end
   local used = tonumber(redis.call('HGET', STATS, 'overflow_ms') or '0')
-  for _, id in ipairs(redis.call('SMEMBERS', IXOVER)) do
-    local r = load(id)
+  for _, o in ipairs(overflow_seats()) do
+    local r = load(o.id)
     if r then used = used + overflow_used(r, now) end
   end
   return math.max(0, allowance - used)
@@ -464,8 +504,15 @@ local function reusable(user, device, now)
   if spec.seats_per == 'user_device' then lo = lo .. device .. '\0' end
   local hi = lo:sub(1, -2) .. '\1'
   local best, best_la, best_sc = nil, -1, nil
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', IXSEAT, '[' .. lo, '(' .. hi)) do
-    local id = m:match('([^%z]*)$')
+  local ids = {}
+  if WALK then
+    ids = redis.call('ZRANGEBYSCORE', Z, '(' .. now, '+inf')
+  else
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', IXSEAT, '[' .. lo, '(' .. hi)) do
+      table.insert(ids, m:match('([^%z]*)$'))
+    end
+  end
+  for _, id in ipairs(ids) do
     local sc = tonumber(redis.call('ZSCORE', Z, id) or '-1')
     local r = sc > now and load(id)
     if r and str(r.user) == user and (spec.seats_per == 'user' or str(r.device) == device)
@@ -525,7 +572,7 @@ local now = redis_now()
 if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' then
   if #spec.groups > 0 or str(spec.max_sessions) or spec.seats_per ~= 'session' or str(spec.overflow_ms) then
     IX = true
-    ensure_index()
+    ensure_index(now)
   else
     -- Not kept up from here: a pool that needs them again rebuilds them first.
     redis.call('HDEL', IXMETA, 'version')
@@ -878,7 +925,7 @@ elseif op == 'sweep' then
   purge(now)
   -- The sweep runs on every replica every few seconds: the indexes are checked through in
   -- ZCARD / 256 sweeps.
-  if IX and not index_sound(256) then rebuild_index() end
+  if IX and not index_sound(256) then drifted(now) end
   for _, idx in ipairs({ PAUSED, UNC }) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do
       local r = load(id)

@@ -318,6 +318,15 @@ async fn seats_written_around_the_indexes_are_counted() {
         f.l.reserve(&claim(&pool, "ann", "", 2), now).await.unwrap(),
         Reservation::Granted(_)
     ));
+    // While the older replica may still be writing, the pool is walked, not rebuilt per call;
+    // a minute after the last drift the indexes are built again.
+    let built = f.rebuilds(&pool);
+    f.l.sweep(now + 59_000).await.unwrap();
+    assert_eq!(f.rebuilds(&pool), built);
+    f.l.sweep(now + 60_000).await.unwrap();
+    assert_eq!(f.rebuilds(&pool), built + 1);
+    // Ann's lease lapsed meanwhile: nothing holds.
+    assert_eq!(f.index(&pool).0, 0);
 }
 
 /// A pool that reads no index (seats per session, no groups, max_sessions or overflow) keeps
