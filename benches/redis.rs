@@ -10,7 +10,7 @@
 //!
 //! Needs Redis (`SEATGATE_BENCH_REDIS`, default redis://127.0.0.1:6379); uses its own key
 //! prefix and deletes it afterwards. Run: `cargo bench --bench redis` (see
-//! docs/benchmarks-redis.md for the figures and the exact command used).
+//! docs/benchmarks.md, "Redis" and "Redis admission cost", for the figures and the command used).
 
 mod common;
 
