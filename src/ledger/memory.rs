@@ -56,8 +56,9 @@ use slot::*;
 
 /// How long an ended seat's id is remembered, so a second end says "already ended".
 const ENDED_FOR: Millis = 3_600_000;
-/// Seats released per pool lock and journal write when many lapse at once.
-const RELEASE_CHUNK: usize = 512;
+/// Seats released per pool lock and journal write when many lapse at once: small enough that
+/// a login queued behind one such write waits a few milliseconds (512 took 50 ms a write).
+const RELEASE_CHUNK: usize = 64;
 /// Lapsed seats a login or a first request releases on its way (the sweep takes the rest).
 const INLINE_RELEASES: usize = 64;
 /// Who ends an overflow seat whose pool spent its allowance (`ended_by`).

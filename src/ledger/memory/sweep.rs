@@ -82,7 +82,7 @@ impl MemoryLedger {
     }
 
     /// Releases seats found expired, each as of the instant it expired, [`RELEASE_CHUNK`] per
-    /// pool lock and per journal write: a million seats lapsing together cost a thousand
+    /// pool lock and per journal write: a million seats lapsing together cost thousands of
     /// short lock holds and group commits, not a million fsyncs awaited one after another, and
     /// admissions get the lock between chunks.
     pub(super) async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
