@@ -12,7 +12,9 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use seatgate::domain::{Claim, Grant, Millis, PoolKey, PoolSpec, Reservation, SeatsPer, SessionKey};
+use seatgate::domain::{
+    Claim, Grant, Millis, PoolKey, PoolSpec, Reservation, SeatsPer, SessionKey,
+};
 use seatgate::ledger::memory::MemoryLedger;
 use seatgate::ledger::{NoObserver, SeatLedger};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,8 +124,11 @@ fn traffic(
                 let t = Instant::now();
                 let got = l.touch(&key(i), now).await.unwrap();
                 touches.push(t.elapsed());
-                assert!(matches!(got, seatgate::domain::Touch::Held { .. }), "{got:?}");
-                if n % 10 == 0 {
+                assert!(
+                    matches!(got, seatgate::domain::Touch::Held { .. }),
+                    "{got:?}"
+                );
+                if n.is_multiple_of(10) {
                     let j = 10_000_000_000 + n;
                     let c = claim(j);
                     let t = Instant::now();
@@ -199,7 +204,10 @@ fn main() {
             .await
             .unwrap();
         let got = l.touch(&key(0), t0 + 1).await.unwrap();
-        assert!(matches!(got, seatgate::domain::Touch::Held { .. }), "{got:?}");
+        assert!(
+            matches!(got, seatgate::domain::Touch::Held { .. }),
+            "{got:?}"
+        );
         Arc::new(l)
     });
     println!(
