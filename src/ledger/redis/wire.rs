@@ -35,11 +35,13 @@ pub(super) struct Rec {
     pub(super) ended_by: String,
 }
 
-/// Lua numbers are doubles and cjson may print them as such; a negative or non-finite one is
-/// no count or time of the script's and is refused.
+/// Lua numbers are doubles and cjson may print them as such; a negative, non-finite or too
+/// large one (past u64, which a cast would silently saturate) is no count or time of the
+/// script's and is refused.
 pub(super) fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = f64::deserialize(d)?;
-    if v.is_finite() && v >= 0.0 {
+    // `u64::MAX as f64` is 2^64, the first value that does not fit.
+    if v.is_finite() && v >= 0.0 && v < u64::MAX as f64 {
         Ok(v as u64)
     } else {
         Err(serde::de::Error::custom(format!(
@@ -422,6 +424,15 @@ mod tests {
         assert!(matches!(parse_full(None), Err(LedgerError::Corrupt(_))));
     }
 
+    /// Found by the fuzz target below: 1.8447e19 read as u64::MAX instead of being refused.
+    #[test]
+    fn a_count_past_u64_is_refused_not_saturated() {
+        assert!(answer(r#"{"kind":"ok","gone_until":18447000000e9}"#).is_err());
+        assert!(answer(r#"{"kind":"ok","gone_until":18446744073709551616}"#).is_err());
+        let a = answer(r#"{"kind":"ok","gone_until":18446744073709549568}"#).unwrap();
+        assert_eq!(a.gone_until, 18446744073709549568);
+    }
+
     #[test]
     fn a_bad_session_key_is_refused() {
         assert_eq!(parse_session("").unwrap(), None);
@@ -446,5 +457,103 @@ mod tests {
         assert!(matches!(seats_of(&a), Err(LedgerError::Corrupt(_))));
         let a = answer(&format!(r#"{{"kind":"list","seats":[{REC:?}]}}"#)).unwrap();
         assert_eq!(seats_of(&a).unwrap().len(), 1);
+    }
+
+    // Issue 13: the answer parsers fed what a broken or hostile store could send. Bounded like
+    // tests/it/fuzz.rs (`SEATGATE_FUZZ_CASES`, default 256).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("SEATGATE_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256);
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// A known answer with one field's value replaced by arbitrary JSON-ish text.
+        fn mutated_answer() -> impl Strategy<Value = (&'static str, String)> {
+            let field = prop_oneof![
+                Just("kind"),
+                Just("in_use"),
+                Just("reason"),
+                Just("seat"),
+                Just("released"),
+                Just("out"),
+                Just("seats"),
+                Just("gone_until"),
+            ];
+            let value = prop_oneof![
+                "\"[a-z_]{0,12}\"",
+                "-?[0-9]{1,20}(\\.[0-9]{1,4})?(e[0-9]{1,3})?",
+                Just("null".to_string()),
+                Just("{}".to_string()),
+                Just("[]".to_string()),
+                Just(format!("[{REC}]")),
+                Just("[[\"00000000000000a1\",\"ending\",-1]]".to_string()),
+                ".{0,40}",
+            ];
+            (field, value)
+        }
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_answers_parse_or_are_refused(raw in ".{0,300}") {
+                if let Ok(a) = answer(&raw) {
+                    let _ = seats_of(&a);
+                    let _ = parse_full(a.reason.as_deref());
+                    if let Some(r) = &a.seat {
+                        let _ = r.record(&PoolKey::new("p", "q"));
+                    }
+                }
+            }
+
+            #[test]
+            fn mutated_answers_never_read_as_something_else((field, value) in mutated_answer()) {
+                let raw = format!(
+                    r#"{{"kind":"granted","in_use":1,"capacity":2,"seat":{REC},"{field}":{value}}}"#
+                );
+                let Ok(a) = answer(&raw) else { return Ok(()) };
+                let number = value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+                // serde_json's float reading may differ from std's in the last place.
+                let read_as = |got: u64| {
+                    number.is_some_and(|v| (got as f64 - v.trunc()).abs() <= v * 1e-15 + 1.0)
+                };
+                match field {
+                    // A count is read only from a non-negative finite number, as that number.
+                    "in_use" => prop_assert!(read_as(a.in_use), "{} read as {}", value, a.in_use),
+                    "gone_until" => prop_assert!(read_as(a.gone_until), "{} read as {}", value, a.gone_until),
+                    // A kind is read only from one of the script's words.
+                    "kind" => prop_assert!(value.starts_with('"') && serde_json::from_str::<Kind>(&value).is_ok()),
+                    // An end outcome with a negative time is refused, not read as 0.
+                    "out" => prop_assert!(!value.contains("-1")),
+                    _ => {}
+                }
+            }
+
+            #[test]
+            fn words_and_keys_are_known_or_refused(word in "[a-z_]{0,16}|.{0,40}") {
+                let known_gone = ["unknown", "paused"].contains(&word.as_str())
+                    || word.parse::<ReleaseReason>().is_ok();
+                prop_assert_eq!(parse_gone(&word).is_ok(), known_gone);
+                prop_assert_eq!(
+                    parse_full(Some(&word)).is_ok(),
+                    word.parse::<FullReason>().is_ok()
+                );
+                let key = parse_session(&word);
+                prop_assert!(
+                    word.is_empty() && matches!(key, Ok(None))
+                        || SessionKey::from_hex(&word).is_some() && key.is_ok()
+                        || matches!(key, Err(LedgerError::Corrupt(_)))
+                );
+            }
+        }
     }
 }
