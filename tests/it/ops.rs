@@ -436,3 +436,78 @@ async fn a_handed_socket_that_matches_no_listener_stops_the_start() {
         "{err}"
     );
 }
+
+/// systemd socket activation: the sockets come as fds 3 and 4 with `LISTEN_FDS=2` and
+/// `LISTEN_PID` naming the gateway's own pid (a shell sets it to its pid, then execs the
+/// gateway, which keeps the pid), and the gateway serves them with no `--listen-fd`.
+#[tokio::test]
+async fn systemd_socket_activation_serves_the_sockets_it_is_handed() {
+    let up = upstream("SID").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = (bound(), bound());
+    let at = |l: &std::net::TcpListener| l.local_addr().unwrap().to_string();
+    let cfg = dir.path().join("activated.yaml");
+    let vars = basic_vars(&up, 1);
+    let mut yaml = BASIC
+        .replace("{listen}", &at(&proxy))
+        .replace("{admin}", &at(&admin))
+        .replace("{dir}", &dir.path().display().to_string())
+        .replace("{admin_hash}", ADMIN_HASH);
+    for (k, v) in &vars {
+        yaml = yaml.replace(&format!("{{{k}}}"), v);
+    }
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" run --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_seatgate"))
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fds = [proxy.as_raw_fd(), admin.as_raw_fd()];
+        // SAFETY: between fork and exec only dup2 runs (async-signal-safe), onto fds 3 and 4
+        // of the child alone; dup2's copies are not close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (i, &fd) in fds.iter().enumerate() {
+                    if libc::dup2(fd, 3 + i as i32) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Bounded: a socket nobody serves still completes the handshake (this process holds it).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let health = format!("http://{}/healthz", at(&admin));
+    let served = eventually(Duration::from_secs(30), || async {
+        client
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let through = client
+        .get(format!("http://{}/activated", at(&proxy)))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    child.kill().ok();
+    child.wait().ok();
+    assert!(served, "the admin socket handed as fd 4 answers /healthz");
+    assert_eq!(
+        through.ok(),
+        Some(200),
+        "the proxy socket handed as fd 3 serves"
+    );
+    assert_eq!(up.seen.count("/activated"), 1);
+}
