@@ -4,8 +4,8 @@
 
 use crate::harness::*;
 use rand::{RngExt, SeedableRng};
-use seatgate::domain::SeatsPer;
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
+use seatgate::domain::SeatsPer;
 use seatgate::ledger::redis::RedisLedger;
 use seatgate::ledger::{
     Claim, EndOutcome, FullReason, Gone, GroupLimit, LedgerObserver, PoolKey, PoolSpec,
