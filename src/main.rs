@@ -163,7 +163,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .products
                 .iter()
                 .flat_map(|p| p.pools.iter())
-                .map(|p| p.capacity(seatgate::ledger::now_ms()))
+                .map(|p| p.capacity(seatgate::domain::now_ms()))
                 .sum();
             println!(
                 "{}: ok ({} products, {} seats)",

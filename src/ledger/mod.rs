@@ -8,7 +8,7 @@
 //! themselves are pure functions in `policy::admission` and `policy::seat`, so every backend
 //! asks the same questions. Time is always an input (`now`, unix milliseconds).
 //!
-//! The seat vocabulary lives in `crate::domain` (re-exported here while callers move to it);
+//! The seat vocabulary lives in `crate::domain`, where every caller imports it from;
 //! this module owns the store traits (`SeatLedger`, its supertrait `SharedState` for the few
 //! shared values self-service keeps), `LedgerError` and the observer. It imports no config:
 //! pools arrive as `PoolSpec`s, the Redis target as `domain::RedisConfig`.
@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-pub use crate::domain::{
-    now_ms, Claim, EndOutcome, Full, FullReason, Gone, GroupLimit, Lease, Lookup, Millis,
-    PauseOutcome, PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord,
-    SeatState, SessionKey, Touch,
+// The stores speak the domain's vocabulary; callers import it from `crate::domain`.
+use crate::domain::{
+    Claim, EndOutcome, Lease, Lookup, Millis, PauseOutcome, PoolKey, PoolSpec, PoolUsage,
+    ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SessionKey, Touch,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -6,11 +6,12 @@ use crate::harness::*;
 use rand::{RngExt, SeedableRng};
 use seatgate::config::{Grant, RedisConfig, RedisTarget};
 use seatgate::domain::SeatsPer;
-use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{
-    Claim, EndOutcome, FullReason, Gone, GroupLimit, LedgerObserver, PoolKey, PoolSpec,
-    ReleaseReason, Reservation, SeatLedger, SeatRecord, SeatState, SessionKey, Touch,
+use seatgate::domain::{
+    Claim, EndOutcome, FullReason, Gone, GroupLimit, PoolKey, PoolSpec, ReleaseReason, Reservation,
+    SeatRecord, SeatState, SessionKey, Touch,
 };
+use seatgate::ledger::redis::RedisLedger;
+use seatgate::ledger::{LedgerObserver, SeatLedger};
 use seatgate::policy::admission::{self, Admit, Holders};
 use seatgate::policy::seat::{deadline, expiry, SeatTimes};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +112,7 @@ fn claim(pool: &str, user: &str, device: Option<&str>) -> Claim {
     }
 }
 
-async fn seat_login(l: &RedisLedger, c: &Claim, cookie: &str) -> Option<seatgate::ledger::SeatId> {
+async fn seat_login(l: &RedisLedger, c: &Claim, cookie: &str) -> Option<seatgate::domain::SeatId> {
     match l.reserve(c, 0).await.unwrap() {
         Reservation::Granted(lease) => Some(
             l.commit(&lease, c, SessionKey::new("crm", cookie), 0)
@@ -369,12 +370,12 @@ async fn redis_ledger_contract() {
     // Pause frees the seat, resume takes it back.
     assert_eq!(
         l.pause(first, 0).await.unwrap(),
-        seatgate::ledger::PauseOutcome::Done
+        seatgate::domain::PauseOutcome::Done
     );
     assert_eq!(in_use(&l, "dev").await, 1);
     assert_eq!(
         l.resume(first, 0).await.unwrap(),
-        seatgate::ledger::PauseOutcome::Done
+        seatgate::domain::PauseOutcome::Done
     );
     assert_eq!(in_use(&l, "dev").await, 2);
 
