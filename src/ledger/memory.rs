@@ -163,6 +163,19 @@ impl MemoryLedger {
         self.by_session.get(session).map(|l| l.clone())
     }
 
+    /// The session of `session` if it is still within its deadlines; one found past them is
+    /// released now, with the reason that ended it first, and is `None` like an unknown one.
+    async fn live_within(&self, session: &SessionKey, now: Millis) -> Option<Arc<Live>> {
+        let live = self.live_of(session)?;
+        match live.expired(now) {
+            Some(reason) => {
+                self.expire(&live, reason, now).await;
+                None
+            }
+            None => Some(live),
+        }
+    }
+
     fn live_by_id(&self, id: &SeatId) -> Option<Arc<Live>> {
         self.by_id.get(id).map(|l| l.clone())
     }
@@ -367,13 +380,9 @@ impl SeatLedger for MemoryLedger {
         input: bool,
         now: Millis,
     ) -> Result<Option<Millis>, LedgerError> {
-        let Some(live) = self.live_of(session) else {
+        let Some(live) = self.live_within(session, now).await else {
             return Ok(None);
         };
-        if let Some(reason) = live.expired(now) {
-            self.expire(&live, reason, now).await;
-            return Ok(None);
-        }
         if live.state() == SeatState::Paused {
             return Ok(None);
         }
@@ -397,13 +406,9 @@ impl SeatLedger for MemoryLedger {
         reason: ReleaseReason,
         now: Millis,
     ) -> Result<Option<SeatRecord>, LedgerError> {
-        let Some(live) = self.live_of(session) else {
+        let Some(live) = self.live_within(session, now).await else {
             return Ok(None);
         };
-        if let Some(r) = live.expired(now) {
-            self.expire(&live, r, now).await;
-            return Ok(None);
-        }
         Ok(self.release_at(&live, reason, now).await)
     }
 

@@ -228,13 +228,9 @@ impl MemoryLedger {
         new: SessionKey,
         now: Millis,
     ) -> Result<Option<SeatId>, LedgerError> {
-        let Some(live) = self.live_of(old) else {
+        let Some(live) = self.live_within(old, now).await else {
             return Ok(None);
         };
-        if let Some(r) = live.expired(now) {
-            self.expire(&live, r, now).await;
-            return Ok(None);
-        }
         if *old == new {
             return Ok(Some(live.id));
         }
