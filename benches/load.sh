@@ -135,7 +135,8 @@ done
 ((FAILED)) && { echo "load.sh: some case answered wrongly"; exit 1; }
 ((SMOKE)) && { echo "load.sh smoke: every case answered as expected"; exit 0; }
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# The median of the figures in $1; empty when there are none (a case ONLY left out).
+median() { { tr ' ' '\n' <<<"$1" | grep . || true; } | sort -g | awk 'NR {a[NR]=$1} END {if (NR) print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 echo
 echo "medians over $ROUNDS round(s); ratios to the reference measured in the same run:"
 printf '%-34s %10s %9s %14s %14s %14s\n' case req/s µs/req "rps ×bare" "CPU ×bare" "rps ×nginx"
