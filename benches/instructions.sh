@@ -3,7 +3,7 @@
 # (examples/bare.rs) on the same request: a failing check (both write the answer themselves)
 # and a held session's request forwarded to the app (nginx). Unlike req/s on this shared
 # 2-core machine, the count repeats run to run, so it shows what seatgate adds to pingora.
-# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held]
+# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held,pass,checkpass]
 # KEEP=dir copies the callgrind files there (callgrind_annotate them to see where it goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,13 +42,27 @@ measure() {
   kill -INT "$pid"
 }
 echo "callgrind, $N keep-alive requests (ab -k -c 8), one proxy thread, all threads counted"
-if [[ $CASES == *check* ]]; then
+if [[ ,$CASES, == *,check,* ]]; then
   measure "bare pingora own answer" 18190 /full/sdata/mobile/x 'Authorization: Basic dTpw' \
     target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
   measure "seatgate check (fail)" 18180 /full/sdata/mobile/x 'Authorization: Basic dTpw' \
     target/dist/seatgate run --config $T/gw.yaml
 fi
-if [[ $CASES == *held* ]]; then
+if [[ ,$CASES, == *,checkpass,* ]]; then
+  # A check that passes is forwarded to the app (nginx answers it); bare pingora proxies the same.
+  measure "bare pingora proxied (check path)" 18190 /sdata/mobile/x 'Authorization: Basic dTpw' \
+    target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
+  measure "seatgate check (pass) forwarded" 18180 /sdata/mobile/x 'Authorization: Basic dTpw' \
+    target/dist/seatgate run --config $T/gw.yaml
+fi
+if [[ ,$CASES, == *,pass,* ]]; then
+  # No cookie, no credentials: nothing to enforce, forwarded as is.
+  measure "bare pingora proxied (no cookie)" 18190 /home 'Accept: */*' \
+    target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
+  measure "seatgate pass-through" 18180 /home 'Accept: */*' \
+    target/dist/seatgate run --config $T/gw.yaml
+fi
+if [[ ,$CASES, == *,held,* ]]; then
   # The product `bench` adopts a cookie the app accepts (nginx accepts everything): the first
   # request takes the seat, the rest are a held session's requests (touch + forward).
   measure "bare pingora proxied" 18190 /home 'Cookie: SID=bench-held-1' \
