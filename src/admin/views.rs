@@ -42,9 +42,7 @@ pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
             "license_type" | "pool" => f.license_type = v,
             "state" => {
                 if let Some(s) = &v {
-                    if !["active", "standby", "ending", "paused", "exempt", "named"]
-                        .contains(&s.as_str())
-                    {
+                    if s.parse::<crate::domain::SeatState>().is_err() {
                         return Err(format!("unknown state `{s}`"));
                     }
                 }

@@ -23,6 +23,15 @@ pub enum SeatState {
 }
 
 impl SeatState {
+    pub const ALL: [SeatState; 6] = [
+        SeatState::Standby,
+        SeatState::Active,
+        SeatState::Ending,
+        SeatState::Paused,
+        SeatState::Exempt,
+        SeatState::Named,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             SeatState::Standby => "standby",
@@ -141,20 +150,13 @@ impl std::error::Error for Unknown {}
 impl FromStr for SeatState {
     type Err = Unknown;
     fn from_str(s: &str) -> Result<Self, Unknown> {
-        [
-            SeatState::Standby,
-            SeatState::Active,
-            SeatState::Ending,
-            SeatState::Paused,
-            SeatState::Exempt,
-            SeatState::Named,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-        .ok_or_else(|| Unknown {
-            what: "seat state",
-            value: s.into(),
-        })
+        SeatState::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| Unknown {
+                what: "seat state",
+                value: s.into(),
+            })
     }
 }
 

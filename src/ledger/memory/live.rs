@@ -167,14 +167,7 @@ mod tests {
 
     #[test]
     fn a_state_byte_reads_back_and_an_unknown_one_is_refused() {
-        for st in [
-            SeatState::Standby,
-            SeatState::Active,
-            SeatState::Ending,
-            SeatState::Paused,
-            SeatState::Exempt,
-            SeatState::Named,
-        ] {
+        for st in SeatState::ALL {
             assert_eq!(state_from_u8(state_to_u8(st)), Some(st));
         }
         assert_eq!(state_from_u8(6), None);
