@@ -116,7 +116,7 @@ impl AppClient {
         };
         match self.call(peer, req, body).await {
             Ok((h, b)) => {
-                let set = crate::gate::set_cookies(&h.headers);
+                let set = cookies::set_cookies(&h.headers);
                 let v = cookies::set_cookie_value(&set, cookie);
                 (Some((h, b)), v.map_or(Verdict::NoSession, Verdict::Session))
             }

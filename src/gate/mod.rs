@@ -427,20 +427,11 @@ pub fn store_error_label(p: StoreErrorPolicy) -> &'static str {
 /// The app's last word on its session cookie `cookie` in an answer's headers (`now`: for
 /// cookies deleted by an expiry in the past).
 pub fn app_word(headers: &HeaderMap, cookie: &str, now: Millis) -> Option<CookieWord> {
-    let set = set_cookies(headers);
+    let set = crate::policy::cookies::set_cookies(headers);
     if set.is_empty() {
         return None;
     }
     crate::policy::cookies::set_cookie_word(&set, cookie, (now / 1000) as i64)
-}
-
-/// An answer's `Set-Cookie` values.
-pub fn set_cookies(headers: &HeaderMap) -> Vec<&str> {
-    headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect()
 }
 
 /// Whether a request's body is an HTML form (`application/x-www-form-urlencoded`).

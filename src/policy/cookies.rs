@@ -95,6 +95,15 @@ pub fn set_cookie_word(
     found
 }
 
+/// An answer's `Set-Cookie` values.
+pub fn set_cookies(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
 /// The session value a response sets for `name`, unless the response deletes it.
 pub fn set_cookie_value(set_cookie_values: &[&str], name: &str) -> Option<String> {
     let now = std::time::SystemTime::now()

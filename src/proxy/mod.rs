@@ -297,7 +297,6 @@ impl ProxyHttp for Gateway {
         let req = s.req_header();
         let uri_len = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
         let raw = s.as_http1().map(|h| h.get_headers_raw_bytes());
-        let req = s.req_header();
         if let Err(bad) = hostile::inspect(
             req.version,
             uri_len,
