@@ -69,6 +69,7 @@ pub static LIMITS_REACHED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyL
         "self_service_tokens",
         "self_service_holds",
         "access_log_queue",
+        "app_logouts",
     ] {
         c.with_label_values(&[l]);
     }

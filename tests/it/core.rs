@@ -454,6 +454,19 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         assert!(list[0].get(k).is_some(), "missing {k}");
     }
     let text = g.metrics().await;
+    // Every bound the README lists is exported from the start, so an alert can rely on it.
+    for limit in [
+        "admin_failures",
+        "admin_credentials",
+        "admin_page_sessions",
+        "self_service_tokens",
+        "self_service_holds",
+        "access_log_queue",
+        "app_logouts",
+    ] {
+        let series = format!("seatgate_limits_reached_total{{limit=\"{limit}\"}} 0");
+        assert!(text.contains(&series), "missing {series}");
+    }
     if let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
