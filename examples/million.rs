@@ -42,6 +42,7 @@ fn spec(seats: u32) -> PoolSpec {
         max_sessions: None,
         groups: vec![],
         overflow_ms: None,
+        queue: None,
     }
 }
 

@@ -18,6 +18,7 @@ pub fn spec(seats: u32) -> PoolSpec {
         max_sessions: None,
         groups: vec![],
         overflow_ms: None,
+        queue: None,
     }
 }
 

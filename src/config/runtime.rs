@@ -340,6 +340,7 @@ pub fn pool_specs(p: &Product) -> Vec<PoolSpec> {
                 })
                 .collect(),
             overflow_ms: pool.overflow_ms,
+            queue: None,
         })
         .collect()
 }

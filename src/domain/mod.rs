@@ -6,12 +6,14 @@
 //! * `seat`: seat states, release reasons, the seat record.
 //! * `pool`: grants, `seats_per`, pool specs and usage.
 //! * `answers`: what the ledger is asked and answers.
+//! * `queue`: the waiting line's tickets and answers.
 //! * `store`: where a shared store lives.
 //! * `time`: unix milliseconds.
 
 mod answers;
 mod keys;
 mod pool;
+mod queue;
 mod seat;
 mod store;
 mod time;
@@ -21,6 +23,10 @@ pub use answers::{
 };
 pub use keys::{PoolKey, SeatId, SessionKey};
 pub use pool::{Grant, GroupLimit, PoolSpec, PoolUsage, SeatsPer};
+pub use queue::{
+    Joined, Polled, QueueEvent, QueueResult, QueueSpec, QueueStatus, Ticket, TicketKey,
+    TicketState, MIN_POLL_INTERVAL,
+};
 pub use seat::{ReleaseReason, SeatRecord, SeatState, Unknown};
 pub use store::{RedisConfig, RedisTarget};
 pub use time::{now_ms, Millis};

@@ -1,6 +1,7 @@
 //! A pool as the ledger sees it: its grants, its limits, and its usage.
 
 use super::keys::PoolKey;
+use super::queue::QueueSpec;
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -36,6 +37,8 @@ pub struct PoolSpec {
     pub max_sessions: Option<u32>,
     pub groups: Vec<GroupLimit>,
     pub overflow_ms: Option<u64>,
+    /// The waiting line (`queue.enabled`); `None`: a full pool denies.
+    pub queue: Option<QueueSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,4 +71,6 @@ pub struct PoolUsage {
     pub standby: u32,
     pub ending: u32,
     pub overflow_used_seconds: u64,
+    /// Tickets in the pool's waiting line (waiting and ready).
+    pub queue_length: u32,
 }

@@ -29,8 +29,9 @@
 use super::journal::{self, Journal, Op, Written};
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
 use crate::domain::{
-    Claim, EndOutcome, Gone, Lease, Lookup, Millis, PauseOutcome, PoolKey, PoolSpec, PoolUsage,
-    ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer, SessionKey, Touch,
+    Claim, EndOutcome, Gone, Joined, Lease, Lookup, Millis, PauseOutcome, Polled, PoolKey,
+    PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer,
+    SessionKey, Ticket, TicketKey, Touch,
 };
 use crate::policy::admission::{self, Admit, Counts};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
@@ -581,5 +582,45 @@ impl SeatLedger for MemoryLedger {
             "up": error.is_none(),
             "write_error": error,
         })
+    }
+
+    // The waiting line: not yet on this store.
+    async fn enqueue(
+        &self,
+        _claim: &Claim,
+        _ticket: TicketKey,
+        _now: Millis,
+    ) -> Result<Joined, LedgerError> {
+        Ok(Joined::LineFull)
+    }
+
+    async fn poll(
+        &self,
+        _pool: &PoolKey,
+        _ticket: &TicketKey,
+        _now: Millis,
+    ) -> Result<Polled, LedgerError> {
+        Ok(Polled::Unknown)
+    }
+
+    async fn queue_admitted(
+        &self,
+        _pool: &PoolKey,
+        _ticket: &TicketKey,
+        _now: Millis,
+    ) -> Result<Option<Ticket>, LedgerError> {
+        Ok(None)
+    }
+
+    async fn remove_ticket(
+        &self,
+        _id: SeatId,
+        _now: Millis,
+    ) -> Result<Option<Ticket>, LedgerError> {
+        Ok(None)
+    }
+
+    async fn queue(&self, _now: Millis) -> Result<Vec<Ticket>, LedgerError> {
+        Ok(Vec::new())
     }
 }

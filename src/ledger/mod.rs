@@ -26,8 +26,9 @@ use std::sync::{Arc, RwLock};
 
 // The stores speak the domain's vocabulary; callers import it from `crate::domain`.
 use crate::domain::{
-    Claim, EndOutcome, Lease, Lookup, Millis, PauseOutcome, PoolKey, PoolSpec, PoolUsage,
-    ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SessionKey, Touch,
+    Claim, EndOutcome, Joined, Lease, Lookup, Millis, PauseOutcome, Polled, PoolKey, PoolSpec,
+    PoolUsage, QueueEvent, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SessionKey,
+    Ticket, TicketKey, Touch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,11 @@ pub trait LedgerObserver: Send + Sync {
 
     /// A paused seat took a seat again (asked through the admin API, or by its next request).
     fn resumed(&self, _seat: &SeatRecord) {}
+
+    /// A ticket joined, became ready or left the line (`at`: when; for `Left(Admitted)`,
+    /// `at - ticket.joined_at` is the wait). Told once, by the ledger that did it; a login
+    /// refused because the line is full is `Left(LineFull)` with the ticket it would have had.
+    fn queue_event(&self, _ticket: &Ticket, _ev: QueueEvent, _at: Millis) {}
 }
 
 pub struct NoObserver;
@@ -82,7 +88,10 @@ pub trait SeatLedger: SharedState + Send + Sync + 'static {
 
     /// Reserves a seat for a login in flight (or finds the seat it may reuse). The reservation
     /// lapses after the pool's `standby_timeout`; reserving again with the same `lease_id`
-    /// finds it.
+    /// finds it (a ready ticket's held seat is found this way). With a `queue` whose
+    /// `barging` is off the line promotes first (see `poll`), so a freed seat goes to the head
+    /// of the line before any newcomer; then, while any ticket still waits, a reservation
+    /// that is not a ready ticket's is `Full` (reason `Pool`): newcomers join the back.
     async fn reserve(&self, claim: &Claim, now: Millis) -> Result<Reservation, LedgerError>;
 
     /// Like `reserve`, but the reservation lapses after `ttl_ms`: a seat held for a user who is
@@ -223,7 +232,9 @@ pub trait SeatLedger: SharedState + Send + Sync + 'static {
     /// Releases whatever expired (as of its deadline); returns how many. Also ends the
     /// overflow seats of a pool whose `overflow_ms` allowance is spent (reason `Ended`,
     /// `ended_by` "overflow", the notice of an admin end), and forgets tombstones and ended
-    /// ids whose time is up.
+    /// ids whose time is up. Lines: drops abandoned and expired tickets and, where
+    /// `barging` is off, promotes (as `poll` does), so a freed seat is held for the head even
+    /// when no one polls or logs in.
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError>;
 
     /// Writes batched activity.
@@ -242,6 +253,59 @@ pub trait SeatLedger: SharedState + Send + Sync + 'static {
     /// The store's state for `/healthz` (kind, reachability, last error).
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "kind": "embedded" })
+    }
+
+    /// Joins the waiting line of `claim.pool` with `ticket` (a login refused for want of a
+    /// seat; the caller never asks for a pool whose spec has no `queue`: such a pool answers
+    /// `LineFull` and tells no observer). The ticket's lease id is `ticket.lease_id()`; user and
+    /// client come from `claim`. A ticket already in line keeps its place (its status, the
+    /// poll time refreshed). The line promotes first (see `poll`), so the answer may be
+    /// `Ready` at once. `LineFull` when `max_length` tickets are in line (observed as
+    /// `Left(LineFull)`). On Redis one line for every replica, decided in one script call.
+    async fn enqueue(
+        &self,
+        claim: &Claim,
+        ticket: TicketKey,
+        now: Millis,
+    ) -> Result<Joined, LedgerError>;
+
+    /// A ticket's page asks where it stands. Refreshes its poll time (a waiting ticket not
+    /// polled for `abandon_after` leaves, `Abandoned`), drops tickets past `max_wait` or past
+    /// their hold (`Expired`), then promotes: while a seat is free for the head waiting ticket
+    /// (the pool's admission rules for its user, overflow never), it becomes `Ready` and a
+    /// reservation under its lease id counts until `ready_until = now + hold`; the login that
+    /// carries the ticket finds it with `reserve` (claim.lease_id = ticket.lease_id()).
+    /// `TooSoon` when polled again within `MIN_POLL_INTERVAL` (nothing changes);
+    /// `Unknown` for a ticket not in this pool's line. On the embedded store no I/O.
+    async fn poll(
+        &self,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
+    ) -> Result<Polled, LedgerError>;
+
+    /// The login carrying `ticket` committed its seat: the ticket leaves (`Left(Admitted)`).
+    /// `None` when it was not in line.
+    async fn queue_admitted(
+        &self,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
+    ) -> Result<Option<Ticket>, LedgerError>;
+
+    /// An admin removes a ticket by its public id (`Left(Removed)`); a ready ticket's held
+    /// seat is given back (and promoted to the next). `None` when no line has it.
+    async fn remove_ticket(&self, id: SeatId, now: Millis) -> Result<Option<Ticket>, LedgerError>;
+
+    /// Every pool's line, in order (pool key, then position); lapsed tickets never included.
+    async fn queue(&self, now: Millis) -> Result<Vec<Ticket>, LedgerError>;
+
+    /// How long until `seats` seats are likely free in `pool` (`policy::queue::estimate` on the
+    /// pool's earliest seat deadlines and its releases over the last hour), from this
+    /// gateway's view, without a store round trip: the `Retry-After` of a full pool's denial.
+    /// `None`: unknown.
+    fn wait_estimate(&self, _pool: &PoolKey, _seats: u32, _now: Millis) -> Option<Millis> {
+        None
     }
 
     /// Whether this gateway last saw `session` holding a seat, without asking the store

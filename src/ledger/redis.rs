@@ -32,9 +32,9 @@
 
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
 use crate::domain::{
-    now_ms, Claim, EndOutcome, Full, FullReason, Gone, Lease, Lookup, Millis, PauseOutcome,
-    PoolKey, PoolSpec, PoolUsage, RedisConfig, RedisTarget, ReleaseReason, Reservation, SeatId,
-    SeatRecord, SeatState, SeatsPer, SessionKey, Touch,
+    now_ms, Claim, EndOutcome, Full, FullReason, Gone, Joined, Lease, Lookup, Millis, PauseOutcome,
+    Polled, PoolKey, PoolSpec, PoolUsage, RedisConfig, RedisTarget, ReleaseReason, Reservation,
+    SeatId, SeatRecord, SeatState, SeatsPer, SessionKey, Ticket, TicketKey, Touch,
 };
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
@@ -568,6 +568,46 @@ impl SeatLedger for RedisLedger {
 
     fn last_known(&self, session: &SessionKey) -> Option<bool> {
         Some(self.inner.cache.contains_key(session))
+    }
+
+    // The waiting line: not yet on this store.
+    async fn enqueue(
+        &self,
+        _claim: &Claim,
+        _ticket: TicketKey,
+        _now: Millis,
+    ) -> Result<Joined, LedgerError> {
+        Ok(Joined::LineFull)
+    }
+
+    async fn poll(
+        &self,
+        _pool: &PoolKey,
+        _ticket: &TicketKey,
+        _now: Millis,
+    ) -> Result<Polled, LedgerError> {
+        Ok(Polled::Unknown)
+    }
+
+    async fn queue_admitted(
+        &self,
+        _pool: &PoolKey,
+        _ticket: &TicketKey,
+        _now: Millis,
+    ) -> Result<Option<Ticket>, LedgerError> {
+        Ok(None)
+    }
+
+    async fn remove_ticket(
+        &self,
+        _id: SeatId,
+        _now: Millis,
+    ) -> Result<Option<Ticket>, LedgerError> {
+        Ok(None)
+    }
+
+    async fn queue(&self, _now: Millis) -> Result<Vec<Ticket>, LedgerError> {
+        Ok(Vec::new())
     }
 }
 

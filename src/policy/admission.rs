@@ -151,6 +151,7 @@ mod tests {
             max_sessions,
             groups,
             overflow_ms: None,
+            queue: None,
         }
     }
 

@@ -16,5 +16,6 @@ pub mod classify;
 pub mod cookies;
 pub mod forwarded;
 pub mod hostile;
+pub mod queue;
 pub mod seat;
 pub mod selfserve;

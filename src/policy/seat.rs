@@ -126,6 +126,7 @@ mod tests {
             max_sessions: None,
             groups: vec![],
             overflow_ms: None,
+            queue: None,
         }
     }
 

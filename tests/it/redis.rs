@@ -84,6 +84,7 @@ fn spec(pool: &str, seats: u32) -> PoolSpec {
         max_sessions: None,
         groups: vec![],
         overflow_ms: None,
+        queue: None,
     }
 }
 

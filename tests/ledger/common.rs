@@ -241,6 +241,7 @@ pub fn spec(pool: &str, seats: u32) -> PoolSpec {
         max_sessions: None,
         groups: vec![],
         overflow_ms: None,
+        queue: None,
     }
 }
 

@@ -239,6 +239,7 @@ mod tests {
             standby: 0,
             ending: 0,
             overflow_used_seconds: 0,
+            queue_length: 0,
         }
     }
 

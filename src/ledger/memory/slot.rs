@@ -477,6 +477,7 @@ impl MemoryLedger {
                 standby: standby + pending,
                 ending,
                 overflow_used_seconds: used / 1000,
+                queue_length: 0,
             });
         }
         Ok(out)

@@ -22,6 +22,7 @@ fn spec(presence: Option<Millis>) -> PoolSpec {
         max_sessions: None,
         groups: vec![],
         overflow_ms: None,
+        queue: None,
     }
 }
 

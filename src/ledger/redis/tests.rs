@@ -152,6 +152,7 @@ fn pool_spec(name: &str, seats: u32, per: SeatsPer) -> PoolSpec {
             },
         ],
         overflow_ms: Some(3_000),
+        queue: None,
     }
 }
 

@@ -136,6 +136,7 @@ impl RedisLedger {
                 standby: standby + a.pending as u32,
                 ending,
                 overflow_used_seconds: used / 1000,
+                queue_length: 0,
             });
         }
         Ok(out)
