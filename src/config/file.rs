@@ -434,6 +434,33 @@ pub struct ProductFile {
     /// Offering a user denied for lack of a seat to end one of their own sessions.
     #[serde(default)]
     pub self_service: Option<SelfServiceFile>,
+    /// The waiting line of every pool of the product (a pool's own `queue` overrides it).
+    #[serde(default)]
+    pub queue: Option<QueueFile>,
+}
+
+/// `queue`: a fair waiting line for browsers refused for want of a seat. Every key optional;
+/// a pool's keys override its product's one by one.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How long a freed seat waits for the head of the line.
+    #[serde(default)]
+    pub hold: Option<Dur>,
+    /// A ticket whose page stops polling for this long leaves the line.
+    #[serde(default)]
+    pub abandon_after: Option<Dur>,
+    /// A ticket waiting longer than this expires.
+    #[serde(default)]
+    pub max_wait: Option<Dur>,
+    /// Tickets in line at most; a login past it gets the plain denial.
+    #[serde(default)]
+    pub max_length: Option<u32>,
+    /// A newcomer whose login can be served at once goes through even while others wait.
+    #[serde(default)]
+    pub barging: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -579,6 +606,9 @@ pub struct PoolFile {
     /// The pool taken when no mapping matches. Exactly one pool may be the default.
     #[serde(default)]
     pub default: bool,
+    /// This pool's waiting line, key by key over the product's `queue`.
+    #[serde(default)]
+    pub queue: Option<QueueFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@
 use super::kinds::{Expired, IdleBy, Mode, Permission, Role, StoreErrorPolicy};
 use super::on_full::OnFull;
 use super::tls::TlsCert;
-use crate::domain::{GroupLimit, PoolKey, PoolSpec, SeatsPer};
+use crate::domain::{GroupLimit, PoolKey, PoolSpec, QueueSpec, SeatsPer};
 use http::{HeaderName, Method};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -226,6 +226,8 @@ pub struct Pool {
     pub header: Option<HeaderMatch>,
     pub overflow_ms: Option<u64>,
     pub default: bool,
+    /// The waiting line (`queue.enabled`, the pool's keys over the product's); `None`: off.
+    pub queue: Option<QueueSpec>,
 }
 
 impl Pool {
@@ -340,7 +342,7 @@ pub fn pool_specs(p: &Product) -> Vec<PoolSpec> {
                 })
                 .collect(),
             overflow_ms: pool.overflow_ms,
-            queue: None,
+            queue: pool.queue,
         })
         .collect()
 }

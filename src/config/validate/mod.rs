@@ -15,6 +15,7 @@ mod locate;
 mod login;
 mod pools;
 mod product;
+mod queue;
 mod session;
 mod store;
 mod upstream;

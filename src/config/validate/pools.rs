@@ -1,8 +1,8 @@
 //! `products[].seats` or `pools` (with grants, dates, users, headers, overflow) and
 //! `groups` (reserves and maxima within a pool).
 
-use super::fields;
 use super::locate::Locator;
+use super::{fields, queue};
 use crate::config::file;
 use crate::config::{ConfigError, Grant, Group, Pool};
 use std::collections::HashSet;
@@ -10,6 +10,9 @@ use std::collections::HashSet;
 pub fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>, ConfigError> {
     let k = |s: &str| format!("products[{i}].{s}");
     let ctx = p.name.as_str();
+    if let Some(q) = &p.queue {
+        queue::check(q, &k("queue"), ctx, loc)?;
+    }
     match (p.seats, p.pools.is_empty()) {
         (Some(_), false) => {
             Err(loc.invalid(&k("seats"), Some(ctx), "give `seats` or `pools`, not both"))
@@ -26,6 +29,7 @@ pub fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>
             header: None,
             overflow_ms: None,
             default: true,
+            queue: queue::spec(p.queue.as_ref(), None),
         }]),
         (None, false) => {
             let mut out: Vec<Pool> = Vec::new();
@@ -125,6 +129,9 @@ pub fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>
                         "must be a positive number of seat-minutes",
                     ));
                 }
+                if let Some(q) = &pf.queue {
+                    queue::check(q, &format!("{pk}.queue"), &pf.name, loc)?;
+                }
                 let header = pf
                     .header
                     .as_ref()
@@ -140,6 +147,7 @@ pub fn pools(p: &file::ProductFile, i: usize, loc: &Locator) -> Result<Vec<Pool>
                         .as_ref()
                         .map(|o| (o.seat_minutes * 60_000.0) as u64),
                     default: pf.default,
+                    queue: queue::spec(p.queue.as_ref(), pf.queue.as_ref()),
                 });
             }
             match out.iter().filter(|p| p.default).count() {
