@@ -6,7 +6,7 @@ use crate::audit::Audit;
 use crate::config::tls::CertSlot;
 use crate::config::{self, Config, ConfigError, Product};
 use crate::domain::{now_ms, SessionKey};
-use crate::domain::{PoolSpec, ReleaseReason, SeatRecord};
+use crate::domain::{Millis, PoolSpec, QueueEvent, ReleaseReason, SeatRecord, Ticket};
 use crate::gate::{self, DenyReason, Gate, Outcome, Record};
 use crate::ledger::{LedgerObserver, SharedLedger};
 use crate::metrics::{Metrics, ProductSeries};
@@ -273,7 +273,7 @@ impl App {
 
 pub use crate::gate::{pool_for, pool_key};
 
-/// Fans ledger releases out to metrics and audit.
+/// Fans ledger releases and line events out to metrics and audit.
 pub struct Observers(pub Vec<Arc<dyn LedgerObserver>>);
 
 impl LedgerObserver for Observers {
@@ -286,6 +286,12 @@ impl LedgerObserver for Observers {
     fn resumed(&self, seat: &SeatRecord) {
         for o in &self.0 {
             o.resumed(seat);
+        }
+    }
+
+    fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
+        for o in &self.0 {
+            o.queue_event(ticket, ev, at);
         }
     }
 }

@@ -13,7 +13,7 @@
 //! of likely names.
 
 use crate::crypto::hmac_sha256;
-use crate::domain::{ReleaseReason, SeatRecord};
+use crate::domain::{Millis, QueueEvent, QueueResult, ReleaseReason, SeatRecord, Ticket};
 use crate::ledger::LedgerObserver;
 use serde_json::{json, Map, Value};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -212,6 +212,18 @@ impl Audit {
         w.send(obj);
     }
 
+    /// A ticket as its line events name it: the public id (never the cookie), the user as
+    /// typed at the login that joined (hashed like any user with `hash_users`).
+    pub fn ticket_fields(&self, t: &Ticket) -> Value {
+        json!({
+            "ticket": t.id.to_string(),
+            "product": t.pool.product,
+            "pool": t.pool.pool,
+            "user": self.user(t.user.as_deref()),
+            "client": t.client,
+        })
+    }
+
     pub fn seat_fields(&self, seat: &SeatRecord) -> Value {
         json!({
             "seat": seat.id.to_string(),
@@ -266,6 +278,34 @@ impl LedgerObserver for Audit {
     fn resumed(&self, seat: &SeatRecord) {
         self.record("resume", self.seat_fields(seat));
     }
+
+    fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
+        let mut f = self.ticket_fields(ticket);
+        match ev {
+            QueueEvent::Joined => {
+                f["position"] = json!(ticket.position);
+                self.record("queue_join", f);
+            }
+            QueueEvent::Ready => {
+                f["ready_until"] = json!(ticket.ready_until.map(rfc3339));
+                self.record("queue_ready", f);
+            }
+            QueueEvent::Left(result) => {
+                f["result"] = json!(result.as_str());
+                if result == QueueResult::Admitted {
+                    // Seconds with millisecond precision, as `at - joined_at` measures it.
+                    let wait = at.saturating_sub(ticket.joined_at);
+                    f["wait_seconds"] = json!(wait as f64 / 1000.0);
+                }
+                self.record("queue_leave", f);
+            }
+        }
+    }
+}
+
+fn rfc3339(ms: Millis) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -362,6 +402,72 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} opened"));
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn line_events_name_the_ticket_not_the_cookie_and_the_wait_of_an_admission() {
+        use crate::domain::{PoolKey, SeatId, TicketKey, TicketState};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let a = Audit::open(&path, false).unwrap();
+        let pool = PoolKey::new("crm", "default");
+        let mut t = Ticket {
+            id: SeatId(0xab),
+            key: TicketKey::new(&pool, "cookie-value"),
+            pool,
+            user: Some("Ann <b>".into()),
+            client: "web".into(),
+            joined_at: 1_000,
+            last_poll: 1_000,
+            state: TicketState::Waiting,
+            ready_until: None,
+            position: 3,
+        };
+        a.queue_event(&t, QueueEvent::Joined, 1_000);
+        t.state = TicketState::Ready;
+        t.ready_until = Some(70_000);
+        a.queue_event(&t, QueueEvent::Ready, 10_000);
+        a.queue_event(&t, QueueEvent::Left(QueueResult::Admitted), 13_500);
+        a.queue_event(&t, QueueEvent::Left(QueueResult::LineFull), 14_000);
+        drop(a);
+        let lines = read_lines(&path, 5);
+        let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(
+            events,
+            [
+                "start",
+                "queue_join",
+                "queue_ready",
+                "queue_leave",
+                "queue_leave"
+            ]
+        );
+        let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        for l in &lines[1..] {
+            assert_eq!(l["ticket"], "00000000000000ab");
+            assert_eq!(
+                (&l["product"], &l["pool"], &l["user"], &l["client"]),
+                (
+                    &json!("crm"),
+                    &json!("default"),
+                    &json!("Ann <b>"),
+                    &json!("web")
+                )
+            );
+            assert!(!l.to_string().contains("cookie-value"));
+        }
+        assert_eq!(lines[1]["position"], 3);
+        assert_eq!(lines[2]["ready_until"], "1970-01-01T00:01:10.000Z");
+        assert_eq!(lines[3]["result"], "admitted");
+        assert_eq!(lines[3]["wait_seconds"], 12.5);
+        assert_eq!(lines[4]["result"], "full");
+        assert!(lines[4].get("wait_seconds").is_none());
+
+        // With `hash_users` the user as typed is hashed like any other user.
+        let hashed = Audit::open(&dir.path().join("h.jsonl"), true).unwrap();
+        let f = hashed.ticket_fields(&t);
+        assert!(f["user"].as_str().unwrap().starts_with("hmac:"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! seat gauges are filled from the ledger's usage at scrape time, so they can never drift from
 //! the ledger.
 
-use crate::domain::{PoolUsage, ReleaseReason, SeatRecord};
+use crate::domain::{
+    Millis, PoolUsage, QueueEvent, QueueResult, ReleaseReason, SeatRecord, Ticket,
+};
 use crate::ledger::LedgerObserver;
 use crate::policy::classify::Action;
 use prometheus::{
@@ -36,7 +38,34 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
     pub store_up: IntGaugeVec,
     pub pool_view_age: prometheus::GaugeVec,
+    /// Tickets in each pool's waiting line, from the ledger's usage at scrape time.
+    pub queue_length: IntGaugeVec,
+    /// Join → seat, for tickets whose login took the seat held for them.
+    pub queue_wait: HistogramVec,
+    /// Tickets that left the line (or could not join), by `QueueResult`.
+    pub queue_total: IntCounterVec,
+    /// Line events the reports' hours are built from, until the sampler takes them.
+    queue_samples: std::sync::Mutex<QueueSamples>,
 }
+
+/// Joins and waits since the reports sampler last took them (`Metrics::take_queue_samples`):
+/// the line's peaks between two samples and the waits of this gateway's admissions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueueSamples {
+    /// (product, when, the joining ticket's position: the line was at least this long).
+    pub joins: Vec<(String, Millis, u32)>,
+    /// (product, when admitted, wait in ms).
+    pub waits: Vec<(String, Millis, Millis)>,
+}
+
+/// Bounds the samples kept when nothing takes them (no sampler running): a scrape-sized
+/// memory, never a growing one.
+const MAX_QUEUE_SAMPLES: usize = 10_000;
+
+/// Wait buckets from a second to an hour (a line's `max_wait` defaults to 30 minutes).
+const QUEUE_WAIT_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+];
 
 /// Client TLS handshakes that failed or timed out. pingora reports them only as log lines, so
 /// the process's logger counts them (`count_log_line`); one process-wide counter, registered
@@ -125,7 +154,32 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(request_duration.clone()))
             .expect("metric registered once");
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "seatgate_queue_wait_seconds",
+                "Time from joining the waiting line to taking the seat held for the ticket.",
+            )
+            .buckets(QUEUE_WAIT_BUCKETS.to_vec()),
+            &["product"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(queue_wait.clone()))
+            .expect("metric registered once");
         Metrics {
+            queue_length: gauge(
+                &r,
+                "seatgate_queue_length",
+                "Tickets in the pool's waiting line (waiting and ready).",
+                &["product", "pool"],
+            ),
+            queue_wait,
+            queue_total: counter(
+                &r,
+                "seatgate_queue_total",
+                "Tickets that left the waiting line, by result (admitted, abandoned, expired, removed; full: a login that could not join).",
+                &["product", "result"],
+            ),
+            queue_samples: Default::default(),
             seats_capacity: gauge(
                 &r,
                 "seatgate_seats_capacity",
@@ -282,6 +336,9 @@ impl Metrics {
             self.overflow_used_seconds
                 .with_label_values(&labels)
                 .set(u.overflow_used_seconds as i64);
+            self.queue_length
+                .with_label_values(&labels)
+                .set(u.queue_length as i64);
             let t = per_product.entry(u.product.as_str()).or_default();
             for (slot, n) in
                 t.iter_mut()
@@ -356,6 +413,13 @@ impl Metrics {
         }
         self.idle_warnings.with_label_values(&[product]);
         self.requests_ignored.with_label_values(&[product]);
+        // Every product, queue on or not (like the heartbeat and self-service series): a
+        // reload that turns a line on finds its series there, and the dashboard's panels
+        // have a line from the first scrape.
+        for r in QueueResult::ALL {
+            self.queue_total.with_label_values(&[product, r.as_str()]);
+        }
+        self.queue_wait.with_label_values(&[product]);
         for c in clients {
             for r in ["admitted", "denied", "failed"] {
                 self.logins.with_label_values(&[product, c, r]);
@@ -395,6 +459,13 @@ impl ProductSeries {
     }
 }
 
+impl Metrics {
+    /// The line events since the last call (the reports sampler's).
+    pub fn take_queue_samples(&self) -> QueueSamples {
+        std::mem::take(&mut *self.queue_samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -410,5 +481,175 @@ impl LedgerObserver for Metrics {
         self.releases
             .with_label_values(&[seat.pool.product.as_str(), reason.as_str()])
             .inc();
+    }
+
+    fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
+        let product = ticket.pool.product.as_str();
+        let mut samples = self.queue_samples.lock().unwrap_or_else(|e| e.into_inner());
+        match ev {
+            QueueEvent::Joined => {
+                if samples.joins.len() < MAX_QUEUE_SAMPLES {
+                    samples
+                        .joins
+                        .push((product.to_string(), at, ticket.position));
+                }
+            }
+            QueueEvent::Ready => {}
+            QueueEvent::Left(result) => {
+                self.queue_total
+                    .with_label_values(&[product, result.as_str()])
+                    .inc();
+                if result == QueueResult::Admitted {
+                    let wait = at.saturating_sub(ticket.joined_at);
+                    self.queue_wait
+                        .with_label_values(&[product])
+                        .observe(wait as f64 / 1000.0);
+                    if samples.waits.len() < MAX_QUEUE_SAMPLES {
+                        samples.waits.push((product.to_string(), at, wait));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PoolKey, SeatId, TicketKey, TicketState};
+
+    fn ticket(product: &str, joined_at: Millis, position: u32) -> Ticket {
+        let pool = PoolKey::new(product, "default");
+        Ticket {
+            id: SeatId(7),
+            key: TicketKey::new(&pool, "c"),
+            pool,
+            user: Some("ann".into()),
+            client: "web".into(),
+            joined_at,
+            last_poll: joined_at,
+            state: TicketState::Waiting,
+            ready_until: None,
+            position,
+        }
+    }
+
+    fn usage(queue_length: u32) -> PoolUsage {
+        PoolUsage {
+            product: "crm".into(),
+            pool: "default".into(),
+            capacity: 1,
+            in_use: 1,
+            available: 0,
+            peak: 1,
+            denied: 0,
+            standby: 0,
+            ending: 0,
+            overflow_used_seconds: 0,
+            queue_length,
+        }
+    }
+
+    /// The value of one series line of `text`, e.g. `seatgate_queue_length{...}`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_line_is_primed_counted_and_timed() {
+        let m = Metrics::new();
+        m.prime("crm", &["default".to_string()]);
+        let text = m.render(&[usage(2)]);
+        assert_eq!(
+            value(
+                &text,
+                r#"seatgate_queue_length{pool="default",product="crm"}"#
+            ),
+            Some(2.0)
+        );
+        for r in ["admitted", "abandoned", "expired", "removed", "full"] {
+            let series = format!(r#"seatgate_queue_total{{product="crm",result="{r}"}}"#);
+            assert_eq!(value(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            value(&text, r#"seatgate_queue_wait_seconds_count{product="crm"}"#),
+            Some(0.0)
+        );
+
+        let t = ticket("crm", 10_000, 2);
+        m.queue_event(&t, QueueEvent::Joined, 10_000);
+        m.queue_event(&t, QueueEvent::Ready, 40_000);
+        m.queue_event(&t, QueueEvent::Left(QueueResult::Admitted), 52_000);
+        m.queue_event(&t, QueueEvent::Left(QueueResult::Removed), 53_000);
+        m.queue_event(&t, QueueEvent::Left(QueueResult::LineFull), 54_000);
+        let text = m.render(&[usage(0)]);
+        let total = |r: &str| {
+            value(
+                &text,
+                &format!(r#"seatgate_queue_total{{product="crm",result="{r}"}}"#),
+            )
+        };
+        assert_eq!(
+            (
+                total("admitted"),
+                total("removed"),
+                total("full"),
+                total("expired")
+            ),
+            (Some(1.0), Some(1.0), Some(1.0), Some(0.0))
+        );
+        // 42 s: above the 30 s bucket, within the 60 s one.
+        let bucket = |le: &str| {
+            value(
+                &text,
+                &format!(r#"seatgate_queue_wait_seconds_bucket{{product="crm",le="{le}"}}"#),
+            )
+        };
+        assert_eq!(
+            (bucket("30"), bucket("60"), bucket("3600")),
+            (Some(0.0), Some(1.0), Some(1.0))
+        );
+        assert_eq!(
+            value(&text, r#"seatgate_queue_wait_seconds_sum{product="crm"}"#),
+            Some(42.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"seatgate_queue_length{pool="default",product="crm"}"#
+            ),
+            Some(0.0)
+        );
+
+        // The reports take the joins and admissions once.
+        let s = m.take_queue_samples();
+        assert_eq!(s.joins, vec![("crm".to_string(), 10_000, 2)]);
+        assert_eq!(s.waits, vec![("crm".to_string(), 52_000, 42_000)]);
+        assert_eq!(m.take_queue_samples(), QueueSamples::default());
+    }
+
+    #[test]
+    fn samples_nobody_takes_stay_bounded() {
+        let m = Metrics::new();
+        let t = ticket("crm", 0, 1);
+        for i in 0..(MAX_QUEUE_SAMPLES as u64 + 5) {
+            m.queue_event(&t, QueueEvent::Joined, i);
+            m.queue_event(&t, QueueEvent::Left(QueueResult::Admitted), i);
+        }
+        let s = m.take_queue_samples();
+        assert_eq!(
+            (s.joins.len(), s.waits.len()),
+            (MAX_QUEUE_SAMPLES, MAX_QUEUE_SAMPLES)
+        );
+        // The counters still count every one.
+        let text = m.render(&[]);
+        assert_eq!(
+            value(
+                &text,
+                r#"seatgate_queue_total{product="crm",result="admitted"}"#
+            ),
+            Some(MAX_QUEUE_SAMPLES as f64 + 5.0)
+        );
     }
 }
