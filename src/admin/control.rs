@@ -3,7 +3,7 @@
 
 use super::auth::Principal;
 use super::rbac::{self, Action, Refusal};
-use super::views::rfc3339;
+use super::views::{rfc3339, ticket_json};
 use super::wire::{error, json_response, parse_json};
 use super::AdminService;
 use crate::domain::{now_ms, EndOutcome, Lookup, PauseOutcome, SeatId, SeatRecord, SeatState};
@@ -234,6 +234,52 @@ impl AdminService {
             body["error"] = json!(pause_error(op, status));
         }
         json_response(status, &body)
+    }
+
+    /// Removes one ticket from its line (`DELETE /api/queue/{id}`, `POST
+    /// /api/queue/{id}/remove`), with the permission ending a session of its product and user
+    /// would need. Its page then reads `expired`; a ready ticket's held seat goes to the next.
+    pub(super) async fn remove_ticket(&self, who: &Principal, raw: &str) -> Response<Vec<u8>> {
+        let Ok(id) = raw.parse::<SeatId>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "`{}` is not a ticket id",
+                    raw.chars().take(40).collect::<String>()
+                ),
+            );
+        };
+        let now = now_ms();
+        let line = match self.app.ledger.queue(now).await {
+            Ok(l) => l,
+            Err(e) => return store_error(e),
+        };
+        let gone = || error(StatusCode::NOT_FOUND, &format!("unknown ticket {id}"));
+        let Some(ticket) = line.iter().find(|t| t.id == id) else {
+            return gone();
+        };
+        match rbac::check_remove_ticket(who, ticket) {
+            Ok(()) => {}
+            Err(Refusal::Forbidden) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    &format!("not allowed to remove ticket {id}"),
+                )
+            }
+            Err(Refusal::Unknown) => return gone(),
+        }
+        match self.app.ledger.remove_ticket(id, now).await {
+            Ok(Some(t)) => {
+                // The ledger's `queue_leave` (result `removed`) says what left; this says who.
+                let mut f = self.app.audit.ticket_fields(&t);
+                f["by"] = json!(who.name);
+                self.app.audit.record("queue_remove", f);
+                json_response(StatusCode::OK, &json!({ "removed": ticket_json(&t) }))
+            }
+            // Left the line between the listing and now (admitted, abandoned, expired).
+            Ok(None) => gone(),
+            Err(e) => store_error(e),
+        }
     }
 
     pub(super) fn reload(&self, who: &Principal) -> Response<Vec<u8>> {

@@ -4,7 +4,7 @@
 use super::auth::{Principal, Via};
 use super::rbac;
 use super::reports;
-use super::views::{me_json, page, parse_filter, session_json, spec_map, usage_json};
+use super::views::{me_json, page, parse_filter, session_json, spec_map, ticket_json, usage_json};
 use super::wire::{error, json_response, text};
 use super::AdminService;
 use crate::config::Config;
@@ -88,6 +88,44 @@ impl AdminService {
                     .iter()
                     .filter(|u| rbac::may_see_product(who, &u.product))
                     .map(usage_json)
+                    .collect();
+                json_response(StatusCode::OK, &Value::Array(out))
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+        }
+    }
+
+    /// `GET /api/queue?product=&pool=`: every line the caller may see, in order (product and
+    /// pool, then position).
+    pub(super) async fn queue(&self, who: &Principal, query: Option<&str>) -> Response<Vec<u8>> {
+        let (mut product, mut pool) = (None, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if v.len() > 256 {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("filter `{k}` is too long"),
+                );
+            }
+            let v = Some(v.into_owned()).filter(|v| !v.is_empty());
+            match k.as_ref() {
+                "product" => product = v,
+                "pool" | "license_type" => pool = v,
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("unknown filter `{other}` (product, pool)"),
+                    )
+                }
+            }
+        }
+        match self.app.ledger.queue(now_ms()).await {
+            Ok(tickets) => {
+                let out: Vec<Value> = tickets
+                    .iter()
+                    .filter(|t| rbac::may_see_ticket(who, t))
+                    .filter(|t| product.as_ref().is_none_or(|p| &t.pool.product == p))
+                    .filter(|t| pool.as_ref().is_none_or(|p| &t.pool.pool == p))
+                    .map(ticket_json)
                     .collect();
                 json_response(StatusCode::OK, &Value::Array(out))
             }

@@ -11,7 +11,7 @@
 
 use super::auth::Principal;
 use crate::config::{Permission, Role};
-use crate::domain::{SeatRecord, SeatState};
+use crate::domain::{SeatRecord, SeatState, Ticket};
 
 /// What an admin asks to do with one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,28 @@ pub fn check(p: &Principal, action: Action, seat: &SeatRecord) -> Result<(), Ref
         Ok(())
     } else {
         Err(Refusal::Forbidden)
+    }
+}
+
+/// Whether `p` sees a ticket in a waiting line: as for sessions, `super` every one, `domain`
+/// those of its products, `own` only those whose user as typed is the admin's name.
+pub fn may_see_ticket(p: &Principal, t: &Ticket) -> bool {
+    match p.role {
+        Role::Super => true,
+        Role::Domain => p.products.iter().any(|x| x == &t.pool.product),
+        Role::Own => t.user.as_deref() == Some(p.name.as_str()),
+    }
+}
+
+/// Whether `p` may remove ticket `t` from its line: `control` over a ticket it sees, exactly
+/// as ending a session. A ticket it may not see is unknown to it.
+pub fn check_remove_ticket(p: &Principal, t: &Ticket) -> Result<(), Refusal> {
+    if !may_see_ticket(p, t) {
+        Err(Refusal::Unknown)
+    } else if p.permission != Permission::Control {
+        Err(Refusal::Forbidden)
+    } else {
+        Ok(())
     }
 }
 
@@ -194,6 +216,54 @@ mod tests {
                 );
                 // `check` agrees with the predicates the listing and the batch checks use.
                 assert_eq!(check(&p, See, &s).is_ok(), may_see(&p, &s));
+            }
+        }
+    }
+
+    #[test]
+    fn tickets_follow_the_session_rules_for_seeing_and_ending() {
+        use crate::domain::{PoolKey, SeatId, TicketKey, TicketState};
+        let ticket = |product: &str, user: &str| {
+            let pool = PoolKey::new(product, "default");
+            Ticket {
+                id: SeatId(1),
+                key: TicketKey::new(&pool, "c"),
+                pool,
+                user: Some(user.into()),
+                client: "web".into(),
+                joined_at: 0,
+                last_poll: 0,
+                state: TicketState::Waiting,
+                ready_until: None,
+                position: 1,
+            }
+        };
+        const OK: Result<(), Refusal> = Ok(());
+        const UNKNOWN: Result<(), Refusal> = Err(Refusal::Unknown);
+        const FORBIDDEN: Result<(), Refusal> = Err(Refusal::Forbidden);
+        let tickets = [("crm", "kim"), ("crm", "bob"), ("hr", "kim"), ("hr", "bob")];
+        #[rustfmt::skip]
+        let table = [
+            //                                  crm kim    crm bob    hr kim     hr bob
+            (Role::Super, Permission::Control,  [OK,        OK,        OK,        OK]),
+            (Role::Super, Permission::View,     [FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN]),
+            (Role::Domain, Permission::Control, [OK,        OK,        UNKNOWN,   UNKNOWN]),
+            (Role::Domain, Permission::View,    [FORBIDDEN, FORBIDDEN, UNKNOWN,   UNKNOWN]),
+            (Role::Own, Permission::Control,    [OK,        UNKNOWN,   OK,        UNKNOWN]),
+            (Role::Own, Permission::View,       [FORBIDDEN, UNKNOWN,   FORBIDDEN, UNKNOWN]),
+        ];
+        for (role, permission, expected) in table {
+            let p = who(role, &["crm"], permission);
+            for ((product, user), want) in tickets.iter().zip(expected) {
+                let t = ticket(product, user);
+                assert_eq!(
+                    check_remove_ticket(&p, &t),
+                    want,
+                    "{role:?} {permission:?} {product}/{user}"
+                );
+                assert_eq!(may_see_ticket(&p, &t), want != UNKNOWN);
+                // The same answer as ending a session of that product and user.
+                assert_eq!(want, check(&p, Action::End, &seat(product, user)));
             }
         }
     }

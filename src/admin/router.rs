@@ -11,7 +11,7 @@ use http::{Method, Response, StatusCode};
 use pingora_core::protocols::http::ServerSession;
 
 /// The authenticated endpoints, to tell a wrong method (405) from an unknown path (404).
-const API_PATHS: [&str; 9] = [
+const API_PATHS: [&str; 10] = [
     "/logout",
     "/api/me",
     "/api/sessions",
@@ -19,9 +19,21 @@ const API_PATHS: [&str; 9] = [
     "/api/sessions/pause",
     "/api/sessions/resume",
     "/api/usage",
+    "/api/queue",
     "/api/reports",
     "/api/reload",
 ];
+
+/// `/api/queue/{id}` → `(id, false)`, `/api/queue/{id}/remove` → `(id, true)`: one ticket's
+/// paths (the id is checked by the handler, so a malformed one is a 400, not a 404).
+fn ticket_path(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/api/queue/")?;
+    match rest.split_once('/') {
+        None if !rest.is_empty() => Some((rest, false)),
+        Some((id, "remove")) if !id.is_empty() => Some((id, true)),
+        _ => None,
+    }
+}
 
 impl AdminService {
     pub(super) async fn route(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
@@ -47,7 +59,8 @@ impl AdminService {
             Ok(p) => p,
             Err(resp) => return *resp,
         };
-        if method == Method::POST {
+        // DELETE changes state like POST: a page session must prove it is the page.
+        if method == Method::POST || method == Method::DELETE {
             if let Via::Cookie { sid } = &via {
                 let token = s
                     .req_header()
@@ -69,6 +82,15 @@ impl AdminService {
             (&Method::GET, "/api/sessions") => self.sessions(&who, query.as_deref()).await,
             (&Method::GET, "/api/usage") => self.usage(&who).await,
             (&Method::GET, "/api/reports") => self.reports(&who, query.as_deref()),
+            (&Method::GET, "/api/queue") => self.queue(&who, query.as_deref()).await,
+            (m, p) if ticket_path(p).is_some() => match (m, ticket_path(p)) {
+                (&Method::DELETE, Some((id, false))) => self.remove_ticket(&who, id).await,
+                (&Method::POST, Some((id, true))) => match read_json_body(s).await {
+                    Ok(_) => self.remove_ticket(&who, id).await,
+                    Err(r) => r,
+                },
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            },
             (
                 &Method::POST,
                 "/api/sessions/end" | "/api/sessions/pause" | "/api/sessions/resume",
@@ -91,6 +113,27 @@ impl AdminService {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ticket_path;
+
+    #[test]
+    fn ticket_paths() {
+        assert_eq!(ticket_path("/api/queue/00ab"), Some(("00ab", false)));
+        assert_eq!(ticket_path("/api/queue/00ab/remove"), Some(("00ab", true)));
+        assert_eq!(ticket_path("/api/queue/zz!"), Some(("zz!", false)));
+        for none in [
+            "/api/queue",
+            "/api/queue/",
+            "/api/queue//remove",
+            "/api/queue/1/x",
+            "/api/queue/1/remove/",
+        ] {
+            assert_eq!(ticket_path(none), None, "{none}");
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::auth::Principal;
 use crate::config::{Config, Permission, Role};
-use crate::domain::{Millis, PoolKey, PoolSpec, PoolUsage, SeatId, SeatRecord};
+use crate::domain::{Millis, PoolKey, PoolSpec, PoolUsage, SeatId, SeatRecord, Ticket};
 use crate::policy::seat::{deadline, SeatTimes};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -164,7 +164,25 @@ pub fn session_json(specs: &HashMap<PoolKey, PoolSpec>, s: &SeatRecord) -> Value
 pub fn usage_json(u: &PoolUsage) -> Value {
     json!({"product": u.product, "pool": u.pool, "capacity": u.capacity, "in_use": u.in_use,
         "available": u.available, "peak": u.peak, "denied": u.denied, "standby": u.standby,
-        "ending": u.ending, "overflow_used_seconds": u.overflow_used_seconds})
+        "ending": u.ending, "overflow_used_seconds": u.overflow_used_seconds,
+        "queue_length": u.queue_length})
+}
+
+/// One ticket of a waiting line in `GET /api/queue`: its public id (never the cookie or its
+/// hash), and the user as typed at the login that joined.
+pub fn ticket_json(t: &Ticket) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "product": t.pool.product,
+        "pool": t.pool.pool,
+        "position": t.position,
+        "user": t.user,
+        "client": t.client,
+        "joined_at": rfc3339(t.joined_at),
+        "last_poll": rfc3339(t.last_poll),
+        "state": t.state.as_str(),
+        "ready_until": t.ready_until.map(rfc3339),
+    })
 }
 
 /// `GET /api/me`: who the caller is, and the page's CSRF token when it came by cookie.
@@ -260,6 +278,34 @@ mod tests {
         assert_eq!(session_json(&specs, &s)["expires_at"], rfc3339(90_000));
         s.pool = PoolKey::new("gone", "default");
         assert_eq!(session_json(&specs, &s)["expires_at"], Value::Null);
+    }
+
+    #[test]
+    fn tickets_show_their_public_id_never_the_cookie_hash() {
+        use crate::domain::{TicketKey, TicketState};
+        let pool = PoolKey::new("crm", "default");
+        let key = TicketKey::new(&pool, "secret-cookie");
+        let t = Ticket {
+            id: SeatId(0x2a),
+            key,
+            pool,
+            user: Some("Ann".into()),
+            client: "web".into(),
+            joined_at: 1_000,
+            last_poll: 2_000,
+            state: TicketState::Ready,
+            ready_until: Some(61_000),
+            position: 1,
+        };
+        let j = ticket_json(&t);
+        assert_eq!(
+            j,
+            json!({"id": "000000000000002a", "product": "crm", "pool": "default", "position": 1,
+                "user": "Ann", "client": "web", "joined_at": "1970-01-01T00:00:01.000Z",
+                "last_poll": "1970-01-01T00:00:02.000Z", "state": "ready",
+                "ready_until": "1970-01-01T00:01:01.000Z"})
+        );
+        assert!(!j.to_string().contains(&key.hex()));
     }
 
     #[test]
