@@ -12,6 +12,7 @@
     me: null,
     sessions: [],
     usage: [],
+    queue: [],
     selected: new Set(),
     filters: { user: '', product: '', license: '' },
     // '' keeps the API's order; 'last_input': no input at all first, then oldest input first,
@@ -104,7 +105,8 @@
       const tr = el('tr', { 'data-product': u.product, 'data-pool': u.pool });
       tr.append(el('td', {}, u.product), el('td', {}, u.pool));
       for (const [cls, v] of [['capacity', u.capacity], ['in-use', u.in_use], ['free', u.available],
-        ['standby', u.standby], ['ending', u.ending], ['peak', u.peak], ['denied', u.denied]]) {
+        ['standby', u.standby], ['ending', u.ending], ['peak', u.peak], ['denied', u.denied],
+        ['waiting', u.queue_length || 0]]) {
         tr.append(el('td', { class: `num ${cls}` }, v));
       }
       tbody.append(tr);
@@ -228,21 +230,60 @@
     $('#select-all').checked = boxes.length > 0 && boxes.every((b) => b.checked);
   }
 
+  // Each pool's line in order; the user is the name as typed at the login, so it goes in as
+  // text like every other user name.
+  function renderQueue() {
+    const tbody = $('#queue tbody');
+    tbody.replaceChildren();
+    const control = state.me && state.me.permission === 'control';
+    for (const t of state.queue) {
+      const tr = el('tr', { 'data-id': t.id, 'data-product': t.product, 'data-pool': t.pool, 'data-state': t.state });
+      const badge = el('span', { class: `state state-${t.state}` }, t.state);
+      const stateCell = el('td', { class: 'state' });
+      stateCell.append(badge);
+      tr.append(el('td', {}, t.product), el('td', {}, t.pool), el('td', { class: 'num position' }, t.position),
+        el('td', { class: 'user' }, t.user || '(unknown)'), el('td', {}, t.client),
+        el('td', { class: 'since' }, when(t.joined_at)), stateCell,
+        el('td', { class: 'ready-until' }, t.ready_until ? when(t.ready_until) : '–'));
+      const actions = el('td', { class: 'actions' });
+      if (control) {
+        const b = el('button', { type: 'button', class: 'remove danger', 'data-id': t.id }, 'Remove');
+        b.addEventListener('click', () => removeTicket(t));
+        actions.append(b);
+      }
+      tr.append(actions);
+      tbody.append(tr);
+    }
+    $('#no-queue').hidden = state.queue.length > 0;
+  }
+
+  async function removeTicket(t) {
+    if (!window.confirm(`Remove ${t.user || '(unknown)'} from the line for ${t.product} / ${t.pool}? Their page will say the wait has ended.`)) return;
+    const r = await api('POST', `/api/queue/${encodeURIComponent(t.id)}/remove`);
+    if (r.ok) status(`${t.user || 'The ticket'} was removed from the line.`);
+    else status(`not removed: ${(r.data && r.data.error) || r.status}`, true);
+    await refresh();
+  }
+
   function render() {
     renderPools();
+    renderQueue();
     renderFilters();
     renderSessions();
   }
 
   async function refresh() {
     try {
-      const [sessions, usage] = await Promise.all([api('GET', '/api/sessions'), api('GET', '/api/usage')]);
-      if (!sessions.ok || !usage.ok) {
-        status((sessions.data && sessions.data.error) || (usage.data && usage.data.error) || 'could not load', true);
+      const [sessions, usage, queue] = await Promise.all([api('GET', '/api/sessions'), api('GET', '/api/usage'),
+        api('GET', '/api/queue')]);
+      if (!sessions.ok || !usage.ok || !queue.ok) {
+        const failed = [sessions, usage, queue].find((r) => !r.ok);
+        status((failed.data && failed.data.error) || 'could not load', true);
         return;
       }
       state.sessions = sessions.data;
       state.usage = usage.data;
+      state.queue = queue.data;
       render();
       $('#updated').textContent = `updated ${when(new Date().toISOString())}`;
     } catch (e) {
