@@ -99,6 +99,8 @@ impl Gate {
             claim,
             new_device,
             take,
+            ticket,
+            tls,
         } = login;
         let ledger = &self.ledger;
         let done = match &take {
@@ -113,6 +115,10 @@ impl Gate {
         match done {
             Ok(seat) => {
                 rec.login = Some(LoginResult::Admitted);
+                let clear_ticket = match ticket {
+                    Some(t) => Some(self.ticket_done(p, &claim.pool, &t, tls, now).await),
+                    None => None,
+                };
                 let (kind, reused) = match &take {
                     Take::Seat { lease, .. } => ("seat", lease.reuse.is_some()),
                     Take::Uncounted(state) => (state.as_str(), false),
@@ -126,7 +132,10 @@ impl Gate {
                     reused,
                     kind: Some(kind),
                 });
-                Commit::Admitted { device: new_device }
+                Commit::Admitted {
+                    device: new_device,
+                    clear_ticket,
+                }
             }
             Err(e) => {
                 // The app accepted the login but no seat could be bound: the next
@@ -223,7 +232,8 @@ impl Gate {
             },
             Ok(Reservation::Full(_)) if is_held().await => return held,
             Ok(Reservation::Full(full)) => {
-                return Commit::Replace(deny_full(claim, full, None, rec));
+                let retry = self.retry_after(&claim.pool, now);
+                return Commit::Replace(deny_full(claim, full, None, retry, rec));
             }
             Err(e) => log::warn!("product {}: adoption not recorded: {e}", p.name),
         }

@@ -7,7 +7,8 @@ use super::{
 };
 use crate::config::Product;
 use crate::domain::{
-    Claim, Full, Lookup, Millis, PoolKey, Reservation, SeatState, SeatsPer, SessionKey, Touch,
+    Claim, Full, FullReason, Lookup, Millis, PoolKey, Reservation, SeatState, SeatsPer, SessionKey,
+    TicketKey, Touch,
 };
 use crate::policy::classify::{self, BadLogin};
 use crate::policy::cookies;
@@ -38,7 +39,11 @@ impl Gate {
             }
         });
         let (device, new_device) = device_of(p, r.headers);
-        let pool = pool_key(p, pool_for(p, user.as_deref(), r.headers)).clone();
+        let pi = pool_for(p, user.as_deref(), r.headers);
+        let pool = pool_key(p, pi).clone();
+        // A ticket of another pool (or product) is no ticket here: the login is a newcomer.
+        let ticket = super::queue::carried(p, r.headers).filter(|t| t.pool == pi);
+        let tk = ticket.as_ref().map(|t| t.key);
         let client = client_label(p, r.client).to_string();
         // A re-login moves the browser's seat; an exempt or named user takes none. Either way
         // nothing is reserved: the app's answer decides.
@@ -56,7 +61,7 @@ impl Gate {
                 client,
                 lease_id: 0,
             };
-            return login_waits(claim, new_device, take);
+            return login_waits(claim, new_device, take, tk, r.tls);
         }
         // A seat this user freed by self-service waits for them under its own lease id (with
         // Redis, one more store call per login while self-service is on).
@@ -73,13 +78,21 @@ impl Gate {
             user,
             device,
             client,
-            lease_id: held.map_or_else(rand::random, |h| h.lease),
+            // A ready ticket's seat is held under the ticket's own lease id.
+            lease_id: match (held, tk) {
+                (Some(h), _) => h.lease,
+                (None, Some(k)) => k.lease_id(),
+                (None, None) => rand::random(),
+            },
         };
         match self.ledger.reserve(&claim, now).await {
             Ok(Reservation::Granted(lease)) => {
-                login_waits(claim, new_device, Take::Seat { lease, held })
+                login_waits(claim, new_device, Take::Seat { lease, held }, tk, r.tls)
             }
-            Ok(Reservation::Full(full)) => self.login_full(r, claim, full, new_device, rec).await,
+            Ok(Reservation::Full(full)) => {
+                self.login_full(r, claim, full, new_device, ticket, rec)
+                    .await
+            }
             Err(e) => {
                 let free = self.ledger.available(&claim.pool, now).map(|n| n > 0);
                 match self.store_failed(p, &e, free, rec) {
@@ -111,6 +124,7 @@ impl Gate {
         claim: Claim,
         full: Full,
         new_device: Option<String>,
+        ticket: Option<super::queue::CarriedTicket>,
         rec: &mut Record,
     ) -> Decision {
         let p = r.product;
@@ -123,7 +137,15 @@ impl Gate {
         match selfserve::on_full(enabled, html, claim.user.as_deref(), own) {
             FullLogin::Deny => {
                 rec.login = Some(LoginResult::Denied);
-                Decision::Deny(deny_full(&claim, full, None, rec))
+                // A browser waits in line (when its pool has one); waiting cannot help a user
+                // at their own session limit.
+                if html && full.reason != FullReason::UserMax {
+                    if let Some(d) = self.join(r, &claim, full, ticket, rec).await {
+                        return d;
+                    }
+                }
+                let retry = self.retry_after(&claim.pool, r.now);
+                Decision::Deny(deny_full(&claim, full, None, retry, rec))
             }
             FullLogin::VerifyThenOffer => Decision::Verify(Box::new(Verify { claim, new_device })),
         }
@@ -135,6 +157,11 @@ impl Gate {
         let Take::Seat { lease, held } = login.take else {
             return;
         };
+        if login.ticket.is_some_and(|t| t.lease_id() == lease.id) {
+            // The seat held for a ready ticket: a mistyped password must not cost it; it
+            // stays held until the ticket's `ready_until` (then the line moves on).
+            return;
+        }
         if let (Some(h), Some(user)) = (held, login.claim.user.as_deref()) {
             if h.until > now && self.put_hold(&login.claim.pool, user, h, now).await.is_ok() {
                 return;
@@ -160,11 +187,19 @@ impl Gate {
     }
 }
 
-fn login_waits(claim: Claim, new_device: Option<String>, take: Take) -> Decision {
+fn login_waits(
+    claim: Claim,
+    new_device: Option<String>,
+    take: Take,
+    ticket: Option<TicketKey>,
+    tls: bool,
+) -> Decision {
     Decision::Forward(Watch::Login(Box::new(PendingLogin {
         claim,
         new_device,
         take,
+        ticket,
+        tls,
     })))
 }
 
@@ -190,6 +225,7 @@ pub(super) fn deny_full(
     claim: &Claim,
     full: Full,
     offer: Option<Box<super::OfferPage>>,
+    retry_after_secs: u64,
     rec: &mut Record,
 ) -> Denial {
     rec.deny(DenyReason::Full(full.reason));
@@ -200,5 +236,9 @@ pub(super) fn deny_full(
         reason: full.reason.as_str(),
         offered: offer.as_ref().map(|o| o.sessions.len()),
     });
-    Denial::Full { full, offer }
+    Denial::Full {
+        full,
+        offer,
+        retry_after_secs,
+    }
 }

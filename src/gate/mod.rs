@@ -16,6 +16,7 @@
 mod answer;
 mod login;
 mod page;
+mod queue;
 mod record;
 mod selfserve;
 mod session;
@@ -25,6 +26,7 @@ mod tokens;
 mod tests;
 
 pub use page::{plan_injection, Page};
+pub use queue::poll_every;
 pub use record::{
     AuditEvent, BadReason, Beat, DenyReason, LoginResult, Outcome, Record, SelfServed,
 };
@@ -32,7 +34,9 @@ pub use session::KeepTouched;
 pub use tokens::Tokens;
 
 use crate::config::{Product, StoreErrorPolicy};
-use crate::domain::{Claim, Full, Gone, Lease, Millis, PoolKey, SeatState, SessionKey};
+use crate::domain::{
+    Claim, Full, Gone, Lease, Millis, PoolKey, QueueStatus, SeatState, SessionKey, TicketKey,
+};
 use crate::ledger::{LedgerError, SharedLedger};
 use crate::policy::activity::Counts;
 use crate::policy::classify::BadLogin;
@@ -66,6 +70,8 @@ pub struct SeatRequest<'a> {
     /// The request's session cookie, hashed.
     pub session: Option<SessionKey>,
     pub now: Millis,
+    /// The request came over TLS (the gateway's own cookies are then `Secure`).
+    pub tls: bool,
     pub ask: Ask<'a>,
 }
 
@@ -88,6 +94,8 @@ pub enum Ask<'a> {
     Heartbeat,
     /// `POST …/.seatgate/self-service`.
     SelfService(Form<'a>),
+    /// `GET …/.seatgate/queue` (`get`: the method is GET; anything else is refused).
+    Queue { get: bool },
     /// The session cookie twice with different values, on a request that needs to know which.
     Ambiguous,
 }
@@ -168,6 +176,11 @@ pub struct PendingLogin {
     claim: Claim,
     new_device: Option<String>,
     take: Take,
+    /// The waiting-line ticket the login carried (for its pool): it leaves the line once the
+    /// login takes its seat, and a failed login keeps the seat held for it.
+    ticket: Option<TicketKey>,
+    /// The login came over TLS (for the ticket cookie's deletion).
+    tls: bool,
 }
 
 /// What a login takes once the app accepts it (sets its session cookie).
@@ -206,10 +219,12 @@ pub enum Denial {
     StoreError,
     /// A failed check: the client kind's `on_full` as configured.
     CheckFull,
-    /// No seat for a login or an adoption; `offer`: the user's own sessions to end.
+    /// No seat for a login or an adoption; `offer`: the user's own sessions to end;
+    /// `retry_after_secs`: when a seat is likely free (`Retry-After`).
     Full {
         full: Full,
         offer: Option<Box<OfferPage>>,
+        retry_after_secs: u64,
     },
     /// The session's seat is gone: to the login page.
     Expired(Gone),
@@ -221,6 +236,10 @@ pub enum Denial {
     TooManyBeats { retry_after_secs: u64 },
     /// A self-service request that cannot be honoured.
     SelfService(Refusal),
+    /// The waiting line's poll endpoint asked with another method than GET.
+    QueueNotGet,
+    /// A ticket polled again within `MIN_POLL_INTERVAL`.
+    QueueTooSoon { retry_after_secs: u64 },
 }
 
 /// Why a self-service request is refused.
@@ -259,12 +278,31 @@ pub struct OfferedSession {
 }
 
 /// An answer of the gateway's own that is not a denial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// The heartbeat's 204; `idle_secs` while the idle warning is due.
     Beat { idle_secs: Option<u64> },
     /// The chosen session is ended: back to the login page.
     SelfServiceDone,
+    /// A login refused for want of a seat joined the line: the waiting page.
+    Waiting(Box<Waiting>),
+    /// The poll's answer: the ticket's status, `None` when the line does not know it.
+    Queue(Option<QueueStatus>),
+    /// The poll as a page (`?view=page`: the waiting page's fallback without script).
+    QueuePage {
+        status: Option<QueueStatus>,
+        poll_every: Millis,
+    },
+}
+
+/// The waiting page of a ticket that just joined (or rejoined) the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub status: QueueStatus,
+    /// The ticket cookie (`policy::queue::ticket_set_cookie`).
+    pub set_cookie: String,
+    /// How often the page polls.
+    pub poll_every: Millis,
 }
 
 /// The app's answer, as far as seats care.
@@ -295,8 +333,12 @@ pub enum Commit {
     /// The answer goes out as the app gave it; `holds`: the request's session holds a seat
     /// (its pages get the heartbeat script).
     Keep { holds: bool },
-    /// The login took its seat; `device`: the device cookie to give a browser without one.
-    Admitted { device: Option<String> },
+    /// The login took its seat; `device`: the device cookie to give a browser without one;
+    /// `clear_ticket`: the `Set-Cookie` deleting the waiting-line ticket it carried.
+    Admitted {
+        device: Option<String>,
+        clear_ticket: Option<String>,
+    },
     /// The answer is replaced (an adoption found no seat after all).
     Replace(Denial),
 }
@@ -366,6 +408,7 @@ impl Gate {
                 Box::pin(self.heartbeat(p, r.session, hint, input, r.now, rec)).await
             }
             Ask::SelfService(form) => Box::pin(self.self_service(p, form, r.now, rec)).await,
+            Ask::Queue { get } => Box::pin(self.poll(r, *get, rec)).await,
         }
     }
 

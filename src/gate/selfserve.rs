@@ -134,7 +134,8 @@ impl Gate {
             Err(e) => {
                 // No way to sign an offer: the plain denial.
                 log::warn!("product {}: no self-service key: {e}", p.name);
-                return deny_full(claim, full, None, rec);
+                let retry = self.retry_after(&claim.pool, now);
+                return deny_full(claim, full, None, retry, rec);
             }
         };
         let user = claim.user.clone().unwrap_or_default();
@@ -170,7 +171,8 @@ impl Gate {
             sessions,
         };
         rec.self_service = Some(SelfServed::Offered);
-        deny_full(claim, full, Some(Box::new(offer)), rec)
+        let retry = self.retry_after(&claim.pool, now);
+        deny_full(claim, full, Some(Box::new(offer)), retry, rec)
     }
 
     /// `POST …/.seatgate/self-service` with `token=…`: ends the chosen own session and sends the

@@ -84,7 +84,8 @@ impl Gate {
             }
             Some(0) => {
                 let full = full_now(p, &claim, r.now);
-                return Decision::Deny(deny_full(&claim, full, None, rec));
+                let retry = self.retry_after(&claim.pool, r.now);
+                return Decision::Deny(deny_full(&claim, full, None, retry, rec));
             }
             Some(_) => {}
         }

@@ -121,6 +121,7 @@ impl T {
             query,
             session: session.map(key),
             now,
+            tls: false,
             ask,
         };
         let mut rec = Record::default();
@@ -147,7 +148,14 @@ impl T {
     async fn logged_in(&self, user: &str, sid: &str) {
         let (d, mut rec) = self.login_as(user, None).await;
         let c = self.answer(d, &set(sid), &mut rec).await;
-        assert_eq!(c, Commit::Admitted { device: None }, "{user}");
+        assert_eq!(
+            c,
+            Commit::Admitted {
+                device: None,
+                clear_ticket: None
+            },
+            "{user}"
+        );
     }
 }
 
@@ -174,7 +182,13 @@ async fn a_login_takes_its_seat_once_the_app_sets_the_cookie() {
     );
     assert_eq!(t.free(), Some(0), "reserved while the app answers");
     let c = t.answer(d, &set("s1"), &mut rec).await;
-    assert_eq!(c, Commit::Admitted { device: None });
+    assert_eq!(
+        c,
+        Commit::Admitted {
+            device: None,
+            clear_ticket: None
+        }
+    );
     assert_eq!(rec.login, Some(LoginResult::Admitted));
     assert!(matches!(
         rec.audit.as_deref(),
@@ -239,7 +253,10 @@ async fn a_full_pool_denies_other_users_but_not_exempt_named_or_relogins() {
         let sid = format!("{user}-sid");
         assert_eq!(
             t.answer(d, &set(&sid), &mut rec).await,
-            Commit::Admitted { device: None }
+            Commit::Admitted {
+                device: None,
+                clear_ticket: None
+            }
         );
         assert!(
             matches!(rec.audit.as_deref(), Some(AuditEvent::Admit { kind: Some(k), .. }) if *k == kind)
@@ -250,7 +267,10 @@ async fn a_full_pool_denies_other_users_but_not_exempt_named_or_relogins() {
     assert!(matches!(&d, Decision::Forward(Watch::Login(l)) if l.take == Take::Relogin(key("s1"))));
     assert_eq!(
         t.answer(d, &set("s2"), &mut rec).await,
-        Commit::Admitted { device: None }
+        Commit::Admitted {
+            device: None,
+            clear_ticket: None
+        }
     );
     let (d, _) = t.ask(Some("s2"), Ask::Session(Counts::Activity), NOW).await;
     assert!(matches!(d, Decision::Forward(Watch::Held(_))));
@@ -266,7 +286,10 @@ async fn a_full_pool_denies_other_users_but_not_exempt_named_or_relogins() {
 async fn user_device_logins_get_a_device_cookie() {
     let t = gate("", "    seats_per: user_device\n");
     let (d, mut rec) = t.login_as("ann", None).await;
-    let Commit::Admitted { device: Some(d) } = t.answer(d, &set("s1"), &mut rec).await else {
+    let Commit::Admitted {
+        device: Some(d), ..
+    } = t.answer(d, &set("s1"), &mut rec).await
+    else {
         panic!("no device cookie")
     };
     assert!(crate::policy::cookies::valid_device(&d));

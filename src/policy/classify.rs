@@ -8,6 +8,14 @@ pub use crate::config::paths::HEARTBEAT_SUFFIX;
 /// Where the buttons of the self-service offer post (below the product's `path_prefix`).
 pub const SELF_SERVICE_SUFFIX: &str = ".seatgate/self-service";
 
+/// Where a waiting page polls its ticket's place in line (below the product's `path_prefix`).
+pub const QUEUE_SUFFIX: &str = ".seatgate/queue";
+
+/// The waiting line's poll endpoint of a product whose requests live below `path_prefix`.
+pub fn queue_path(path_prefix: &str) -> String {
+    format!("{}/{QUEUE_SUFFIX}", path_prefix.trim_end_matches('/'))
+}
+
 /// The self-service endpoint of a product whose requests live below `path_prefix`.
 pub fn self_service_path(path_prefix: &str) -> String {
     format!(
@@ -188,6 +196,8 @@ pub enum Action {
     Heartbeat,
     /// The gateway's own self-service endpoint: never forwarded, whatever the method.
     SelfService,
+    /// The waiting line's poll endpoint: never forwarded, whatever the method.
+    Queue,
     Login,
     Logout,
     /// Pass/fail availability check: forwarded only while a seat is free.
@@ -200,9 +210,10 @@ pub enum Action {
 
 impl Action {
     /// Every action in declaration order, so `a as usize` indexes it.
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Heartbeat,
         Action::SelfService,
+        Action::Queue,
         Action::Login,
         Action::Logout,
         Action::Check,
@@ -215,6 +226,7 @@ impl Action {
         match self {
             Action::Heartbeat => "heartbeat",
             Action::SelfService => "self_service",
+            Action::Queue => "queue",
             Action::Login => "login",
             Action::Logout => "logout",
             Action::Check => "check",
@@ -236,6 +248,9 @@ pub fn action(
     }
     if f.path.ends_with(SELF_SERVICE_SUFFIX) {
         return Action::SelfService;
+    }
+    if f.path.ends_with(QUEUE_SUFFIX) {
+        return Action::Queue;
     }
     match mode {
         Mode::Exempt => return Action::Pass,
@@ -626,6 +641,18 @@ products:
                 Action::SelfService
             );
         }
+        let q = u("/.seatgate/queue");
+        for (m, mode) in [
+            (&get, Mode::Hold),
+            (&get, Mode::Exempt),
+            (&post, Mode::Check),
+        ] {
+            assert_eq!(
+                action(p, mode, &facts(m, &q, &h), true, true),
+                Action::Queue
+            );
+        }
+        assert_eq!(queue_path("/crm/"), "/crm/.seatgate/queue");
         assert_eq!(self_service_path("/"), "/.seatgate/self-service");
         assert_eq!(
             self_service_path("/reports/"),

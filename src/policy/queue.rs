@@ -1,7 +1,7 @@
 //! The waiting line's arithmetic: how long a ticket will likely wait, and the release rate
 //! that estimate reads. Pure: the stores feed it their deadlines and counts.
 
-use crate::domain::Millis;
+use crate::domain::{Millis, QueueStatus, TicketState};
 
 /// The window of the release rate.
 pub const RATE_WINDOW: Millis = 3_600_000;
@@ -89,6 +89,94 @@ impl ReleaseRate {
     }
 }
 
+/// The ticket cookie: which line a browser waits in.
+pub const TICKET_COOKIE: &str = "seatgate_queue";
+/// A pool name longer than this in a ticket is refused unread (names are short words).
+const MAX_POOL_HEX: usize = 256;
+
+/// A fresh ticket cookie value for `pool`: the pool's name (hex, so any name is a valid
+/// cookie value) and 128 random bits. The name lets a login or poll find the ticket's pool
+/// without asking every pool's line; forging it gains nothing, the store knows only the
+/// hash of the whole value.
+pub fn new_ticket(pool: &str) -> String {
+    let mut v = String::with_capacity(pool.len() * 2 + 33);
+    for b in pool.bytes() {
+        v.push_str(&format!("{b:02x}"));
+    }
+    v.push('.');
+    v.push_str(&format!("{:032x}", rand::random::<u128>()));
+    v
+}
+
+/// The pool a ticket cookie value names, when the value has the shape `new_ticket` gives.
+/// Anything else (garbage, a truncated or oversized value) is `None`: treated as no ticket.
+pub fn ticket_pool(value: &str) -> Option<String> {
+    let (pool, random) = value.split_once('.')?;
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if random.len() != 32 || !hex(random) || pool.is_empty() || pool.len() > MAX_POOL_HEX {
+        return None;
+    }
+    if pool.len() % 2 != 0 || !hex(pool) {
+        return None;
+    }
+    let bytes = (0..pool.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&pool[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// `Set-Cookie` of a ticket: HttpOnly (the page's script never reads it, the poll sends it),
+/// `SameSite=Lax` like the app's login, `Secure` on a TLS request.
+pub fn ticket_set_cookie(path: &str, value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{TICKET_COOKIE}={value}; Path={path}; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// `Set-Cookie` that deletes the ticket (its login took the seat).
+pub fn ticket_clear_cookie(path: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{TICKET_COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// The cookie path of a product's tickets: its `path_prefix`, so the poll and the login
+/// below it both carry the ticket.
+pub fn ticket_path(path_prefix: &str) -> &str {
+    match path_prefix.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    }
+}
+
+/// Whole seconds of a wait, rounded up (a page never says 0 s while it still waits).
+pub fn wait_secs(ms: Millis) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// What `GET …/.seatgate/queue` answers: the ticket's status, or `expired` for a ticket the
+/// line does not know (left, or never was).
+pub fn status_json(status: Option<&QueueStatus>, product: &str) -> serde_json::Value {
+    match status {
+        None => serde_json::json!({ "state": "expired", "product": product }),
+        Some(s) => serde_json::json!({
+            "state": s.state.as_str(),
+            "position": s.position,
+            "estimated_wait_seconds": s.estimated_wait.map(wait_secs),
+            "ready_until": s.ready_until.map(|t| t / 1000),
+            "length": s.length,
+            "product": product,
+        }),
+    }
+}
+
+/// Whether a status is the ready one.
+pub fn is_ready(s: &QueueStatus) -> bool {
+    s.state == TicketState::Ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +222,72 @@ mod tests {
         r.record(1, NOW + 60 * 60_000);
         assert_eq!(r.over_window(NOW + 60 * 60_000).0, 3);
         assert_eq!(r.over_window(NOW + 200 * 60_000), (0, RATE_WINDOW));
+    }
+
+    #[test]
+    fn a_ticket_names_its_pool_and_nothing_else_parses() {
+        let t = new_ticket("gold plan");
+        assert_eq!(ticket_pool(&t).as_deref(), Some("gold plan"));
+        assert_ne!(new_ticket("gold plan"), t);
+        assert_eq!(t.split('.').nth(1).unwrap().len(), 32);
+        let r = "0123456789abcdef0123456789abcdef";
+        for bad in [
+            "",
+            ".",
+            "garbage",
+            &format!(".{r}"),
+            &format!("6.{r}"),
+            &format!("zz.{r}"),
+            &format!("64.{}", &r[1..]),
+            &format!("64.{r}0"),
+            &format!("64.{}", r.to_uppercase()),
+            &format!("ff.{r}"),
+            &format!("{}.{r}", "61".repeat(200)),
+            "64.0123456789abcdef0123456789abcdeg",
+        ] {
+            assert_eq!(ticket_pool(bad), None, "{bad}");
+        }
+        assert_eq!(ticket_pool(&format!("64.{r}")).as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn ticket_cookies() {
+        assert_eq!(ticket_path("/"), "/");
+        assert_eq!(ticket_path("/crm/"), "/crm");
+        assert_eq!(
+            ticket_set_cookie("/crm", "v", false),
+            "seatgate_queue=v; Path=/crm; HttpOnly; SameSite=Lax"
+        );
+        assert!(ticket_set_cookie("/", "v", true).ends_with("; Secure"));
+        assert!(ticket_clear_cookie("/", false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn status_shape() {
+        let s = QueueStatus {
+            id: crate::domain::SeatId(7),
+            state: TicketState::Waiting,
+            position: 2,
+            estimated_wait: Some(1500),
+            ready_until: None,
+            length: 3,
+        };
+        assert_eq!(
+            status_json(Some(&s), "crm"),
+            serde_json::json!({"state": "waiting", "position": 2, "estimated_wait_seconds": 2,
+                "ready_until": null, "length": 3, "product": "crm"})
+        );
+        let r = QueueStatus {
+            state: TicketState::Ready,
+            ready_until: Some(1_700_000_060_500),
+            estimated_wait: Some(0),
+            ..s
+        };
+        let j = status_json(Some(&r), "crm");
+        assert_eq!(
+            (j["state"].as_str(), j["ready_until"].as_u64()),
+            (Some("ready"), Some(1_700_000_060))
+        );
+        assert_eq!(status_json(None, "crm")["state"], "expired");
     }
 }

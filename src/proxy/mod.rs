@@ -247,6 +247,7 @@ fn seat_request<'a>(
         query: s.req_header().uri.query(),
         session: key,
         now: now_ms(),
+        tls: s.digest().is_some_and(|d| d.ssl_digest.is_some()),
         ask,
     }
 }
@@ -345,6 +346,9 @@ impl ProxyHttp for Gateway {
             // Decided from the facts classification already built.
             Action::Session => Ask::Session(activity::counts(&p.session, &facts, None)),
             Action::Heartbeat => Ask::Heartbeat,
+            Action::Queue => Ask::Queue {
+                get: req.method == Method::GET,
+            },
             // Boxed: an async fn's future is as large as its largest branch, and pingora
             // copies this one whole on every request; the login and self-service flows (body
             // reads, `100 Continue`, calls to the app) are kilobytes that checks and
@@ -407,9 +411,15 @@ impl ProxyHttp for Gateway {
                 .await;
             match commit {
                 Commit::Keep { holds } => ctx.holds_seat = holds,
-                Commit::Admitted { device } => {
+                Commit::Admitted {
+                    device,
+                    clear_ticket,
+                } => {
                     ctx.holds_seat = true;
                     set_device_cookie(resp, &p, device.as_deref())?;
+                    if let Some(c) = clear_ticket {
+                        resp.append_header(::http::header::SET_COOKIE, c)?;
+                    }
                 }
                 Commit::Replace(d) => {
                     ctx.holds_seat = false;

@@ -15,6 +15,7 @@ mod render;
 pub use answers::*;
 pub use canned::{on_full, Canned, Denials};
 pub use pages::{
-    app_unreachable, escape_html, full_page, self_service_done, self_service_refused, Offer,
+    app_unreachable, escape_html, full_page, queue_csp, self_service_done, self_service_refused,
+    waiting_page, InLine, Offer,
 };
 pub use render::*;

@@ -3,7 +3,7 @@
 //! here; callers pass text.
 
 use super::Canned;
-use crate::domain::{Full, FullReason, Millis};
+use crate::domain::{Full, FullReason, Millis, QueueStatus, TicketState};
 use crate::gate::OfferedSession;
 use bytes::Bytes;
 use http::StatusCode;
@@ -196,6 +196,156 @@ pub fn self_service_done(product: &str, login_path: &str) -> Canned {
     );
     Canned::html(StatusCode::SEE_OTHER, html_page("Session ended", &body))
         .header_str(http::header::LOCATION, &location)
+}
+
+/// The waiting page's script: polls the ticket's place, and turns the page ready or
+/// expired by itself. Fixed text (what it needs comes in `data-` attributes), so its CSP hash
+/// is computed once.
+const QUEUE_SCRIPT: &str = r#"(function(){var m=document.getElementById('seatgate-queue');if(!m||!window.fetch)return;
+var url=m.getAttribute('data-poll'),every=+m.getAttribute('data-every')||2000;
+function $(i){return document.getElementById(i)}
+function eta(s){if(s===null||s===undefined)return 'unknown';if(s<60)return 'about '+s+' s';if(s<3600)return 'about '+Math.ceil(s/60)+' min';return 'about '+Math.floor(s/3600)+' h '+Math.ceil((s%3600)/60)+' min'}
+function title(t){document.title=t;$('t').textContent=t}
+function show(j){
+if(j.state==='waiting'){$('pos').textContent=j.position;$('len').textContent=j.length;$('eta').textContent=eta(j.estimated_wait_seconds);return 'waiting'}
+if(j.state==='ready'){title('A seat is ready for you');$('w').hidden=true;$('r').hidden=false;$('until').textContent=new Date(j.ready_until*1000).toLocaleTimeString();m.setAttribute('data-state','ready');return 'ready'}
+title('Your place in line has expired');$('w').hidden=true;$('r').hidden=true;$('x').hidden=false;m.setAttribute('data-state','expired');return 'expired'}
+function later(ms){setTimeout(tick,ms)}
+function tick(){fetch(url,{credentials:'same-origin',cache:'no-store',headers:{'Accept':'application/json'}}).then(function(r){
+if(r.status===429){later(Math.max((+r.headers.get('Retry-After')||1)*1000,every));return null}
+if(!r.ok){later(every*2);return null}
+return r.json()}).then(function(j){if(j&&show(j)!=='expired')later(every)},function(){later(every*2)})}
+later(every)})();"#;
+
+fn csp_hash(text: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(d)
+    )
+}
+
+/// The waiting pages' Content-Security-Policy: only their own script and style, polls to
+/// their own origin, nothing framed.
+pub fn queue_csp() -> &'static str {
+    static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            csp_hash(QUEUE_SCRIPT),
+            csp_hash(STYLE)
+        )
+    });
+    &CSP
+}
+
+/// What a waiting page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InLine<'a> {
+    pub product: &'a str,
+    /// `None`: the line does not know the ticket (left, or never was).
+    pub status: Option<&'a QueueStatus>,
+    /// The poll endpoint (`…/.seatgate/queue`).
+    pub poll: &'a str,
+    /// Where a ready ticket logs in (and an expired one tries again).
+    pub login: &'a str,
+    pub poll_every: Millis,
+    /// `true`: the page without script (`?view=page`), refreshed by `<meta>`; `false`: the
+    /// waiting page with its polling script (and the `<meta>` refresh inside `<noscript>`).
+    pub refresh_only: bool,
+}
+
+/// "2024-05-01 10:22:33 UTC".
+fn clock(at: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+fn eta_words(ms: Option<Millis>) -> String {
+    match ms {
+        None => "unknown".into(),
+        Some(ms) => format!("about {}", duration_words(ms.div_ceil(1000))),
+    }
+}
+
+/// The waiting page: the product, the place in line and the estimated wait, updated by its
+/// script (every `poll_every`) until a seat is held for the ticket, then a link back to the
+/// login page. Status 200: the browser is being served, not refused.
+pub fn waiting_page(w: &InLine<'_>) -> Canned {
+    let name = escape_html(w.product);
+    let login = escape_html(w.login);
+    let page_url = escape_html(&format!("{}?view=page", w.poll));
+    let secs = w.poll_every.div_ceil(1000).max(2);
+    let refresh = format!("<meta http-equiv=\"refresh\" content=\"{secs};url={page_url}\">");
+    let (title, state) = match w.status {
+        Some(s) if s.state == TicketState::Ready => ("A seat is ready for you", "ready"),
+        Some(_) => ("You are in line for a license", "waiting"),
+        None => ("Your place in line has expired", "expired"),
+    };
+    let (pos, len, eta, until) = match w.status {
+        Some(s) => (
+            s.position.to_string(),
+            s.length.to_string(),
+            eta_words(s.estimated_wait),
+            s.ready_until.map(clock).unwrap_or_default(),
+        ),
+        None => (
+            String::new(),
+            String::new(),
+            "unknown".into(),
+            String::new(),
+        ),
+    };
+    let hidden = |shown: bool| if shown { "" } else { " hidden" };
+    let body = format!(
+        "<main id=\"seatgate-queue\" data-poll=\"{poll}\" data-every=\"{every}\" data-state=\"{state}\">\
+<h1 id=\"t\">{title}</h1>\
+<div id=\"w\"{hw}><p>All licenses of <strong>{name}</strong> are in use right now. You are number \
+<strong id=\"pos\">{pos}</strong> in line (<span id=\"len\">{len}</span> waiting).</p>\
+<p>Estimated wait: <strong id=\"eta\">{eta}</strong>.</p>\
+<p class=\"muted\">Keep this page open: it updates by itself, and a license that frees is held for \
+the first in line. Closing it gives up your place.</p></div>\
+<div id=\"r\"{hr}><p>A seat of <strong>{name}</strong> is being held for you until \
+<strong id=\"until\">{until}</strong>.</p><p><a id=\"go\" href=\"{login}\">Continue to the login \
+page</a></p></div>\
+<div id=\"x\"{hx}><p>Your place in line for <strong>{name}</strong> has expired (the page was \
+closed too long, or a held seat was not used in time).</p><p><a href=\"{login}\">Try again</a></p></div>\
+</main>",
+        poll = escape_html(w.poll),
+        every = w.poll_every,
+        hw = hidden(state == "waiting"),
+        hr = hidden(state == "ready"),
+        hx = hidden(state == "expired"),
+    );
+    let (head_extra, script) = if w.refresh_only {
+        (
+            if state == "expired" {
+                String::new()
+            } else {
+                refresh
+            },
+            String::new(),
+        )
+    } else {
+        (
+            format!("<noscript>{refresh}</noscript>"),
+            format!("<script>{QUEUE_SCRIPT}</script>"),
+        )
+    };
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>{head_extra}\
+<style>{STYLE}</style></head><body>{body}{script}</body></html>\n"
+    );
+    Canned::html(StatusCode::OK, html).header(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(queue_csp()),
+    )
 }
 
 /// The app did not answer a login the gateway checked on the user's behalf.

@@ -3,10 +3,11 @@
 
 use super::{
     ambiguous_session, app_unreachable, bad_request, expired_redirect, full_page, gone, no_content,
-    self_service_done, self_service_refused, too_many, unavailable, Canned, Denials, Offer,
+    self_service_done, self_service_refused, too_many, unavailable, waiting_page, Canned, Denials,
+    InLine, Offer,
 };
 use crate::config::Product;
-use crate::domain::Millis;
+use crate::domain::{Millis, QueueStatus};
 use crate::gate::{builtin_page, Answer, Denial, OfferPage, Refusal};
 use crate::policy::seat;
 use http::{HeaderValue, StatusCode};
@@ -50,11 +51,18 @@ pub fn render<'a>(
         }
         Denial::StoreError => owned(unavailable()),
         Denial::CheckFull => configured(),
-        Denial::Full { full, offer } if builtin_page(p, client) => {
+        Denial::Full {
+            full,
+            offer,
+            retry_after_secs,
+        } if builtin_page(p, client) => {
             let offer = offer.as_deref().map(offer_of);
-            owned(full_page(&configured(), &p.name, full, offer.as_ref(), now))
+            let page = full_page(&configured(), &p.name, full, offer.as_ref(), now);
+            owned(retry_after(page, *retry_after_secs))
         }
-        Denial::Full { .. } => configured(),
+        Denial::Full {
+            retry_after_secs, ..
+        } => owned(retry_after(configured().into_owned(), *retry_after_secs)),
         Denial::Expired(gone) => owned(expired_redirect(
             &p.login.path,
             &p.session.cookie,
@@ -67,6 +75,40 @@ pub fn render<'a>(
             owned(too_many("too many heartbeats", *retry_after_secs))
         }
         Denial::SelfService(r) => owned(self_service(p, *r)),
+        Denial::QueueNotGet => owned(
+            Canned::text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "The waiting line is read with GET.",
+            )
+            .header(http::header::ALLOW, HeaderValue::from_static("GET")),
+        ),
+        Denial::QueueTooSoon { retry_after_secs } => {
+            owned(too_many("polled again too soon", *retry_after_secs))
+        }
+    }
+}
+
+/// A full pool's answer with the estimate's `Retry-After` in place of any configured one.
+fn retry_after(mut c: Canned, secs: u64) -> Canned {
+    c.headers.retain(|(k, _)| k != http::header::RETRY_AFTER);
+    c.header_str(http::header::RETRY_AFTER, &secs.max(1).to_string())
+}
+
+/// The waiting line's answers: the poll's JSON, and its page without script.
+fn queue_answer(p: &Product, status: Option<&QueueStatus>, page: Option<Millis>) -> Canned {
+    match page {
+        None => Canned::json(
+            StatusCode::OK,
+            &crate::policy::queue::status_json(status, &p.name),
+        ),
+        Some(poll_every) => waiting_page(&InLine {
+            product: &p.name,
+            status,
+            poll: &crate::policy::classify::queue_path(&p.path_prefix),
+            login: &p.login.path,
+            poll_every,
+            refresh_only: true,
+        }),
     }
 }
 
@@ -78,6 +120,19 @@ pub fn answer(a: &Answer, p: &Product) -> Canned {
             idle_secs: Some(secs),
         } => no_content().header_str(IDLE_HEADER, &secs.to_string()),
         Answer::SelfServiceDone => self_service_done(&p.name, &p.login.path),
+        Answer::Queue(status) => queue_answer(p, status.as_ref(), None),
+        Answer::QueuePage { status, poll_every } => {
+            queue_answer(p, status.as_ref(), Some(*poll_every))
+        }
+        Answer::Waiting(w) => waiting_page(&InLine {
+            product: &p.name,
+            status: Some(&w.status),
+            poll: &crate::policy::classify::queue_path(&p.path_prefix),
+            login: &p.login.path,
+            poll_every: w.poll_every,
+            refresh_only: false,
+        })
+        .header_str(http::header::SET_COOKIE, &w.set_cookie),
     }
 }
 
@@ -164,9 +219,21 @@ products:
             (Denial::AmbiguousSession, None, 400),
             (Denial::StoreError, None, 503),
             (Denial::CheckFull, Some(0), 429),
-            (Denial::Full { full, offer: None }, Some(0), 429),
             (
-                Denial::Full { full, offer: None },
+                Denial::Full {
+                    full,
+                    offer: None,
+                    retry_after_secs: 7,
+                },
+                Some(0),
+                429,
+            ),
+            (
+                Denial::Full {
+                    full,
+                    offer: None,
+                    retry_after_secs: 7,
+                },
                 None,
                 d.get(None).status.as_u16(),
             ),
