@@ -712,7 +712,8 @@ async fn reports_per_product_and_hour_in_json_and_csv() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "product,hour,peak_in_use,capacity,denials,checks,checks_failed,user,user_hours"
+        "product,hour,peak_in_use,capacity,denials,checks,checks_failed,user,user_hours,\
+         peak_queue_length,queue_admitted,median_wait_seconds"
     );
     assert!(
         lines

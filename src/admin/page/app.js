@@ -378,7 +378,10 @@
       const tr = el('tr', { 'data-product': r.product });
       tr.append(el('td', {}, when(r.hour)), el('td', {}, r.product), el('td', { class: 'num' }, r.peak_in_use),
         el('td', { class: 'num' }, r.capacity), el('td', { class: 'num' }, r.denials),
-        el('td', { class: 'num' }, `${r.checks} (${r.checks_failed})`), el('td', {}, users || '–'));
+        el('td', { class: 'num' }, `${r.checks} (${r.checks_failed})`),
+        el('td', { class: 'num peak-line' }, r.peak_queue_length || 0),
+        el('td', { class: 'num median-wait' }, r.median_wait_seconds == null ? '–' : `${r.median_wait_seconds} s (${r.queue_admitted})`),
+        el('td', {}, users || '–'));
       tbody.append(tr);
     }
   }

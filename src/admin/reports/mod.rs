@@ -11,13 +11,19 @@
 //!   and checks are this gateway's counters; with several replicas each reports its own.
 //! * User hours add the sampling interval for every seat-holding session of the user, so
 //!   they are exact to about one interval per session.
+//! * Peak line length is the largest sampled `queue_length` (all pools of the product, from
+//!   the store: every replica's tickets), raised by the position of every ticket that joined
+//!   on this gateway since (the line was at least that long), so a burst between two samples
+//!   is not lost. The median wait is over this gateway's admissions from the line in that
+//!   hour (the ledger's `Left(Admitted)` events, as `seatgate_queue_wait_seconds` counts them):
+//!   with several replicas each reports its own, like denials.
 //!
 //! Kept in memory for [`RETENTION_HOURS`]; a restart starts the report afresh (the audit log
 //! remains the durable record).
 
 use crate::app::App;
 use crate::domain::{now_ms, Millis, PoolUsage, SeatRecord};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QueueSamples};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -41,6 +47,9 @@ const MAX_CREDIT_MS: Millis = 30_000;
 /// Bounds the per-user map of one product-hour (user names come from login forms).
 const MAX_USERS_PER_BUCKET: usize = 10_000;
 const SEAT_DENIALS: [&str; 4] = ["full", "group_max", "user_max", "overflow_spent"];
+/// Waits kept per product-hour for its median; past it, a uniform sample of them (reservoir),
+/// so the median stays unbiased and the memory bounded.
+const MAX_WAITS_PER_BUCKET: usize = 10_000;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Bucket {
@@ -51,6 +60,42 @@ pub struct Bucket {
     pub checks_failed: u64,
     /// Milliseconds each user held a seat.
     pub user_ms: BTreeMap<String, u64>,
+    /// The longest the product's waiting lines were together (tickets waiting and ready).
+    pub peak_queue_length: u32,
+    /// Tickets admitted from the line in this hour (on this gateway).
+    pub queue_admitted: u64,
+    /// Their waits (ms): all of them, or a uniform sample of [`MAX_WAITS_PER_BUCKET`].
+    pub queue_waits_ms: Vec<u64>,
+}
+
+impl Bucket {
+    /// The median wait of the hour's admissions from the line; `None` when there were none.
+    pub fn median_wait_ms(&self) -> Option<u64> {
+        let mut w = self.queue_waits_ms.clone();
+        if w.is_empty() {
+            return None;
+        }
+        w.sort_unstable();
+        let mid = w.len() / 2;
+        Some(if w.len() % 2 == 1 {
+            w[mid]
+        } else {
+            (w[mid - 1] + w[mid]) / 2
+        })
+    }
+
+    fn add_wait(&mut self, wait_ms: u64) {
+        self.queue_admitted += 1;
+        if self.queue_waits_ms.len() < MAX_WAITS_PER_BUCKET {
+            self.queue_waits_ms.push(wait_ms);
+        } else {
+            // Algorithm R: the n-th wait replaces a kept one with probability kept/n.
+            let i = rand::random_range(0..self.queue_admitted) as usize;
+            if let Some(slot) = self.queue_waits_ms.get_mut(i) {
+                *slot = wait_ms;
+            }
+        }
+    }
 }
 
 /// Per-product event counters at one instant.
@@ -92,21 +137,23 @@ impl Reports {
         let first = st.last_at.is_none();
         st.last_at = Some(now);
 
-        let mut per_product: BTreeMap<&str, (u32, u32, u32)> = BTreeMap::new();
+        let mut per_product: BTreeMap<&str, (u32, u32, u32, u32)> = BTreeMap::new();
         for u in usage {
             let e = per_product.entry(u.product.as_str()).or_default();
             e.0 += u.in_use;
             e.1 += u.capacity;
+            e.3 += u.queue_length;
             let key = (u.product.clone(), u.pool.clone());
             let before = st.last_peaks.insert(key, u.peak);
             if !first && before.is_some_and(|b| u.peak > b) {
                 e.2 = e.2.max(u.peak);
             }
         }
-        for (product, (in_use, capacity, record)) in per_product {
+        for (product, (in_use, capacity, record, line)) in per_product {
             let b = st.buckets.entry((hour, product.to_string())).or_default();
             b.peak_in_use = b.peak_in_use.max(in_use).max(record);
             b.capacity = b.capacity.max(capacity);
+            b.peak_queue_length = b.peak_queue_length.max(line);
         }
         for (product, c) in counts {
             let before = st
@@ -139,6 +186,26 @@ impl Reports {
         }
         let oldest = hour.saturating_sub(RETENTION_HOURS);
         st.buckets.retain(|(h, _), _| *h >= oldest);
+    }
+
+    /// Folds the line's joins and admissions since the last sample into the hours they
+    /// happened in (pure: tested below).
+    pub fn queue(&self, samples: &QueueSamples) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (product, at, position) in &samples.joins {
+            let b = st
+                .buckets
+                .entry((at / HOUR_MS, product.clone()))
+                .or_default();
+            b.peak_queue_length = b.peak_queue_length.max(*position);
+        }
+        for (product, at, wait) in &samples.waits {
+            let b = st
+                .buckets
+                .entry((at / HOUR_MS, product.clone()))
+                .or_default();
+            b.add_wait(*wait);
+        }
     }
 
     /// The buckets of hours overlapping `[from, to)` for products `keep` accepts.
@@ -201,6 +268,8 @@ impl Sampler {
         let now = now_ms();
         let usage = self.app.ledger.usage(now).await;
         let sessions = self.app.ledger.sessions(now).await;
+        // Taken whatever the store says: the events happened on this gateway either way.
+        self.reports.queue(&self.app.metrics.take_queue_samples());
         match (usage, sessions) {
             (Ok(u), Ok(s)) => self.reports.sample(now, &u, &s, &counts(&self.app.metrics)),
             (Err(e), _) | (_, Err(e)) => log::debug!("report sample skipped: {e}"),
@@ -228,6 +297,10 @@ mod tests {
     use crate::domain::SeatState;
 
     fn usage(in_use: u32, peak: u32) -> PoolUsage {
+        queued(in_use, peak, 0)
+    }
+
+    fn queued(in_use: u32, peak: u32, queue_length: u32) -> PoolUsage {
         PoolUsage {
             product: "crm".into(),
             pool: "default".into(),
@@ -239,7 +312,7 @@ mod tests {
             standby: 0,
             ending: 0,
             overflow_used_seconds: 0,
-            queue_length: 0,
+            queue_length,
         }
     }
 
@@ -310,5 +383,47 @@ mod tests {
         assert!(r.range(h0, h0 + 2 * HOUR_MS, |p| p != "crm").is_empty());
         assert_eq!(r.range(h0 + HOUR_MS, h0 + 2 * HOUR_MS, |_| true).len(), 1);
         assert_eq!(r.range(h0, h0 + HOUR_MS, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn line_peaks_and_median_waits_per_hour() {
+        let r = Reports::default();
+        let h0 = 200 * HOUR_MS;
+        let none = HashMap::new();
+        r.sample(h0 + 1_000, &[queued(5, 5, 2)], &[], &none);
+        // Between samples the line reached 4 (a ticket joined fourth) and emptied again.
+        r.queue(&QueueSamples {
+            joins: vec![("crm".into(), h0 + 2_000, 4), ("crm".into(), h0 + 2_500, 3)],
+            waits: vec![
+                ("crm".into(), h0 + 3_000, 30_000),
+                ("crm".into(), h0 + 3_100, 10_000),
+                ("crm".into(), h0 + 3_200, 90_000),
+                // Admitted in the next hour: that hour's median.
+                ("crm".into(), h0 + HOUR_MS + 5, 8_000),
+                ("crm".into(), h0 + HOUR_MS + 6, 12_000),
+            ],
+        });
+        r.sample(h0 + 3_000, &[queued(5, 5, 1)], &[], &none);
+        let rows = r.range(h0, h0 + 2 * HOUR_MS, |_| true);
+        assert_eq!(rows.len(), 2);
+        let (b0, b1) = (&rows[0].2, &rows[1].2);
+        assert_eq!((b0.peak_queue_length, b0.queue_admitted), (4, 3));
+        assert_eq!(b0.median_wait_ms(), Some(30_000));
+        assert_eq!((b1.queue_admitted, b1.median_wait_ms()), (2, Some(10_000)));
+        assert_eq!(b1.peak_queue_length, 0);
+        assert_eq!(Bucket::default().median_wait_ms(), None);
+    }
+
+    #[test]
+    fn waits_past_the_bound_are_sampled_not_kept() {
+        let mut b = Bucket::default();
+        // Half the waits are 1 s, then half 9 s: the sample keeps both halves' median line.
+        for i in 0..(2 * MAX_WAITS_PER_BUCKET as u64) {
+            b.add_wait(if i % 2 == 0 { 1_000 } else { 9_000 });
+        }
+        assert_eq!(b.queue_admitted, 2 * MAX_WAITS_PER_BUCKET as u64);
+        assert_eq!(b.queue_waits_ms.len(), MAX_WAITS_PER_BUCKET);
+        let ones = b.queue_waits_ms.iter().filter(|w| **w == 1_000).count();
+        assert!((4_000..6_000).contains(&ones), "{ones}");
     }
 }
