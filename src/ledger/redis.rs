@@ -33,9 +33,11 @@
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
 use crate::domain::{
     now_ms, Claim, EndOutcome, Full, FullReason, Gone, Joined, Lease, Lookup, Millis, PauseOutcome,
-    Polled, PoolKey, PoolSpec, PoolUsage, RedisConfig, RedisTarget, ReleaseReason, Reservation,
-    SeatId, SeatRecord, SeatState, SeatsPer, SessionKey, Ticket, TicketKey, Touch,
+    Polled, PoolKey, PoolSpec, PoolUsage, QueueEvent, QueueResult, QueueStatus, RedisConfig,
+    RedisTarget, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer, SessionKey,
+    Ticket, TicketKey, TicketState, Touch, MIN_POLL_INTERVAL,
 };
+use crate::policy::queue::{estimate, RATE_WINDOW};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -570,44 +572,132 @@ impl SeatLedger for RedisLedger {
         Some(self.inner.cache.contains_key(session))
     }
 
-    // The waiting line: not yet on this store.
+    /// One line for every replica: joining, and the promotion that may make the ticket ready
+    /// at once, are one script call in the pool's slot.
     async fn enqueue(
         &self,
-        _claim: &Claim,
-        _ticket: TicketKey,
-        _now: Millis,
+        claim: &Claim,
+        ticket: TicketKey,
+        now: Millis,
     ) -> Result<Joined, LedgerError> {
-        Ok(Joined::LineFull)
+        self.inner.at(now);
+        // A pool without a line (or none configured) takes no ticket, as on the embedded store.
+        let Some(pool) = self
+            .inner
+            .pool(&claim.pool)
+            .filter(|p| p.spec.queue.is_some())
+        else {
+            return Ok(Joined::LineFull);
+        };
+        let args = [
+            ticket.hex(),
+            format!("{:x}", ticket.lease_id()),
+            claim.user.clone().unwrap_or_default(),
+            claim.client.clone(),
+            SeatId::random().to_string(),
+        ];
+        let a = self.inner.call(&pool, "enqueue", &args).await?;
+        match a.kind {
+            Kind::Queued => Ok(Joined::Queued(status_of(&a)?)),
+            Kind::LineFull => Ok(Joined::LineFull),
+            k => Err(corrupt(format!("unexpected answer {k:?} to enqueue"))),
+        }
     }
 
+    /// A store round trip (the line is shared); its estimate reads the pool's deadlines and
+    /// releases as of the call.
     async fn poll(
         &self,
-        _pool: &PoolKey,
-        _ticket: &TicketKey,
-        _now: Millis,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
     ) -> Result<Polled, LedgerError> {
-        Ok(Polled::Unknown)
+        self.inner.at(now);
+        // A ticket cookie names its pool: one not configured (or keeping no line) knows none.
+        let Some(pool) = self.inner.pool(pool).filter(|p| p.spec.queue.is_some()) else {
+            return Ok(Polled::Unknown);
+        };
+        let args = [ticket.hex(), MIN_POLL_INTERVAL.to_string()];
+        let a = self.inner.call(&pool, "poll", &args).await?;
+        match a.kind {
+            Kind::Queued => Ok(Polled::Status(status_of(&a)?)),
+            Kind::TooSoon => Ok(Polled::TooSoon {
+                retry_after: a.retry_after,
+            }),
+            Kind::Unknown => Ok(Polled::Unknown),
+            k => Err(corrupt(format!("unexpected answer {k:?} to poll"))),
+        }
     }
 
     async fn queue_admitted(
         &self,
-        _pool: &PoolKey,
-        _ticket: &TicketKey,
-        _now: Millis,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
     ) -> Result<Option<Ticket>, LedgerError> {
+        self.inner.at(now);
+        let Some(pool) = self.inner.pool(pool) else {
+            return Ok(None);
+        };
+        let a = self.inner.call(&pool, "admitted", &[ticket.hex()]).await?;
+        self.left_ticket(&pool, &a, "queue_admitted")
+    }
+
+    async fn remove_ticket(&self, id: SeatId, now: Millis) -> Result<Option<Ticket>, LedgerError> {
+        self.inner.at(now);
+        for pool in self.inner.all_pools() {
+            let a = self
+                .inner
+                .call(&pool, "unticket", &[id.to_string()])
+                .await?;
+            if let Some(t) = self.left_ticket(&pool, &a, "remove_ticket")? {
+                return Ok(Some(t));
+            }
+        }
         Ok(None)
     }
 
-    async fn remove_ticket(
+    async fn queue(&self, now: Millis) -> Result<Vec<Ticket>, LedgerError> {
+        self.inner.at(now);
+        let mut out = Vec::new();
+        // A pool that keeps no line any more lists none (its tickets lapse at the sweep).
+        for pool in self.inner.all_pools() {
+            if pool.spec.queue.is_none() {
+                continue;
+            }
+            let a = self.inner.call(&pool, "line", &[]).await?;
+            if a.kind != Kind::Line {
+                return Err(corrupt(format!("unexpected answer {:?} to line", a.kind)));
+            }
+            for t in &a.tickets {
+                out.push(t.ticket(&pool.spec.key)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// From the pool view (its earliest seat deadlines and last hour's releases, refreshed
+    /// every [`VIEW_EVERY`]): `None` without a fresh one, as `available()`.
+    fn wait_estimate(&self, pool: &PoolKey, seats: u32, now: Millis) -> Option<Millis> {
+        self.inner.start_refresher();
+        let v = self.inner.views.get(pool).filter(|v| v.fresh())?;
+        estimate(&v.earliest, seats, v.releases, v.window, now)
+    }
+}
+
+impl RedisLedger {
+    /// The ticket a leaving call answers (`None`: it was not in line).
+    fn left_ticket(
         &self,
-        _id: SeatId,
-        _now: Millis,
+        pool: &Pool,
+        a: &Answer,
+        op: &str,
     ) -> Result<Option<Ticket>, LedgerError> {
-        Ok(None)
-    }
-
-    async fn queue(&self, _now: Millis) -> Result<Vec<Ticket>, LedgerError> {
-        Ok(Vec::new())
+        match (a.kind, &a.ticket) {
+            (Kind::Ticket, Some(t)) => t.ticket(&pool.spec.key).map(Some),
+            (Kind::None, _) => Ok(None),
+            (k, _) => Err(corrupt(format!("unexpected answer {k:?} to {op}"))),
+        }
     }
 }
 

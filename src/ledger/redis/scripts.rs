@@ -96,6 +96,13 @@ impl Inner {
         if let Some(r) = &a.resumed {
             self.observer.resumed(&r.record(&pool.spec.key)?);
         }
+        // The line's events likewise: this replica's call did them, so it tells them, once.
+        for e in &a.line {
+            match (e.ticket.ticket(&pool.spec.key), e.event()) {
+                (Ok(t), Ok(ev)) => self.observer.queue_event(&t, ev, e.at),
+                (Err(err), _) | (_, Err(err)) => bad = Some(err),
+            }
+        }
         match bad {
             Some(e) => Err(e),
             None => Ok(a),

@@ -18,6 +18,19 @@
 --  14 ixseat  zset  "user\0device\0seat id" (score 0, read by lex range): the seats in z
 --  15 ixover  set   seat ids in z whose record says overflow
 --  16 ixlease zset  "user\0lease id" (score 0): the leases in pend
+-- The waiting line (issue 12; only a pool whose spec has `queue` keeps one):
+--  17 qz      zset  ticket hex -> join sequence: the line, ready tickets included (ZRANK = position)
+--  18 qt      hash  ticket hex -> JSON ticket {id, key, lease, user, client, joined_at, last_poll
+--                   (poll or join: abandonment), polled_at (polls only: too soon), state, ready_until}
+--  19 qwait   zset  ticket hex -> join sequence: the waiting tickets (the head is promoted first)
+--  20 qpoll   zset  ticket hex -> last poll: waiting tickets, for abandonment
+--  21 qjoin   zset  ticket hex -> joined at: waiting tickets, for max_wait
+--  22 qready  zset  ticket hex -> ready until: ready tickets; the seat held for each is a lease in
+--                   pend (its pinfo names the ticket), so a login with the ticket's lease id finds it
+--  23 qid     hash  public ticket id -> ticket hex (admin removal)
+--  24 qrate   hash  minute -> releases of counted seats in it (the last hour's), 'since' -> first
+-- Every index is keyed by what a call looks up, so no call walks the line or the pool: lapsed
+-- tickets come from score ranges, positions from ZRANK, the needed-th seat deadline from z by rank.
 -- They are a cache of z, pend and the records, never the truth: capacity is always counted with
 -- ZCARD, and every candidate seat they name is checked against z and its record. A replica
 -- running the script from before them (a rolling upgrade) writes z and pend without them: a
@@ -37,14 +50,23 @@ local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED, UNC =
 local IXMETA, IXUSER, IXSEAT, IXOVER, IXLEASE = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- Bumped whenever what the indexes hold changes: a script finding another version rebuilds.
 local IX_VERSION = '1'
+local QZ, QT, QWAIT, QPOLL, QJOIN, QREADY, QID, QRATE =
+  KEYS[17], KEYS[18], KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24]
 local op = ARGV[1]
 local spec = cjson.decode(ARGV[2])
 local ENDED_FOR = 3600000
+-- The call's time (set once known): release counting buckets by it.
+local CALL_NOW = 0
+local RATE_MINUTE = 60000
+local RATE_MINUTES = 60
 
 local function str(v)
   if v == nil or v == cjson.null or v == '' then return nil end
   return v
 end
+
+-- The pool's `queue` settings, nil when it keeps no line.
+local Q = str(spec.queue)
 
 local function redis_now()
   if str(spec.clock_ms) then return spec.clock_ms end
@@ -341,6 +363,39 @@ end
 
 local released = {}
 
+-- A counted seat left at `at`: one more release in its minute (the wait estimate's rate). The
+-- hash keeps the window's minutes only: a new minute's first release drops those past it.
+local function count_release(at)
+  local nowm = math.floor(CALL_NOW / RATE_MINUTE)
+  local m = math.floor(at / RATE_MINUTE)
+  if m <= nowm - RATE_MINUTES or m > nowm then return end
+  redis.call('HSETNX', QRATE, 'since', at)
+  if redis.call('HINCRBY', QRATE, m, 1) == 1 then
+    local old = {}
+    for _, f in ipairs(redis.call('HKEYS', QRATE)) do
+      local fm = tonumber(f)
+      if fm and fm <= nowm - RATE_MINUTES then table.insert(old, f) end
+    end
+    if #old > 0 then redis.call('HDEL', QRATE, unpack(old)) end
+  end
+end
+
+-- Releases in the window ending at `now`, and when the pool's first release was (nil: never).
+local function rate_inputs(now)
+  local nowm = math.floor(now / RATE_MINUTE)
+  local n, since = 0, nil
+  local all = redis.call('HGETALL', QRATE)
+  for i = 1, #all, 2 do
+    if all[i] == 'since' then
+      since = tonumber(all[i + 1])
+    else
+      local fm = tonumber(all[i])
+      if fm and fm > nowm - RATE_MINUTES and fm <= nowm then n = n + (tonumber(all[i + 1]) or 0) end
+    end
+  end
+  return n, since
+end
+
 -- Overflow time a held overflow seat has used by `now` (it stops counting at its deadline).
 local function overflow_used(r, now)
   if not r.overflow then return 0 end
@@ -393,7 +448,10 @@ local function release(r, reason, at)
   if held and r.overflow then
     redis.call('HINCRBY', STATS, 'overflow_ms', overflow_used(r, at))
   end
-  if held then promote_overflow(at) end
+  if held then
+    promote_overflow(at)
+    count_release(at)
+  end
   if reason == 'ended' then redis.call('ZADD', ENDED, at + ENDED_FOR, r.id) end
   table.insert(released, { seat = r, reason = reason })
 end
@@ -563,13 +621,204 @@ local function gone_outcome(id, now)
   return 'not_found'
 end
 
+-- The waiting line. What a call did to it is told back (`line`) like releases are.
+local line_events = {}
+-- Seat deadlines the view brings for the wait estimate (the earliest this many).
+local EARLIEST = 32
+
+local function q_load(tk)
+  local raw = redis.call('HGET', QT, tk)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function q_save(t)
+  redis.call('HSET', QT, t.key, cjson.encode(t))
+end
+
+local function q_position(tk)
+  local r = redis.call('ZRANK', QZ, tk)
+  if r then return r + 1 end
+  return 0
+end
+
+-- A ticket as told (events, answers, listings): never its lease id.
+local function q_told(t, position)
+  return { id = t.id, key = t.key, user = t.user, client = t.client, joined_at = t.joined_at,
+    last_poll = t.last_poll, state = t.state, ready_until = t.ready_until, position = position }
+end
+
+local function q_event(t, ev, result, at, position)
+  table.insert(line_events, { ticket = q_told(t, position or q_position(t.key)), ev = ev,
+    result = result, at = at })
+end
+
+-- Why and when a ticket left the line by `now` (nil: it has not). A ready ticket lapses with its
+-- hold; a waiting one when not polled for abandon_after or past max_wait (the earlier; a tie is
+-- an expiry), at once when the pool keeps no line any more (a reload turned it off).
+local function q_lapse(t, now)
+  if t.state == 'ready' then
+    if now >= t.ready_until then return 'expired', t.ready_until end
+    return nil
+  end
+  if not Q then return 'expired', now end
+  local at, why = t.joined_at + Q.max_wait, 'expired'
+  if t.last_poll + Q.abandon_after < at then at, why = t.last_poll + Q.abandon_after, 'abandoned' end
+  if now >= at then return why, at end
+  return nil
+end
+
+-- The tickets that may have lapsed by `now`, from score ranges (a set of ticket hex).
+local function q_due(now)
+  local due = {}
+  local function add(list)
+    for _, tk in ipairs(list) do due[tk] = true end
+  end
+  add(redis.call('ZRANGEBYSCORE', QREADY, '-inf', now))
+  if Q then
+    add(redis.call('ZRANGEBYSCORE', QPOLL, '-inf', now - Q.abandon_after))
+    add(redis.call('ZRANGEBYSCORE', QJOIN, '-inf', now - Q.max_wait))
+  else
+    add(redis.call('ZRANGE', QWAIT, 0, -1))
+  end
+  return due
+end
+
+-- Tickets in line at `now`: lapsed ones not yet dropped do not count (nor a line the pool no
+-- longer keeps).
+local function q_length(now)
+  if not Q then return 0 end
+  local n = redis.call('ZCARD', QZ)
+  if n == 0 then return 0 end
+  for tk in pairs(q_due(now)) do
+    local t = q_load(tk)
+    if not t or q_lapse(t, now) then n = n - 1 end
+  end
+  return math.max(0, n)
+end
+
+-- The seat held for a ready ticket is given back (it left the line); `any`: also a reservation
+-- its login made under its lease id (an admitted ticket's lease holds nothing any more).
+local function q_unhold(t, any)
+  local praw = redis.call('HGET', PINFO, t.lease)
+  if praw and (any or cjson.decode(praw).ticket == t.key) then
+    redis.call('HDEL', PINFO, t.lease)
+    if redis.call('ZREM', PEND, t.lease) == 1 then ix_lease(lease_user(praw), t.lease, -1) end
+  end
+end
+
+local function q_forget(tk)
+  for _, k in ipairs({ QZ, QWAIT, QPOLL, QJOIN, QREADY }) do redis.call('ZREM', k, tk) end
+  redis.call('HDEL', QT, tk)
+end
+
+local function q_leave(t, result, at)
+  local position = q_position(t.key)
+  if t.state == 'ready' or result == 'admitted' then q_unhold(t, result == 'admitted') end
+  q_forget(t.key)
+  redis.call('HDEL', QID, t.id)
+  q_event(t, 'left', result, at, position)
+end
+
+-- Drops whatever left the line by `now`, in line order, as of when it did.
+local function q_reap(now)
+  local list = {}
+  for tk in pairs(q_due(now)) do
+    table.insert(list, { tk = tk, seq = tonumber(redis.call('ZSCORE', QZ, tk) or '0') })
+  end
+  table.sort(list, function(a, b)
+    if a.seq ~= b.seq then return a.seq < b.seq end
+    return a.tk < b.tk
+  end)
+  for _, e in ipairs(list) do
+    local t = q_load(e.tk)
+    if not t then
+      q_forget(e.tk)
+    else
+      local why, at = q_lapse(t, now)
+      if why then q_leave(t, why, at) end
+    end
+  end
+end
+
+-- While a seat is free for the head waiting ticket (the admission rules for its user, overflow
+-- never), it becomes ready: a lease in pend under the ticket's lease id holds the seat until
+-- ready_until, so its login's reserve finds it and nobody else's is counted into it.
+local function q_promote(now)
+  if not Q then return end
+  while true do
+    local head = redis.call('ZRANGE', QWAIT, 0, 0)[1]
+    if not head then return end
+    local t = q_load(head)
+    if not t then
+      q_forget(head)
+    else
+      local user = str(t.user)
+      if admit(holders(now, user), user, now, nil).kind ~= 'seat' then return end
+      local old = redis.call('HGET', PINFO, t.lease)
+      t.state, t.ready_until = 'ready', now + Q.hold
+      redis.call('HSET', PINFO, t.lease, cjson.encode({ user = user or '', overflow = false, ticket = t.key }))
+      if redis.call('ZADD', PEND, t.ready_until, t.lease) == 1 then
+        ix_lease(user, t.lease, 1)
+      else
+        -- Its login was reserving already (barging on): that lease is the held seat now.
+        ix_lease(lease_user(old), t.lease, -1)
+        ix_lease(user, t.lease, 1)
+      end
+      q_save(t)
+      redis.call('ZREM', QWAIT, t.key)
+      redis.call('ZREM', QPOLL, t.key)
+      redis.call('ZREM', QJOIN, t.key)
+      redis.call('ZADD', QREADY, t.ready_until, t.key)
+      bump_peak(redis.call('ZCARD', Z) + redis.call('ZCARD', PEND))
+      q_event(t, 'ready', nil, now)
+    end
+  end
+end
+
+-- Whether a reservation that is not a ready ticket's must join the back (barging off and
+-- tickets waiting).
+local function q_blocks()
+  return Q and not Q.barging and redis.call('ZCARD', QWAIT) > 0
+end
+
+-- The `i`-th (1-based) earliest deadline of the seats that count, after `purge` (z by rank).
+local function nth_deadline(i, now)
+  local past = redis.call('ZCOUNT', Z, '-inf', now)
+  local d = redis.call('ZRANGE', Z, past + i - 1, past + i - 1, 'WITHSCORES')
+  return tonumber(d[2])
+end
+
+local function earliest(now)
+  local out = {}
+  local d = redis.call('ZRANGEBYSCORE', Z, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, EARLIEST)
+  for i = 2, #d, 2 do table.insert(out, tonumber(d[i])) end
+  return out
+end
+
+-- A ticket's status as its page is told; a waiting one's with what its estimate reads: the
+-- deadline of the seat whose end frees one for it (as many seats as waiting tickets up to it)
+-- and the pool's releases of the last hour.
+local function q_status(t, now)
+  local s = { id = t.id, state = t.state, position = q_position(t.key), ready_until = t.ready_until,
+    length = redis.call('ZCARD', QZ) }
+  if t.state == 'waiting' then
+    s.needed = (redis.call('ZRANK', QWAIT, t.key) or 0) + 1
+    s.deadline = nth_deadline(s.needed, now)
+    s.releases, s.since = rate_inputs(now)
+  end
+  return s
+end
+
 local function answer(t)
   t.released = released
+  t.line = line_events
   return cjson.encode(t)
 end
 
 local now = redis_now()
-if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' then
+CALL_NOW = now
+if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' and op ~= 'line' then
   if #spec.groups > 0 or str(spec.max_sessions) or spec.seats_per ~= 'session' or str(spec.overflow_ms) then
     IX = true
     ensure_index(now)
@@ -585,12 +834,23 @@ if op == 'reserve' then
   local ttl = spec.standby_timeout
   if str(ARGV[6]) then ttl = tonumber(ARGV[6]) end
   purge(now)
+  if Q then
+    q_reap(now)
+    -- Barging off: a freed seat goes to the head of the line before any newcomer.
+    if not Q.barging then q_promote(now) end
+  end
   local p = redis.call('HGET', PINFO, lease)
   if p then
     return answer({ kind = 'granted', overflow = cjson.decode(p).overflow, now = now })
   end
   local reuse = reusable(user, device, now)
   if reuse then return answer({ kind = 'granted', reuse = reuse, overflow = false, now = now }) end
+  if q_blocks() then
+    -- Tickets wait for a seat: newcomers join the back of the line.
+    redis.call('HINCRBY', STATS, 'denied', 1)
+    return answer({ kind = 'full', in_use = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND),
+      capacity = capacity(now), reason = 'pool', now = now })
+  end
   local users = holders(now, user)
   local a = admit(users, user, now, overflow_left(now))
   if a.kind == 'full' then
@@ -648,7 +908,9 @@ elseif op == 'commit' then
       overflow = false
     end
   else
-    -- The lease expired (slow app) or its reusable seat went away: admit afresh.
+    -- The lease expired (slow app) or its reusable seat went away: admit afresh (behind the
+    -- line, when it keeps newcomers back).
+    if q_blocks() then return answer({ kind = 'lost' }) end
     local a = admit(holders(now, user), user, now, overflow_left(now))
     if a.kind == 'full' then return answer({ kind = 'lost' }) end
     overflow = a.kind == 'overflow'
@@ -665,6 +927,8 @@ elseif op == 'commit' then
 
 elseif op == 'cancel' then
   local praw = redis.call('HGET', PINFO, ARGV[3])
+  -- A ready ticket's seat stays held until its ready_until: its failed login may try again.
+  if praw and str(cjson.decode(praw).ticket) then return answer({ kind = 'ok' }) end
   redis.call('HDEL', PINFO, ARGV[3])
   if redis.call('ZREM', PEND, ARGV[3]) == 1 then ix_lease(lease_user(praw), ARGV[3], -1) end
   return answer({ kind = 'ok' })
@@ -800,6 +1064,7 @@ elseif op == 'pause' or op == 'resume' then
     if redis.call('ZREM', Z, id) == 1 then ix_seat_out(r) end
     redis.call('ZADD', PAUSED, deadline(r), id)
     promote_overflow(now)
+    count_release(now)
     table.insert(released, { seat = r, reason = 'paused' })
     return answer({ kind = 'done' })
   end
@@ -910,16 +1175,20 @@ elseif op == 'lookup' then
   return answer({ kind = 'unknown' })
 
 elseif op == 'view' then
-  -- What `available()` answers from: seats and counting leases that hold at `now`.
+  -- What `available()` answers from: seats and counting leases that hold at `now`; and what
+  -- `wait_estimate` reads (the earliest seat deadlines, the last hour's releases).
+  local releases, since = rate_inputs(now)
   return answer({ kind = 'view', now = now, capacity = capacity(now),
     held = redis.call('ZCOUNT', Z, '(' .. now, '+inf') + redis.call('ZCOUNT', PEND, '(' .. now, '+inf'),
-    epoch = epoch() })
+    earliest = earliest(now), releases = releases, since = since, epoch = epoch() })
 
 elseif op == 'list' then
   local pending = redis.call('ZCOUNT', PEND, '(' .. now, '+inf')
   local st = redis.call('HMGET', STATS, 'peak', 'denied', 'overflow_ms')
+  local releases, since = rate_inputs(now)
   return cjson.encode({ kind = 'list', now = now, seats = redis.call('HVALS', SEATS), pending = pending,
-    peak = tonumber(st[1] or '0'), denied = tonumber(st[2] or '0'), overflow_ms = tonumber(st[3] or '0') })
+    peak = tonumber(st[1] or '0'), denied = tonumber(st[2] or '0'), overflow_ms = tonumber(st[3] or '0'),
+    queue_length = q_length(now), earliest = earliest(now), releases = releases, since = since })
 
 elseif op == 'sweep' then
   purge(now)
@@ -947,6 +1216,10 @@ elseif op == 'sweep' then
       redis.call('HSET', STATS, 'overflow_ms', allowance)
     end
   end
+  -- The line: lapsed tickets leave; barging off, a seat freed meanwhile is held for the head
+  -- even when nobody polls or logs in.
+  q_reap(now)
+  if Q and not Q.barging then q_promote(now) end
   local old = redis.call('ZRANGEBYSCORE', GONEZ, '-inf', now)
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', GONEZ, '-inf', now)
@@ -954,6 +1227,96 @@ elseif op == 'sweep' then
   end
   redis.call('ZREMRANGEBYSCORE', ENDED, '-inf', now)
   return answer({ kind = 'ok' })
+
+elseif op == 'enqueue' then
+  -- ARGV: ticket, its lease id, user, client, new public id
+  local tk, lease, user, client, new_id = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  if not Q then return answer({ kind = 'line_full' }) end
+  purge(now)
+  q_reap(now)
+  local t = q_load(tk)
+  if t then
+    -- Already in line: its place is kept, its poll time refreshed.
+    t.last_poll = math.max(t.last_poll, now)
+    q_save(t)
+    if t.state == 'waiting' then redis.call('ZADD', QPOLL, t.last_poll, tk) end
+  else
+    t = { id = new_id, key = tk, lease = lease, user = user, client = client, joined_at = now,
+      last_poll = now, polled_at = 0, state = 'waiting', ready_until = 0 }
+    local length = redis.call('ZCARD', QZ)
+    if length >= Q.max_length then
+      q_event(t, 'left', 'line_full', now, length + 1)
+      return answer({ kind = 'line_full' })
+    end
+    local seq = redis.call('HINCRBY', STATS, 'qseq', 1)
+    q_save(t)
+    redis.call('ZADD', QZ, seq, tk)
+    redis.call('ZADD', QWAIT, seq, tk)
+    redis.call('ZADD', QPOLL, now, tk)
+    redis.call('ZADD', QJOIN, now, tk)
+    redis.call('HSET', QID, new_id, tk)
+    q_event(t, 'joined', nil, now)
+  end
+  q_promote(now)
+  return answer({ kind = 'queued', status = q_status(q_load(tk), now), now = now })
+
+elseif op == 'poll' then
+  -- ARGV: ticket, the shortest interval between polls (ms)
+  local tk, min = ARGV[3], tonumber(ARGV[4])
+  purge(now)
+  q_reap(now)
+  local t = q_load(tk)
+  if not t then return answer({ kind = 'unknown' }) end
+  -- Joining is not polling: the first poll may come at once.
+  local polled = tonumber(t.polled_at) or 0
+  if polled > 0 and now < polled + min then
+    return answer({ kind = 'too_soon', retry_after = math.min(min, polled + min - now) })
+  end
+  t.polled_at = now
+  t.last_poll = math.max(t.last_poll, now)
+  q_save(t)
+  if t.state == 'waiting' then redis.call('ZADD', QPOLL, t.last_poll, tk) end
+  q_promote(now)
+  return answer({ kind = 'queued', status = q_status(q_load(tk), now), now = now })
+
+elseif op == 'admitted' or op == 'unticket' then
+  -- ARGV: admitted: ticket; unticket: public id (an admin removes it). The ticket is found
+  -- before the line is tended: one whose time is up but is not yet dropped still leaves for
+  -- this reason (its login committed; the admin asked), as on the embedded store.
+  purge(now)
+  local tk = ARGV[3]
+  if op == 'unticket' then tk = redis.call('HGET', QID, ARGV[3]) end
+  local t = tk and q_load(tk)
+  if not t then
+    if tk and op == 'unticket' then redis.call('HDEL', QID, ARGV[3]) end
+    return answer({ kind = 'none' })
+  end
+  local told = q_told(t, q_position(tk))
+  if op == 'admitted' then
+    q_leave(t, 'admitted', now)
+  else
+    q_leave(t, 'removed', now)
+    -- A ready ticket's seat goes to the next in line, whatever `barging` says.
+    q_reap(now)
+    q_promote(now)
+  end
+  return answer({ kind = 'ticket', ticket = told })
+
+elseif op == 'line' then
+  -- Read only: the line in order, lapsed tickets left out.
+  local out = {}
+  local tks = redis.call('ZRANGE', QZ, 0, -1)
+  for k = 1, #tks, 1000 do
+    local part = {}
+    for j = k, math.min(k + 999, #tks) do part[#part + 1] = tks[j] end
+    for _, raw in ipairs(redis.call('HMGET', QT, unpack(part))) do
+      if raw then
+        local t = cjson.decode(raw)
+        if not q_lapse(t, now) then table.insert(out, q_told(t, #out + 1)) end
+      end
+    end
+  end
+  return cjson.encode({ kind = 'line', now = now, tickets = out })
 
 elseif op == 'rules' then
   -- Test hook: the pure rules on given inputs, so tests can check they agree with Rust.

@@ -3,11 +3,29 @@
 
 use super::*;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(super) struct View {
     pub(super) capacity: u32,
     pub(super) held: u32,
     pub(super) at: Instant,
+    /// What `wait_estimate` reads: the earliest deadlines of the seats that count (a few,
+    /// earliest first), the releases of the last hour and the window they cover.
+    pub(super) earliest: Vec<Millis>,
+    pub(super) releases: u64,
+    pub(super) window: Millis,
+}
+
+impl View {
+    pub(super) fn of(a: &Answer, capacity: u32, held: u32) -> Self {
+        View {
+            capacity,
+            held,
+            at: Instant::now(),
+            earliest: a.earliest.iter().map(|d| d.0).collect(),
+            releases: a.releases,
+            window: rate_window(a.since, a.now),
+        }
+    }
 }
 
 impl View {
@@ -41,11 +59,7 @@ impl Inner {
             if let Ok(a) = self.call(&pool, "view", &[]).await {
                 self.views.insert(
                     pool.spec.key.clone(),
-                    View {
-                        capacity: a.capacity as u32,
-                        held: a.held as u32,
-                        at: Instant::now(),
-                    },
+                    View::of(&a, a.capacity as u32, a.held as u32),
                 );
             }
         }
@@ -117,14 +131,9 @@ impl RedisLedger {
             }
             let capacity = pool.spec.capacity(a.now);
             let in_use = live + a.pending as u32;
-            self.inner.views.insert(
-                pool.spec.key.clone(),
-                View {
-                    capacity,
-                    held: in_use,
-                    at: Instant::now(),
-                },
-            );
+            self.inner
+                .views
+                .insert(pool.spec.key.clone(), View::of(&a, capacity, in_use));
             out.push(PoolUsage {
                 product: pool.spec.key.product.clone(),
                 pool: pool.spec.key.pool.clone(),
@@ -136,7 +145,7 @@ impl RedisLedger {
                 standby: standby + a.pending as u32,
                 ending,
                 overflow_used_seconds: used / 1000,
-                queue_length: 0,
+                queue_length: a.queue_length as u32,
             });
         }
         Ok(out)

@@ -95,6 +95,14 @@ pub(super) enum Kind {
     Unknown,
     View,
     List,
+    /// The line is at `max_length` (or the pool keeps none): not joined.
+    LineFull,
+    /// In line: the answer's `status`.
+    Queued,
+    TooSoon,
+    /// A ticket that left the line: the answer's `ticket`.
+    Ticket,
+    Line,
 }
 
 /// An admin end's answer per seat.
@@ -177,6 +185,199 @@ pub(super) struct Answer {
     /// The cookie a login's reused seat moved away from (its cached entry is stale).
     #[serde(default)]
     pub(super) replaced: Option<String>,
+    /// What the call did to the pool's waiting line, for the observer.
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) line: Vec<LineEvent>,
+    /// A joined or polled ticket's status.
+    #[serde(default)]
+    pub(super) status: Option<StatusRec>,
+    /// A ticket that left (admitted, removed).
+    #[serde(default)]
+    pub(super) ticket: Option<TicketRec>,
+    /// The line as listed.
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) tickets: Vec<TicketRec>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) retry_after: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) queue_length: u64,
+    /// The earliest deadlines of the seats that count (a few), earliest first.
+    #[serde(default, deserialize_with = "de_seq")]
+    pub(super) earliest: Vec<Ms>,
+    /// Releases of counted seats in the last hour, and when the pool's first was (0: never).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) releases: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) since: u64,
+}
+
+/// A count or time on its own (in a list): read as strictly as a field.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ms(#[serde(deserialize_with = "de_u64")] pub(super) u64);
+
+/// A ticket as the script tells it (never its lease id).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct TicketRec {
+    pub(super) id: SeatId,
+    pub(super) key: String,
+    #[serde(default)]
+    pub(super) user: String,
+    #[serde(default)]
+    pub(super) client: String,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) joined_at: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) last_poll: u64,
+    pub(super) state: TicketState,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) ready_until: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) position: u64,
+}
+
+/// What happened to a ticket, as the script tells it.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum LineEv {
+    Joined,
+    Ready,
+    Left,
+}
+
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct LineEvent {
+    pub(super) ticket: TicketRec,
+    pub(super) ev: LineEv,
+    /// Why it left; only `left` has one.
+    #[serde(default)]
+    pub(super) result: Option<QueueResult>,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) at: u64,
+}
+
+/// A ticket's status as the script answers a join or a poll; a waiting one's with what its
+/// wait estimate reads.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct StatusRec {
+    pub(super) id: SeatId,
+    pub(super) state: TicketState,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) position: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) ready_until: u64,
+    #[serde(deserialize_with = "de_u64")]
+    pub(super) length: u64,
+    /// Seats it needs freed: the waiting tickets up to it.
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) needed: u64,
+    /// The deadline of the `needed`-th seat to end, if that many seats are held.
+    #[serde(default)]
+    pub(super) deadline: Option<Ms>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) releases: u64,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) since: u64,
+}
+
+/// A count the domain keeps as u32 (positions, lengths): a larger one is refused.
+fn count32(what: &str, v: u64) -> Result<u32, LedgerError> {
+    u32::try_from(v).map_err(|_| corrupt(format!("{what} {v} out of range")))
+}
+
+/// A ready ticket has the time its seat is held until; a waiting one has none.
+fn ready_until(state: TicketState, at: u64) -> Result<Option<Millis>, LedgerError> {
+    match (state, at) {
+        (TicketState::Ready, 0) => Err(corrupt("ready ticket without ready_until")),
+        (TicketState::Ready, t) => Ok(Some(t)),
+        (TicketState::Waiting, _) => Ok(None),
+    }
+}
+
+impl TicketRec {
+    pub(super) fn ticket(&self, pool: &PoolKey) -> Result<Ticket, LedgerError> {
+        Ok(Ticket {
+            id: self.id,
+            key: TicketKey::from_hex(&self.key)
+                .ok_or_else(|| corrupt(format!("bad ticket key `{}`", self.key)))?,
+            pool: pool.clone(),
+            user: opt(&self.user),
+            client: self.client.clone(),
+            joined_at: self.joined_at,
+            last_poll: self.last_poll,
+            state: self.state,
+            ready_until: ready_until(self.state, self.ready_until)?,
+            position: count32("position", self.position)?,
+        })
+    }
+}
+
+impl LineEvent {
+    pub(super) fn event(&self) -> Result<QueueEvent, LedgerError> {
+        match (self.ev, self.result) {
+            (LineEv::Joined, None) => Ok(QueueEvent::Joined),
+            (LineEv::Ready, None) => Ok(QueueEvent::Ready),
+            (LineEv::Left, Some(r)) => Ok(QueueEvent::Left(r)),
+            (ev, r) => Err(corrupt(format!("queue event {ev:?} with result {r:?}"))),
+        }
+    }
+}
+
+/// The window the release count covers: the last hour, or the time since the pool's first
+/// release when that is shorter, at least a minute (as `policy::queue::ReleaseRate` says).
+pub(super) fn rate_window(since: u64, now: Millis) -> Millis {
+    if since == 0 {
+        return RATE_WINDOW;
+    }
+    now.saturating_sub(since).clamp(60_000, RATE_WINDOW)
+}
+
+/// `estimate` reads only the `needed`-th earliest deadline, and the script fetched just that
+/// one (by rank in z) rather than every deadline before it: the sooner of that seat's end and
+/// `needed` releases at the rate, as `estimate` combines them.
+pub(super) fn estimate_nth(
+    nth: Option<Millis>,
+    needed: u32,
+    releases: u64,
+    window: Millis,
+    now: Millis,
+) -> Option<Millis> {
+    let by_deadline = nth.and_then(|d| estimate(&[d], 1, 0, window, now));
+    let by_rate = estimate(&[], needed, releases, window, now);
+    match (by_deadline, by_rate) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl StatusRec {
+    pub(super) fn status(&self, now: Millis) -> Result<QueueStatus, LedgerError> {
+        let estimated_wait = match self.state {
+            TicketState::Ready => Some(0),
+            TicketState::Waiting => estimate_nth(
+                self.deadline.map(|d| d.0),
+                count32("needed", self.needed)?.max(1),
+                self.releases,
+                rate_window(self.since, now),
+                now,
+            ),
+        };
+        Ok(QueueStatus {
+            id: self.id,
+            state: self.state,
+            position: count32("position", self.position)?,
+            estimated_wait,
+            ready_until: ready_until(self.state, self.ready_until)?,
+            length: count32("length", self.length)?,
+        })
+    }
+}
+
+/// A joined or polled ticket's status, as of the answer's time.
+pub(super) fn status_of(a: &Answer) -> Result<QueueStatus, LedgerError> {
+    a.status
+        .as_ref()
+        .ok_or_else(|| corrupt("no status"))?
+        .status(a.now)
 }
 
 /// The pool spec as the script reads it.
@@ -191,6 +392,16 @@ pub(super) struct SpecJson<'a> {
     max_sessions: Option<u32>,
     groups: Vec<GroupJson<'a>>,
     overflow_ms: Option<u64>,
+    queue: Option<QueueJson>,
+}
+
+#[derive(Serialize)]
+pub(super) struct QueueJson {
+    hold: u64,
+    abandon_after: u64,
+    max_wait: u64,
+    max_length: u32,
+    barging: bool,
 }
 
 #[derive(Serialize)]
@@ -244,6 +455,13 @@ pub(super) fn spec_json(spec: &PoolSpec) -> String {
         max_sessions: spec.max_sessions,
         groups,
         overflow_ms: spec.overflow_ms,
+        queue: spec.queue.map(|q| QueueJson {
+            hold: q.hold,
+            abandon_after: q.abandon_after,
+            max_wait: q.max_wait,
+            max_length: q.max_length,
+            barging: q.barging,
+        }),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -263,7 +481,8 @@ pub(super) fn pool_keys(prefix: &str, key: &PoolKey) -> Vec<String> {
     let tag = pool_tag(prefix, key);
     [
         "z", "seats", "sess", "pend", "pinfo", "gone", "gonez", "stats", "paused", "ended", "unc",
-        "ixmeta", "ixuser", "ixseat", "ixover", "ixlease",
+        "ixmeta", "ixuser", "ixseat", "ixover", "ixlease", "qz", "qt", "qwait", "qpoll", "qjoin",
+        "qready", "qid", "qrate",
     ]
     .iter()
     .map(|s| format!("{tag}:{s}"))
