@@ -13,6 +13,8 @@ mod idle;
 mod ops;
 mod presence;
 mod products;
+mod queue;
+mod queue_admin;
 mod redis;
 mod reload;
 mod selfserve;
