@@ -564,3 +564,74 @@ async fn two_replicas_on_redis_share_one_line() {
     let s = status(&a, &tb).await;
     assert_eq!(s["position"], 1, "{s}");
 }
+
+/// Waits until `script` (a function body) returns `want` in the browser's page.
+async fn browser_wait(b: &crate::browser::Browser, script: &str, want: Value, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = b.execute(script, vec![]).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{script}: {got} != {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Posts the login form from the page the browser is on, as a person would.
+const SUBMIT_LOGIN: &str = "const f = document.createElement('form'); f.method = 'post'; \
+    f.action = '/login'; for (const [k, v] of [['username', arguments[0]], ['password', arguments[1]]]) \
+    { const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); } \
+    document.body.appendChild(f); f.submit(); return true;";
+
+/// In headless Chromium: the waiting page turns ready by itself when a seat frees (its own
+/// script, allowed by its CSP), and its button leads to the login that takes the held seat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
+    let (_up, g) = start(Opts::default()).await;
+    let alice = user_in(&g, "alice").await;
+    let b = crate::browser::Browser::start().await;
+    b.goto(&g.url("/page")).await;
+    b.execute(SUBMIT_LOGIN, vec!["bob".into(), PASSWORD.into()])
+        .await;
+    let st = "return document.getElementById('seatgate-queue')?.dataset.state ?? null";
+    browser_wait(&b, st, "waiting".into(), Duration::from_secs(10)).await;
+    assert_eq!(b.text("#pos").await, "1");
+    // The page polls: its place is kept (and the script runs, or the state never changes).
+    logout(&g, &alice).await;
+    browser_wait(&b, st, "ready".into(), Duration::from_secs(15)).await;
+    assert_eq!(
+        b.execute("return document.title", vec![]).await,
+        "A seat is ready for you"
+    );
+    assert!(b
+        .text("#r")
+        .await
+        .contains("A seat of crm is being held for you until"));
+    assert_eq!(g.in_use("crm").await, 1, "the held seat counts");
+    b.click("#go").await;
+    browser_wait(
+        &b,
+        "return location.pathname",
+        "/login".into(),
+        Duration::from_secs(10),
+    )
+    .await;
+    b.execute(SUBMIT_LOGIN, vec!["bob".into(), PASSWORD.into()])
+        .await;
+    browser_wait(
+        &b,
+        "return location.pathname",
+        "/home".into(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let users: Vec<_> = g
+        .sessions()
+        .await
+        .iter()
+        .filter_map(|s| s["user"].as_str().map(String::from))
+        .collect();
+    assert_eq!(users, ["bob"]);
+    b.quit().await;
+}
