@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use proptest::prelude::*;
 use seatgate::config::UserSource;
-use seatgate::policy::{classify, cookies, hostile, selfserve};
+use seatgate::policy::{classify, cookies, hostile, queue, selfserve};
 use seatgate::presence::{Encoding, Injector};
 use std::io::Write;
 
@@ -172,6 +172,33 @@ proptest! {
     fn forged_self_service_tokens_are_refused(token in ".{0,300}") {
         let key = selfserve::TokenKey::from_bytes([7; 32]);
         prop_assert!(selfserve::verify(&key, &token, 0).is_err());
+    }
+
+    #[test]
+    fn ticket_cookies_never_panic_and_only_their_own_shape_parses(
+        h in headers_named("cookie"),
+        pool in "[a-zA-Z0-9 _-]{1,20}",
+        raw in ".{0,300}",
+    ) {
+        // Whatever a Cookie header holds, reading a ticket out of it never panics, and a
+        // value that parses names a pool in the ticket's own shape (hex, a dot, 32 hex).
+        if let Some(v) = cookies::request_cookie(&h, queue::TICKET_COOKIE) {
+            if let Some(p) = queue::ticket_pool(v) {
+                prop_assert_eq!(v.split_once('.').map(|(_, r)| r.len()), Some(32));
+                prop_assert!(!p.is_empty());
+            }
+        }
+        let _ = queue::ticket_pool(&raw);
+        let t = queue::new_ticket(&pool);
+        prop_assert_eq!(queue::ticket_pool(&t), Some(pool.clone()));
+        // One character changed anywhere is another ticket or none, never a panic.
+        for i in 0..t.len() {
+            let mut m = t.clone().into_bytes();
+            m[i] = if m[i] == b'0' { b'g' } else { b'0' };
+            if let Ok(m) = String::from_utf8(m) {
+                let _ = queue::ticket_pool(&m);
+            }
+        }
     }
 
     #[test]
