@@ -231,29 +231,57 @@
   }
 
   // Each pool's line in order; the user is the name as typed at the login, so it goes in as
-  // text like every other user name.
+  // text like every other user name. Rows are kept per ticket id and updated in place, so a
+  // poll never replaces the Remove button under the pointer.
+  const queueRows = new Map();
+
+  function queueRow(t) {
+    const tr = el('tr', { 'data-id': t.id });
+    const cells = {};
+    for (const k of ['product', 'pool', 'position', 'user', 'client', 'since', 'state', 'ready-until', 'actions']) {
+      cells[k] = el('td', { class: k });
+      tr.append(cells[k]);
+    }
+    cells.position.classList.add('num');
+    cells.state.append(el('span'));
+    if (state.me && state.me.permission === 'control') {
+      const b = el('button', { type: 'button', class: 'remove danger', 'data-id': t.id }, 'Remove');
+      b.addEventListener('click', () => removeTicket(tr.ticket));
+      cells.actions.append(b);
+    }
+    return { tr, cells };
+  }
+
   function renderQueue() {
     const tbody = $('#queue tbody');
-    tbody.replaceChildren();
-    const control = state.me && state.me.permission === 'control';
-    for (const t of state.queue) {
-      const tr = el('tr', { 'data-id': t.id, 'data-product': t.product, 'data-pool': t.pool, 'data-state': t.state });
-      const badge = el('span', { class: `state state-${t.state}` }, t.state);
-      const stateCell = el('td', { class: 'state' });
-      stateCell.append(badge);
-      tr.append(el('td', {}, t.product), el('td', {}, t.pool), el('td', { class: 'num position' }, t.position),
-        el('td', { class: 'user' }, t.user || '(unknown)'), el('td', {}, t.client),
-        el('td', { class: 'since' }, when(t.joined_at)), stateCell,
-        el('td', { class: 'ready-until' }, t.ready_until ? when(t.ready_until) : '–'));
-      const actions = el('td', { class: 'actions' });
-      if (control) {
-        const b = el('button', { type: 'button', class: 'remove danger', 'data-id': t.id }, 'Remove');
-        b.addEventListener('click', () => removeTicket(t));
-        actions.append(b);
+    const ids = new Set(state.queue.map((t) => t.id));
+    for (const [id, r] of queueRows) {
+      if (!ids.has(id)) {
+        r.tr.remove();
+        queueRows.delete(id);
       }
-      tr.append(actions);
-      tbody.append(tr);
     }
+    state.queue.forEach((t, i) => {
+      let r = queueRows.get(t.id);
+      if (!r) {
+        r = queueRow(t);
+        queueRows.set(t.id, r);
+      }
+      const { tr, cells } = r;
+      tr.ticket = t;
+      Object.assign(tr.dataset, { product: t.product, pool: t.pool, state: t.state });
+      cells.product.textContent = t.product;
+      cells.pool.textContent = t.pool;
+      cells.position.textContent = String(t.position);
+      cells.user.textContent = t.user || '(unknown)';
+      cells.client.textContent = t.client;
+      cells.since.textContent = when(t.joined_at);
+      const badge = cells.state.firstChild;
+      badge.className = `state state-${t.state}`;
+      badge.textContent = t.state;
+      cells['ready-until'].textContent = t.ready_until ? when(t.ready_until) : '–';
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
     $('#no-queue').hidden = state.queue.length > 0;
   }
 
