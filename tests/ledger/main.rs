@@ -6,3 +6,4 @@
 mod common;
 mod contract;
 mod model;
+mod queue_redis;

@@ -293,12 +293,19 @@ fn ready_until(state: TicketState, at: u64) -> Result<Option<Millis>, LedgerErro
     }
 }
 
+/// A ticket key as the script stores it: the 32 lowercase hex digits `TicketKey::hex` wrote
+/// (`from_hex` alone also takes other spellings, e.g. `+f` for a byte).
+pub(super) fn parse_ticket_key(s: &str) -> Result<TicketKey, LedgerError> {
+    TicketKey::from_hex(s)
+        .filter(|k| k.hex() == s)
+        .ok_or_else(|| corrupt(format!("bad ticket key `{s}`")))
+}
+
 impl TicketRec {
     pub(super) fn ticket(&self, pool: &PoolKey) -> Result<Ticket, LedgerError> {
         Ok(Ticket {
             id: self.id,
-            key: TicketKey::from_hex(&self.key)
-                .ok_or_else(|| corrupt(format!("bad ticket key `{}`", self.key)))?,
+            key: parse_ticket_key(&self.key)?,
             pool: pool.clone(),
             user: opt(&self.user),
             client: self.client.clone(),
@@ -678,6 +685,124 @@ mod tests {
         assert_eq!(seats_of(&a).unwrap().len(), 1);
     }
 
+    const TICKET: &str = r#"{"id":"00000000000000b2","key":"000102030405060708090a0b0c0d0e0f","user":"bob","client":"web","joined_at":10,"last_poll":20,"state":"ready","ready_until":30,"position":1}"#;
+    const STATUS: &str = r#"{"id":"00000000000000b2","state":"waiting","position":2,"length":3,"needed":1,"deadline":90000,"releases":0,"since":0}"#;
+
+    fn line_event(ev: &str, result: Option<&str>) -> String {
+        let result = result.map_or(String::new(), |r| format!(r#","result":"{r}""#));
+        format!(r#"{{"kind":"ok","line":[{{"ticket":{TICKET},"ev":"{ev}"{result},"at":5}}]}}"#)
+    }
+
+    #[test]
+    fn a_known_queue_answer_reads() {
+        let pool = PoolKey::new("p", "q");
+        let a = answer(&format!(
+            r#"{{"kind":"queued","now":30000,"status":{STATUS},"tickets":[{TICKET}],"line":{{}}}}"#
+        ))
+        .unwrap();
+        let st = status_of(&a).unwrap();
+        assert_eq!(
+            (st.state, st.position, st.length, st.ready_until),
+            (TicketState::Waiting, 2, 3, None)
+        );
+        // The first seat's end, 60 s after the answer's time.
+        assert_eq!(st.estimated_wait, Some(60_000));
+        let t = a.tickets[0].ticket(&pool).unwrap();
+        assert_eq!(
+            (t.state, t.ready_until, t.user.as_deref()),
+            (TicketState::Ready, Some(30), Some("bob"))
+        );
+        assert_eq!(t.key.hex(), "000102030405060708090a0b0c0d0e0f");
+        let a = answer(&line_event("left", Some("line_full"))).unwrap();
+        assert_eq!(
+            a.line[0].event().unwrap(),
+            QueueEvent::Left(QueueResult::LineFull)
+        );
+        assert_eq!(
+            answer(&line_event("ready", None)).unwrap().line[0]
+                .event()
+                .unwrap(),
+            QueueEvent::Ready
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_inconsistent_queue_answer_is_refused() {
+        let pool = PoolKey::new("p", "q");
+        // Unknown words: the ticket's state, the event, the result.
+        assert!(answer(&format!(
+            r#"{{"kind":"line","tickets":[{}]}}"#,
+            TICKET.replace("\"ready\"", "\"readdy\"")
+        ))
+        .is_err());
+        assert!(answer(&line_event("joinned", None)).is_err());
+        assert!(answer(&line_event("left", Some("full"))).is_err());
+        // A leave without its reason, a join or promotion with one.
+        for (ev, result) in [
+            ("left", None),
+            ("joined", Some("admitted")),
+            ("ready", Some("expired")),
+        ] {
+            let a = answer(&line_event(ev, result)).unwrap();
+            assert!(
+                matches!(a.line[0].event(), Err(LedgerError::Corrupt(_))),
+                "{ev} {result:?}"
+            );
+        }
+        // A ready ticket without the end of its hold; a key that is no ticket key; a position
+        // past what a line holds.
+        let bad = [
+            TICKET.replace(r#""ready_until":30"#, r#""ready_until":0"#),
+            TICKET.replace("000102030405060708090a0b0c0d0e0f", "zz"),
+            TICKET.replace(r#""position":1"#, r#""position":4294967296"#),
+        ];
+        for raw in bad {
+            let t: TicketRec = serde_json::from_str(&raw).unwrap();
+            assert!(
+                matches!(t.ticket(&pool), Err(LedgerError::Corrupt(_))),
+                "{raw}"
+            );
+        }
+        // Only the spelling the script stores: `from_hex` alone reads "+f" as a byte.
+        assert!(parse_ticket_key(&"+f".repeat(16)).is_err());
+        assert!(parse_ticket_key("000102030405060708090A0B0C0D0E0F").is_err());
+        assert!(answer(r#"{"kind":"queued","earliest":[1,-2]}"#).is_err());
+        assert!(matches!(
+            status_of(&answer(r#"{"kind":"queued"}"#).unwrap()),
+            Err(LedgerError::Corrupt(_))
+        ));
+        let st = STATUS.replace(r#""state":"waiting""#, r#""state":"ready""#);
+        let a = answer(&format!(r#"{{"kind":"queued","status":{st}}}"#)).unwrap();
+        assert!(matches!(status_of(&a), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn the_estimate_reads_the_needed_seat_and_the_rate() {
+        let now = 1_000_000;
+        // The needed-th seat's end against needed releases at the rate: the sooner.
+        assert_eq!(
+            estimate_nth(Some(now + 90_000), 3, 60, RATE_WINDOW, now),
+            Some(90_000)
+        );
+        assert_eq!(
+            estimate_nth(Some(now + 900_000), 3, 60, RATE_WINDOW, now),
+            Some(180_000)
+        );
+        assert_eq!(estimate_nth(None, 3, 60, RATE_WINDOW, now), Some(180_000));
+        assert_eq!(estimate_nth(None, 3, 0, RATE_WINDOW, now), None);
+        // As `estimate` on the whole list of deadlines says.
+        let d = [now + 10, now + 20, now + 90_000];
+        assert_eq!(
+            estimate_nth(Some(d[2]), 3, 6, RATE_WINDOW, now),
+            estimate(&d, 3, 6, RATE_WINDOW, now)
+        );
+        // A young pool's window is the time since its first release, at least a minute.
+        assert_eq!(rate_window(0, now), RATE_WINDOW);
+        assert_eq!(rate_window(now - 10, now), 60_000);
+        assert_eq!(rate_window(now - 600_000, now), 600_000);
+        assert_eq!(rate_window(1, 10 * RATE_WINDOW), RATE_WINDOW);
+    }
+
     // Issue 13: the answer parsers fed what a broken or hostile store could send. Bounded like
     // tests/it/fuzz.rs (`SEATGATE_FUZZ_CASES`, default 256).
     mod fuzz {
@@ -707,6 +832,12 @@ mod tests {
                 Just("out"),
                 Just("seats"),
                 Just("gone_until"),
+                Just("line"),
+                Just("status"),
+                Just("ticket"),
+                Just("tickets"),
+                Just("earliest"),
+                Just("retry_after"),
             ];
             let value = prop_oneof![
                 "\"[a-z_]{0,12}\"",
@@ -716,10 +847,33 @@ mod tests {
                 Just("[]".to_string()),
                 Just(format!("[{REC}]")),
                 Just("[[\"00000000000000a1\",\"ending\",-1]]".to_string()),
+                Just(TICKET.to_string()),
+                Just(STATUS.to_string()),
+                Just(format!("[{TICKET}]")),
+                Just(format!(
+                    r#"[{{"ticket":{TICKET},"ev":"left","result":"removed","at":1}}]"#
+                )),
+                Just(format!(
+                    r#"[{{"ticket":{TICKET},"ev":"joined","result":"removed","at":1}}]"#
+                )),
+                Just("[1,2,-3]".to_string()),
                 ".{0,40}",
             ];
             (field, value)
         }
+        /// Every queue part of an answer read as the store reads it: it answers or is refused,
+        /// never panics.
+        fn queue_parts(a: &Answer) {
+            let pool = PoolKey::new("p", "q");
+            let _ = status_of(a);
+            for t in a.ticket.iter().chain(&a.tickets) {
+                let _ = t.ticket(&pool);
+            }
+            for e in &a.line {
+                let _ = (e.ticket.ticket(&pool), e.event());
+            }
+        }
+
         proptest! {
             #![proptest_config(config())]
 
@@ -731,6 +885,7 @@ mod tests {
                     if let Some(r) = &a.seat {
                         let _ = r.record(&PoolKey::new("p", "q"));
                     }
+                    queue_parts(&a);
                 }
             }
 
@@ -753,8 +908,16 @@ mod tests {
                     "kind" => prop_assert!(value.starts_with('"') && serde_json::from_str::<Kind>(&value).is_ok()),
                     // An end outcome with a negative time is refused, not read as 0.
                     "out" => prop_assert!(!value.contains("-1")),
+                    "retry_after" => prop_assert!(read_as(a.retry_after), "{} read as {}", value, a.retry_after),
+                    // Deadlines are counts, each read strictly.
+                    "earliest" => prop_assert!(!value.contains('-') || a.earliest.is_empty()),
+                    // A joined ticket's event has no result: refused as an event, whatever else.
+                    "line" if value.contains("\"joined\"") => {
+                        prop_assert!(a.line.iter().all(|e| e.event().is_err()))
+                    }
                     _ => {}
                 }
+                queue_parts(&a);
             }
 
             #[test]
@@ -765,6 +928,22 @@ mod tests {
                 prop_assert_eq!(
                     parse_full(Some(&word)).is_ok(),
                     word.parse::<FullReason>().is_ok()
+                );
+                prop_assert_eq!(
+                    serde_json::from_value::<TicketState>(word.clone().into()).is_ok(),
+                    ["waiting", "ready"].contains(&word.as_str())
+                );
+                prop_assert_eq!(
+                    serde_json::from_value::<LineEv>(word.clone().into()).is_ok(),
+                    ["joined", "ready", "left"].contains(&word.as_str())
+                );
+                prop_assert_eq!(
+                    serde_json::from_value::<QueueResult>(word.clone().into()).is_ok(),
+                    ["admitted", "abandoned", "expired", "removed", "line_full"].contains(&word.as_str())
+                );
+                prop_assert_eq!(
+                    parse_ticket_key(&word).is_ok(),
+                    word.len() == 32 && word.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 );
                 let key = parse_session(&word);
                 prop_assert!(

@@ -1,0 +1,336 @@
+//! The waiting line on Redis with two gateway replicas on one key prefix: one line for both,
+//! decided in the script (positions, promotion, the held seat), each event told once by the
+//! replica whose call did it, and the wait estimate read from each replica's own view.
+
+use crate::common::*;
+use seatgate::config::{RedisConfig, RedisTarget};
+use seatgate::domain::{
+    FullReason, Joined, Millis, Polled, PoolKey, PoolSpec, QueueEvent, QueueResult, QueueSpec,
+    QueueStatus, ReleaseReason, Reservation, SeatRecord, Ticket, TicketKey, TicketState,
+};
+use seatgate::ledger::redis::RedisLedger;
+use seatgate::ledger::{LedgerObserver, SeatLedger};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+const HOLD: Millis = 60_000;
+
+/// The queue events one replica told its observer.
+#[derive(Default)]
+struct Told(Mutex<Vec<(Ticket, QueueEvent, Millis)>>);
+
+impl LedgerObserver for Told {
+    fn released(&self, _: &SeatRecord, _: ReleaseReason) {}
+
+    fn queue_event(&self, t: &Ticket, ev: QueueEvent, at: Millis) {
+        self.0.lock().unwrap().push((t.clone(), ev, at));
+    }
+}
+
+impl Told {
+    fn of(&self, key: TicketKey) -> Vec<QueueEvent> {
+        let v = self.0.lock().unwrap();
+        v.iter()
+            .filter(|(t, ..)| t.key == key)
+            .map(|e| e.1)
+            .collect()
+    }
+
+    fn count(&self, ev: QueueEvent) -> usize {
+        self.0.lock().unwrap().iter().filter(|e| e.1 == ev).count()
+    }
+}
+
+/// Two replicas on one prefix (keys deleted when dropped), each with its own observer.
+struct Two {
+    a: Arc<RedisLedger>,
+    b: Arc<RedisLedger>,
+    told_a: Arc<Told>,
+    told_b: Arc<Told>,
+    _prefix: Prefix,
+}
+
+fn replica(prefix: &Prefix, specs: &[PoolSpec], told: Arc<Told>) -> Arc<RedisLedger> {
+    let cfg = RedisConfig {
+        target: RedisTarget::Single(redis_url()),
+        prefix: prefix.0.clone(),
+    };
+    let l = RedisLedger::new(&cfg, told).unwrap();
+    l.use_caller_clock(true);
+    l.configure(specs);
+    Arc::new(l)
+}
+
+impl Two {
+    fn new(specs: &[PoolSpec]) -> Two {
+        let prefix = Prefix(format!("tq{:x}", rand::random::<u64>()));
+        let (told_a, told_b) = (Arc::new(Told::default()), Arc::new(Told::default()));
+        Two {
+            a: replica(&prefix, specs, told_a.clone()),
+            b: replica(&prefix, specs, told_b.clone()),
+            told_a,
+            told_b,
+            _prefix: prefix,
+        }
+    }
+}
+
+fn qspec(seats: u32, barging: bool, max_length: u32) -> PoolSpec {
+    let mut sp = spec("default", seats);
+    sp.queue = Some(QueueSpec {
+        hold: HOLD,
+        abandon_after: 30_000,
+        max_wait: 1_800_000,
+        max_length,
+        barging,
+    });
+    sp
+}
+
+fn pool() -> PoolKey {
+    PoolKey::new("crm", "default")
+}
+
+fn tk(cookie: &str) -> TicketKey {
+    TicketKey::new(&pool(), cookie)
+}
+
+async fn join(l: &dyn SeatLedger, user: &str, t: TicketKey, now: Millis) -> QueueStatus {
+    match l.enqueue(&claim("default", user), t, now).await.unwrap() {
+        Joined::Queued(s) => s,
+        Joined::LineFull => panic!("{user} could not join"),
+    }
+}
+
+async fn poll(l: &dyn SeatLedger, t: TicketKey, now: Millis) -> QueueStatus {
+    match l.poll(&pool(), &t, now).await.unwrap() {
+        Polled::Status(s) => s,
+        other => panic!("{t:?} polled: {other:?}"),
+    }
+}
+
+/// Whether a reservation for `user` (under `lease_id`) is refused for want of a seat; a
+/// granted one is given back.
+async fn refused(l: &dyn SeatLedger, user: &str, lease_id: u64, now: Millis) -> bool {
+    let c = seatgate::domain::Claim {
+        lease_id,
+        ..claim("default", user)
+    };
+    match l.reserve(&c, now).await.unwrap() {
+        Reservation::Full(f) => {
+            assert_eq!(f.reason, FullReason::Pool);
+            true
+        }
+        Reservation::Granted(lease) => {
+            l.cancel(&lease).await;
+            false
+        }
+    }
+}
+
+async fn in_use(l: &dyn SeatLedger, now: Millis) -> (u32, u32) {
+    let u = usage(l, "default", now).await;
+    assert!(u.in_use <= u.capacity, "{u:?}");
+    (u.in_use, u.queue_length)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_two_replicas_share_one_line() {
+    let two = Two::new(&[qspec(1, false, 1000)]);
+    let (a, b): (&dyn SeatLedger, &dyn SeatLedger) = (two.a.as_ref(), two.b.as_ref());
+    login(a, "default", "ann", "A", s(0)).await;
+    let (t1, t2) = (tk("one"), tk("two"));
+    assert_eq!(join(a, "bob", t1, s(1)).await.position, 1);
+    assert_eq!(join(b, "cat", t2, s(1)).await.position, 2);
+    // Polled on the other replica, each keeps its place; joining again changes nothing.
+    let p1 = poll(b, t1, s(2)).await;
+    assert_eq!(
+        (p1.position, p1.state, p1.length),
+        (1, TicketState::Waiting, 2)
+    );
+    assert_eq!(poll(a, t2, s(2)).await.position, 2);
+    assert_eq!(join(b, "bob", t1, s(3)).await.position, 1);
+    for l in [a, b] {
+        let line = l.queue(s(3)).await.unwrap();
+        let order: Vec<_> = line.iter().map(|t| (t.key, t.position)).collect();
+        assert_eq!(order, vec![(t1, 1), (t2, 2)]);
+        assert_eq!(line[0].user.as_deref(), Some("bob"));
+        assert_eq!(in_use(l, s(3)).await, (1, 2));
+    }
+
+    // A release on A: the head polled on B is ready, its seat held for it until now + hold.
+    a.release(&key("A"), ReleaseReason::Logout, s(4))
+        .await
+        .unwrap()
+        .expect("ann held a seat");
+    let p1 = poll(b, t1, s(5)).await;
+    assert_eq!(p1.state, TicketState::Ready);
+    assert_eq!(p1.ready_until, Some(s(5) + HOLD));
+    assert_eq!(p1.estimated_wait, Some(0));
+    assert_eq!(poll(a, t2, s(5)).await.state, TicketState::Waiting);
+    // The held seat counts on both replicas: the pool is full, the line still two long.
+    assert_eq!(in_use(a, s(5)).await, (1, 2));
+    // The replica whose call promoted told it, once; the other told nothing of it.
+    assert_eq!(two.told_b.of(t1), vec![QueueEvent::Ready]);
+    assert_eq!(two.told_a.of(t1), vec![QueueEvent::Joined]);
+    assert_eq!(two.told_b.of(t2), vec![QueueEvent::Joined]);
+
+    // The ticket's login on A finds the seat held by B's promotion; it leaves Admitted.
+    let mut c = claim("default", "bob");
+    c.lease_id = t1.lease_id();
+    let Reservation::Granted(lease) = a.reserve(&c, s(6)).await.unwrap() else {
+        panic!("the ready ticket's login found no seat");
+    };
+    a.commit(&lease, &c, key("B"), s(6)).await.unwrap();
+    let left = a.queue_admitted(&pool(), &t1, s(6)).await.unwrap().unwrap();
+    assert_eq!((left.key, left.state), (t1, TicketState::Ready));
+    assert_eq!(
+        two.told_a.of(t1),
+        vec![QueueEvent::Joined, QueueEvent::Left(QueueResult::Admitted)]
+    );
+    assert_eq!(poll(b, t2, s(7)).await.position, 1);
+    assert_eq!(in_use(b, s(7)).await, (1, 1));
+    assert!(b
+        .queue_admitted(&pool(), &t1, s(7))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_a_ready_seat_is_not_taken_on_the_other_replica() {
+    for barging in [false, true] {
+        let two = Two::new(&[qspec(1, barging, 1000)]);
+        let (a, b): (&dyn SeatLedger, &dyn SeatLedger) = (two.a.as_ref(), two.b.as_ref());
+        login(a, "default", "ann", "A", s(0)).await;
+        let (t1, t2) = (tk("one"), tk("two"));
+        join(a, "bob", t1, s(1)).await;
+        join(a, "cat", t2, s(1)).await;
+        a.release(&key("A"), ReleaseReason::Logout, s(2))
+            .await
+            .unwrap();
+        // Barging on, the seat is free until the head polls; off, B's sweep holds it for the
+        // head even though nobody polled.
+        if barging {
+            assert_eq!(poll(a, t1, s(3)).await.state, TicketState::Ready);
+        } else {
+            b.sweep(s(3)).await.unwrap();
+            assert_eq!(two.told_b.of(t1), vec![QueueEvent::Ready]);
+        }
+        // Neither a newcomer nor the second ticket's login takes it, on B; a failed login of
+        // the ready ticket (its lease cancelled) keeps it held.
+        let (mut c, dan) = (claim("default", "bob"), rand::random::<u64>() >> 1);
+        c.lease_id = t1.lease_id();
+        let Reservation::Granted(lease) = b.reserve(&c, s(4)).await.unwrap() else {
+            panic!("barging {barging}: the ready ticket's login found no seat");
+        };
+        b.cancel(&lease).await;
+        assert!(refused(b, "dan", dan, s(4)).await, "barging {barging}");
+        assert!(refused(b, "cat", t2.lease_id(), s(4)).await);
+        assert!(refused(a, "dan", dan, s(5)).await);
+        assert_eq!(in_use(b, s(5)).await, (1, 2));
+        // Its next login, on B, takes the held seat: still one seat in use.
+        let Reservation::Granted(lease) = b.reserve(&c, s(6)).await.unwrap() else {
+            panic!("barging {barging}: the hold did not survive a failed login");
+        };
+        b.commit(&lease, &c, key("B"), s(6)).await.unwrap();
+        b.queue_admitted(&pool(), &t1, s(6)).await.unwrap().unwrap();
+        assert_eq!(in_use(a, s(6)).await, (1, 1));
+        assert!(refused(a, "dan", dan, s(7)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_concurrent_joins_keep_distinct_positions() {
+    const N: usize = 24;
+    const MAX: u32 = 20;
+    let two = Two::new(&[qspec(1, false, MAX)]);
+    login(two.a.as_ref(), "default", "ann", "A", s(0)).await;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let l = if i % 2 == 0 {
+                two.a.clone()
+            } else {
+                two.b.clone()
+            };
+            tokio::spawn(async move {
+                let t = tk(&format!("t{i}"));
+                let j = l
+                    .enqueue(&claim("default", &format!("u{i}")), t, s(1))
+                    .await
+                    .unwrap();
+                (i, t, j)
+            })
+        })
+        .collect();
+    let mut joined = Vec::new();
+    let mut full = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, t, Joined::Queued(st)) => joined.push((i, t, st.position)),
+            (_, _, Joined::LineFull) => full += 1,
+        }
+    }
+    // Exactly max_length joined, whichever replica raced; the rest were refused.
+    assert_eq!((joined.len(), full), (MAX as usize, N - MAX as usize));
+    let positions: HashSet<u32> = joined.iter().map(|j| j.2).collect();
+    assert_eq!(positions, (1..=MAX).collect::<HashSet<_>>());
+    // Each replica lists the one line: the order the positions said.
+    joined.sort_by_key(|j| j.2);
+    let want: Vec<_> = joined.iter().map(|j| (j.1, j.2)).collect();
+    for l in [&two.a, &two.b] {
+        let line = l.queue(s(2)).await.unwrap();
+        assert_eq!(
+            line.iter().map(|t| (t.key, t.position)).collect::<Vec<_>>(),
+            want
+        );
+    }
+    // Each join was told once, by the replica that made it; each refusal likewise.
+    for (i, t, _) in &joined {
+        let (mine, other) = if i % 2 == 0 {
+            (&two.told_a, &two.told_b)
+        } else {
+            (&two.told_b, &two.told_a)
+        };
+        assert_eq!(mine.of(*t), vec![QueueEvent::Joined]);
+        assert!(other.of(*t).is_empty());
+    }
+    let refusals = two.told_a.count(QueueEvent::Left(QueueResult::LineFull))
+        + two.told_b.count(QueueEvent::Left(QueueResult::LineFull));
+    assert_eq!(refusals, N - MAX as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_wait_estimate_from_each_replicas_view() {
+    let two = Two::new(&[qspec(2, false, 1000)]);
+    let (a, b): (&dyn SeatLedger, &dyn SeatLedger) = (two.a.as_ref(), two.b.as_ref());
+    // Two seats, active (touched), idle at 600 s after their last activity.
+    login(a, "default", "ann", "A", s(0)).await;
+    let _ = a.touch(&key("A"), s(0)).await.unwrap();
+    login(a, "default", "bob", "B", s(10)).await;
+    let _ = a.touch(&key("B"), s(10)).await.unwrap();
+    usage(b, "default", s(20)).await;
+    assert_eq!(b.wait_estimate(&pool(), 1, s(20)), Some(580_000));
+    assert_eq!(b.wait_estimate(&pool(), 2, s(20)), Some(590_000));
+    // No third seat to end and no release yet: unknown.
+    assert_eq!(b.wait_estimate(&pool(), 3, s(20)), None);
+    // A poll's estimate: the first waiting ticket needs the earliest seat's end.
+    let t1 = tk("one");
+    let j = join(b, "cat", t1, s(20)).await;
+    assert_eq!(
+        (j.state, j.estimated_wait),
+        (TicketState::Waiting, Some(580_000))
+    );
+
+    // A release on A counts in the rate B's view reads: one in the (young) window of a minute.
+    a.release(&key("A"), ReleaseReason::Logout, s(30))
+        .await
+        .unwrap();
+    usage(b, "default", s(40)).await;
+    // One seat deadline (bob's, 610 s) and a release a minute: three seats in three minutes.
+    assert_eq!(b.wait_estimate(&pool(), 1, s(40)), Some(60_000));
+    assert_eq!(b.wait_estimate(&pool(), 3, s(40)), Some(180_000));
+    // A stale view (the store stopped answering) is no answer.
+    two.b.age_views(std::time::Duration::from_secs(60));
+    assert_eq!(b.wait_estimate(&pool(), 1, s(40)), None);
+}
