@@ -1,25 +1,39 @@
 //! Model-based test: random sequences of what users, the app, admins and the clock do, run
-//! against a store and against a plain reference model of pools, seats and sessions. After
-//! every step the store's seats in use and live sessions must equal the model's, and nothing
-//! is ever above capacity. Proptest shrinks a failing sequence to a short one.
+//! against a store and against a plain reference model of pools, seats, sessions and waiting
+//! lines. After every step the store's seats in use, live sessions and lines must equal the
+//! model's, and nothing is ever above capacity. Proptest shrinks a failing sequence to a short
+//! one.
 //!
-//! `SEATGATE_MODEL_CASES` sets the number of cases (CI: 32 of at most 40 steps).
+//! `SEATGATE_MODEL_CASES` sets the number of cases (CI: 32 of at most 50 steps).
+//!
+//! The lines follow the documented semantics of `SeatLedger::{reserve, enqueue, poll,
+//! queue_admitted, remove_ticket, queue, sweep}`. Where the doc leaves a choice, the model
+//! takes the reading that keeps seats exact, written where it applies ("Reading:").
 
 use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use seatgate::config::{RedisConfig, RedisTarget};
 use seatgate::domain::{
-    Claim, EndOutcome, Gone, Lease, Millis, PauseOutcome, PoolKey, PoolSpec, ReleaseReason,
-    Reservation, SeatId, SeatState, Touch,
+    Claim, EndOutcome, FullReason, Gone, Joined, Lease, Millis, PauseOutcome, Polled, PoolKey,
+    PoolSpec, QueueEvent, QueueResult, QueueSpec, QueueStatus, ReleaseReason, Reservation, SeatId,
+    SeatRecord, SeatState, Ticket, TicketKey, TicketState, Touch, MIN_POLL_INTERVAL,
 };
-use seatgate::ledger::LedgerError;
+use seatgate::ledger::memory::MemoryLedger;
+use seatgate::ledger::redis::RedisLedger;
+use seatgate::ledger::{LedgerError, LedgerObserver, SeatLedger};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 const COOKIES: usize = 6;
 const USERS: usize = 3;
 const SLOTS: usize = 3;
-/// Pool `b` has one seat per user: a user's second login reuses the seat.
-const POOLS: [(&str, u32); 2] = [("a", 2), ("b", 1)];
+/// Ticket cookies per line.
+const TICKETS: usize = 4;
+/// Pool `b` has one seat per user: a user's second login reuses the seat. Pools from `Q` on
+/// have a waiting line (`queue_spec`).
+const POOLS: [(&str, u32); 4] = [("a", 2), ("b", 1), ("q", 2), ("r", 1)];
+const Q: usize = 2;
 const STANDBY: Millis = 60_000;
 const PRESENCE: Millis = 90_000;
 const IDLE: Millis = 300_000;
@@ -35,6 +49,34 @@ macro_rules! check {
             return Err(TestCaseError::fail(format!($($fmt)+)));
         }
     };
+}
+
+/// `q`: barging off, a line of 3; `r`: barging on, a line of 2. `max_wait` ends half a second
+/// off the clock's grid so it never ties with an abandonment (which reason wins a tie is not
+/// documented).
+fn queue_spec(i: usize) -> Option<QueueSpec> {
+    match i {
+        2 => Some(QueueSpec {
+            hold: 2 * STEP,
+            abandon_after: 4 * STEP,
+            max_wait: 12 * STEP + 500,
+            max_length: 3,
+            barging: false,
+        }),
+        3 => Some(QueueSpec {
+            hold: 3 * STEP,
+            abandon_after: 3 * STEP,
+            max_wait: 10 * STEP + 500,
+            max_length: 2,
+            barging: true,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the pool's line promotes within every reservation, the sweep and removals.
+fn barging_off(pool: usize) -> bool {
+    queue_spec(pool).is_some_and(|q| !q.barging)
 }
 
 #[derive(Clone, Debug)]
@@ -100,9 +142,42 @@ enum Op {
     Resume {
         cookie: usize,
     },
+    /// A refused login joins the line of `pool` with ticket cookie `ticket`.
+    Join {
+        pool: usize,
+        user: usize,
+        ticket: usize,
+    },
+    /// The waiting page polls; `foreign`: with the ticket of the same cookie in the other
+    /// line (a cookie from another pool).
+    Poll {
+        pool: usize,
+        ticket: usize,
+        foreign: bool,
+    },
+    /// A login carrying the ticket: reserve under its lease id, commit, `queue_admitted`.
+    TicketLogin {
+        pool: usize,
+        user: usize,
+        ticket: usize,
+        cookie: usize,
+    },
+    /// A login carrying the ticket whose password was wrong: a held seat stays held.
+    TicketFailedLogin {
+        pool: usize,
+        user: usize,
+        ticket: usize,
+    },
+    /// An admin removes the ticket by the public id it last had.
+    RemoveTicket {
+        pool: usize,
+        ticket: usize,
+    },
     Advance {
         steps: u8,
     },
+    /// A second: polls at the edge of the poll interval.
+    Tick,
     Sweep,
     Restart,
 }
@@ -111,11 +186,13 @@ fn op() -> impl Strategy<Value = Op> {
     let c = 0..COOKIES;
     let u = 0..USERS;
     let p = 0..POOLS.len();
+    let qp = Q..POOLS.len();
+    let t = 0..TICKETS;
     prop_oneof![
         4 => (p.clone(), u.clone(), c.clone())
             .prop_map(|(pool, user, cookie)| Op::Login { pool, user, cookie }),
         1 => (p.clone(), u.clone()).prop_map(|(pool, user)| Op::FailedLogin { pool, user }),
-        1 => (p, u, 0..SLOTS, proptest::option::of(1..4u8))
+        1 => (p, u.clone(), 0..SLOTS, proptest::option::of(1..4u8))
             .prop_map(|(pool, user, slot, hold)| Op::Reserve { pool, user, slot, hold }),
         1 => (0..SLOTS, c.clone()).prop_map(|(slot, cookie)| Op::Commit { slot, cookie }),
         5 => (c.clone(), proptest::bool::weighted(0.7))
@@ -127,8 +204,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), any::<bool>()).prop_map(|(cookie, named)| Op::Exempt { cookie, named }),
         1 => (c.clone(), 0..3u8).prop_map(|(cookie, grace)| Op::End { cookie, grace }),
         1 => c.clone().prop_map(|cookie| Op::Pause { cookie }),
-        1 => c.prop_map(|cookie| Op::Resume { cookie }),
+        1 => c.clone().prop_map(|cookie| Op::Resume { cookie }),
+        3 => (qp.clone(), u.clone(), t.clone())
+            .prop_map(|(pool, user, ticket)| Op::Join { pool, user, ticket }),
+        4 => (qp.clone(), t.clone(), proptest::bool::weighted(0.1))
+            .prop_map(|(pool, ticket, foreign)| Op::Poll { pool, ticket, foreign }),
+        2 => (qp.clone(), u.clone(), t.clone(), c)
+            .prop_map(|(pool, user, ticket, cookie)| Op::TicketLogin { pool, user, ticket, cookie }),
+        1 => (qp.clone(), u, t.clone())
+            .prop_map(|(pool, user, ticket)| Op::TicketFailedLogin { pool, user, ticket }),
+        1 => (qp, t).prop_map(|(pool, ticket)| Op::RemoveTicket { pool, ticket }),
         3 => (1..=12u8).prop_map(|steps| Op::Advance { steps }),
+        1 => Just(Op::Tick),
         1 => Just(Op::Sweep),
         1 => Just(Op::Restart),
     ]
@@ -143,6 +230,7 @@ fn pool_spec(i: usize) -> PoolSpec {
     if i == 1 {
         sp.seats_per = seatgate::domain::SeatsPer::User;
     }
+    sp.queue = queue_spec(i);
     sp
 }
 
@@ -150,8 +238,103 @@ fn pool_key(i: usize) -> PoolKey {
     PoolKey::new("crm", POOLS[i].0)
 }
 
+fn pool_of(key: &PoolKey) -> usize {
+    POOLS.iter().position(|p| p.0 == key.pool).unwrap()
+}
+
 fn cookie(i: usize) -> String {
     format!("c{i}")
+}
+
+fn ticket_key(pool: usize, ticket: usize) -> TicketKey {
+    TicketKey::new(&pool_key(pool), &format!("t{ticket}"))
+}
+
+/// Every queue event the store told, in order.
+#[derive(Default)]
+struct Events(Mutex<Vec<(Ticket, QueueEvent, Millis)>>);
+
+impl LedgerObserver for Events {
+    fn released(&self, _: &SeatRecord, _: ReleaseReason) {}
+
+    fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
+        self.0.lock().unwrap().push((ticket.clone(), ev, at));
+    }
+}
+
+/// The harness's store, with an observer that records queue events (the shared one records
+/// releases only). Restarts keep the observer, so events of every incarnation land in one list.
+struct Tested {
+    kind: Kind,
+    specs: Vec<PoolSpec>,
+    events: Arc<Events>,
+    mem: Option<Arc<MemoryLedger>>,
+    redis: Option<Arc<RedisLedger>>,
+    dir: Option<tempfile::TempDir>,
+    prefix: Option<Prefix>,
+}
+
+impl Tested {
+    async fn new(kind: Kind, specs: Vec<PoolSpec>, now: Millis) -> Self {
+        let mut st = Tested {
+            kind,
+            specs,
+            events: Arc::new(Events::default()),
+            mem: None,
+            redis: None,
+            dir: None,
+            prefix: None,
+        };
+        match kind {
+            Kind::Volatile => {
+                let l = MemoryLedger::volatile(st.events.clone());
+                l.configure(&st.specs);
+                st.mem = Some(Arc::new(l));
+            }
+            Kind::Journal => st.dir = Some(tempfile::tempdir().unwrap()),
+            Kind::Redis => st.prefix = Some(Prefix(format!("tm{:x}", rand::random::<u64>()))),
+        }
+        st.open(now).await;
+        st
+    }
+
+    async fn open(&mut self, now: Millis) {
+        match self.kind {
+            Kind::Volatile => {}
+            Kind::Journal => {
+                let path = self.dir.as_ref().unwrap().path().join("seats.redb");
+                let l = MemoryLedger::open(&path, &self.specs, self.events.clone(), now)
+                    .await
+                    .unwrap();
+                self.mem = Some(Arc::new(l));
+            }
+            Kind::Redis => {
+                let cfg = RedisConfig {
+                    target: RedisTarget::Single(redis_url()),
+                    prefix: self.prefix.as_ref().unwrap().0.clone(),
+                };
+                let l = RedisLedger::new(&cfg, self.events.clone()).unwrap();
+                l.use_caller_clock(true);
+                l.configure(&self.specs);
+                self.redis = Some(Arc::new(l));
+            }
+        }
+    }
+
+    fn l(&self) -> &dyn SeatLedger {
+        match (&self.mem, &self.redis) {
+            (Some(m), _) => m.as_ref(),
+            (_, Some(r)) => r.as_ref(),
+            _ => unreachable!("store closed"),
+        }
+    }
+
+    async fn restart(&mut self, now: Millis) {
+        self.l().flush().await.unwrap();
+        self.mem = None;
+        self.redis = None;
+        self.open(now).await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +388,57 @@ struct MLease {
     until: Millis,
 }
 
+/// A ticket in a line. `ready_until: Some` is a ready ticket: a seat is held for it until then.
+#[derive(Clone, Debug)]
+struct MTicket {
+    slot: usize,
+    key: TicketKey,
+    id: SeatId,
+    user: String,
+    joined_at: Millis,
+    /// The last poll or join: abandonment runs from it.
+    last_poll: Millis,
+    /// The last poll only: `TooSoon` runs from it (joining is not polling: "polled again").
+    polled_at: Option<Millis>,
+    ready_until: Option<Millis>,
+}
+
+impl MTicket {
+    fn state(&self) -> TicketState {
+        match self.ready_until {
+            Some(_) => TicketState::Ready,
+            None => TicketState::Waiting,
+        }
+    }
+
+    /// When it leaves the line by itself, and why. Reading: `abandon_after` and `max_wait`
+    /// apply to waiting tickets; a ready ticket's only deadline is `ready_until` (what its
+    /// page was told), so its held seat is never taken back early.
+    fn end(&self, q: &QueueSpec) -> (Millis, QueueResult) {
+        match self.ready_until {
+            Some(at) => (at, QueueResult::Expired),
+            None => [
+                (self.last_poll + q.abandon_after, QueueResult::Abandoned),
+                (self.joined_at + q.max_wait, QueueResult::Expired),
+            ]
+            .into_iter()
+            .min_by_key(|(t, _)| *t)
+            .unwrap(),
+        }
+    }
+}
+
+/// A queue event the model expects. `lazy`: a ticket that left by itself, which the store may
+/// tell only when it next looks at the line.
+#[derive(Clone, Debug)]
+struct MEvent {
+    ev: QueueEvent,
+    /// `None` for a lazy leave: when the store noticed is up to it.
+    at: Option<Millis>,
+    joined_at: Millis,
+    lazy: bool,
+}
+
 #[derive(Default)]
 struct Model {
     now: Millis,
@@ -215,12 +449,23 @@ struct Model {
     ended: HashMap<SeatId, Millis>,
     last_id: HashMap<usize, SeatId>,
     /// Most seats (and counting leases) held at once, and logins or resumes refused, per pool.
-    peak: [u32; 2],
-    denied: [u64; 2],
+    peak: [u32; POOLS.len()],
+    denied: [u64; POOLS.len()],
+    /// Each pool's line, head first.
+    lines: [Vec<MTicket>; POOLS.len()],
+    /// The public id a ticket cookie last had in a line (what an admin would remove).
+    ticket_ids: HashMap<(usize, usize), SeatId>,
+    events: HashMap<TicketKey, Vec<MEvent>>,
+    /// Reservations under a ticket's lease id that are not its held seat, and until when they
+    /// count: a ticket's login that got a seat as a newcomer (barging, or not in line) and
+    /// failed at the app. The gateway gives no ticket's lease back (`drop_lease`), so they
+    /// count until the standby timeout, and a later login with the ticket finds them.
+    tleases: HashMap<TicketKey, (usize, Millis)>,
 }
 
 impl Model {
-    /// Whatever ended by `now` is released as of the instant it ended.
+    /// Whatever ended by `now` is released as of the instant it ended; tickets past their
+    /// deadlines leave.
     fn settle(&mut self) {
         let now = self.now;
         let (dead, live): (Vec<_>, Vec<_>) = self.seats.drain(..).partition(|s| s.end().0 <= now);
@@ -229,6 +474,24 @@ impl Model {
             let (at, why) = s.end();
             self.tombstone(&s, why, at);
         }
+        for pool in Q..POOLS.len() {
+            let q = queue_spec(pool).unwrap();
+            let (dead, live): (Vec<_>, Vec<_>) =
+                self.lines[pool].drain(..).partition(|t| t.end(&q).0 <= now);
+            self.lines[pool] = live;
+            for t in dead {
+                self.event(&t, QueueEvent::Left(t.end(&q).1), None);
+            }
+        }
+    }
+
+    fn event(&mut self, t: &MTicket, ev: QueueEvent, at: Option<Millis>) {
+        self.events.entry(t.key).or_default().push(MEvent {
+            ev,
+            at,
+            joined_at: t.joined_at,
+            lazy: at.is_none(),
+        });
     }
 
     fn tombstone(&mut self, s: &MSeat, why: ReleaseReason, at: Millis) {
@@ -252,6 +515,7 @@ impl Model {
         self.seats.iter().position(|s| s.id == id)
     }
 
+    /// Seats, counting leases and seats held for ready tickets.
     fn in_use(&self, pool: usize) -> u32 {
         let seats = self
             .seats
@@ -264,7 +528,19 @@ impl Model {
             .flatten()
             .filter(|l| l.lease.pool == pool_key(pool) && l.expires > self.now)
             .count();
-        (seats + leases) as u32
+        let tleases = self
+            .tleases
+            .values()
+            .filter(|(p, until)| *p == pool && *until > self.now)
+            .count();
+        (seats + leases + tleases) as u32 + self.held(pool)
+    }
+
+    fn held(&self, pool: usize) -> u32 {
+        self.lines[pool]
+            .iter()
+            .filter(|t| t.ready_until.is_some_and(|u| u > self.now))
+            .count() as u32
     }
 
     /// A seat or counting lease was just taken in `pool` (`extra`: one the model does not
@@ -275,6 +551,50 @@ impl Model {
 
     fn has_room(&self, pool: usize) -> bool {
         self.in_use(pool) < POOLS[pool].1
+    }
+
+    /// Whether a login without a ready ticket is turned away for the line: barging off and a
+    /// ticket still waiting.
+    fn line_blocks(&self, pool: usize) -> bool {
+        barging_off(pool) && self.lines[pool].iter().any(|t| t.ready_until.is_none())
+    }
+
+    /// While a seat is free, the head waiting ticket becomes ready (the lines' pools have no
+    /// per-user rules, so "free for its user" is "free"). Reading: a reservation the ticket
+    /// already has under its lease id (`tleases`) counts like any other in "free", and the
+    /// held seat replaces it (one reservation per lease id): it is not a second seat.
+    fn promote(&mut self, pool: usize) {
+        let Some(q) = queue_spec(pool) else { return };
+        while self.has_room(pool) {
+            let Some(i) = self.lines[pool]
+                .iter()
+                .position(|t| t.ready_until.is_none())
+            else {
+                return;
+            };
+            let now = self.now;
+            self.lines[pool][i].ready_until = Some(now + q.hold);
+            let t = self.lines[pool][i].clone();
+            self.tleases.remove(&t.key);
+            self.event(&t, QueueEvent::Ready, Some(now));
+            self.bump(pool, 0);
+        }
+    }
+
+    fn ticket(&self, pool: usize, key: &TicketKey) -> Option<usize> {
+        self.lines[pool].iter().position(|t| t.key == *key)
+    }
+
+    /// What the store must answer about the ticket at `i` (estimated wait apart).
+    fn status(&self, pool: usize, i: usize) -> (SeatId, TicketState, u32, Option<Millis>, u32) {
+        let t = &self.lines[pool][i];
+        (
+            t.id,
+            t.state(),
+            i as u32 + 1,
+            t.ready_until,
+            self.lines[pool].len() as u32,
+        )
     }
 
     /// The seat a login of `user` to `pool` takes over (pools with one seat per user).
@@ -329,6 +649,9 @@ impl Model {
             return Ok(());
         }
         let counted = fresh && reuse.is_none();
+        // Reading: a lapsed lease "admitted afresh" may or may not wait behind the line (the
+        // doc names only `reserve`); either keeps seats exact, so both are taken, but never
+        // a seat that is not free.
         match got {
             Ok(id) => {
                 check!(
@@ -339,7 +662,7 @@ impl Model {
                 self.bump(pool, 0);
             }
             Err(LedgerError::LeaseLost(_)) => check!(
-                !counted && !self.has_room(pool),
+                !counted && (!self.has_room(pool) || self.line_blocks(pool)),
                 "lease lost with room or unlapsed"
             ),
             Err(e) => check!(false, "commit: {e}"),
@@ -370,6 +693,17 @@ impl Model {
         });
         self.seats.last().unwrap()
     }
+
+    /// Whether a paused seat of `pool` may take a seat again. Reading: a resume is not a
+    /// reservation, so the doc does not say it waits behind the line; `None` where the store
+    /// may answer either (a free seat while tickets wait, barging off).
+    fn may_resume(&self, pool: usize) -> Option<bool> {
+        match (self.has_room(pool), self.line_blocks(pool)) {
+            (false, _) => Some(false),
+            (true, false) => Some(true),
+            (true, true) => None,
+        }
+    }
 }
 
 fn claim_for(pool: usize, user: usize) -> Claim {
@@ -378,7 +712,16 @@ fn claim_for(pool: usize, user: usize) -> Claim {
     c
 }
 
-async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+/// A reservation was refused: in a pool with a line, for want of a seat (no other limit
+/// applies there).
+fn refused(pool: usize, f: &seatgate::domain::Full) -> Result<(), TestCaseError> {
+    if pool >= Q {
+        check!(f.reason == FullReason::Pool, "refused for {:?}", f.reason);
+    }
+    Ok(())
+}
+
+async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     let now = m.now;
     m.settle();
     match *op {
@@ -390,9 +733,16 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             let cl = claim_for(pool, user);
             let name = cl.user.clone().unwrap();
             let reuse = m.reusable(pool, &name);
-            let room = m.has_room(pool) || reuse.is_some();
+            if barging_off(pool) {
+                m.promote(pool);
+            }
+            let room = (m.has_room(pool) || reuse.is_some()) && !m.line_blocks(pool);
             match st.l().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
+                    check!(
+                        room || m.in_use(pool) - m.held(pool) >= POOLS[pool].1,
+                        "a newcomer took a seat held for a ticket"
+                    );
                     check!(room, "granted a seat in a full pool");
                     check!(
                         lease.reuse == reuse,
@@ -407,6 +757,7 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 }
                 Reservation::Full(f) => {
                     check!(!room, "refused with room: {f:?}");
+                    refused(pool, &f)?;
                     m.denied[pool] += 1;
                 }
             }
@@ -414,7 +765,10 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
         Op::FailedLogin { pool, user } => {
             let cl = claim_for(pool, user);
             let reuse = m.reusable(pool, &cl.user.clone().unwrap());
-            let room = m.has_room(pool) || reuse.is_some();
+            if barging_off(pool) {
+                m.promote(pool);
+            }
+            let room = (m.has_room(pool) || reuse.is_some()) && !m.line_blocks(pool);
             match st.l().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool");
@@ -423,8 +777,9 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                     }
                     st.l().cancel(&lease).await;
                 }
-                Reservation::Full(_) => {
+                Reservation::Full(f) => {
                     check!(!room, "refused with room");
+                    refused(pool, &f)?;
                     m.denied[pool] += 1;
                 }
             }
@@ -443,7 +798,11 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             }
             let cl = claim_for(pool, user);
             let reuse = m.reusable(pool, &cl.user.clone().unwrap());
-            let room = m.has_room(pool) || reuse.is_some();
+            // Reading: `hold` is "like reserve", the line's rules included.
+            if barging_off(pool) {
+                m.promote(pool);
+            }
+            let room = (m.has_room(pool) || reuse.is_some()) && !m.line_blocks(pool);
             let ttl = hold.map_or(STANDBY, |h| h as Millis * STEP);
             let got = match hold {
                 Some(_) => st.l().hold(&cl, ttl, now).await.unwrap(),
@@ -467,8 +826,9 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                     });
                     m.bump(pool, 0);
                 }
-                Reservation::Full(_) => {
+                Reservation::Full(f) => {
                     check!(!room, "refused with room");
+                    refused(pool, &f)?;
                     m.denied[pool] += 1;
                 }
             }
@@ -477,7 +837,7 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             let Some(l) = m.leases.get_mut(slot).and_then(Option::take) else {
                 return Ok(());
             };
-            let pool = POOLS.iter().position(|p| p.0 == l.lease.pool.pool).unwrap();
+            let pool = pool_of(&l.lease.pool);
             let got = st
                 .l()
                 .commit(&l.lease, &l.claim, key(&cookie(c)), now)
@@ -513,9 +873,11 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                 Some(i) => {
                     let pool = m.seats[i].pool;
                     let paused = m.seats[i].state == SeatState::Paused;
-                    if paused && !m.has_room(pool) {
+                    let refuse = Touch::Gone(Gone::Released(ReleaseReason::Paused));
+                    let resumes = m.may_resume(pool).unwrap_or(got != refuse);
+                    if paused && !resumes {
                         m.denied[pool] += 1;
-                        Touch::Gone(Gone::Released(ReleaseReason::Paused))
+                        refuse
                     } else {
                         if paused {
                             m.seats[i].state = SeatState::Active;
@@ -644,7 +1006,11 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             let want = match m.by_id(id) {
                 None => PauseOutcome::NotFound,
                 Some(i) if m.seats[i].state != SeatState::Paused => PauseOutcome::WrongState,
-                Some(i) if !m.has_room(m.seats[i].pool) => {
+                Some(i)
+                    if !m
+                        .may_resume(m.seats[i].pool)
+                        .unwrap_or(got != PauseOutcome::Full) =>
+                {
                     m.denied[m.seats[i].pool] += 1;
                     PauseOutcome::Full
                 }
@@ -657,12 +1023,217 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
             };
             check!(got == want, "resume: store {got:?}, model {want:?}");
         }
+        Op::Join { pool, user, ticket } => {
+            let cl = claim_for(pool, user);
+            let tk = ticket_key(pool, ticket);
+            let got = st.l().enqueue(&cl, tk, now).await.unwrap();
+            let q = queue_spec(pool).unwrap();
+            let i = match m.ticket(pool, &tk) {
+                Some(i) => {
+                    m.lines[pool][i].last_poll = now;
+                    i
+                }
+                None if m.lines[pool].len() >= q.max_length as usize => {
+                    check!(
+                        got == Joined::LineFull,
+                        "joined a line of {}: {got:?}",
+                        m.lines[pool].len()
+                    );
+                    let t = MTicket {
+                        slot: ticket,
+                        key: tk,
+                        id: NO_SEAT,
+                        user: cl.user.clone().unwrap(),
+                        joined_at: now,
+                        last_poll: now,
+                        polled_at: None,
+                        ready_until: None,
+                    };
+                    m.event(&t, QueueEvent::Left(QueueResult::LineFull), Some(now));
+                    // The line promotes first, whatever the answer.
+                    m.promote(pool);
+                    return compare(st, m).await;
+                }
+                None => {
+                    let Joined::Queued(s) = got else {
+                        return Err(TestCaseError::fail(format!(
+                            "not joined a line of {}: {got:?}",
+                            m.lines[pool].len()
+                        )));
+                    };
+                    check!(
+                        m.lines.iter().flatten().all(|t| t.id != s.id),
+                        "two tickets with id {:?}",
+                        s.id
+                    );
+                    let t = MTicket {
+                        slot: ticket,
+                        key: tk,
+                        id: s.id,
+                        user: cl.user.clone().unwrap(),
+                        joined_at: now,
+                        last_poll: now,
+                        polled_at: None,
+                        ready_until: None,
+                    };
+                    m.ticket_ids.insert((pool, ticket), s.id);
+                    m.event(&t, QueueEvent::Joined, Some(now));
+                    m.lines[pool].push(t);
+                    m.lines[pool].len() - 1
+                }
+            };
+            m.promote(pool);
+            let Joined::Queued(s) = got else {
+                return Err(TestCaseError::fail(format!("ticket in line: {got:?}")));
+            };
+            same_status(&s, m.status(pool, i))?;
+        }
+        Op::Poll {
+            pool,
+            ticket,
+            foreign,
+        } => {
+            let other = if pool == Q { Q + 1 } else { Q };
+            let tk = ticket_key(if foreign { other } else { pool }, ticket);
+            let got = st.l().poll(&pool_key(pool), &tk, now).await.unwrap();
+            match m.ticket(pool, &tk) {
+                None => check!(got == Polled::Unknown, "poll of no ticket: {got:?}"),
+                Some(i) => match m.lines[pool][i].polled_at {
+                    Some(p) if now < p + MIN_POLL_INTERVAL => {
+                        let retry_after = p + MIN_POLL_INTERVAL - now;
+                        check!(
+                            got == Polled::TooSoon { retry_after },
+                            "poll too soon: {got:?}, model retry after {retry_after}"
+                        );
+                    }
+                    _ => {
+                        m.lines[pool][i].polled_at = Some(now);
+                        m.lines[pool][i].last_poll = now;
+                        m.promote(pool);
+                        let Polled::Status(s) = got else {
+                            return Err(TestCaseError::fail(format!("poll: {got:?}")));
+                        };
+                        same_status(&s, m.status(pool, i))?;
+                    }
+                },
+            }
+        }
+        Op::TicketLogin {
+            pool,
+            user,
+            ticket,
+            cookie: c,
+        } => {
+            let tk = ticket_key(pool, ticket);
+            let mut cl = claim_for(pool, user);
+            cl.lease_id = tk.lease_id();
+            let name = cl.user.clone().unwrap();
+            let (held, found, room) = ticket_reserve(m, pool, &tk);
+            match st.l().reserve(&cl, now).await.unwrap() {
+                Reservation::Granted(lease) => {
+                    check!(room, "granted a seat in a full pool to a ticket not ready");
+                    check!(
+                        (lease.id, lease.reuse) == (tk.lease_id(), None),
+                        "ticket's lease: {lease:?}"
+                    );
+                    if !found {
+                        m.bump(pool, 1);
+                    }
+                    // The reservation becomes the session's seat (or is dropped for a cookie
+                    // that already has one): neither the held seat nor a lease counts after.
+                    m.tleases.remove(&tk);
+                    let admitted = held.map(|i| m.lines[pool].remove(i));
+                    let got = st.l().commit(&lease, &cl, key(&cookie(c)), now).await;
+                    let ok = got.is_ok();
+                    m.commit(pool, &name, None, true, c, got)?;
+                    check!(ok, "a fresh ticket lease was lost");
+                    let got = st.l().queue_admitted(&pool_key(pool), &tk, now).await;
+                    // Also a waiting ticket whose login found a seat (barging, or its own
+                    // earlier reservation): it has a seat, so it leaves the line.
+                    let want =
+                        admitted.or_else(|| m.ticket(pool, &tk).map(|i| m.lines[pool].remove(i)));
+                    check!(
+                        got.as_ref().unwrap().as_ref().map(|t| (t.id, t.joined_at))
+                            == want.as_ref().map(|t| (t.id, t.joined_at)),
+                        "queue_admitted: store {got:?}, model {want:?}"
+                    );
+                    if let Some(t) = want {
+                        m.event(&t, QueueEvent::Left(QueueResult::Admitted), Some(now));
+                    }
+                }
+                Reservation::Full(f) => {
+                    check!(
+                        !room,
+                        "a ticket refused with room or with its seat held: {f:?}"
+                    );
+                    refused(pool, &f)?;
+                    m.denied[pool] += 1;
+                }
+            }
+        }
+        Op::TicketFailedLogin { pool, user, ticket } => {
+            let tk = ticket_key(pool, ticket);
+            let mut cl = claim_for(pool, user);
+            cl.lease_id = tk.lease_id();
+            let (_, found, room) = ticket_reserve(m, pool, &tk);
+            match st.l().reserve(&cl, now).await.unwrap() {
+                Reservation::Granted(lease) => {
+                    check!(room, "granted a seat in a full pool to a ticket not ready");
+                    check!(lease.id == tk.lease_id(), "ticket's lease: {lease:?}");
+                    // Not given back (the gateway's `drop_lease`): a held seat stays held
+                    // until `ready_until` (the reserve that found it does not extend it), a
+                    // new reservation counts until the standby timeout.
+                    if !found {
+                        m.tleases.insert(tk, (pool, now + STANDBY));
+                        m.bump(pool, 0);
+                    }
+                }
+                Reservation::Full(f) => {
+                    check!(
+                        !room,
+                        "a ticket refused with room or with its seat held: {f:?}"
+                    );
+                    refused(pool, &f)?;
+                    m.denied[pool] += 1;
+                }
+            }
+        }
+        Op::RemoveTicket { pool, ticket } => {
+            let id = m
+                .ticket_ids
+                .get(&(pool, ticket))
+                .copied()
+                .unwrap_or(NO_SEAT);
+            let got = st.l().remove_ticket(id, now).await.unwrap();
+            let want = (Q..POOLS.len()).find_map(|p| {
+                let i = m.lines[p].iter().position(|t| t.id == id)?;
+                Some((p, m.lines[p].remove(i)))
+            });
+            check!(
+                got.as_ref().map(|t| (t.id, t.key)) == want.as_ref().map(|(_, t)| (t.id, t.key)),
+                "remove_ticket: store {got:?}, model {want:?}"
+            );
+            if let Some((p, t)) = want {
+                m.event(&t, QueueEvent::Left(QueueResult::Removed), Some(now));
+                // "(and promoted to the next)": whatever `barging` says.
+                m.promote(p);
+            }
+        }
         Op::Advance { steps } => {
             m.now += steps as Millis * STEP;
             m.settle();
         }
+        Op::Tick => {
+            m.now += 1000;
+            m.settle();
+        }
         Op::Sweep => {
             st.l().sweep(now).await.unwrap();
+            for p in Q..POOLS.len() {
+                if barging_off(p) {
+                    m.promote(p);
+                }
+            }
         }
         Op::Restart => {
             if st.kind == Kind::Volatile {
@@ -675,22 +1246,75 @@ async fn step(st: &mut Store, m: &mut Model, op: &Op) -> Result<(), TestCaseErro
                     l.expires = 0;
                     l.until = 0;
                 }
+                restart_lines(m);
             }
         }
     }
     compare(st, m).await
 }
 
-async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
+/// Reading: the doc does not say what a restart of the embedded store does to its lines. The
+/// embedded store journals the line (joins and leaves) but, like every reservation of a login
+/// in flight, not the held seats: each ticket comes back waiting, in its place, polled at the
+/// restart (a poll time is not journaled), and is promoted again at the next chance (a second
+/// `Ready`, for a second readiness). A ticket that left before the restart stays gone, even
+/// if the store had not noticed yet.
+fn restart_lines(m: &mut Model) {
+    m.tleases.clear();
+    let now = m.now;
+    for t in m.lines.iter_mut().flatten() {
+        t.ready_until = None;
+        t.last_poll = now;
+        t.polled_at = None;
+    }
+}
+
+/// The model's side of a login carrying a ticket, before the store's `reserve`: whether its
+/// seat is held (the ticket's place in line), whether the store finds a reservation under its
+/// lease id (held, or its own earlier one), and whether it may be granted at all.
+fn ticket_reserve(m: &mut Model, pool: usize, tk: &TicketKey) -> (Option<usize>, bool, bool) {
+    if barging_off(pool) {
+        m.promote(pool);
+    }
+    let held = m
+        .ticket(pool, tk)
+        .filter(|&i| m.lines[pool][i].ready_until.is_some());
+    let own = m.tleases.get(tk).is_some_and(|(_, until)| *until > m.now);
+    let found = held.is_some() || own;
+    (
+        held,
+        found,
+        found || (m.has_room(pool) && !m.line_blocks(pool)),
+    )
+}
+
+fn same_status(
+    s: &QueueStatus,
+    want: (SeatId, TicketState, u32, Option<Millis>, u32),
+) -> Result<(), TestCaseError> {
+    let got = (s.id, s.state, s.position, s.ready_until, s.length);
+    check!(got == want, "status: store {got:?}, model {want:?}");
+    if s.state == TicketState::Ready {
+        check!(
+            s.estimated_wait == Some(0),
+            "ready with a wait: {:?}",
+            s.estimated_wait
+        );
+    }
+    Ok(())
+}
+
+async fn compare(st: &Tested, m: &Model) -> Result<(), TestCaseError> {
     let now = m.now;
     for u in st.l().usage(now).await.unwrap() {
         let pool = POOLS.iter().position(|p| p.0 == u.pool).unwrap();
         check!(
             u.in_use == m.in_use(pool),
-            "pool {}: store has {} in use, model {}",
+            "pool {}: store has {} in use, model {} ({} held for tickets)",
             u.pool,
             u.in_use,
-            m.in_use(pool)
+            m.in_use(pool),
+            m.held(pool)
         );
         check!(u.in_use <= u.capacity, "pool {} above capacity", u.pool);
         check!(
@@ -701,6 +1325,13 @@ async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
             u.denied,
             m.peak[pool],
             m.denied[pool]
+        );
+        check!(
+            u.queue_length == m.lines[pool].len() as u32,
+            "pool {}: store line of {}, model {}",
+            u.pool,
+            u.queue_length,
+            m.lines[pool].len()
         );
     }
     let mut got: Vec<_> = st
@@ -750,12 +1381,105 @@ async fn compare(st: &Store, m: &Model) -> Result<(), TestCaseError> {
     for s in &m.seats {
         check!(s.end().0 > now, "model holds a seat past its deadline");
     }
+    compare_lines(st, m).await?;
+    compare_events(st, m, false)
+}
+
+async fn compare_lines(st: &Tested, m: &Model) -> Result<(), TestCaseError> {
+    let now = m.now;
+    let got: Vec<_> = st
+        .l()
+        .queue(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.pool.pool.clone(),
+                t.position,
+                t.key,
+                t.id,
+                t.user.unwrap_or_default(),
+                t.client,
+                t.joined_at,
+                t.last_poll,
+                t.state,
+                t.ready_until,
+            )
+        })
+        .collect();
+    let want: Vec<_> = (Q..POOLS.len())
+        .flat_map(|p| {
+            m.lines[p].iter().enumerate().map(move |(i, t)| {
+                (
+                    POOLS[p].0.to_string(),
+                    i as u32 + 1,
+                    t.key,
+                    t.id,
+                    t.user.clone(),
+                    "web".to_string(),
+                    t.joined_at,
+                    t.last_poll,
+                    t.state(),
+                    t.ready_until,
+                )
+            })
+        })
+        .collect();
+    if got != want {
+        let slots: Vec<_> = (Q..POOLS.len())
+            .flat_map(|p| m.lines[p].iter().map(move |t| (POOLS[p].0, t.slot, t.key)))
+            .collect();
+        return Err(TestCaseError::fail(format!(
+            "lines at +{}s:\n store {got:?}\n model {want:?}\n tickets {slots:?}",
+            (now - T0) / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// Each ticket's events as told must be the model's: joined once, ready at most once, left
+/// once, in that order, at the instant of the call that did it. A ticket that left by itself
+/// may be told late (when the store next looks at its line), so the last event of a ticket
+/// may still be missing when it is such a leave, unless `all`.
+fn compare_events(st: &Tested, m: &Model, all: bool) -> Result<(), TestCaseError> {
+    let told = st.events.0.lock().unwrap().clone();
+    let mut by_key: HashMap<TicketKey, Vec<(Ticket, QueueEvent, Millis)>> = HashMap::new();
+    for e in told {
+        by_key.entry(e.0.key).or_default().push(e);
+    }
+    for key in by_key.keys() {
+        check!(
+            m.events.contains_key(key),
+            "events of a ticket never in line: {:?}",
+            by_key[key]
+        );
+    }
+    for (key, want) in &m.events {
+        let got = by_key.get(key).map(Vec::as_slice).unwrap_or_default();
+        let pending = !all && want.last().is_some_and(|e| e.lazy) && got.len() + 1 == want.len();
+        check!(
+            got.len() == want.len() || pending,
+            "ticket {key:?} events:\n told {:?}\n model {want:?}",
+            got.iter().map(|(_, e, at)| (e, at)).collect::<Vec<_>>()
+        );
+        for ((t, ev, at), w) in got.iter().zip(want) {
+            let on_time = w.at.is_none_or(|a| a == *at) && *at <= m.now && *at >= w.joined_at;
+            let joined =
+                w.ev == QueueEvent::Left(QueueResult::LineFull) || t.joined_at == w.joined_at;
+            check!(
+                *ev == w.ev && on_time && joined,
+                "ticket {key:?} told {ev:?} at {at} (joined {}), model {w:?}",
+                t.joined_at
+            );
+        }
+    }
     Ok(())
 }
 
 async fn run_case(kind: Kind, ops: &[Op]) -> Result<(), TestCaseError> {
     let specs = (0..POOLS.len()).map(pool_spec).collect();
-    let mut st = Store::new(kind, specs, T0).await;
+    let mut st = Tested::new(kind, specs, T0).await;
     let mut m = Model {
         now: T0,
         ..Model::default()
@@ -765,7 +1489,11 @@ async fn run_case(kind: Kind, ops: &[Op]) -> Result<(), TestCaseError> {
             .await
             .map_err(|e| TestCaseError::fail(format!("step {i} {op:?}: {e}")))?;
     }
-    Ok(())
+    // The sweep drops every ticket that left by itself: now each must have been told.
+    step(&mut st, &mut m, &Op::Sweep)
+        .await
+        .map_err(|e| TestCaseError::fail(format!("final sweep: {e}")))?;
+    compare_events(&st, &m, true).map_err(|e| TestCaseError::fail(format!("final sweep: {e}")))
 }
 
 fn cases() -> u32 {
@@ -784,7 +1512,7 @@ fn run_model(kind: Kind) {
         cases: cases(),
         ..Config::default()
     });
-    let ops = proptest::collection::vec(op(), 1..=40);
+    let ops = proptest::collection::vec(op(), 1..=50);
     if let Err(e) = runner.run(&ops, |ops| rt.block_on(run_case(kind, &ops))) {
         panic!("{kind:?}: {e}");
     }
