@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// A seat found past its deadline, why, and the instant it lapsed.
+type Lapsed = (Arc<Live>, ReleaseReason, Millis);
+
 impl MemoryLedger {
     pub(super) fn remember_gone(
         &self,
@@ -82,9 +85,10 @@ impl MemoryLedger {
     }
 
     /// Releases seats found expired, each as of the instant it expired, [`RELEASE_CHUNK`] per
-    /// pool lock and per journal write: a million seats lapsing together cost thousands of
-    /// short lock holds and group commits, not a million fsyncs awaited one after another, and
-    /// admissions get the lock between chunks.
+    /// pool lock: a million seats lapsing together cost thousands of short lock holds and
+    /// group commits, not a million fsyncs awaited one after another, and admissions get the
+    /// lock between chunks. Each seat's release is its own background journal write, so
+    /// admissions' writes go ahead of them (`Journal::submit_background`).
     pub(super) async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
         let mut lives: Vec<_> = lives
             .into_iter()
@@ -93,47 +97,96 @@ impl MemoryLedger {
                 (live, reason, at)
             })
             .collect();
-        // Seats of one pool next to each other, so a chunk takes one lock.
-        lives.sort_by_key(|(l, _, _)| Arc::as_ptr(&l.slot) as usize);
+        // Seats of one pool next to each other, so a chunk takes one lock; and in id order,
+        // the journal's key order, so one chunk's deletes share the tables' pages.
+        lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
         let mut rest = &lives[..];
-        while let Some((first, _, _)) = rest.first() {
-            let slot = first.slot.clone();
-            let n = rest
-                .iter()
-                .take(RELEASE_CHUNK)
-                .take_while(|(l, _, _)| Arc::ptr_eq(&l.slot, &slot))
-                .count();
-            let (chunk, tail) = rest.split_at(n);
+        while !rest.is_empty() {
+            let (released, writes, tail) = self.release_chunk(rest);
             rest = tail;
-            let mut ops = Vec::new();
-            let (released, write) = {
-                let mut st = slot.lock();
-                let released: Vec<Released> = chunk
-                    .iter()
-                    .filter_map(|(live, reason, at)| {
-                        self.release_locked(&mut st, live, *reason, *at, &mut ops)
-                    })
-                    .collect();
-                (released, self.submit(ops))
-            };
-            write.logged().await;
+            for w in writes {
+                w.logged().await;
+            }
             for r in released {
                 self.observer.released(&r.record, r.reason);
             }
         }
     }
 
+    /// Releases the first seats of `lives` that share a pool, up to [`RELEASE_CHUNK`], under
+    /// one lock hold; their background writes and the seats left.
+    fn release_chunk<'a>(&self, lives: &'a [Lapsed]) -> (Vec<Released>, Vec<Write>, &'a [Lapsed]) {
+        let Some((first, _, _)) = lives.first() else {
+            return (Vec::new(), Vec::new(), lives);
+        };
+        let slot = first.slot.clone();
+        let n = lives
+            .iter()
+            .take(RELEASE_CHUNK)
+            .take_while(|(l, _, _)| Arc::ptr_eq(&l.slot, &slot))
+            .count();
+        let (chunk, tail) = lives.split_at(n);
+        let mut released = Vec::new();
+        let mut writes = Vec::new();
+        let mut st = slot.lock();
+        for (live, reason, at) in chunk {
+            let mut ops = Vec::new();
+            released.extend(self.release_locked(&mut st, live, *reason, *at, &mut ops));
+            writes.push(self.submit_background(ops));
+        }
+        (released, writes, tail)
+    }
+
+    /// Queues a background journal write (see `Journal::submit_background`); called with the
+    /// pool lock held like [`Self::submit`].
+    fn submit_background(&self, ops: Vec<Op>) -> Write {
+        Write {
+            written: match (&self.journal, ops.is_empty()) {
+                (Some(j), false) => Some(j.submit_background(ops)),
+                _ => None,
+            },
+        }
+    }
+
     /// Releases seats that a login or a first request found expired under the pool lock, at
-    /// most one chunk of them: that call answers after one journal write, never after a mass
-    /// lapse's worth. The rest stay doomed (not counted) until the sweep or their own
-    /// cookie's next request releases them.
+    /// most [`INLINE_RELEASES`] of them, without making that call wait: their writes are
+    /// background writes, and the observer hears of them once those are durable, from a task
+    /// of their own. The rest stay doomed (not counted) until the sweep or their own cookie's
+    /// next request releases them.
     pub(super) async fn expire_some(
         &self,
         mut lives: Vec<(Arc<Live>, ReleaseReason)>,
         now: Millis,
     ) {
         lives.truncate(INLINE_RELEASES);
-        self.expire_all(lives, now).await;
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return self.expire_all(lives, now).await;
+        };
+        let mut lives: Vec<_> = lives
+            .into_iter()
+            .map(|(live, reason)| {
+                let at = live.ended_at(now);
+                (live, reason, at)
+            })
+            .collect();
+        lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
+        let mut rest = &lives[..];
+        while !rest.is_empty() {
+            let (released, writes, tail) = self.release_chunk(rest);
+            rest = tail;
+            if released.is_empty() && writes.iter().all(|w| w.written.is_none()) {
+                continue;
+            }
+            let observer = self.observer.clone();
+            rt.spawn(async move {
+                for w in writes {
+                    w.logged().await;
+                }
+                for r in released {
+                    observer.released(&r.record, r.reason);
+                }
+            });
+        }
     }
 
     /// A cookie that leads to a session that expired is released before it is used again.
