@@ -467,6 +467,14 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
         let series = format!("seatgate_limits_reached_total{{limit=\"{limit}\"}} 0");
         assert!(text.contains(&series), "missing {series}");
     }
+    // The waiting line's series too, so its panels and `rate()` have a line from the start.
+    for series in [
+        r#"seatgate_queue_length{pool="default",product="crm"} 0"#,
+        r#"seatgate_queue_total{product="crm",result="full"} 0"#,
+        r#"seatgate_queue_wait_seconds_count{product="crm"} 0"#,
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
     if let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -238,6 +238,9 @@ async fn dashboard_queries_only_metrics_a_live_gateway_exports() {
         "seatgate_request_duration_seconds",
         "seatgate_store_errors_total",
         "seatgate_heartbeats_total",
+        "seatgate_queue_length",
+        "seatgate_queue_total",
+        "seatgate_queue_wait_seconds",
     ] {
         assert!(names.iter().any(|n| n == want), "dashboard lacks {want}");
     }
