@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::domain::{RedisConfig, RedisTarget, ReleaseReason};
+use crate::domain::{QueueStatus, RedisConfig, RedisTarget, ReleaseReason};
 use crate::ledger::memory::MemoryLedger;
 use crate::ledger::redis::RedisLedger;
 use crate::ledger::NoObserver;
@@ -689,4 +689,145 @@ async fn self_service_is_busy_rather_than_forget_a_used_token() {
         "{d:?}"
     );
     assert_eq!(rec.self_service, None, "busy is not a token's fault");
+}
+
+/// A request of `t`'s product with a `Cookie` header.
+async fn ask_with_cookie(t: &T, cookie: &str, ask: Ask<'_>, now: Millis) -> (Decision, Record) {
+    let mut headers = form();
+    headers.insert(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+    let r = SeatRequest {
+        product: t.p(),
+        client: None,
+        headers: &headers,
+        query: None,
+        session: None,
+        now,
+        tls: true,
+        ask,
+    };
+    let mut rec = Record::default();
+    let d = t.gate.on_request(&r, &mut rec).await;
+    (d, rec)
+}
+
+fn ticket_of(d: &Decision) -> (String, QueueStatus) {
+    let Decision::Answer(Answer::Waiting(w)) = d else {
+        panic!("not the waiting page: {d:?}")
+    };
+    let value = w
+        .set_cookie
+        .strip_prefix("seatgate_queue=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    (value, w.status)
+}
+
+#[tokio::test]
+async fn a_browser_refused_a_seat_waits_in_line_and_its_ticket_takes_the_held_seat() {
+    let t = gate("", "    queue: { enabled: true, hold: 1m }\n");
+    t.logged_in("ann", "s1").await;
+    let login = |user: &'static str, cookie: String, now| {
+        let t = &t;
+        async move {
+            let body = format!("username={user}");
+            let ask = Ask::Login {
+                body: Ok(Some(body.as_bytes())),
+            };
+            ask_with_cookie(t, &cookie, ask, now).await
+        }
+    };
+    let (d, rec) = login("bob", String::new(), NOW).await;
+    let (bob, s) = ticket_of(&d);
+    assert_eq!(
+        (s.position, s.state),
+        (1, crate::domain::TicketState::Waiting)
+    );
+    assert_eq!(
+        rec.outcome,
+        Outcome::Denied(DenyReason::Full(crate::domain::FullReason::Pool))
+    );
+    let Decision::Answer(Answer::Waiting(w)) = &d else {
+        panic!()
+    };
+    assert!(w
+        .set_cookie
+        .ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"));
+    let (d, _) = login("cat", String::new(), NOW).await;
+    let (cat, s) = ticket_of(&d);
+    assert_eq!(s.position, 2);
+    let poll = |cookie: String, now| {
+        let t = &t;
+        async move {
+            ask_with_cookie(t, &cookie, Ask::Queue { get: true }, now)
+                .await
+                .0
+        }
+    };
+    let bob_cookie = format!("seatgate_queue={bob}");
+    // The seat frees: held for bob, not for cat, and not for a newcomer.
+    t.gate
+        .ledger()
+        .release(&key("s1"), ReleaseReason::Logout, NOW + 1000)
+        .await
+        .unwrap();
+    let d = poll(bob_cookie.clone(), NOW + 2000).await;
+    assert!(
+        matches!(d, Decision::Answer(Answer::Queue(Some(s))) if s.state == crate::domain::TicketState::Ready),
+        "{d:?}"
+    );
+    assert!(matches!(
+        poll(bob_cookie.clone(), NOW + 2100).await,
+        Decision::Deny(Denial::QueueTooSoon {
+            retry_after_secs: 1
+        })
+    ));
+    let (d, _) = login("dan", String::new(), NOW + 2200).await;
+    assert_eq!(ticket_of(&d).1.position, 3);
+    let (d, _) = login("cat", format!("seatgate_queue={cat}"), NOW + 2200).await;
+    // Cat's second login keeps cat's ticket and place.
+    let (v, s) = ticket_of(&d);
+    assert_eq!((v, s.position), (cat.clone(), 2));
+    // Bob's wrong password keeps the hold; the right one takes the seat and clears the cookie.
+    let (d, mut rec) = login("bob", bob_cookie.clone(), NOW + 3000).await;
+    let c = t.answer(d, &plain(401), &mut rec).await;
+    assert_eq!(c, Commit::Keep { holds: false });
+    assert_eq!(t.free(), Some(0), "the hold is kept");
+    let (d, mut rec) = login("bob", bob_cookie.clone(), NOW + 4000).await;
+    let Commit::Admitted {
+        clear_ticket: Some(clear),
+        ..
+    } = t.answer(d, &set("s2"), &mut rec).await
+    else {
+        panic!("bob takes the held seat")
+    };
+    assert!(
+        clear.starts_with("seatgate_queue=; Path=/; Max-Age=0"),
+        "{clear}"
+    );
+    assert!(matches!(
+        poll(bob_cookie, NOW + 6000).await,
+        Decision::Answer(Answer::Queue(None))
+    ));
+    // Anything else on the endpoint: no ticket is expired, other methods are refused.
+    assert!(matches!(
+        poll("seatgate_queue=junk".into(), NOW).await,
+        Decision::Answer(Answer::Queue(None))
+    ));
+    let (d, _) = ask_with_cookie(&t, "", Ask::Queue { get: false }, NOW).await;
+    assert!(matches!(d, Decision::Deny(Denial::QueueNotGet)));
+}
+
+#[tokio::test]
+async fn without_a_line_a_full_pool_denial_says_when_to_retry() {
+    let t = gate("", "");
+    t.logged_in("ann", "s1").await;
+    let (d, _) = t.login_as("bob", None).await;
+    let Decision::Deny(Denial::Full {
+        retry_after_secs, ..
+    }) = d
+    else {
+        panic!("{d:?}")
+    };
+    assert!(retry_after_secs >= 1);
 }

@@ -453,6 +453,76 @@ mod tests {
     }
 
     #[test]
+    fn the_waiting_page_escapes_and_allows_only_its_own_script() {
+        let s = QueueStatus {
+            id: crate::domain::SeatId(1),
+            state: TicketState::Waiting,
+            position: 3,
+            estimated_wait: None,
+            ready_until: None,
+            length: 4,
+        };
+        let w = InLine {
+            product: "crm <b>",
+            status: Some(&s),
+            poll: "/x/.seatgate/queue",
+            login: "/x/login?a=1&b=2",
+            poll_every: 2000,
+            refresh_only: false,
+        };
+        let c = waiting_page(&w);
+        assert_eq!(c.status, StatusCode::OK);
+        let body = std::str::from_utf8(&c.body).unwrap();
+        assert!(
+            body.contains("crm &lt;b&gt;") && !body.contains("crm <b>"),
+            "{body}"
+        );
+        assert!(body.contains("id=\"pos\">3<") && body.contains("id=\"eta\">unknown<"));
+        assert!(body.contains("href=\"/x/login?a=1&amp;b=2\""), "{body}");
+        assert!(
+            body.contains("<noscript><meta http-equiv=\"refresh\""),
+            "{body}"
+        );
+        assert!(body.contains(&format!("<script>{QUEUE_SCRIPT}</script>")));
+        let csp = c
+            .headers
+            .iter()
+            .find(|(k, _)| k == http::header::CONTENT_SECURITY_POLICY)
+            .map(|(_, v)| v.to_str().unwrap().to_string())
+            .unwrap();
+        assert!(csp.contains(&csp_hash(QUEUE_SCRIPT)) && csp.contains(&csp_hash(STYLE)));
+        // Ready, without script: the held-until time and the way to the login.
+        let ready = QueueStatus {
+            state: TicketState::Ready,
+            ready_until: Some(1_700_000_000_000),
+            estimated_wait: Some(0),
+            ..s
+        };
+        let c = waiting_page(&InLine {
+            status: Some(&ready),
+            refresh_only: true,
+            ..w
+        });
+        let body = std::str::from_utf8(&c.body).unwrap();
+        assert!(!body.contains("<script>"), "{body}");
+        assert!(
+            body.contains("<title>A seat is ready for you</title>"),
+            "{body}"
+        );
+        assert!(body.contains("2023-11-14 22:13:20 UTC"), "{body}");
+        let c = waiting_page(&InLine {
+            status: None,
+            refresh_only: true,
+            ..w
+        });
+        let body = std::str::from_utf8(&c.body).unwrap();
+        assert!(
+            body.contains("has expired") && !body.contains("http-equiv"),
+            "{body}"
+        );
+    }
+
+    #[test]
     fn self_service_pages_name_the_product() {
         let r = self_service_done("crm & co", "/login");
         assert_eq!(r.status, StatusCode::SEE_OTHER);
