@@ -635,3 +635,38 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
     assert_eq!(users, ["bob"]);
     b.quit().await;
 }
+
+/// Reload turns a pool's line on and off: logins refused after it wait in line, or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_turns_the_line_on_and_off() {
+    let up = upstream("SID").await;
+    let o = Opts::default();
+    let off = yaml(&o).replace("      enabled: true\n", "      enabled: false\n");
+    let g = Gateway::start(&off, &vars(&up, &o)).await;
+    let _alice = user_in(&g, "alice").await;
+    assert_eq!(login(&g, "bob", PASSWORD, None).await.status(), 503);
+    let hup = |text: &str| {
+        std::fs::write(&g.config_path, text).unwrap();
+        let pid = g.child.as_ref().unwrap().id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let on = std::fs::read_to_string(&g.config_path)
+        .unwrap()
+        .replace("      enabled: false\n", "      enabled: true\n");
+    hup(&on);
+    let joined = eventually(Duration::from_secs(10), || async {
+        login(&g, "cat", PASSWORD, None).await.status() == 200
+    })
+    .await;
+    assert!(joined, "{}", g.log());
+    hup(&on.replace("      enabled: true\n", "      enabled: false\n"));
+    let plain = eventually(Duration::from_secs(10), || async {
+        login(&g, "dan", PASSWORD, None).await.status() == 503
+    })
+    .await;
+    assert!(plain, "{}", g.log());
+}
