@@ -408,3 +408,220 @@ async fn a_swap_written_around_the_indexes_is_found_by_the_sweep() {
         Reservation::Granted(_)
     ));
 }
+
+/// Every key of a pool, the line's included, carries the pool's hash tag: on a Redis Cluster
+/// one script call touches one slot.
+#[test]
+fn every_key_of_a_pool_is_in_its_slot() {
+    let pool = PoolKey::new("crm", "de{fau}lt");
+    let tag = pool_tag("sg", &pool);
+    let keys = pool_keys("sg", &pool);
+    assert_eq!(keys.len(), 24);
+    for k in &keys {
+        // Redis hashes the text between the first '{' and the next '}'.
+        let open = k.find('{').unwrap();
+        let close = open + k[open..].find('}').unwrap();
+        assert_eq!(&k[open..=close], tag, "{k}");
+    }
+    for name in [
+        "qz", "qt", "qwait", "qpoll", "qjoin", "qready", "qid", "qrate",
+    ] {
+        assert!(keys.contains(&format!("{tag}:{name}")), "{name}");
+    }
+}
+
+impl Fixture {
+    /// The line's own indexes agree with its records: every ticket is in the line once, waiting
+    /// (and watched for abandonment and max_wait) or ready (its seat a lease in pend until its
+    /// ready_until); the public ids lead to them. Returns the tickets (hex → record).
+    fn line_sound(
+        &mut self,
+        pool: &PoolKey,
+        now: Millis,
+        step: u64,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let zset = |f: &mut Self, name: &str| -> BTreeMap<String, f64> {
+            redis::cmd("ZRANGE")
+                .arg(f.key(pool, name))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(&mut f.con)
+                .unwrap()
+        };
+        let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(pool, "qt"))
+            .query(&mut self.con)
+            .unwrap();
+        let tickets: BTreeMap<String, serde_json::Value> = raw
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap()))
+            .collect();
+        let ids: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(pool, "qid"))
+            .query(&mut self.con)
+            .unwrap();
+        let (line, wait, ready) = (zset(self, "qz"), zset(self, "qwait"), zset(self, "qready"));
+        let (polls, joins, pend) = (zset(self, "qpoll"), zset(self, "qjoin"), zset(self, "pend"));
+        let keys = |m: &BTreeMap<String, f64>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&line),
+            tickets.keys().cloned().collect::<Vec<_>>(),
+            "step {step}"
+        );
+        assert_eq!(ids.len(), tickets.len(), "step {step}");
+        assert_eq!(wait.len() + ready.len(), line.len(), "step {step}");
+        assert_eq!(
+            (keys(&polls), keys(&joins)),
+            (keys(&wait), keys(&wait)),
+            "step {step}"
+        );
+        for (k, t) in &tickets {
+            assert_eq!(ids[t["id"].as_str().unwrap()], *k, "step {step}");
+            if t["state"] == "ready" {
+                let until = t["ready_until"].as_f64().unwrap();
+                assert_eq!(ready[k], until, "step {step}");
+                if until > now as f64 {
+                    assert_eq!(
+                        pend.get(t["lease"].as_str().unwrap()),
+                        Some(&until),
+                        "step {step}"
+                    );
+                }
+            } else {
+                assert_eq!(wait[k], line[k], "step {step}");
+                assert_eq!(polls[k], t["last_poll"].as_f64().unwrap(), "step {step}");
+            }
+        }
+        tickets
+    }
+}
+
+/// A random run of the line (joins, polls, the ticket's login taking its held seat or failing,
+/// admin removals, newcomers, releases, sweeps, time) on pools whose admission reads the holder
+/// indexes, barging off and on: after every step the indexes equal a rebuild (promotions and
+/// removals keep them up like any lease), the line's own indexes agree with its records, and
+/// no more seats are held than the pool has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_keeps_the_indexes_up() {
+    let specs: Vec<PoolSpec> = [("off", false), ("on", true)]
+        .into_iter()
+        .map(|(name, barging)| {
+            let mut s = pool_spec(name, 2, SeatsPer::User);
+            // Capacity exact: no allowance over it.
+            s.overflow_ms = None;
+            s.queue = Some(crate::domain::QueueSpec {
+                hold: 3_000,
+                abandon_after: 4_000,
+                max_wait: 20_000,
+                max_length: 4,
+                barging,
+            });
+            s
+        })
+        .collect();
+    let mut f = Fixture::new(&specs);
+    let users = ["a", "b", "g1", "g2", "h1"];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut now = 1_000u64;
+    // A first call builds the (empty) indexes.
+    f.l.sweep(now).await.unwrap();
+    let mut sessions: Vec<SessionKey> = Vec::new();
+    // What the run went through: promotions seen, held seats taken, removals.
+    let (mut ready, mut admitted, mut removed) = (0, 0, 0);
+    for step in 0..400u64 {
+        let spec = &specs[next(2) as usize];
+        let pool = spec.key.clone();
+        let user = users[next(users.len() as u64) as usize];
+        let ticket = TicketKey::new(&pool, &format!("t{}", next(6)));
+        let tc = claim(&pool, user, "", ticket.lease_id());
+        let rebuilds: Vec<i64> = specs.iter().map(|s| f.rebuilds(&s.key)).collect();
+        match next(10) {
+            0 | 1 => {
+                if let Joined::Queued(q) = f.l.enqueue(&tc, ticket, now).await.unwrap() {
+                    ready += (q.state == crate::domain::TicketState::Ready) as u32;
+                }
+            }
+            2 => {
+                if let Polled::Status(q) = f.l.poll(&pool, &ticket, now).await.unwrap() {
+                    ready += (q.state == crate::domain::TicketState::Ready) as u32;
+                }
+            }
+            3 => {
+                // Mostly the login of a ticket that is ready.
+                let line = f.l.queue(now).await.unwrap();
+                let held = line
+                    .iter()
+                    .find(|t| t.pool == pool && t.state == crate::domain::TicketState::Ready);
+                let (ticket, tc) = match held {
+                    Some(t) => (t.key, claim(&pool, user, "", t.key.lease_id())),
+                    None => (ticket, tc),
+                };
+                if let Reservation::Granted(lease) = f.l.reserve(&tc, now).await.unwrap() {
+                    if next(3) == 0 {
+                        // A wrong password: the hold stays.
+                        f.l.cancel(&lease).await;
+                    } else {
+                        let session = SessionKey::new("ix", &step.to_string());
+                        if f.l.commit(&lease, &tc, session, now).await.is_ok() {
+                            let t = f.l.queue_admitted(&pool, &ticket, now).await.unwrap();
+                            admitted += t.is_some() as u32;
+                            sessions.push(session);
+                        }
+                    }
+                }
+            }
+            4 => {
+                let line = f.l.queue(now).await.unwrap();
+                if !line.is_empty() {
+                    let t = &line[next(line.len() as u64) as usize];
+                    assert!(f.l.remove_ticket(t.id, now).await.unwrap().is_some());
+                    removed += 1;
+                }
+            }
+            5 => {
+                let c = claim(&pool, user, "", 10_000 + step);
+                if let Reservation::Granted(lease) = f.l.reserve(&c, now).await.unwrap() {
+                    let session = SessionKey::new("ix", &step.to_string());
+                    if f.l.commit(&lease, &c, session, now).await.is_ok() {
+                        sessions.push(session);
+                    }
+                }
+            }
+            6 if !sessions.is_empty() => {
+                let s = sessions[next(sessions.len() as u64) as usize];
+                f.l.release(&s, ReleaseReason::Logout, now).await.unwrap();
+            }
+            7 => {
+                f.l.sweep(now).await.unwrap();
+            }
+            _ => now += next(2_500),
+        }
+        for (s, before) in specs.iter().zip(rebuilds) {
+            assert_eq!(
+                f.rebuilds(&s.key),
+                before,
+                "step {step}, pool {}",
+                s.key.pool
+            );
+            let kept = f.index(&s.key);
+            let built = f.rebuilt(&s.key).await;
+            assert_eq!(kept, built, "step {step}, pool {}", s.key.pool);
+            let tickets = f.line_sound(&s.key, now, step);
+            assert!(tickets.len() <= 4, "step {step}");
+        }
+        for u in f.l.usage(now).await.unwrap() {
+            assert!(u.in_use <= u.capacity, "step {step}: {u:?}");
+        }
+    }
+    assert!(
+        ready > 10 && admitted > 5 && removed > 5,
+        "{ready} {admitted} {removed}"
+    );
+}
