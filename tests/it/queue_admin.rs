@@ -20,8 +20,7 @@ admin:
     - { name: viewer, password_hash: "{admin_hash}", role: super, permission: view }
     - { name: bob, password_hash: "{admin_hash}", role: own }
 store:
-  kind: embedded
-  path: "{dir}/seats.redb"
+  {store}
   sweep_interval: 200ms
   flush_interval: 200ms
 audit:
@@ -42,9 +41,17 @@ products:
 /// The name cat types at the login: markup, so every place that shows it must escape it.
 const CAT: &str = "Cat <b>&amp;";
 
+const EMBEDDED: &str = "kind: embedded\n  path: \"{dir}/seats.redb\"";
+
 async fn start() -> (Upstream, Gateway) {
+    start_on(EMBEDDED).await
+}
+
+async fn start_on(store: &str) -> (Upstream, Gateway) {
     let up = upstream("SID").await;
-    let g = Gateway::start(CONFIG, &[("upstream", up.addr.to_string())]).await;
+    // Into the text first: the store's own `{dir}` is filled in with the others.
+    let yaml = CONFIG.replace("{store}", store);
+    let g = Gateway::start(&yaml, &[("upstream", up.addr.to_string())]).await;
     (up, g)
 }
 
@@ -142,6 +149,23 @@ fn audit_lines(g: &Gateway) -> Vec<Value> {
 #[tokio::test]
 async fn operators_list_and_remove_tickets() {
     let (_up, g) = start().await;
+    list_and_remove(&g).await;
+}
+
+/// The same on Redis: the line every replica shares is the one listed and removed from.
+#[tokio::test]
+async fn operators_list_and_remove_tickets_on_redis() {
+    let prefix = crate::redis::Prefix::new();
+    let store = format!(
+        "kind: redis\n  redis: {{ url: \"{}\", prefix: \"{}\" }}",
+        crate::redis::redis_url(),
+        prefix.name
+    );
+    let (_up, g) = start_on(&store).await;
+    list_and_remove(&g).await;
+}
+
+async fn list_and_remove(g: &Gateway) {
     // Before anything queued: the series are there at 0, and promtool accepts the text.
     let text = g.metrics().await;
     for r in ["admitted", "abandoned", "expired", "removed", "full"] {
