@@ -1280,10 +1280,10 @@ elseif op == 'poll' then
   return answer({ kind = 'queued', status = q_status(q_load(tk), now), now = now })
 
 elseif op == 'admitted' or op == 'unticket' then
-  -- ARGV: admitted: ticket; unticket: public id (an admin removes it). The ticket is found
-  -- before the line is tended: one whose time is up but is not yet dropped still leaves for
-  -- this reason (its login committed; the admin asked), as on the embedded store.
+  -- ARGV: admitted: ticket; unticket: public id (an admin removes it). A ticket whose time
+  -- is up left already, whoever asks.
   purge(now)
+  q_reap(now)
   local tk = ARGV[3]
   if op == 'unticket' then tk = redis.call('HGET', QID, ARGV[3]) end
   local t = tk and q_load(tk)
@@ -1297,7 +1297,6 @@ elseif op == 'admitted' or op == 'unticket' then
   else
     q_leave(t, 'removed', now)
     -- A ready ticket's seat goes to the next in line, whatever `barging` says.
-    q_reap(now)
     q_promote(now)
   end
   return answer({ kind = 'ticket', ticket = told })
