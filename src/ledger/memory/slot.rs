@@ -124,8 +124,10 @@ impl PoolState {
         self.deadlines = BinaryHeap::from(bounds);
     }
 
-    /// The seats past their deadline at `now`, each found once (then `doomed` until
-    /// released): the amortised cost is per seat that lapses, not per seat held.
+    /// Seats past their deadline at `now`, each found once (then `doomed` until released),
+    /// from at most 256 heap entries: the amortised cost is per seat that lapses, not per
+    /// seat held, and no call pays for a mass lapse under the pool lock. Entries still due
+    /// after it (see [`Self::any_due`]) are seats that count although they lapsed.
     pub(super) fn due(&mut self, spec: &PoolSpec, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
         if self.deadlines.len() > 2 * self.seats.len() + 1024 {
             let doomed = std::mem::take(&mut self.doomed);
@@ -133,12 +135,16 @@ impl PoolState {
             self.doomed = doomed;
         }
         let mut out = Vec::new();
-        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+        for _ in 0..PER_CALL {
+            let Some(&Reverse((at, id))) = self.deadlines.peek() else {
+                break;
+            };
             if at > now {
                 break;
             }
             self.deadlines.pop();
             let Some(live) = self.seats.get(&id).cloned() else {
+        const PER_CALL: usize = 256;
                 continue;
             };
             if self.doomed.contains(&id) {
@@ -174,9 +180,14 @@ impl PoolState {
         }
     }
 
-    /// Who holds the pool at `now`, as admission counts it for `user`. Exact once [`Self::due`]
-    /// has run under the same lock; costs the pool's groups' sizes and its pending logins,
-    /// never its seats.
+    /// Whether a heap entry is due at `now`: until none is, counts may include lapsed seats.
+    pub(super) fn any_due(&self, now: Millis) -> bool {
+        self.deadlines.peek().is_some_and(|r| r.0 .0 <= now)
+    }
+
+    /// Who holds the pool at `now`, as admission counts it for `user`. Exact once no entry
+    /// is due (see [`MemoryLedger::holders`]), else it may count seats that lapsed; costs the
+    /// pool's groups' sizes and its pending logins, never its seats.
     pub(super) fn counts(&self, spec: &PoolSpec, user: Option<&str>, now: Millis) -> Counts {
         let holding =
             |ids: &Vec<SeatId>| ids.iter().filter(|id| !self.doomed.contains(id)).count() as u32;
@@ -228,20 +239,35 @@ pub(super) fn ended_counter(id: SeatId) -> String {
 }
 
 impl MemoryLedger {
-    /// Holders of a pool at `now` as admission counts them for `user`, expired seats and
-    /// lapsed leases excluded (the seats are returned for release).
+    /// Holders of a pool at `now` as admission counts them for `user`, lapsed leases and
+    /// expired seats excluded (those found are returned for release), as far as the answer
+    /// depends on it: lapsed seats not yet found only ever count more, and fewer holders
+    /// never turn a seat into a denial, so the search goes on (a bounded `due` at a time)
+    /// only while the counts would deny `user` or could raise the peak (a reservation takes
+    /// `in_use + 1`). A denial, an overflow seat and a new peak are decided on exact counts;
+    /// an admission during a mass lapse costs a few hundred heap entries, not the lapse.
     pub(super) fn holders(
         st: &mut PoolState,
         spec: &PoolSpec,
         user: Option<&str>,
         now: Millis,
     ) -> (Counts, Vec<(Arc<Live>, ReleaseReason)>) {
-        let expired = st.due(spec, now);
-        (st.counts(spec, user, now), expired)
+        let mut expired = st.due(spec, now);
+        loop {
+            let counts = st.counts(spec, user, now);
+            if !st.any_due(now)
+                || (counts.in_use < st.peak
+                    && admission::admit_counts(spec, &counts, user, now, None) == Admit::Seat)
+            {
+                return (counts, expired);
+            }
+            expired.extend(st.due(spec, now));
+        }
     }
 
     /// A seat was taken: the peak counts what holds now (seats past their deadline that no
-    /// sweep has released yet do not; those found here are left doomed for the sweep).
+    /// sweep has released yet do not, found as far as a new peak depends on it; those found
+    /// here are left doomed for the sweep).
     pub(super) fn bump_peak(st: &mut PoolState, spec: &PoolSpec, now: Millis) {
         let (counts, _) = Self::holders(st, spec, None, now);
         st.peak = st.peak.max(counts.in_use);

@@ -329,3 +329,141 @@ impl MemoryLedger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Full, FullReason, Grant};
+    use crate::ledger::NoObserver;
+
+    fn spec(seats: u32) -> PoolSpec {
+        PoolSpec {
+            key: PoolKey::new("p", "default"),
+            grants: vec![Grant {
+                seats,
+                not_before: None,
+                expires: None,
+            }],
+            idle_timeout: 1_000,
+            max_lifetime: 100_000,
+            presence_timeout: None,
+            standby_timeout: 50_000,
+            seats_per: SeatsPer::Session,
+            max_sessions: None,
+            groups: vec![],
+            overflow_ms: None,
+            queue: None,
+        }
+    }
+
+    fn claim(i: u64) -> Claim {
+        Claim {
+            pool: PoolKey::new("p", "default"),
+            user: Some(format!("u{i}")),
+            device: None,
+            client: "web".into(),
+            lease_id: i,
+        }
+    }
+
+    async fn seat(l: &MemoryLedger, i: u64, now: Millis) -> SessionKey {
+        let Reservation::Granted(lease) = l.reserve(&claim(i), now).await.unwrap() else {
+            panic!("no seat for {i}")
+        };
+        let k = SessionKey::new("p", &i.to_string());
+        l.commit(&lease, &claim(i), k, now).await.unwrap();
+        k
+    }
+
+    fn peak(st: &PoolState) -> u32 {
+        st.peak
+    }
+
+    /// `seats` sessions of which one lapsed at 1_100, found only after every other seat's
+    /// stale heap entry (they were touched later, their entries still say 1_000): more
+    /// entries than one `due` pops.
+    async fn one_lapse_behind(capacity: u32, seats: u64) -> (MemoryLedger, Arc<PoolSlot>) {
+        let l = MemoryLedger::volatile(Arc::new(NoObserver));
+        l.configure(&[spec(capacity)]);
+        let mut keys = Vec::new();
+        for i in 0..seats - 1 {
+            keys.push(seat(&l, i, 0).await);
+        }
+        seat(&l, seats - 1, 100).await;
+        for k in &keys {
+            let _ = l.touch(k, 500).await.unwrap();
+        }
+        let slot = l.slot(&PoolKey::new("p", "default")).unwrap();
+        (l, slot)
+    }
+
+    /// A full pool with a lapsed seat behind more heap entries than one call pops: the
+    /// login gets that seat (a denial waits until every due entry was looked at), the next
+    /// is denied with the exact count, and the peak is what held at once.
+    #[tokio::test]
+    async fn a_denial_is_decided_on_exact_counts() {
+        let (l, slot) = one_lapse_behind(1_000, 1_000).await;
+        assert!(
+            matches!(
+                l.reserve(&claim(5_000), 1_200).await.unwrap(),
+                Reservation::Granted(_)
+            ),
+            "the lapsed seat is free"
+        );
+        let full = Full {
+            in_use: 1_000,
+            capacity: 1_000,
+            reason: FullReason::Pool,
+        };
+        assert_eq!(
+            l.reserve(&claim(5_001), 1_200).await.unwrap(),
+            Reservation::Full(full)
+        );
+        assert_eq!(peak(&slot.view()), 1_000);
+    }
+
+    /// Room to spare: the login is admitted whatever the heap holds, but the peak it would
+    /// raise is counted exactly (the lapsed seat does not count).
+    #[tokio::test]
+    async fn a_new_peak_is_counted_exactly() {
+        let (l, slot) = one_lapse_behind(2_000, 1_000).await;
+        assert_eq!(peak(&slot.view()), 1_000);
+        let Reservation::Granted(_) = l.reserve(&claim(5_000), 1_200).await.unwrap() else {
+            panic!("room to spare")
+        };
+        assert_eq!(peak(&slot.view()), 1_000, "999 seats and one login hold");
+        assert_eq!(
+            l.available(&PoolKey::new("p", "default"), 1_200),
+            Some(1_000)
+        );
+    }
+
+    /// A mass lapse costs an admission one bounded look at the heap, not the lapse.
+    #[tokio::test]
+    async fn an_admission_during_a_mass_lapse_finds_a_bounded_part_of_it() {
+        let l = MemoryLedger::volatile(Arc::new(NoObserver));
+        l.configure(&[spec(2_000)]);
+        for i in 0..1_000 {
+            seat(&l, i, 0).await;
+        }
+        let slot = l.slot(&PoolKey::new("p", "default")).unwrap();
+        let Reservation::Granted(_) = l.reserve(&claim(5_000), 1_200).await.unwrap() else {
+            panic!("room to spare")
+        };
+        {
+            let st = slot.view();
+            assert!(st.doomed.len() + (1_000 - st.seats.len()) <= 256);
+            assert!(st.any_due(1_200), "most of the lapse is left for the sweep");
+        }
+        assert_eq!(
+            l.available(&PoolKey::new("p", "default"), 1_200),
+            Some(1_999)
+        );
+        // The login released up to `INLINE_RELEASES` of what it found; the sweep the rest.
+        assert_eq!(
+            l.sweep(1_200).await.unwrap(),
+            1_000 - INLINE_RELEASES.min(256)
+        );
+        assert_eq!(slot.view().seats.len(), 0);
+    }
+}
