@@ -323,6 +323,43 @@ async fn list_and_remove(g: &Gateway) {
     );
     promtool_check(&text);
 
+    // With the page's cookie, a DELETE needs the page's CSRF token like any POST.
+    let r = client()
+        .post(g.admin_url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=admin&password=secret")
+        .send()
+        .await
+        .unwrap();
+    let page = format!(
+        "seatgate_admin={}",
+        set_cookie(&r, "seatgate_admin").unwrap()
+    );
+    let me: Value = client()
+        .get(g.admin_url("/api/me"))
+        .header("cookie", &page)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = me["csrf_token"].as_str().unwrap().to_string();
+    let by_page = |csrf: Option<&str>| {
+        let mut req = client()
+            .delete(g.admin_url(&del(&cat_id)))
+            .header("cookie", &page);
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    assert_eq!(by_page(None).await.unwrap().status(), 403);
+    assert_eq!(by_page(Some("forged")).await.unwrap().status(), 403);
+    assert_eq!(queue_as(g, "admin").await.len(), 1, "cat is still in line");
+    assert_eq!(by_page(Some(&token)).await.unwrap().status(), 200);
+    assert_eq!(queue_as(g, "admin").await, Vec::<Value>::new());
+
     // The audit log: two joins, bob's leave (removed) and who removed him.
     let found = eventually(Duration::from_secs(5), || async {
         audit_lines(&g).iter().any(|l| l["event"] == "queue_remove")
@@ -342,8 +379,8 @@ async fn list_and_remove(g: &Gateway) {
     assert_eq!(joins[1]["user"], CAT);
     let leave = lines
         .iter()
-        .find(|l| l["event"] == "queue_leave")
-        .expect("queue_leave");
+        .find(|l| l["event"] == "queue_leave" && l["ticket"] == bob_id.as_str())
+        .expect("bob's queue_leave");
     assert_eq!(
         (&leave["ticket"], &leave["result"]),
         (&json!(bob_id), &json!("removed"))
