@@ -61,10 +61,17 @@ impl Gate {
         let p = r.product;
         let pi = p.pool_keys.iter().position(|k| *k == claim.pool)?;
         let spec = p.pools[pi].queue?;
-        let value = match ticket {
-            Some(t) if t.pool == pi => t.value,
-            _ => queue::new_ticket(&p.pools[pi].name),
+        // A ticket keeps its place only when the line knows it: a value the line never gave
+        // (forged, or planted in the browser by someone else to take over its turn) is
+        // replaced by a fresh one, so the cookie is always one the gateway chose.
+        let known = match ticket {
+            Some(t) if t.pool == pi => match self.ledger.poll(&claim.pool, &t.key, r.now).await {
+                Ok(Polled::Status(_) | Polled::TooSoon { .. }) => Some(t.value),
+                Ok(Polled::Unknown) | Err(_) => None,
+            },
+            _ => None,
         };
+        let value = known.unwrap_or_else(|| queue::new_ticket(&p.pools[pi].name));
         let key = TicketKey::new(&claim.pool, &value);
         let joining = Claim {
             lease_id: key.lease_id(),

@@ -492,6 +492,8 @@ async fn bad_tickets_are_newcomers_never_errors() {
         "garbage".to_string(),
         "%%%;;".to_string(),
         format!("7374642e.{}", "0".repeat(32)),
+        // The right shape and pool, but a value the line never gave: replaced.
+        format!("737464.{}", "0".repeat(32)),
         format!("737464.{bob_random}x"),
         format!("676f6c64.{bob_random}"),
         format!("{}.{bob_random}", "61".repeat(300)),
