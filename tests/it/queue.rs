@@ -324,9 +324,10 @@ async fn three_wait_in_order_and_the_freed_seat_is_held_for_the_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandoned_tickets_leave_and_a_lapsed_hold_passes_on() {
+    // Short, but with room for a loaded machine: pages poll every 1.1 s.
     let (_up, g) = start(Opts {
         hold: "2s",
-        abandon: "2s",
+        abandon: "4s",
         ..Opts::default()
     })
     .await;
@@ -427,17 +428,25 @@ async fn polls_are_get_and_at_most_one_a_second() {
     let _alice = user_in(&g, "alice").await;
     let (_, bob) = join(&g, "bob").await;
     let cookie = format!("seatgate_queue={bob}");
-    // Two polls within a second: the second one is 429 with Retry-After.
+    // Polls within a second of each other (sent together): all but one are 429 with
+    // Retry-After, and every answer is uncacheable.
+    let (a, b, c) = tokio::join!(
+        poll_raw(&g, &cookie),
+        poll_raw(&g, &cookie),
+        poll_raw(&g, &cookie)
+    );
     let mut codes = Vec::new();
-    for _ in 0..3 {
-        let (code, retry, _, cc) = poll_raw(&g, &cookie).await;
+    for (code, retry, _, cc) in [a, b, c] {
         assert_eq!(cc.as_deref(), Some("no-store"));
         if code == 429 {
             assert!(retry.is_some_and(|r| r >= 1), "{retry:?}");
         }
         codes.push(code);
     }
-    assert!(codes.contains(&429), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == 429).count() >= 2,
+        "{codes:?}"
+    );
     let r = client()
         .post(g.url("/.seatgate/queue"))
         .header("cookie", &cookie)
