@@ -334,3 +334,170 @@ async fn queue_redis_wait_estimate_from_each_replicas_view() {
     two.b.age_views(std::time::Duration::from_secs(60));
     assert_eq!(b.wait_estimate(&pool(), 1, s(40)), None);
 }
+
+/// A `redis-server` this test started, killed (by its own pid) when dropped.
+struct Node {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .expect("redis-cli on PATH");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `ok` holds, a bounded number of times 50 ms apart.
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what}");
+}
+
+/// A three-node Redis Cluster started for this test (its files in `dir`).
+async fn cluster(dir: &std::path::Path) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        // The bus is port + 10000 unless set, which may be no port at all.
+        let (port, bus) = (free_port(), free_port());
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.to_str().unwrap(), "--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-port", &bus.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let node = Node { port, child };
+        let p = port.to_string();
+        until("a cluster node did not start", || {
+            redis_cli(&["-p", &p, "ping"]).contains("PONG")
+        })
+        .await;
+        nodes.push(node);
+    }
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    redis_cli(&args);
+    let ports: Vec<String> = nodes.iter().map(|n| n.port.to_string()).collect();
+    until("the cluster did not become ready", || {
+        ports
+            .iter()
+            .all(|p| redis_cli(&["-p", p, "cluster", "info"]).contains("cluster_state:ok"))
+    })
+    .await;
+    nodes
+}
+
+/// On a Redis Cluster every line call is one script in the pool's slot (a key of another slot
+/// would be refused with CROSSSLOT): two replicas share the lines of pools on different nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_cluster_keeps_each_line_in_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path()).await;
+    let cfg = RedisConfig {
+        target: RedisTarget::Cluster(
+            nodes
+                .iter()
+                .map(|n| format!("redis://127.0.0.1:{}", n.port))
+                .collect(),
+        ),
+        prefix: "clq".into(),
+    };
+    let names: Vec<String> = (0..4).map(|i| format!("line{i}")).collect();
+    let specs: Vec<PoolSpec> = names
+        .iter()
+        .map(|n| {
+            let mut sp = qspec(1, false, 1000);
+            sp.key = PoolKey::new("crm", n);
+            sp
+        })
+        .collect();
+    let (told_a, told_b) = (Arc::new(Told::default()), Arc::new(Told::default()));
+    let (a, b) = (
+        RedisLedger::new(&cfg, told_a.clone()).unwrap(),
+        RedisLedger::new(&cfg, told_b.clone()).unwrap(),
+    );
+    for l in [&a, &b] {
+        l.use_caller_clock(true);
+        l.configure(&specs);
+    }
+    for (i, n) in names.iter().enumerate() {
+        let pk = PoolKey::new("crm", n);
+        let (t1, t2) = (TicketKey::new(&pk, "one"), TicketKey::new(&pk, "two"));
+        login(&a, n, "ann", &format!("A{i}"), s(0)).await;
+        let c = claim(n, "bob");
+        let Joined::Queued(q1) = a.enqueue(&c, t1, s(1)).await.unwrap() else {
+            panic!("{n}: line full")
+        };
+        let Joined::Queued(q2) = b.enqueue(&claim(n, "cat"), t2, s(1)).await.unwrap() else {
+            panic!("{n}: line full")
+        };
+        assert_eq!((q1.position, q2.position), (1, 2), "{n}");
+        a.release(&key(&format!("A{i}")), ReleaseReason::Logout, s(2))
+            .await
+            .unwrap();
+        b.sweep(s(3)).await.unwrap();
+        let Polled::Status(p) = a.poll(&pk, &t1, s(4)).await.unwrap() else {
+            panic!("{n}: the head is not in line")
+        };
+        assert_eq!(p.state, TicketState::Ready, "{n}");
+        let tc = seatgate::domain::Claim {
+            lease_id: t1.lease_id(),
+            ..c
+        };
+        let Reservation::Granted(lease) = b.reserve(&tc, s(5)).await.unwrap() else {
+            panic!("{n}: the held seat was not found")
+        };
+        b.commit(&lease, &tc, key(&format!("B{i}")), s(5))
+            .await
+            .unwrap();
+        assert!(b.queue_admitted(&pk, &t1, s(5)).await.unwrap().is_some());
+    }
+    // Each line is one long (the second ticket), listed alike from both replicas.
+    for l in [&a, &b] {
+        let line = l.queue(s(6)).await.unwrap();
+        assert_eq!(line.len(), names.len());
+        assert!(line
+            .iter()
+            .all(|t| t.position == 1 && t.state == TicketState::Waiting));
+        for u in l.usage(s(6)).await.unwrap() {
+            assert_eq!((u.in_use, u.capacity, u.queue_length), (1, 1, 1), "{u:?}");
+        }
+    }
+    assert_eq!(told_b.count(QueueEvent::Ready), names.len());
+    // The pools did land on more than one node (else this proves nothing about slots).
+    let holders = nodes
+        .iter()
+        .filter(|n| redis_cli(&["-p", &n.port.to_string(), "dbsize"]).trim() != "0")
+        .count();
+    assert!(holders >= 2, "every line landed on one node");
+}
