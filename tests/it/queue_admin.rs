@@ -185,12 +185,12 @@ async fn list_and_remove(g: &Gateway) {
     );
     promtool_check(&text);
 
-    let ann = login_as(&g, "ann").await;
+    let ann = login_as(g, "ann").await;
     assert!(set_cookie(&ann, "SID").is_some(), "ann takes the seat");
-    let bob = queue_up(&g, "bob").await;
-    let cat = queue_up(&g, CAT).await;
+    let bob = queue_up(g, "bob").await;
+    let cat = queue_up(g, CAT).await;
 
-    let line = queue_as(&g, "admin").await;
+    let line = queue_as(g, "admin").await;
     assert_eq!(line.len(), 2, "{line:?}");
     let users: Vec<&str> = line.iter().map(|t| t["user"].as_str().unwrap()).collect();
     assert_eq!(users, ["bob", CAT]);
@@ -225,11 +225,11 @@ async fn list_and_remove(g: &Gateway) {
         2.0
     );
     // An `own` admin sees only the tickets of its own name.
-    let own = queue_as(&g, "bob").await;
+    let own = queue_as(g, "bob").await;
     assert_eq!(own.len(), 1);
     assert_eq!(own[0]["id"], bob_id.as_str());
     let filtered = api(
-        &g,
+        g,
         reqwest::Method::GET,
         "/api/queue?product=hr",
         Some("admin"),
@@ -237,7 +237,7 @@ async fn list_and_remove(g: &Gateway) {
     .await;
     assert_eq!(filtered.json::<Value>().await.unwrap(), json!([]));
     assert_eq!(
-        api(&g, reqwest::Method::GET, "/api/queue?sort=x", Some("admin"))
+        api(g, reqwest::Method::GET, "/api/queue?sort=x", Some("admin"))
             .await
             .status(),
         400
@@ -247,60 +247,60 @@ async fn list_and_remove(g: &Gateway) {
     use reqwest::Method;
     let del = |id: &str| format!("/api/queue/{id}");
     assert_eq!(
-        api(&g, Method::DELETE, &del(&bob_id), None).await.status(),
+        api(g, Method::DELETE, &del(&bob_id), None).await.status(),
         401
     );
-    assert_eq!(api(&g, Method::GET, "/api/queue", None).await.status(), 401);
-    let viewer = api(&g, Method::DELETE, &del(&bob_id), Some("viewer")).await;
+    assert_eq!(api(g, Method::GET, "/api/queue", None).await.status(), 401);
+    let viewer = api(g, Method::DELETE, &del(&bob_id), Some("viewer")).await;
     assert_eq!(viewer.status(), 403);
     assert_eq!(
-        api(&g, Method::DELETE, &del("not-an-id"), Some("admin"))
+        api(g, Method::DELETE, &del("not-an-id"), Some("admin"))
             .await
             .status(),
         400
     );
     assert_eq!(
-        api(&g, Method::DELETE, &del("0000000000000001"), Some("admin"))
+        api(g, Method::DELETE, &del("0000000000000001"), Some("admin"))
             .await
             .status(),
         404
     );
     // `own` bob may not see cat's ticket: unknown to him, not forbidden.
     assert_eq!(
-        api(&g, Method::DELETE, &del(&cat_id), Some("bob"))
+        api(g, Method::DELETE, &del(&cat_id), Some("bob"))
             .await
             .status(),
         404
     );
     assert_eq!(
-        api(&g, Method::PUT, &del(&bob_id), Some("admin"))
+        api(g, Method::PUT, &del(&bob_id), Some("admin"))
             .await
             .status(),
         405
     );
-    assert_eq!(queue_as(&g, "admin").await.len(), 2);
+    assert_eq!(queue_as(g, "admin").await.len(), 2);
 
-    let r = api(&g, Method::DELETE, &del(&bob_id), Some("admin")).await;
+    let r = api(g, Method::DELETE, &del(&bob_id), Some("admin")).await;
     assert_eq!(r.status(), 200);
     let removed: Value = r.json().await.unwrap();
     assert_eq!(removed["removed"]["id"], bob_id.as_str());
     assert_eq!(removed["removed"]["user"], "bob");
     // Gone from the listing, cat moves up; a second removal is a 404.
-    let line = queue_as(&g, "admin").await;
+    let line = queue_as(g, "admin").await;
     assert_eq!(line.len(), 1);
     assert_eq!(
         (&line[0]["id"], &line[0]["position"]),
         (&json!(cat_id), &json!(1))
     );
     assert_eq!(
-        api(&g, Method::DELETE, &del(&bob_id), Some("admin"))
+        api(g, Method::DELETE, &del(&bob_id), Some("admin"))
             .await
             .status(),
         404
     );
     // Bob's page is told its wait is over; cat's still waits.
-    assert_eq!(poll(&g, &bob).await["state"], "expired");
-    let cat_status = poll(&g, &cat).await;
+    assert_eq!(poll(g, &bob).await["state"], "expired");
+    let cat_status = poll(g, &cat).await;
     assert_eq!(
         (&cat_status["state"], &cat_status["position"]),
         (&json!("waiting"), &json!(1))
@@ -362,11 +362,11 @@ async fn list_and_remove(g: &Gateway) {
 
     // The audit log: two joins, bob's leave (removed) and who removed him.
     let found = eventually(Duration::from_secs(5), || async {
-        audit_lines(&g).iter().any(|l| l["event"] == "queue_remove")
+        audit_lines(g).iter().any(|l| l["event"] == "queue_remove")
     })
     .await;
     assert!(found, "no queue_remove line");
-    let lines = audit_lines(&g);
+    let lines = audit_lines(g);
     let joins: Vec<&Value> = lines
         .iter()
         .filter(|l| l["event"] == "queue_join")
