@@ -485,13 +485,12 @@ impl LedgerObserver for Metrics {
 
     fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
         let product = ticket.pool.product.as_str();
-        let mut samples = self.queue_samples.lock().unwrap_or_else(|e| e.into_inner());
+        let samples = || self.queue_samples.lock().unwrap_or_else(|e| e.into_inner());
         match ev {
             QueueEvent::Joined => {
-                if samples.joins.len() < MAX_QUEUE_SAMPLES {
-                    samples
-                        .joins
-                        .push((product.to_string(), at, ticket.position));
+                let mut s = samples();
+                if s.joins.len() < MAX_QUEUE_SAMPLES {
+                    s.joins.push((product.to_string(), at, ticket.position));
                 }
             }
             QueueEvent::Ready => {}
@@ -504,8 +503,9 @@ impl LedgerObserver for Metrics {
                     self.queue_wait
                         .with_label_values(&[product])
                         .observe(wait as f64 / 1000.0);
-                    if samples.waits.len() < MAX_QUEUE_SAMPLES {
-                        samples.waits.push((product.to_string(), at, wait));
+                    let mut s = samples();
+                    if s.waits.len() < MAX_QUEUE_SAMPLES {
+                        s.waits.push((product.to_string(), at, wait));
                     }
                 }
             }
