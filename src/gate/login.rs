@@ -153,15 +153,12 @@ impl Gate {
 
     /// A login that took no seat: its reservation goes, unless it was a seat held for its user
     /// (a mistyped password must not cost the hold), which is held again until its time is up.
+    /// The seat held for a ready ticket is kept by the ledger itself (`cancel` leaves it until
+    /// `ready_until`), while a reservation a ticket's login got at once (barging) goes.
     pub(super) async fn drop_lease(&self, login: PendingLogin, now: Millis) {
         let Take::Seat { lease, held } = login.take else {
             return;
         };
-        if login.ticket.is_some_and(|t| t.lease_id() == lease.id) {
-            // The seat held for a ready ticket: a mistyped password must not cost it; it
-            // stays held until the ticket's `ready_until` (then the line moves on).
-            return;
-        }
         if let (Some(h), Some(user)) = (held, login.claim.user.as_deref()) {
             if h.until > now && self.put_hold(&login.claim.pool, user, h, now).await.is_ok() {
                 return;
