@@ -568,6 +568,10 @@ async fn two_replicas_on_redis_share_one_line() {
     // The seat held for bob is bob's on the other replica too.
     let eve = Page::of(login(&a, "eve", PASSWORD, None).await).await;
     assert_eq!((eve.status, eve.position()), (200, Some(3)), "{}", eve.body);
+    // A wrong password on one replica keeps the hold for the other.
+    let wrong = login_with(&a, "bob", "nope", Some(&ta)).await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(state(&status(&b, &ta).await), "ready");
     assert_eq!(
         login_with(&b, "bob", PASSWORD, Some(&ta)).await.status(),
         302
