@@ -146,6 +146,99 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+    queue(c, &rt, now);
+}
+
+/// The waiting line (issue 12): a poll with 1,000 tickets in line against a check
+/// (`available`), and admissions through the line (join at the back, a seat frees, the head's
+/// login takes the seat held for it, commit, the ticket leaves) with the line kept at 1,000.
+fn queue(c: &mut Criterion, rt: &tokio::runtime::Runtime, start: u64) {
+    use seatgate::domain::{Polled, QueueSpec, TicketKey};
+    use std::collections::VecDeque;
+    const LINE: u32 = 1_000;
+    const SEATS: u32 = 100;
+    let mut sp = spec(SEATS);
+    sp.key = PoolKey::new("bench", "queue");
+    // The clock moves 1 ms per iteration: nothing lapses, and each ticket polls once a second.
+    sp.idle_timeout = 1 << 50;
+    sp.max_lifetime = 1 << 50;
+    sp.standby_timeout = 1 << 50;
+    sp.queue = Some(QueueSpec {
+        hold: 60_000,
+        abandon_after: 1 << 50,
+        max_wait: 1 << 50,
+        max_length: 2 * LINE,
+        barging: false,
+    });
+    let pool = sp.key.clone();
+    let l = Arc::new(MemoryLedger::volatile(Arc::new(NoObserver)));
+    l.configure(&[sp]);
+    let qclaim = |i: u64| seatgate::domain::Claim {
+        pool: pool.clone(),
+        ..claim(i)
+    };
+    let tk = |i: u64| TicketKey::new(&pool, &format!("ticket-{i}"));
+    let (mut held, mut line) = (VecDeque::new(), VecDeque::new());
+    rt.block_on(async {
+        for i in 0..SEATS as u64 {
+            let c = qclaim(i);
+            let Reservation::Granted(lease) = l.reserve(&c, start).await.unwrap() else {
+                panic!("full")
+            };
+            let k = SessionKey::new("bench", &format!("q{i}"));
+            l.commit(&lease, &c, k, start).await.unwrap();
+            held.push_back(k);
+        }
+        for i in 0..LINE as u64 {
+            let _ = l.enqueue(&qclaim(i), tk(i), start).await.unwrap();
+            line.push_back(i);
+        }
+    });
+    let mut g = c.benchmark_group("queue");
+    g.throughput(Throughput::Elements(1));
+    let mut now = start;
+    g.bench_function("poll_line_1000", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            now += 1;
+            i = (i + 1) % LINE as u64;
+            match futures_lite(l.poll(&pool, &tk(i), now)).unwrap() {
+                Polled::Status(s) => s.position,
+                p => panic!("{p:?}"),
+            }
+        })
+    });
+    g.bench_function("available_line_1000", |b| {
+        b.iter(|| l.available(&pool, now))
+    });
+    let mut next = LINE as u64;
+    g.bench_function("admit_through_line_1000", |b| {
+        b.iter(|| {
+            now += 1;
+            rt.block_on(async {
+                let _ = l.enqueue(&qclaim(next), tk(next), now).await.unwrap();
+                line.push_back(next);
+                next += 1;
+                let k = held.pop_front().unwrap();
+                l.release(&k, seatgate::domain::ReleaseReason::Logout, now)
+                    .await
+                    .unwrap();
+                let head = line.pop_front().unwrap();
+                let c = seatgate::domain::Claim {
+                    lease_id: tk(head).lease_id(),
+                    ..qclaim(head)
+                };
+                let Reservation::Granted(lease) = l.reserve(&c, now).await.unwrap() else {
+                    panic!("the head found no seat")
+                };
+                let k = SessionKey::new("bench", &format!("q{head}"));
+                l.commit(&lease, &c, k, now).await.unwrap();
+                l.queue_admitted(&pool, &tk(head), now).await.unwrap();
+                held.push_back(k);
+            })
+        })
+    });
+    g.finish();
 }
 
 /// Polls a future that never actually waits (memory ledger touch) without a runtime.

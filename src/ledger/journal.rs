@@ -12,7 +12,7 @@
 //! little older, by at most one flush period (`store.flush_interval`): state transitions
 //! (standby → active, pause, resume, ending) are written when they happen, never by a flush.
 
-use crate::domain::{Gone, Millis, SeatId, SeatRecord, SessionKey};
+use crate::domain::{Gone, Millis, PoolKey, SeatId, SeatRecord, SessionKey, TicketKey};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -28,10 +28,10 @@ const ACTIVITY: TableDefinition<u64, (u64, u64)> = TableDefinition::new("activit
 const INPUT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("input");
 const GONE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("gone");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Waiting-line tickets by key (created empty in journals from before the line existed).
+const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets");
 /// redb's page cache, in bytes.
 const JOURNAL_CACHE: usize = 32 << 20;
-
-#[derive(Debug, Clone)]
 /// Batches in one transaction (as many as are queued, up to this).
 const MAX_BATCHES: usize = 1024;
 /// Background batches in one transaction while writes that answers wait for keep coming: a
@@ -42,6 +42,8 @@ const BACKGROUND_BUSY: usize = 4;
 const BACKGROUND_IDLE: usize = 64;
 /// How long after the last answer-blocking write background batches stay small.
 const BUSY_FOR: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
 pub enum Op {
     Put(Box<SeatRecord>),
     Delete(SeatId),
@@ -55,11 +57,38 @@ pub enum Op {
     Counter(String, u64),
     /// Removes a counter (a remembered ended seat id whose time is up).
     Unset(String),
+    /// A ticket joined a waiting line.
+    TicketPut(Box<TicketRow>),
+    /// A ticket left its line.
+    TicketDelete(TicketKey),
+}
+
+/// A ticket as the journal keeps it: enough to put the line back in order after a restart
+/// and to tell which tickets left while the gateway was down (a held seat itself is not
+/// durable: a ready ticket comes back waiting).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TicketRow {
+    pub key: TicketKey,
+    pub id: SeatId,
+    pub pool: PoolKey,
+    pub user: Option<String>,
+    pub client: String,
+    pub joined_at: Millis,
+    /// Join order within the pool.
+    pub seq: u64,
+    /// The last poll as of the last flush (or the join).
+    #[serde(default)]
+    pub last_poll: Millis,
+    /// Until when a seat was held for it, if it was ready.
+    #[serde(default)]
+    pub ready_until: Option<Millis>,
 }
 
 struct Batch {
     ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), String>>>,
+    /// Nobody's answer waits for it: it gives way to those that one does.
+    background: bool,
 }
 
 pub struct Journal {
@@ -79,40 +108,11 @@ pub struct Loaded {
     pub seats: Vec<SeatRecord>,
     pub gone: Vec<(SessionKey, Gone, Millis)>,
     pub counters: Vec<(String, u64)>,
+    pub tickets: Vec<TicketRow>,
 }
 
 impl Journal {
     pub fn open(path: &Path) -> Result<(Journal, Loaded), String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        // redb keeps up to its cache size (1 GiB by default) of the file's pages in the
-    /// Nobody's answer waits for it: it gives way to those that one does.
-    background: bool,
-        // process: at a million sessions that was most of the gateway's memory for a file
-        // that is written, not read, after the open. The kernel's page cache still holds the
-        // rest of the file.
-        let db = redb::Builder::new()
-            .set_cache_size(JOURNAL_CACHE)
-            .create(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        {
-            let w = db.begin_write().map_err(|e| e.to_string())?;
-            w.open_table(SEATS).map_err(|e| e.to_string())?;
-            w.open_table(ACTIVITY).map_err(|e| e.to_string())?;
-            w.open_table(INPUT).map_err(|e| e.to_string())?;
-            w.open_table(GONE).map_err(|e| e.to_string())?;
-            w.open_table(META).map_err(|e| e.to_string())?;
-            w.commit().map_err(|e| e.to_string())?;
-        }
-        let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (tx, rx) = mpsc::channel::<Batch>();
-        let failing = Arc::new(AtomicBool::new(false));
-        let error = Arc::new(std::sync::Mutex::new(None));
-        let (fail, err) = (failing.clone(), error.clone());
-        let writer = std::thread::Builder::new()
-            .name("seatgate-journal".into())
-            .spawn(move || writer(db, rx, fail, err, step))
         Self::open_with(path, None)
     }
 
@@ -127,6 +127,35 @@ impl Journal {
         path: &Path,
         step: Option<mpsc::Receiver<()>>,
     ) -> Result<(Journal, Loaded), String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        // redb keeps up to its cache size (1 GiB by default) of the file's pages in the
+        // process: at a million sessions that was most of the gateway's memory for a file
+        // that is written, not read, after the open. The kernel's page cache still holds the
+        // rest of the file.
+        let db = redb::Builder::new()
+            .set_cache_size(JOURNAL_CACHE)
+            .create(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        {
+            let w = db.begin_write().map_err(|e| e.to_string())?;
+            w.open_table(SEATS).map_err(|e| e.to_string())?;
+            w.open_table(ACTIVITY).map_err(|e| e.to_string())?;
+            w.open_table(INPUT).map_err(|e| e.to_string())?;
+            w.open_table(GONE).map_err(|e| e.to_string())?;
+            w.open_table(META).map_err(|e| e.to_string())?;
+            w.open_table(TICKETS).map_err(|e| e.to_string())?;
+            w.commit().map_err(|e| e.to_string())?;
+        }
+        let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let failing = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let (fail, err) = (failing.clone(), error.clone());
+        let writer = std::thread::Builder::new()
+            .name("seatgate-journal".into())
+            .spawn(move || writer(db, rx, fail, err, step))
             .map_err(|e| e.to_string())?;
         Ok((
             Journal {
@@ -149,6 +178,22 @@ impl Journal {
             let _ = tx.send(Batch {
                 ops,
                 done: Some(done),
+                background: false,
+            });
+        }
+        wait
+    }
+
+    /// Like [`Self::submit`], for a write nobody's answer waits for (the sweep's releases):
+    /// writes submitted later that an answer waits for go first unless they touch a seat,
+    /// cookie or counter this one does. Awaiting it still says when it is durable.
+    pub fn submit_background(&self, ops: Vec<Op>) -> Written {
+        let (done, wait) = oneshot::channel();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Batch {
+                ops,
+                done: Some(done),
+                background: true,
             });
         }
         wait
@@ -182,22 +227,6 @@ impl Journal {
     }
 }
 
-                background: false,
-            });
-        }
-        wait
-    }
-
-    /// Like [`Self::submit`], for a write nobody's answer waits for (the sweep's releases):
-    /// writes submitted later that an answer waits for go first unless they touch a seat,
-    /// cookie or counter this one does. Awaiting it still says when it is durable.
-    pub fn submit_background(&self, ops: Vec<Op>) -> Written {
-        let (done, wait) = oneshot::channel();
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Batch {
-                ops,
-                done: Some(done),
-                background: true,
 /// Waits for a submitted write.
 pub async fn settle(w: Written) -> Result<(), String> {
     w.await.map_err(|_| "journal writer stopped".to_string())?
@@ -257,6 +286,13 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
         let (k, v) = row?;
         out.counters.push((k.value().to_string(), v.value()));
     }
+    for row in r.open_table(TICKETS)?.iter()? {
+        let (_, v) = row?;
+        // Refused, not skipped, like every other row: damage is not read as a shorter line.
+        let t = serde_json::from_slice::<TicketRow>(v.value())
+            .map_err(|e| format!("queue ticket is unreadable: {e}"))?;
+        out.tickets.push(t);
+    }
     Ok(out)
 }
 
@@ -289,62 +325,6 @@ impl<'a> Merge<'a> {
     }
 }
 
-fn writer(
-    db: Database,
-    rx: mpsc::Receiver<Batch>,
-    failing: Arc<AtomicBool>,
-    error: Arc<std::sync::Mutex<Option<String>>>,
-) {
-    let mut urgent = VecDeque::new();
-    let mut background = VecDeque::new();
-    let mut seq = 0u64;
-    let mut last_urgent: Option<Instant> = None;
-    let mut queue = |b: Batch, urgent: &mut VecDeque<Queued>, bg: &mut VecDeque<Queued>| {
-        seq += 1;
-        if b.background {
-            let keys = b.ops.iter().map(key).collect::<Option<HashSet<_>>>();
-            bg.push_back(Queued {
-                seq,
-                batch: b,
-                keys,
-            });
-        } else {
-            urgent.push_back(Queued {
-                seq,
-                batch: b,
-                keys: None,
-            });
-        }
-    };
-    loop {
-        if urgent.is_empty() && background.is_empty() {
-            match rx.recv() {
-                Ok(b) => queue(b, &mut urgent, &mut background),
-                Err(_) => break,
-            }
-        }
-        let result = if failing.load(Ordering::Acquire) {
-            Err("journal write failed (test hook)".to_string())
-        } else {
-            write(&db, &batches).map_err(|e| e.to_string())
-        };
-        if let Err(e) = &result {
-            log::error!("journal commit failed: {e}");
-        }
-        *error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
-        for b in batches {
-            if let Some(done) = b.done {
-                let _ = done.send(result.clone());
-            }
-        }
-    }
-}
-
-fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Error>> {
-    let w = db.begin_write()?;
-    {
-        let mut seats = w.open_table(SEATS)?;
-        let mut act = w.open_table(ACTIVITY)?;
 /// What an op writes, for ordering: ops on different keys commute.
 #[derive(PartialEq, Eq, Hash)]
 enum Key {
@@ -412,21 +392,41 @@ fn next_transaction(
     txn
 }
 
-        let mut input = w.open_table(INPUT)?;
-        let mut gone = w.open_table(GONE)?;
-        let mut meta = w.open_table(META)?;
-        for op in batches.iter().flat_map(|b| b.ops.iter()) {
-            match op {
+fn writer(
+    db: Database,
+    rx: mpsc::Receiver<Batch>,
+    failing: Arc<AtomicBool>,
+    error: Arc<std::sync::Mutex<Option<String>>>,
     step: Option<mpsc::Receiver<()>>,
-                Op::Put(rec) => {
-                    seats.insert(rec.id.0, serde_json::to_vec(rec)?.as_slice())?;
-                    act.insert(rec.id.0, (rec.last_activity, rec.last_heartbeat))?;
-                    input.insert(rec.id.0, (rec.last_request, rec.last_input))?;
-                }
-                Op::Delete(id) => {
-                    seats.remove(id.0)?;
-                    act.remove(id.0)?;
-                    input.remove(id.0)?;
+) {
+    let mut urgent = VecDeque::new();
+    let mut background = VecDeque::new();
+    let mut seq = 0u64;
+    let mut last_urgent: Option<Instant> = None;
+    let mut queue = |b: Batch, urgent: &mut VecDeque<Queued>, bg: &mut VecDeque<Queued>| {
+        seq += 1;
+        if b.background {
+            let keys = b.ops.iter().map(key).collect::<Option<HashSet<_>>>();
+            bg.push_back(Queued {
+                seq,
+                batch: b,
+                keys,
+            });
+        } else {
+            urgent.push_back(Queued {
+                seq,
+                batch: b,
+                keys: None,
+            });
+        }
+    };
+    loop {
+        if urgent.is_empty() && background.is_empty() {
+            match rx.recv() {
+                Ok(b) => queue(b, &mut urgent, &mut background),
+                Err(_) => break,
+            }
+        }
         if let Some(s) = &step {
             let _ = s.recv();
         }
@@ -446,6 +446,43 @@ fn next_transaction(
             .into_iter()
             .map(|q| q.batch)
             .collect();
+        let result = if failing.load(Ordering::Acquire) {
+            Err("journal write failed (test hook)".to_string())
+        } else {
+            write(&db, &batches).map_err(|e| e.to_string())
+        };
+        if let Err(e) = &result {
+            log::error!("journal commit failed: {e}");
+        }
+        *error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
+        for b in batches {
+            if let Some(done) = b.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Error>> {
+    let w = db.begin_write()?;
+    {
+        let mut seats = w.open_table(SEATS)?;
+        let mut act = w.open_table(ACTIVITY)?;
+        let mut input = w.open_table(INPUT)?;
+        let mut gone = w.open_table(GONE)?;
+        let mut meta = w.open_table(META)?;
+        let mut tickets = w.open_table(TICKETS)?;
+        for op in batches.iter().flat_map(|b| b.ops.iter()) {
+            match op {
+                Op::Put(rec) => {
+                    seats.insert(rec.id.0, serde_json::to_vec(rec)?.as_slice())?;
+                    act.insert(rec.id.0, (rec.last_activity, rec.last_heartbeat))?;
+                    input.insert(rec.id.0, (rec.last_request, rec.last_input))?;
+                }
+                Op::Delete(id) => {
+                    seats.remove(id.0)?;
+                    act.remove(id.0)?;
+                    input.remove(id.0)?;
                 }
                 Op::Input(id, r, i) => {
                     if seats.get(id.0)?.is_some() {
@@ -469,6 +506,12 @@ fn next_transaction(
                 }
                 Op::Unset(name) => {
                     meta.remove(name.as_str())?;
+                }
+                Op::TicketPut(t) => {
+                    tickets.insert(t.key.0.as_slice(), serde_json::to_vec(t)?.as_slice())?;
+                }
+                Op::TicketDelete(k) => {
+                    tickets.remove(k.0.as_slice())?;
                 }
             }
         }
@@ -549,7 +592,6 @@ mod tests {
             ]
         );
     }
-}
 
     fn ids_on_disk(path: &Path) -> Vec<u64> {
         let (_j, loaded) = Journal::open(path).unwrap();
@@ -629,3 +671,4 @@ mod tests {
         }
         assert_eq!(ids_on_disk(&path), [7]);
     }
+}

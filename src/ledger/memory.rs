@@ -29,9 +29,9 @@
 use super::journal::{self, Journal, Op, Written};
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
 use crate::domain::{
-    Claim, EndOutcome, Gone, Joined, Lease, Lookup, Millis, PauseOutcome, Polled, PoolKey,
-    PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer,
-    SessionKey, Ticket, TicketKey, Touch,
+    Claim, EndOutcome, Full, FullReason, Gone, Joined, Lease, Lookup, Millis, PauseOutcome, Polled,
+    PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState,
+    SeatsPer, SessionKey, Ticket, TicketKey, Touch,
 };
 use crate::policy::admission::{self, Admit, Counts};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod live;
+mod queue;
 mod restore;
 mod sessions;
 mod slot;
@@ -232,7 +233,9 @@ impl SeatLedger for MemoryLedger {
             match map.get(&spec.key) {
                 Some(slot) => {
                     *slot.spec.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec.clone());
-                    slot.lock().rewatch(spec);
+                    let mut st = slot.lock();
+                    st.rewatch(spec);
+                    Self::rewatch_line(&mut st, spec);
                 }
                 None => {
                     map.insert(
@@ -273,7 +276,11 @@ impl SeatLedger for MemoryLedger {
 
     async fn cancel(&self, lease: &Lease) {
         if let Some(slot) = self.slot(&lease.pool) {
-            slot.lock().pending.remove(&lease.id);
+            let mut st = slot.lock();
+            // A ready ticket whose login failed keeps its hold until `ready_until`.
+            if !st.line.is_ready_lease(lease.id) {
+                st.pending.remove(&lease.id);
+            }
         }
     }
 
@@ -559,11 +566,14 @@ impl SeatLedger for MemoryLedger {
     }
 
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {
-        self.sweep_now(now).await
+        let n = self.sweep_now(now).await?;
+        self.sweep_lines(now).await;
+        Ok(n)
     }
 
     async fn flush(&self) -> Result<(), LedgerError> {
-        self.flush_now().await
+        self.flush_now().await?;
+        self.flush_lines().await
     }
 
     /// `false` while the last journal write failed and none has succeeded since: a probe
@@ -584,43 +594,42 @@ impl SeatLedger for MemoryLedger {
         })
     }
 
-    // The waiting line: not yet on this store.
     async fn enqueue(
         &self,
-        _claim: &Claim,
-        _ticket: TicketKey,
-        _now: Millis,
+        claim: &Claim,
+        ticket: TicketKey,
+        now: Millis,
     ) -> Result<Joined, LedgerError> {
-        Ok(Joined::LineFull)
+        self.enqueue_now(claim, ticket, now).await
     }
 
     async fn poll(
         &self,
-        _pool: &PoolKey,
-        _ticket: &TicketKey,
-        _now: Millis,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
     ) -> Result<Polled, LedgerError> {
-        Ok(Polled::Unknown)
+        Ok(self.poll_now(pool, ticket, now))
     }
 
     async fn queue_admitted(
         &self,
-        _pool: &PoolKey,
-        _ticket: &TicketKey,
-        _now: Millis,
+        pool: &PoolKey,
+        ticket: &TicketKey,
+        now: Millis,
     ) -> Result<Option<Ticket>, LedgerError> {
-        Ok(None)
+        Ok(self.admitted_now(pool, ticket, now).await)
     }
 
-    async fn remove_ticket(
-        &self,
-        _id: SeatId,
-        _now: Millis,
-    ) -> Result<Option<Ticket>, LedgerError> {
-        Ok(None)
+    async fn remove_ticket(&self, id: SeatId, now: Millis) -> Result<Option<Ticket>, LedgerError> {
+        Ok(self.remove_ticket_now(id, now).await)
     }
 
-    async fn queue(&self, _now: Millis) -> Result<Vec<Ticket>, LedgerError> {
-        Ok(Vec::new())
+    async fn queue(&self, now: Millis) -> Result<Vec<Ticket>, LedgerError> {
+        Ok(self.queue_now(now))
+    }
+
+    fn wait_estimate(&self, pool: &PoolKey, seats: u32, now: Millis) -> Option<Millis> {
+        self.wait_estimate_now(pool, seats, now)
     }
 }

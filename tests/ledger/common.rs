@@ -59,13 +59,31 @@ impl Drop for Prefix {
     }
 }
 
-/// Every release the store reported, with the record as it was.
+/// Every release the store reported, with the record as it was; and every queue event.
 #[derive(Default)]
-pub struct Seen(Mutex<Vec<(SeatRecord, ReleaseReason)>>);
+pub struct Seen(
+    Mutex<Vec<(SeatRecord, ReleaseReason)>>,
+    pub  Mutex<
+        Vec<(
+            seatgate::domain::Ticket,
+            seatgate::domain::QueueEvent,
+            Millis,
+        )>,
+    >,
+);
 
 impl LedgerObserver for Seen {
     fn released(&self, seat: &SeatRecord, reason: ReleaseReason) {
         self.0.lock().unwrap().push((seat.clone(), reason));
+    }
+
+    fn queue_event(
+        &self,
+        t: &seatgate::domain::Ticket,
+        ev: seatgate::domain::QueueEvent,
+        at: Millis,
+    ) {
+        self.1.lock().unwrap().push((t.clone(), ev, at));
     }
 }
 

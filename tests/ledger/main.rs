@@ -6,4 +6,5 @@
 mod common;
 mod contract;
 mod model;
+mod queue;
 mod queue_redis;

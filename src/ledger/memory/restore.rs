@@ -106,6 +106,7 @@ impl MemoryLedger {
             }
             me.by_id.insert(rec.id, live);
         }
+        let queue_events = me.restore_line(loaded.tickets, now, &mut ops);
         let mut released = Vec::new();
         for (rec, reason, at, ttl) in dead {
             ops.push(Op::Delete(rec.id));
@@ -126,6 +127,9 @@ impl MemoryLedger {
         me.submit(ops).durable().await?;
         for r in released {
             me.observer.released(&r.record, r.reason);
+        }
+        for (t, ev, at) in queue_events {
+            me.observer.queue_event(&t, ev, at);
         }
         for slot in me.slots() {
             let mut st = slot.lock();

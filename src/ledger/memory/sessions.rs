@@ -209,7 +209,7 @@ impl MemoryLedger {
             match moved {
                 Some(old) => self.unmove_session(&live, old, session),
                 None => {
-                    slot.lock().remove_seat(&live.id);
+                    slot.lock().forget_seat(&live.id);
                     self.by_id.remove_if(&live.id, |_, v| Arc::ptr_eq(v, &live));
                     self.by_session
                         .remove_if(&session, |_, v| Arc::ptr_eq(v, &live));

@@ -55,6 +55,10 @@ pub(super) struct PoolState {
     /// answer from this in O(1) instead of scanning every seat, until a seat changes or
     /// that instant passes.
     pub(super) held_until: Option<(u32, Millis)>,
+    /// The waiting line (`queue`), empty for a pool without one.
+    pub(super) line: super::queue::Line,
+    /// The wait estimate's inputs: earliest deadlines (cached) and the release rate.
+    pub(super) estimates: super::queue::Estimates,
 }
 
 pub(super) struct Pending {
@@ -92,7 +96,15 @@ impl PoolState {
         self.seats.insert(live.id, live);
     }
 
+    /// A counted seat leaves (released or paused): it also counts in the release rate.
     pub(super) fn remove_seat(&mut self, id: &SeatId) -> Option<Arc<Live>> {
+        let live = self.forget_seat(id)?;
+        self.estimates.unrated += 1;
+        Some(live)
+    }
+
+    /// A seat taken back that never held (its journal write failed): not a release.
+    pub(super) fn forget_seat(&mut self, id: &SeatId) -> Option<Arc<Live>> {
         let live = self.seats.remove(id)?;
         self.doomed.remove(id);
         self.overflowing.remove(id);
@@ -129,6 +141,7 @@ impl PoolState {
     /// seat held, and no call pays for a mass lapse under the pool lock. Entries still due
     /// after it (see [`Self::any_due`]) are seats that count although they lapsed.
     pub(super) fn due(&mut self, spec: &PoolSpec, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
+        const PER_CALL: usize = 256;
         if self.deadlines.len() > 2 * self.seats.len() + 1024 {
             let doomed = std::mem::take(&mut self.doomed);
             self.rewatch(spec);
@@ -144,7 +157,6 @@ impl PoolState {
             }
             self.deadlines.pop();
             let Some(live) = self.seats.get(&id).cloned() else {
-        const PER_CALL: usize = 256;
                 continue;
             };
             if self.doomed.contains(&id) {
@@ -363,70 +375,92 @@ impl MemoryLedger {
             .ok_or_else(|| LedgerError::UnknownPool(claim.pool.clone()))?;
         let spec = slot.spec();
         let ttl = ttl.unwrap_or(spec.standby_timeout);
-        let (outcome, expired) = {
+        let mut told = super::queue::Told::default();
+        let outcome = {
             let mut st = slot.lock();
             st.pending.retain(|_, p| p.expires > now);
-            if let Some(p) = st.pending.get(&claim.lease_id) {
-                let lease = Lease {
-                    id: claim.lease_id,
-                    pool: claim.pool.clone(),
-                    reuse: None,
-                    overflow: p.overflow,
-                };
-                return Ok(Reservation::Granted(lease));
+            // A freed seat goes to the head of the line before any newcomer.
+            let no_barging = spec.queue.is_some_and(|q| !q.barging);
+            Self::tend_line(&mut st, &spec, now, no_barging, &mut told);
+            self.reserve_locked(&mut st, &spec, claim, ttl, no_barging, now, &mut told)
+        };
+        let expired = self.tell(told);
+        self.expire_some(expired, now).await;
+        Ok(outcome)
+    }
+
+    /// The admission of `reserve_for` under the pool lock (the line already tended).
+    #[allow(clippy::too_many_arguments)]
+    fn reserve_locked(
+        &self,
+        st: &mut PoolState,
+        spec: &PoolSpec,
+        claim: &Claim,
+        ttl: Millis,
+        no_barging: bool,
+        now: Millis,
+        told: &mut super::queue::Told,
+    ) -> Reservation {
+        if let Some(p) = st.pending.get(&claim.lease_id) {
+            // Also a ready ticket's held seat, found by its lease id.
+            return Reservation::Granted(Lease {
+                id: claim.lease_id,
+                pool: claim.pool.clone(),
+                reuse: None,
+                overflow: p.overflow,
+            });
+        }
+        // Taking over one's own seat takes no seat from the line.
+        if let Some(id) = Self::reusable(st, spec, claim, now) {
+            let pending = Pending {
+                user: claim.user.clone(),
+                expires: now + ttl,
+                counts: false,
+                overflow: false,
+            };
+            st.pending.insert(claim.lease_id, pending);
+            return Reservation::Granted(Lease {
+                id: claim.lease_id,
+                pool: claim.pool.clone(),
+                reuse: Some(id),
+                overflow: false,
+            });
+        }
+        let (counts, expired) = Self::holders(st, spec, claim.user.as_deref(), now);
+        told.expired.extend(expired);
+        let in_use = counts.in_use;
+        if no_barging && st.line.anyone_waits() {
+            st.denied += 1;
+            return Reservation::Full(Full {
+                in_use,
+                capacity: spec.capacity(now),
+                reason: FullReason::Pool,
+            });
+        }
+        let overflow_left = Self::overflow_left(st, spec, now);
+        match admission::admit_counts(spec, &counts, claim.user.as_deref(), now, overflow_left) {
+            Admit::Deny(full) => {
+                st.denied += 1;
+                Reservation::Full(full)
             }
-            if let Some(id) = Self::reusable(&st, &spec, claim, now) {
+            admit => {
+                let overflow = admit == Admit::Overflow;
                 let pending = Pending {
                     user: claim.user.clone(),
                     expires: now + ttl,
-                    counts: false,
-                    overflow: false,
+                    counts: true,
+                    overflow,
                 };
                 st.pending.insert(claim.lease_id, pending);
-                let lease = Lease {
+                st.peak = st.peak.max(in_use + 1);
+                Reservation::Granted(Lease {
                     id: claim.lease_id,
                     pool: claim.pool.clone(),
-                    reuse: Some(id),
-                    overflow: false,
-                };
-                return Ok(Reservation::Granted(lease));
+                    reuse: None,
+                    overflow,
+                })
             }
-            let (counts, expired) = Self::holders(&mut st, &spec, claim.user.as_deref(), now);
-            let in_use = counts.in_use;
-            let overflow_left = Self::overflow_left(&st, &spec, now);
-            let outcome = match admission::admit_counts(
-                &spec,
-                &counts,
-                claim.user.as_deref(),
-                now,
-                overflow_left,
-            ) {
-                Admit::Deny(full) => {
-                    st.denied += 1;
-                    Reservation::Full(full)
-                }
-                admit => {
-                    let overflow = admit == Admit::Overflow;
-                    let pending = Pending {
-                        user: claim.user.clone(),
-                        expires: now + ttl,
-                        counts: true,
-                        overflow,
-                    };
-                    st.pending.insert(claim.lease_id, pending);
-                    st.peak = st.peak.max(in_use + 1);
-                    Reservation::Granted(Lease {
-                        id: claim.lease_id,
-                        pool: claim.pool.clone(),
-                        reuse: None,
-                        overflow,
-                    })
-                }
-            };
-            (outcome, expired)
-        };
-        self.expire_some(expired, now).await;
-        Ok(outcome)
+        }
     }
 
     pub(super) fn available_now(&self, pool: &PoolKey, now: Millis) -> Option<u32> {
@@ -503,7 +537,7 @@ impl MemoryLedger {
                 standby: standby + pending,
                 ending,
                 overflow_used_seconds: used / 1000,
-                queue_length: 0,
+                queue_length: st.line.live_len(spec.queue.as_ref(), now),
             });
         }
         Ok(out)

@@ -169,3 +169,59 @@ async fn available_follows_lapses_without_a_sweep() {
         "ended seat counts at once"
     );
 }
+
+/// A long line with coming and going: every ticket's poll position is its place in the
+/// listing (the rank tree over join numbers stays right through its rebuilds).
+#[tokio::test]
+async fn line_positions_survive_much_coming_and_going() {
+    use crate::domain::{Joined, Polled, QueueSpec, TicketKey};
+    let mut sp = spec(None);
+    sp.grants[0].seats = 1;
+    sp.idle_timeout = u64::MAX / 4;
+    sp.max_lifetime = u64::MAX / 4;
+    sp.queue = Some(QueueSpec {
+        hold: 1_000,
+        abandon_after: 1 << 40,
+        max_wait: 1 << 40,
+        max_length: 10_000,
+        barging: false,
+    });
+    let pool = sp.key.clone();
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    l.configure(&[sp]);
+    seat(&l, 0, 1).await;
+    let tk = |i: u32| TicketKey::new(&pool, &format!("t{i}"));
+    let claim = Claim {
+        pool: pool.clone(),
+        user: Some("u".into()),
+        device: None,
+        client: "web".into(),
+        lease_id: 1,
+    };
+    let (mut next, mut in_line) = (0, 0);
+    for round in 0..4u64 {
+        for _ in 0..700 {
+            let j = l.enqueue(&claim, tk(next), 10 + round).await.unwrap();
+            assert!(matches!(j, Joined::Queued(_)));
+            next += 1;
+            in_line += 1;
+        }
+        // Every third ticket in line leaves, from anywhere in it.
+        let listed = l.queue(10 + round).await.unwrap();
+        for t in listed.iter().step_by(3) {
+            l.queue_admitted(&pool, &t.key, 10 + round).await.unwrap();
+            in_line -= 1;
+        }
+    }
+    let listed = l.queue(20).await.unwrap();
+    assert_eq!(listed.len(), in_line);
+    for (i, t) in listed.iter().enumerate() {
+        match l.poll(&pool, &t.key, 5_000).await.unwrap() {
+            Polled::Status(s) => {
+                assert_eq!(s.position, i as u32 + 1, "ticket {i}");
+                assert_eq!(s.length as usize, listed.len());
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+}
