@@ -22,6 +22,15 @@
 //!   [`VIEW_EVERY`]. A view older than [`STALE_AFTER`] (the store stopped answering) is no
 //!   answer: `available()` is `None`, so the gateway follows `on_store_error`.
 //!
+//! The waiting line (issue 12) is one line per pool for every replica, kept in the pool's slot
+//! beside its seats, so a join, a promotion and the admission it races are decided in one script
+//! call: barging off, every reservation (and the sweep) first holds free seats for the head of
+//! the line, then refuses newcomers while tickets wait. A ready ticket's seat is a reservation
+//! under the ticket's lease id, counted like any other by every replica. What a call did to the
+//! line comes back in its answer and is told to this replica's observer only, once, as its
+//! releases are. `wait_estimate` reads the pool view (which brings the earliest seat deadlines
+//! and the last hour's releases) without a round trip; a poll is one.
+//!
 //! Connection: the client is built at start (bad URLs fail then) but connects on first use,
 //! inside pingora's runtimes: a connection made on the short-lived runtime that opens the
 //! ledger would die with it. A failed connect is retried at most every [`RECONNECT_BACKOFF`].
