@@ -501,3 +501,42 @@ async fn queue_redis_cluster_keeps_each_line_in_its_slot() {
         .count();
     assert!(holders >= 2, "every line landed on one node");
 }
+
+/// The rate counts the releases of the last hour only, in minute buckets that the pool's slot
+/// keeps no longer than that (a pool releasing for days keeps an hour of buckets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_the_rate_forgets_releases_older_than_an_hour() {
+    let two = Two::new(&[qspec(3, false, 1000)]);
+    let (a, b): (&dyn SeatLedger, &dyn SeatLedger) = (two.a.as_ref(), two.b.as_ref());
+    let minute = 60_000;
+    // Releases over three hours, one a minute, on replica A.
+    for i in 0..180u64 {
+        let at = s(0) + i * minute;
+        login(a, "default", "ann", &format!("c{i}"), at).await;
+        a.release(&key(&format!("c{i}")), ReleaseReason::Logout, at)
+            .await
+            .unwrap();
+    }
+    let last = s(0) + 179 * minute;
+    // B's view: 60 in the last hour, so three seats in three minutes (no seat holds a deadline).
+    usage(b, "default", last).await;
+    assert_eq!(b.wait_estimate(&pool(), 3, last), Some(3 * minute));
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let buckets: usize = redis::cmd("HLEN")
+        .arg(format!("{{{}:crm:default}}:qrate", two._prefix.0))
+        .query(&mut con)
+        .unwrap();
+    assert!(buckets <= 61, "{buckets} buckets kept");
+    // Half an hour later half of them are out of the window.
+    usage(b, "default", last + 30 * minute).await;
+    assert_eq!(
+        b.wait_estimate(&pool(), 3, last + 30 * minute),
+        Some(6 * minute)
+    );
+    // Over an hour after the last: nothing says when a seat frees.
+    usage(b, "default", last + 61 * minute).await;
+    assert_eq!(b.wait_estimate(&pool(), 3, last + 61 * minute), None);
+}
