@@ -200,22 +200,29 @@ pub fn self_service_done(product: &str, login_path: &str) -> Canned {
 
 /// The waiting page's script: polls the ticket's place, and turns the page ready or
 /// expired by itself. Fixed text (what it needs comes in `data-` attributes), so its CSP hash
-/// is computed once.
+/// is computed once. The polling loop runs in a worker where the browser allows one: browsers
+/// throttle a hidden tab's timers (Chromium to once a minute after a while) but not a
+/// worker's, and a page that stops polling leaves the line. Without a worker, it runs on the
+/// page.
 const QUEUE_SCRIPT: &str = r#"(function(){var m=document.getElementById('seatgate-queue');if(!m||!window.fetch)return;
-var url=m.getAttribute('data-poll'),every=+m.getAttribute('data-every')||2000;
+var url=new URL(m.getAttribute('data-poll'),location.href).href,every=+m.getAttribute('data-every')||2000;
 function $(i){return document.getElementById(i)}
 function eta(s){if(s===null||s===undefined)return 'unknown';if(s<60)return 'about '+s+' s';if(s<3600)return 'about '+Math.ceil(s/60)+' min';return 'about '+Math.floor(s/3600)+' h '+Math.ceil((s%3600)/60)+' min'}
 function title(t){document.title=t;$('t').textContent=t}
 function show(j){
-if(j.state==='waiting'){$('pos').textContent=j.position;$('len').textContent=j.length;$('eta').textContent=eta(j.estimated_wait_seconds);return 'waiting'}
-if(j.state==='ready'){title('A seat is ready for you');$('w').hidden=true;$('r').hidden=false;$('until').textContent=new Date(j.ready_until*1000).toLocaleTimeString();m.setAttribute('data-state','ready');return 'ready'}
-title('Your place in line has expired');$('w').hidden=true;$('r').hidden=true;$('x').hidden=false;m.setAttribute('data-state','expired');return 'expired'}
-function later(ms){setTimeout(tick,ms)}
+if(j.state==='waiting'){$('pos').textContent=j.position;$('len').textContent=j.length;$('eta').textContent=eta(j.estimated_wait_seconds);return}
+if(j.state==='ready'){title('A seat is ready for you');$('w').hidden=true;$('r').hidden=false;$('until').textContent=new Date(j.ready_until*1000).toLocaleTimeString();m.setAttribute('data-state','ready');return}
+title('Your place in line has expired');$('w').hidden=true;$('r').hidden=true;$('x').hidden=false;m.setAttribute('data-state','expired')}
+function poller(post,url,every){function later(ms){setTimeout(tick,ms)}
 function tick(){fetch(url,{credentials:'same-origin',cache:'no-store',headers:{'Accept':'application/json'}}).then(function(r){
 if(r.status===429){later(Math.max((+r.headers.get('Retry-After')||1)*1000,every));return null}
 if(!r.ok){later(every*2);return null}
-return r.json()}).then(function(j){if(j&&show(j)!=='expired')later(every)},function(){later(every*2)})}
-later(every)})();"#;
+return r.json()}).then(function(j){if(!j)return;post(j);if(j.state!=='expired')later(every)},function(){later(every*2)})}
+later(every)}
+try{var w=new Worker(URL.createObjectURL(new Blob(['var poller='+poller.toString()+';onmessage=function(e){poller(function(j){postMessage(j)},e.data[0],e.data[1])}'],{type:'text/javascript'})));
+w.onmessage=function(e){show(e.data)};w.onerror=function(e){e.preventDefault();w.terminate();m.setAttribute('data-poller','page');poller(show,url,every)};
+w.postMessage([url,every]);m.setAttribute('data-poller','worker')}
+catch(e){m.setAttribute('data-poller','page');poller(show,url,every)}})();"#;
 
 fn csp_hash(text: &str) -> String {
     use base64::Engine as _;
@@ -233,7 +240,7 @@ pub fn queue_csp() -> &'static str {
     static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
-base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+worker-src blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
             csp_hash(QUEUE_SCRIPT),
             csp_hash(STYLE)
         )

@@ -612,6 +612,9 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
     let st = "return document.getElementById('seatgate-queue')?.dataset.state ?? null";
     browser_wait(&b, st, "waiting".into(), Duration::from_secs(10)).await;
     assert_eq!(b.text("#pos").await, "1");
+    // The loop runs in a worker (not throttled in a hidden tab), allowed by the page's CSP.
+    let poller = "return document.getElementById('seatgate-queue').dataset.poller ?? null";
+    browser_wait(&b, poller, "worker".into(), Duration::from_secs(5)).await;
     // The page polls: its place is kept (and the script runs, or the state never changes).
     logout(&g, &alice).await;
     browser_wait(&b, st, "ready".into(), Duration::from_secs(15)).await;
@@ -624,6 +627,11 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
         .await
         .contains("A seat of crm is being held for you until"));
     assert_eq!(g.in_use("crm").await, 1, "the held seat counts");
+    assert_eq!(
+        b.execute(poller, vec![]).await,
+        "worker",
+        "told by the worker"
+    );
     b.click("#go").await;
     browser_wait(
         &b,
