@@ -111,12 +111,14 @@ impl Ranks {
 
 #[derive(Default)]
 pub(super) struct Line {
-    pub(super) tickets: HashMap<TicketKey, InLine>,
+    /// Ticket keys are SHA-256 outputs (a client cannot aim them at one bucket), so the fast
+    /// per-process-seeded hash serves, as for pool keys.
+    pub(super) tickets: HashMap<TicketKey, InLine, foldhash::fast::RandomState>,
     /// Join number → ticket, waiting ones (the first is the head waiting ticket).
     waiting: BTreeMap<u64, TicketKey>,
     /// Join number → ticket, ready ones.
     ready: BTreeMap<u64, TicketKey>,
-    by_id: HashMap<SeatId, TicketKey>,
+    by_id: HashMap<SeatId, TicketKey, foldhash::fast::RandomState>,
     ranks: Ranks,
     next_seq: u64,
     /// Lower bounds of when each ticket leaves (polls only move it later), earliest first.
@@ -241,6 +243,9 @@ impl Line {
 pub(super) struct Estimates {
     at: Option<Millis>,
     earliest: Vec<Millis>,
+    /// The rate's releases and window as of `at` (summing its minutes per poll cost more than
+    /// the rest of a poll).
+    releases: (u64, Millis),
     pub(super) rate: ReleaseRate,
     /// Counted seats that left since the rate was last told (told with the time of that call).
     pub(super) unrated: u64,
@@ -313,6 +318,12 @@ impl MemoryLedger {
         told: &mut Told,
     ) {
         while let Some((&seq, &key)) = st.line.waiting.first_key_value() {
+            // Most polls of a long line find the pool full: every counted seat still holds
+            // (none may have lapsed) and they fill it. Known in O(1), without the counts.
+            let holding = (st.seats.len() - st.doomed.len()) as u32;
+            if !st.any_due(now) && holding >= spec.capacity(now) {
+                break;
+            }
             let user = st.line.tickets[&key].user.clone();
             let (counts, expired) = Self::holders(st, spec, user.as_deref(), now);
             told.expired.extend(expired);
@@ -364,11 +375,20 @@ impl MemoryLedger {
         }
     }
 
-    /// Journal writes (queued in order, under the lock) and the events, after it.
-    pub(super) fn tell(&self, told: Told) -> Vec<(Arc<Live>, ReleaseReason)> {
-        if let (Some(j), false) = (&self.journal, told.ops.is_empty()) {
-            j.enqueue(told.ops);
+    /// Queues the line's journal writes; called with the pool lock held, so the file sees a
+    /// ticket's changes in the order memory did (a ready ticket's row never lands after its
+    /// deletion).
+    pub(super) fn write_line(&self, told: &mut Told) {
+        let ops = std::mem::take(&mut told.ops);
+        if let (Some(j), false) = (&self.journal, ops.is_empty()) {
+            j.enqueue(ops);
         }
+    }
+
+    /// The events, once the pool lock is let go (its writes were queued under it).
+    pub(super) fn tell(&self, mut told: Told) -> Vec<(Arc<Live>, ReleaseReason)> {
+        debug_assert!(told.ops.is_empty(), "line writes queued outside the lock");
+        self.write_line(&mut told);
         for (t, ev, at) in &told.events {
             self.observer.queue_event(t, *ev, *at);
         }
@@ -428,8 +448,9 @@ impl MemoryLedger {
             d.sort_unstable();
             st.estimates.earliest = d;
             st.estimates.at = Some(now);
+            st.estimates.releases = st.estimates.rate.over_window(now);
         }
-        let (releases, window) = st.estimates.rate.over_window(now);
+        let (releases, window) = st.estimates.releases;
         estimate(&st.estimates.earliest, needed, releases, window, now)
     }
 
@@ -490,6 +511,7 @@ impl MemoryLedger {
                 told.events.push((listed, QueueEvent::Joined, now));
             }
             Self::promote_line(&mut st, &spec, &q, now, &mut told);
+            self.write_line(&mut told);
             (Self::status(&mut st, &spec, &key, now), write)
         };
         write.logged().await;
@@ -499,7 +521,8 @@ impl MemoryLedger {
     }
 
     /// A refused join: told, and the seats found lapsed left doomed for the sweep.
-    fn line_full(&self, st: std::sync::MutexGuard<'_, PoolState>, told: Told) -> Joined {
+    fn line_full(&self, st: std::sync::MutexGuard<'_, PoolState>, mut told: Told) -> Joined {
+        self.write_line(&mut told);
         drop(st);
         let _ = self.tell(told);
         Joined::LineFull
@@ -517,7 +540,7 @@ impl MemoryLedger {
         let out = {
             let mut st = slot.lock();
             Self::tend_line(&mut st, &spec, now, false, &mut told);
-            match st.line.tickets.get_mut(key) {
+            let out = match st.line.tickets.get_mut(key) {
                 None => Polled::Unknown,
                 Some(t) => match t.polled_at {
                     Some(p) if now < p + MIN_POLL_INTERVAL => Polled::TooSoon {
@@ -531,7 +554,9 @@ impl MemoryLedger {
                         Polled::Status(Self::status(&mut st, &spec, key, now))
                     }
                 },
-            }
+            };
+            self.write_line(&mut told);
+            out
         };
         // Seats found lapsed stay doomed (uncounted) for the sweep: a poll does no I/O.
         let _ = self.tell(told);
@@ -552,6 +577,7 @@ impl MemoryLedger {
             // A ticket whose time is up left already, whoever asks.
             Self::tend_line(&mut st, &spec, now, false, &mut told);
             let Some(t) = st.line.tickets.get(key) else {
+                self.write_line(&mut told);
                 drop(st);
                 let _ = self.tell(told);
                 return None;
@@ -563,6 +589,7 @@ impl MemoryLedger {
             told.ops.push(Op::TicketDelete(*key));
             told.events
                 .push((listed.clone(), QueueEvent::Left(QueueResult::Admitted), now));
+            self.write_line(&mut told);
             listed
         };
         let _ = self.tell(told);
@@ -577,6 +604,7 @@ impl MemoryLedger {
                 let mut st = slot.lock();
                 Self::tend_line(&mut st, &spec, now, false, &mut told);
                 let Some(key) = st.line.by_id.get(&id).copied() else {
+                    self.write_line(&mut told);
                     drop(st);
                     let _ = self.tell(told);
                     continue;
@@ -592,6 +620,7 @@ impl MemoryLedger {
                     .push((listed.clone(), QueueEvent::Left(QueueResult::Removed), now));
                 // The seat it held goes to the next, whatever `barging` says.
                 Self::tend_line(&mut st, &spec, now, true, &mut told);
+                self.write_line(&mut told);
                 listed
             };
             let expired = self.tell(told);
@@ -638,6 +667,7 @@ impl MemoryLedger {
                 let unrated = std::mem::take(&mut st.estimates.unrated);
                 st.estimates.rate.record(unrated, now);
                 Self::tend_line(&mut st, &spec, now, !q.barging, &mut told);
+                self.write_line(&mut told);
             }
             let expired = self.tell(told);
             self.expire_all(expired, now).await;

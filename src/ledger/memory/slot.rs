@@ -382,7 +382,9 @@ impl MemoryLedger {
             // A freed seat goes to the head of the line before any newcomer.
             let no_barging = spec.queue.is_some_and(|q| !q.barging);
             Self::tend_line(&mut st, &spec, now, no_barging, &mut told);
-            self.reserve_locked(&mut st, &spec, claim, ttl, no_barging, now, &mut told)
+            let out = self.reserve_locked(&mut st, &spec, claim, ttl, no_barging, now, &mut told);
+            self.write_line(&mut told);
+            out
         };
         let expired = self.tell(told);
         self.expire_some(expired, now).await;
