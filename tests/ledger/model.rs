@@ -1643,6 +1643,25 @@ fn regressions() -> Vec<(&'static str, Vec<Op>)> {
             ],
         ),
         (
+            // A ticket that joins again in the call that drops its lapsed self is in line
+            // after a restart (the embedded store journaled the drop after the join).
+            "joining again as the old ticket lapses",
+            vec![
+                Op::Join {
+                    pool: Q,
+                    user: 0,
+                    ticket: 0,
+                },
+                Op::Advance { steps: 4 },
+                Op::Join {
+                    pool: Q,
+                    user: 0,
+                    ticket: 0,
+                },
+                Op::Restart,
+            ],
+        ),
+        (
             // A full line refuses the join and promotes no one.
             "a full line",
             vec![
