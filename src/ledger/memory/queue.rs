@@ -366,12 +366,34 @@ impl MemoryLedger {
         told: &mut Told,
     ) {
         let Some(q) = spec.queue.as_ref() else {
+            if !st.line.tickets.is_empty() {
+                Self::close_line(st, &spec.key, now, told);
+            }
             return;
         };
         st.pending.retain(|_, p| p.expires > now);
         Self::reap_line(st, &spec.key, q, now, told);
         if promote {
             Self::promote_line(st, spec, q, now, told);
+        }
+    }
+
+    /// A reload turned the pool's line off: every ticket in it expires now, and seats held
+    /// for ready ones are given back.
+    fn close_line(st: &mut PoolState, pool: &PoolKey, now: Millis, told: &mut Told) {
+        let mut keys: Vec<(u64, TicketKey)> =
+            st.line.tickets.values().map(|t| (t.seq, t.key)).collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            let listed = Self::listed(&st.line, pool, &st.line.tickets[&key]);
+            if let Some(t) = st.line.remove(&key) {
+                if t.ready_until.is_some() {
+                    st.pending.remove(&key.lease_id());
+                }
+            }
+            told.ops.push(Op::TicketDelete(key));
+            told.events
+                .push((listed, QueueEvent::Left(QueueResult::Expired), now));
         }
     }
 
@@ -658,15 +680,14 @@ impl MemoryLedger {
     pub(super) async fn sweep_lines(&self, now: Millis) {
         for slot in self.slots() {
             let spec = slot.spec();
-            let Some(q) = spec.queue else {
-                continue;
-            };
             let mut told = Told::default();
             {
                 let mut st = slot.lock();
                 let unrated = std::mem::take(&mut st.estimates.unrated);
                 st.estimates.rate.record(unrated, now);
-                Self::tend_line(&mut st, &spec, now, !q.barging, &mut told);
+                let promote = spec.queue.is_some_and(|q| !q.barging);
+                // Also a line a reload turned off: its tickets leave.
+                Self::tend_line(&mut st, &spec, now, promote, &mut told);
                 self.write_line(&mut told);
             }
             let expired = self.tell(told);

@@ -225,3 +225,64 @@ async fn line_positions_survive_much_coming_and_going() {
         }
     }
 }
+
+/// A reload that turns a pool's line off: its tickets leave (expired, told once) at the next
+/// sweep, and the seat held for a ready one is given back.
+#[tokio::test]
+async fn a_line_turned_off_by_reload_empties() {
+    use crate::domain::{Polled, QueueEvent, QueueResult, QueueSpec, Ticket, TicketKey};
+    #[derive(Default)]
+    struct Events(Mutex<Vec<(TicketKey, QueueEvent)>>);
+    impl LedgerObserver for Events {
+        fn released(&self, _: &SeatRecord, _: ReleaseReason) {}
+        fn queue_event(&self, t: &Ticket, ev: QueueEvent, _: Millis) {
+            self.0.lock().unwrap().push((t.key, ev));
+        }
+    }
+    let mut sp = spec(None);
+    sp.grants[0].seats = 1;
+    sp.idle_timeout = 1 << 40;
+    sp.queue = Some(QueueSpec {
+        hold: 60_000,
+        abandon_after: 30_000,
+        max_wait: 1 << 40,
+        max_length: 10,
+        barging: false,
+    });
+    let pool = sp.key.clone();
+    let seen = Arc::new(Events::default());
+    let l = MemoryLedger::volatile(seen.clone());
+    l.configure(std::slice::from_ref(&sp));
+    let (a, b) = (TicketKey::new(&pool, "a"), TicketKey::new(&pool, "b"));
+    let claim = Claim {
+        pool: pool.clone(),
+        user: Some("u".into()),
+        device: None,
+        client: "web".into(),
+        lease_id: 1,
+    };
+    // A free seat: the first ticket is ready at once, the second waits.
+    let _ = l.enqueue(&claim, a, 10).await.unwrap();
+    let _ = l.enqueue(&claim, b, 10).await.unwrap();
+    assert_eq!(l.available(&pool, 20), Some(0), "held for the ready ticket");
+    sp.queue = None;
+    l.configure(&[sp]);
+    l.sweep(1_000).await.unwrap();
+    l.sweep(2_000).await.unwrap();
+    assert_eq!(
+        l.available(&pool, 2_000),
+        Some(1),
+        "the held seat is given back"
+    );
+    assert_eq!(l.poll(&pool, &a, 3_000).await.unwrap(), Polled::Unknown);
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![
+            (a, QueueEvent::Joined),
+            (a, QueueEvent::Ready),
+            (b, QueueEvent::Joined),
+            (a, QueueEvent::Left(QueueResult::Expired)),
+            (b, QueueEvent::Left(QueueResult::Expired)),
+        ]
+    );
+}
