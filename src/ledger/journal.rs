@@ -4,9 +4,11 @@
 //! writes queued while one transaction commits go into the next, so 200 racing logins cost a
 //! handful of fsyncs, not 200. Background writes (a mass lapse's releases, tombstone upkeep)
 //! give way: queued writes that someone's answer waits for are written first, and background
-//! writes go in small transactions while those keep coming, so a login never waits behind a
-//! large release write (a write to a key that a queued earlier write also touches takes that
-//! one with it, in order: the file still sees each key's changes in the order memory did).
+//! writes go in small transactions, committed without an fsync, while those keep coming: a
+//! login never waits behind a large release write or its fsync (a write to a key that a
+//! queued earlier write also touches takes that one with it, in order: the file still sees
+//! each key's changes in the order memory did). A background write is answered, like every
+//! other, once durable: with the next durable commit.
 //! Activity (last-seen times) goes to its own table in batches and
 //! is merged at load; losing the last few seconds of it on a crash only makes seats look a
 //! little older, by at most one flush period (`store.flush_interval`): state transitions
@@ -34,14 +36,18 @@ const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets");
 const JOURNAL_CACHE: usize = 32 << 20;
 /// Batches in one transaction (as many as are queued, up to this).
 const MAX_BATCHES: usize = 1024;
-/// Background batches in one transaction while writes that answers wait for keep coming: a
-/// login that arrives meanwhile waits for at most this many released seats' write (a removed
-/// seat costs about 0.1 ms of redb's time at 1M seats).
+/// Background batches in one transaction while writes that answers wait for keep coming, and
+/// between two durable commits: a login waits for at most this many released seats' write
+/// and its fsync carries at most twice as many (a removed seat costs about 0.1 ms of redb's
+/// time at 1M seats).
 const BACKGROUND_BUSY: usize = 4;
 /// Background batches in one transaction when nothing else was written lately.
 const BACKGROUND_IDLE: usize = 64;
 /// How long after the last answer-blocking write background batches stay small.
 const BUSY_FOR: Duration = Duration::from_millis(100);
+/// How long background writes committed without an fsync wait for an answer-blocking write
+/// to make them durable before the writer does it alone.
+const SYNC_AFTER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -420,11 +426,63 @@ fn writer(
             });
         }
     };
+    let run = |batches: &[Batch], durable: bool| {
+        let result = if failing.load(Ordering::Acquire) {
+            Err("journal write failed (test hook)".to_string())
+        } else {
+            write(&db, batches, durable).map_err(|e| e.to_string())
+        };
+        if let Err(e) = &result {
+            log::error!("journal commit failed: {e}");
+        }
+        *error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
+        result
+    };
+    let answer = |batches: Vec<Batch>, result: &Result<(), String>| {
+        for b in batches {
+            if let Some(done) = b.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    };
+    // Background batches committed without an fsync, answered at the next durable commit:
+    // while answer-blocking writes keep coming, theirs carries them, so a login never waits
+    // for a background fsync; otherwise one of their own once nothing came for a moment.
+    let mut unsynced: Vec<Batch> = Vec::new();
     loop {
-        if urgent.is_empty() && background.is_empty() {
-            match rx.recv() {
-                Ok(b) => queue(b, &mut urgent, &mut background),
-                Err(_) => break,
+        let busy = last_urgent.is_some_and(|t| t.elapsed() < BUSY_FOR);
+        let max = if busy {
+            BACKGROUND_BUSY
+        } else {
+            BACKGROUND_IDLE
+        };
+        // While answer-blocking writes come, each of their commits carries at most one small
+        // background transaction's pages: the next waits for it.
+        let held_back = busy && unsynced.len() >= max;
+        if urgent.is_empty() && (background.is_empty() || held_back) {
+            let next = if unsynced.is_empty() {
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(SYNC_AFTER)
+            };
+            match next {
+                Ok(b) => {
+                    queue(b, &mut urgent, &mut background);
+                    if held_back && urgent.is_empty() {
+                        continue;
+                    }
+                }
+                Err(stop) => {
+                    if !unsynced.is_empty() {
+                        let result = run(&[], true);
+                        answer(std::mem::take(&mut unsynced), &result);
+                    }
+                    let stopped = stop == mpsc::RecvTimeoutError::Disconnected;
+                    if stopped && urgent.is_empty() && background.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
             }
         }
         if let Some(s) = &step {
@@ -436,35 +494,32 @@ fn writer(
         if !urgent.is_empty() {
             last_urgent = Some(Instant::now());
         }
-        let busy = last_urgent.is_some_and(|t| t.elapsed() < BUSY_FOR);
-        let max = if busy {
-            BACKGROUND_BUSY
-        } else {
-            BACKGROUND_IDLE
-        };
         let batches: Vec<Batch> = next_transaction(&mut urgent, &mut background, max)
             .into_iter()
             .map(|q| q.batch)
             .collect();
-        let result = if failing.load(Ordering::Acquire) {
-            Err("journal write failed (test hook)".to_string())
+        let durable = batches.iter().any(|b| !b.background) || unsynced.len() >= MAX_BATCHES;
+        let result = run(&batches, durable);
+        if durable {
+            answer(batches, &result);
+            answer(std::mem::take(&mut unsynced), &result);
+        } else if result.is_err() {
+            answer(batches, &result);
         } else {
-            write(&db, &batches).map_err(|e| e.to_string())
-        };
-        if let Err(e) = &result {
-            log::error!("journal commit failed: {e}");
-        }
-        *error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
-        for b in batches {
-            if let Some(done) = b.done {
-                let _ = done.send(result.clone());
-            }
+            unsynced.extend(batches);
         }
     }
 }
 
-fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Error>> {
-    let w = db.begin_write()?;
+fn write(
+    db: &Database,
+    batches: &[Batch],
+    durable: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = db.begin_write()?;
+    if !durable {
+        w.set_durability(redb::Durability::None);
+    }
     {
         let mut seats = w.open_table(SEATS)?;
         let mut act = w.open_table(ACTIVITY)?;

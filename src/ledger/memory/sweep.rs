@@ -2,6 +2,10 @@
 //! sweep (and spent overflow allowances), and the batched activity flush.
 
 use super::*;
+use std::collections::VecDeque;
+
+/// Release chunks whose writes a mass lapse's release keeps queued at once.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A seat found past its deadline, why, and the instant it lapsed.
 type Lapsed = (Arc<Live>, ReleaseReason, Millis);
@@ -101,9 +105,18 @@ impl MemoryLedger {
         // the journal's key order, so one chunk's deletes share the tables' pages.
         lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
         let mut rest = &lives[..];
-        while !rest.is_empty() {
-            let (released, writes, tail) = self.release_chunk(rest);
-            rest = tail;
+        // A few chunks' writes in flight, so the writer always has the next one queued.
+        let mut in_flight = VecDeque::new();
+        while !rest.is_empty() || !in_flight.is_empty() {
+            if !rest.is_empty() && in_flight.len() < CHUNKS_IN_FLIGHT {
+                let (released, writes, tail) = self.release_chunk(rest);
+                rest = tail;
+                in_flight.push_back((released, writes));
+                continue;
+            }
+            let Some((released, writes)) = in_flight.pop_front() else {
+                break;
+            };
             for w in writes {
                 w.logged().await;
             }
