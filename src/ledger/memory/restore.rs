@@ -150,7 +150,7 @@ mod tests {
     async fn an_unreadable_journal_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         type Damage = fn(&redb::WriteTransaction);
-        let cases: [(&str, Damage); 4] = [
+        let cases: [(&str, Damage); 5] = [
             ("seat record 7", |w| {
                 let t = redb::TableDefinition::<u64, &[u8]>::new("seats");
                 w.open_table(t)
@@ -169,6 +169,14 @@ mod tests {
             ("journal counter `ended/xyz`", |w| {
                 let t = redb::TableDefinition::<&str, u64>::new("meta");
                 w.open_table(t).unwrap().insert("ended/xyz", 1).unwrap();
+            }),
+            ("queue ticket", |w| {
+                let t = redb::TableDefinition::<&[u8], &[u8]>::new("tickets");
+                let v = br#"{"key":[1,2],"seq":"first"}"#;
+                w.open_table(t)
+                    .unwrap()
+                    .insert(&[1u8; 16][..], &v[..])
+                    .unwrap();
             }),
             ("journal counter `seats_sold`", |w| {
                 let t = redb::TableDefinition::<&str, u64>::new("meta");
