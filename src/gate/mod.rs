@@ -217,8 +217,9 @@ pub enum Denial {
     AmbiguousSession,
     /// The store failed (`on_store_error` closed the way), or no current view of the pool.
     StoreError,
-    /// A failed check: the client kind's `on_full` as configured.
-    CheckFull,
+    /// A failed check: the client kind's `on_full` as configured, its `Retry-After` when a
+    /// seat is likely free (the estimate a full login's denial carries too).
+    CheckFull { retry_after_secs: u64 },
     /// No seat for a login or an adoption; `offer`: the user's own sessions to end;
     /// `retry_after_secs`: when a seat is likely free (`Retry-After`).
     Full {

@@ -115,7 +115,10 @@ impl Gate {
             Decision::Forward(Watch::Nothing)
         } else {
             rec.deny(DenyReason::CheckFull);
-            Decision::Deny(Denial::CheckFull)
+            let estimate = self.ledger.wait_estimate(pool, 1, r.now);
+            Decision::Deny(Denial::CheckFull {
+                retry_after_secs: crate::policy::queue::retry_after_secs(estimate),
+            })
         }
     }
 

@@ -427,7 +427,7 @@ async fn expired_sessions_go_to_the_login_page_and_failed_checks_are_denied() {
     assert_eq!(rec.denied(), Some("expired"));
     t.logged_in("ann", "s1").await;
     let (d, rec) = t.ask(None, Ask::Check, NOW).await;
-    assert!(matches!(d, Decision::Deny(Denial::CheckFull)));
+    assert!(matches!(d, Decision::Deny(Denial::CheckFull { .. })));
     assert_eq!((rec.denied(), rec.check), (Some("check_full"), Some(false)));
 }
 

@@ -81,12 +81,21 @@ impl Gateway {
     }
 
     async fn respond(&self, s: &mut Session, c: &Canned) -> Result<bool> {
+        self.respond_with(s, c, None).await
+    }
+
+    async fn respond_with(
+        &self,
+        s: &mut Session,
+        c: &Canned,
+        retry_after: Option<u64>,
+    ) -> Result<bool> {
         // A request whose body we did not read cannot share its connection with the next one;
         // bodiless requests (checks are GETs; no length, no chunks) keep theirs.
         if !s.is_body_done() {
             s.set_keepalive(None);
         }
-        c.send(s).await?;
+        c.send_with(s, retry_after).await?;
         Ok(true)
     }
 
@@ -99,7 +108,7 @@ impl Gateway {
     ) -> Result<bool> {
         let denials = ctx.product.and_then(|i| ctx.rt.as_ref()?.denials.get(i));
         let c = responses::render(d, p, denials, ctx.client, now_ms());
-        self.respond(s, &c).await
+        self.respond_with(s, &c, responses::retry_after_of(d)).await
     }
 
     /// Carries out the gate's decision: `Ok(false)` forwards the request.

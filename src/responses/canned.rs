@@ -82,6 +82,15 @@ impl Canned {
         }
     }
 
+    /// The header, with `Retry-After: secs` replacing any configured one.
+    pub fn to_header_with(&self, retry_after: Option<u64>) -> pingora_error::Result<ResponseHeader> {
+        let mut h = self.to_header()?;
+        if let Some(secs) = retry_after {
+            h.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
+        }
+        Ok(h)
+    }
+
     pub fn to_header(&self) -> pingora_error::Result<ResponseHeader> {
         if let Some(h) = &self.head {
             return Ok(ResponseHeader::clone(h));
@@ -103,7 +112,16 @@ impl Canned {
 
     /// Writes the whole answer; the app never sees the request.
     pub async fn send(&self, session: &mut Session) -> pingora_error::Result<()> {
-        let header = self.to_header()?;
+        self.send_with(session, None).await
+    }
+
+    /// `send`, with `Retry-After: retry_after` in place of any the answer has.
+    pub async fn send_with(
+        &self,
+        session: &mut Session,
+        retry_after: Option<u64>,
+    ) -> pingora_error::Result<()> {
+        let header = self.to_header_with(retry_after)?;
         session
             .write_response_header(Box::new(header), self.body.is_empty())
             .await?;

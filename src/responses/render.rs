@@ -50,7 +50,9 @@ pub fn render<'a>(
             owned(ambiguous_session(&p.session.cookie, &p.session.cookie_path))
         }
         Denial::StoreError => owned(unavailable()),
-        Denial::CheckFull => configured(),
+        // Borrowed: the estimate's `Retry-After` is set as the answer is sent
+        // (`retry_after_of`), so a check storm still copies no answer.
+        Denial::CheckFull { .. } => configured(),
         Denial::Full {
             full,
             offer,
@@ -85,6 +87,15 @@ pub fn render<'a>(
         Denial::QueueTooSoon { retry_after_secs } => {
             owned(too_many("polled again too soon", *retry_after_secs))
         }
+    }
+}
+
+/// The `Retry-After` to set on `d`'s answer as it is sent, over any configured one: a failed
+/// check's, whose answer `render` lends unchanged.
+pub fn retry_after_of(d: &Denial) -> Option<u64> {
+    match d {
+        Denial::CheckFull { retry_after_secs } => Some(*retry_after_secs),
+        _ => None,
     }
 }
 
@@ -218,7 +229,13 @@ products:
             (Denial::BadLogin(BadLogin::NotUtf8), None, 400),
             (Denial::AmbiguousSession, None, 400),
             (Denial::StoreError, None, 503),
-            (Denial::CheckFull, Some(0), 429),
+            (
+                Denial::CheckFull {
+                    retry_after_secs: 9,
+                },
+                Some(0),
+                429,
+            ),
             (
                 Denial::Full {
                     full,
@@ -262,8 +279,15 @@ products:
             assert_eq!(c.status.as_u16(), status, "{denial:?}");
         }
         // A configured answer is the prebuilt one, not a copy.
-        let c = render(&Denial::CheckFull, Some(&p), Some(&d), Some(0), 0);
+        let check = Denial::CheckFull {
+            retry_after_secs: 9,
+        };
+        let c = render(&check, Some(&p), Some(&d), Some(0), 0);
         assert!(matches!(c, Cow::Borrowed(_)));
+        assert_eq!(retry_after_of(&check), Some(9));
+        let h = c.to_header_with(retry_after_of(&check)).unwrap();
+        let ra: Vec<_> = h.headers.get_all(http::header::RETRY_AFTER).iter().collect();
+        assert_eq!(ra, ["9"], "one Retry-After, the estimate's");
         // Refused requests close the connection; without a product only what needs none.
         let bad = BadRequest::all()[0];
         let c = render(&Denial::Refused(bad), None, None, None, 0);
