@@ -83,7 +83,10 @@ impl Canned {
     }
 
     /// The header, with `Retry-After: secs` replacing any configured one.
-    pub fn to_header_with(&self, retry_after: Option<u64>) -> pingora_error::Result<ResponseHeader> {
+    pub fn to_header_with(
+        &self,
+        retry_after: Option<u64>,
+    ) -> pingora_error::Result<ResponseHeader> {
         let mut h = self.to_header()?;
         if let Some(secs) = retry_after {
             h.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
