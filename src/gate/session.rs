@@ -115,9 +115,8 @@ impl Gate {
             Decision::Forward(Watch::Nothing)
         } else {
             rec.deny(DenyReason::CheckFull);
-            let estimate = self.ledger.wait_estimate(pool, 1, r.now);
             Decision::Deny(Denial::CheckFull {
-                retry_after_secs: crate::policy::queue::retry_after_secs(estimate),
+                retry_after_secs: self.retry_after(pool, r.now),
             })
         }
     }
