@@ -274,14 +274,16 @@ impl LedgerObserver for Events {
     }
 }
 
-/// The harness's store, with an observer that records queue events (the shared one records
-/// releases only). Restarts keep the observer, so events of every incarnation land in one list.
+/// The harness's store, with an observer that records queue events. Restarts keep the
+/// observer, so events of every incarnation land in one list. On Redis the line's calls go to
+/// a second replica on the same prefix: one line for every replica.
 struct Tested {
     kind: Kind,
     specs: Vec<PoolSpec>,
     events: Arc<Events>,
     mem: Option<Arc<MemoryLedger>>,
     redis: Option<Arc<RedisLedger>>,
+    replica: Option<Arc<RedisLedger>>,
     dir: Option<tempfile::TempDir>,
     prefix: Option<Prefix>,
 }
@@ -294,6 +296,7 @@ impl Tested {
             events: Arc::new(Events::default()),
             mem: None,
             redis: None,
+            replica: None,
             dir: None,
             prefix: None,
         };
@@ -325,10 +328,14 @@ impl Tested {
                     target: RedisTarget::Single(redis_url()),
                     prefix: self.prefix.as_ref().unwrap().0.clone(),
                 };
-                let l = RedisLedger::new(&cfg, self.events.clone()).unwrap();
-                l.use_caller_clock(true);
-                l.configure(&self.specs);
-                self.redis = Some(Arc::new(l));
+                let replica = || {
+                    let l = RedisLedger::new(&cfg, self.events.clone()).unwrap();
+                    l.use_caller_clock(true);
+                    l.configure(&self.specs);
+                    Some(Arc::new(l))
+                };
+                self.redis = replica();
+                self.replica = replica();
             }
         }
     }
@@ -341,10 +348,20 @@ impl Tested {
         }
     }
 
+    /// Where joins, polls, logins carrying a ticket and removals go.
+    fn q(&self) -> &dyn SeatLedger {
+        match &self.replica {
+            Some(r) => r.as_ref(),
+            None => self.l(),
+        }
+    }
+
     async fn restart(&mut self, now: Millis) {
         self.l().flush().await.unwrap();
+        self.q().flush().await.unwrap();
         self.mem = None;
         self.redis = None;
+        self.replica = None;
         self.open(now).await;
     }
 }
@@ -1084,7 +1101,7 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
         Op::Join { pool, user, ticket } => {
             let cl = claim_for(pool, user);
             let tk = ticket_key(pool, ticket);
-            let got = st.l().enqueue(&cl, tk, now).await.unwrap();
+            let got = st.q().enqueue(&cl, tk, now).await.unwrap();
             let q = queue_spec(pool).unwrap();
             let i = match m.ticket(pool, &tk) {
                 Some(i) => {
@@ -1154,7 +1171,7 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
         } => {
             let other = if pool == Q { Q + 1 } else { Q };
             let tk = ticket_key(if foreign { other } else { pool }, ticket);
-            let got = st.l().poll(&pool_key(pool), &tk, now).await.unwrap();
+            let got = st.q().poll(&pool_key(pool), &tk, now).await.unwrap();
             match m.ticket(pool, &tk) {
                 None => check!(got == Polled::Unknown, "poll of no ticket: {got:?}"),
                 Some(i) => match m.lines[pool][i].polled_at {
@@ -1188,7 +1205,7 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
             cl.lease_id = tk.lease_id();
             let name = cl.user.clone().unwrap();
             let (held, found, room) = ticket_reserve(m, pool, &tk);
-            match st.l().reserve(&cl, now).await.unwrap() {
+            match st.q().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool to a ticket not ready");
                     check!(
@@ -1202,11 +1219,11 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
                     // that already has one): neither the held seat nor a lease counts after.
                     m.tleases.remove(&tk);
                     let admitted = held.map(|i| m.lines[pool].remove(i));
-                    let got = st.l().commit(&lease, &cl, key(&cookie(c)), now).await;
+                    let got = st.q().commit(&lease, &cl, key(&cookie(c)), now).await;
                     let ok = got.is_ok();
                     m.commit(pool, &name, None, true, c, got)?;
                     check!(ok, "a fresh ticket lease was lost");
-                    let got = st.l().queue_admitted(&pool_key(pool), &tk, now).await;
+                    let got = st.q().queue_admitted(&pool_key(pool), &tk, now).await;
                     // Also a waiting ticket whose login found a seat (barging, or its own
                     // earlier reservation): it has a seat, so it leaves the line.
                     let want =
@@ -1235,7 +1252,7 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
             let mut cl = claim_for(pool, user);
             cl.lease_id = tk.lease_id();
             let (_, found, room) = ticket_reserve(m, pool, &tk);
-            match st.l().reserve(&cl, now).await.unwrap() {
+            match st.q().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool to a ticket not ready");
                     check!(lease.id == tk.lease_id(), "ticket's lease: {lease:?}");
@@ -1263,7 +1280,7 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
                 .get(&(pool, ticket))
                 .copied()
                 .unwrap_or(NO_SEAT);
-            let got = st.l().remove_ticket(id, now).await.unwrap();
+            let got = st.q().remove_ticket(id, now).await.unwrap();
             let want = (Q..POOLS.len()).find_map(|p| {
                 let i = m.lines[p].iter().position(|t| t.id == id)?;
                 Some((p, m.lines[p].remove(i)))
@@ -1376,6 +1393,17 @@ async fn compare(st: &Tested, m: &Model) -> Result<(), TestCaseError> {
             m.held(pool)
         );
         check!(u.in_use <= u.capacity, "pool {} above capacity", u.pool);
+        if st.kind != Kind::Redis {
+            // The free seats checks answer from: held seats are not free.
+            let free = st.l().available(&pool_key(pool), now);
+            check!(
+                free == Some(u.capacity - u.in_use),
+                "pool {}: {free:?} available, {} in use of {}",
+                u.pool,
+                u.in_use,
+                u.capacity
+            );
+        }
         check!(
             (u.peak, u.denied) == (m.peak[pool], m.denied[pool]),
             "pool {}: store peak {} denied {}, model peak {} denied {}",
