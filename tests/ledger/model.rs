@@ -4,7 +4,7 @@
 //! model's, and nothing is ever above capacity. Proptest shrinks a failing sequence to a short
 //! one.
 //!
-//! `SEATGATE_MODEL_CASES` sets the number of cases (CI: 32 of at most 60 steps).
+//! `SEATGATE_MODEL_CASES` sets the number of cases (CI: 32 of at most 50 steps).
 //!
 //! The lines follow the documented semantics of `SeatLedger::{reserve, enqueue, poll,
 //! queue_admitted, remove_ticket, queue, sweep}`. Where the doc leaves a choice, the model
@@ -1599,7 +1599,7 @@ fn run_model(kind: Kind) {
         cases: cases(),
         ..Config::default()
     });
-    let ops = proptest::collection::vec(op(), 1..=60);
+    let ops = proptest::collection::vec(op(), 1..=50);
     if let Err(e) = runner.run(&ops, |ops| rt.block_on(run_case(kind, &ops))) {
         panic!("{kind:?}: {e}");
     }
