@@ -464,6 +464,8 @@ struct MEvent {
     ev: QueueEvent,
     /// `None` for a lazy leave: when the store noticed is up to it.
     at: Option<Millis>,
+    id: SeatId,
+    pool: usize,
     joined_at: Millis,
     lazy: bool,
 }
@@ -518,6 +520,10 @@ impl Model {
         self.events.entry(t.key).or_default().push(MEvent {
             ev,
             at,
+            id: t.id,
+            pool: (Q..POOLS.len())
+                .find(|&p| ticket_key(p, t.slot) == t.key)
+                .unwrap(),
             joined_at: t.joined_at,
             lazy: at.is_none(),
         });
@@ -1552,10 +1558,11 @@ fn compare_events(st: &Tested, m: &Model, all: bool) -> Result<(), TestCaseError
         );
         for ((t, ev, at), w) in got.iter().zip(want) {
             let on_time = w.at.is_none_or(|a| a == *at) && *at <= m.now && *at >= w.joined_at;
-            let joined =
-                w.ev == QueueEvent::Left(QueueResult::LineFull) || t.joined_at == w.joined_at;
+            // A refused join's ticket is the one it would have had: no id or join time yet.
+            let same = w.ev == QueueEvent::Left(QueueResult::LineFull)
+                || (t.id, t.joined_at) == (w.id, w.joined_at);
             check!(
-                *ev == w.ev && on_time && joined,
+                *ev == w.ev && on_time && same && t.pool == pool_key(w.pool),
                 "ticket {key:?} told {ev:?} at {at} (joined {}), model {w:?}",
                 t.joined_at
             );
