@@ -37,6 +37,7 @@ on_every_store!(
     queue_remove_ticket_waiting_and_ready,
     queue_restart_keeps_the_line,
     queue_estimate_from_deadlines,
+    queue_estimate_sees_a_seat_taken_within_the_second,
 );
 
 const HOLD: Millis = 60_000;
@@ -548,4 +549,18 @@ async fn queue_estimate_from_deadlines(kind: Kind) {
     st.refresh().await;
     let w = st.l().wait_estimate(&pool(), 3, s(32));
     assert!(w.is_some(), "one release in the window gives a rate");
+}
+
+/// Deadlines read just before a seat was taken still give its deadline within the second
+/// (a full pool's first denial says when to come back, not "unknown").
+async fn queue_estimate_sees_a_seat_taken_within_the_second(kind: Kind) {
+    let st = Store::new(kind, vec![qspec(1, false)], s(0)).await;
+    st.refresh().await;
+    assert_eq!(st.l().wait_estimate(&pool(), 1, s(0)), None);
+    login(st.l(), "default", "ann", "A", s(0)).await;
+    st.refresh().await;
+    assert_eq!(
+        st.l().wait_estimate(&pool(), 1, s(0) + 10),
+        Some(60_000 - 10)
+    );
 }

@@ -451,12 +451,15 @@ impl MemoryLedger {
     ) -> Option<Millis> {
         let unrated = std::mem::take(&mut st.estimates.unrated);
         st.estimates.rate.record(unrated, now);
-        let fresh = st
-            .estimates
-            .at
-            .is_some_and(|at| at <= now && now < at + ESTIMATE_FOR);
-        if !fresh {
-            let depth = ESTIMATE_DEPTH.max(spec.queue.map_or(0, |q| q.max_length as usize + 1));
+        let depth = ESTIMATE_DEPTH.max(spec.queue.map_or(0, |q| q.max_length as usize + 1));
+        let e = &st.estimates;
+        let recent = e.at.is_some_and(|at| at <= now && now < at + ESTIMATE_FOR);
+        // Seats taken since the deadlines were read, and the answer needs one that is not
+        // there (a pool that filled within the second): read again rather than say "unknown".
+        // Bounded: never for a position deeper than the deadlines kept.
+        let short = e.earliest.len() < (needed as usize).min(depth)
+            && st.seats.len() - st.doomed.len() > e.earliest.len();
+        if !recent || short {
             let mut d: Vec<Millis> = st
                 .seats
                 .iter()
