@@ -24,7 +24,8 @@
 //!
 //! Layout: `live` (a seat's atomics), `slot` (a pool's state, admission, counts), `sessions`
 //! (cookies to sessions, commit, rekey), `sweep` (releases, expiry, flush), `restore` (the
-//! journal replayed at open).
+//! journal replayed at open), `queue` (each pool's waiting line, under the pool's lock, and
+//! the wait estimate).
 
 use super::journal::{self, Journal, Op, Written};
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
