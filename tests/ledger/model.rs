@@ -1697,6 +1697,29 @@ fn regressions() -> Vec<(&'static str, Vec<Op>)> {
             ],
         ),
         (
+            // The same with another ticket in line, which the join makes ready.
+            "joining again as the old ticket lapses, another promoted",
+            vec![
+                Op::Join {
+                    pool: Q + 1,
+                    user: 0,
+                    ticket: 1,
+                },
+                Op::Join {
+                    pool: Q + 1,
+                    user: 0,
+                    ticket: 0,
+                },
+                Op::Advance { steps: 3 },
+                Op::Join {
+                    pool: Q + 1,
+                    user: 0,
+                    ticket: 1,
+                },
+                Op::Restart,
+            ],
+        ),
+        (
             // A full line refuses the join and promotes no one.
             "a full line",
             vec![
