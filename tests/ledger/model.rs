@@ -1720,6 +1720,34 @@ fn regressions() -> Vec<(&'static str, Vec<Op>)> {
             ],
         ),
         (
+            // Redis: a replica whose (stale) cache had the cookie's lapsed seat in pool `a`
+            // asked only pool `a` and answered Gone, though the other replica had given the
+            // cookie a seat in pool `q` since.
+            "a cookie's new seat in another pool, from the other replica",
+            vec![
+                Op::Login {
+                    pool: 0,
+                    user: 0,
+                    cookie: 2,
+                },
+                Op::Request {
+                    cookie: 2,
+                    activity: false,
+                },
+                Op::Advance { steps: 10 },
+                Op::TicketLogin {
+                    pool: Q,
+                    user: 0,
+                    ticket: 0,
+                    cookie: 2,
+                },
+                Op::Request {
+                    cookie: 2,
+                    activity: false,
+                },
+            ],
+        ),
+        (
             // A full line refuses the join and promotes no one.
             "a full line",
             vec![
