@@ -241,6 +241,27 @@ fn queue(c: &mut Criterion, rt: &tokio::runtime::Runtime, start: u64) {
             })
         })
     });
+    // What the estimate's once-a-second read of the deadlines costs (under the pool lock) at
+    // 100k seats held: every iteration is a second later, so every call reads them.
+    let big = ledger(100_000);
+    rt.block_on(async {
+        for i in 0..100_000u64 {
+            let c = claim(i);
+            let Reservation::Granted(lease) = big.reserve(&c, start).await.unwrap() else {
+                panic!("full")
+            };
+            let k = SessionKey::new("bench", &format!("e{i}"));
+            big.commit(&lease, &c, k, start).await.unwrap();
+        }
+    });
+    let big_pool = PoolKey::new("bench", "default");
+    let mut at = start;
+    g.bench_function("wait_estimate_reread_100k", |b| {
+        b.iter(|| {
+            at += 1_001;
+            big.wait_estimate(&big_pool, 1, at)
+        })
+    });
     g.finish();
 }
 
