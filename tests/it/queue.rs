@@ -529,7 +529,15 @@ async fn bad_tickets_are_newcomers_never_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_clients_do_not_queue_and_get_retry_after() {
     let (_up, g) = start(Opts::default()).await;
-    let _alice = user_in(&g, "alice").await;
+    let alice = user_in(&g, "alice").await;
+    // Her first request takes the seat out of standby: it now lapses 20 minutes after it.
+    let r = client()
+        .get(g.url("/home"))
+        .header("cookie", format!("SID={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = client()
         .post(g.url("/login"))
         .header("x-client", "api")
