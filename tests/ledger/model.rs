@@ -165,11 +165,14 @@ enum Op {
         ticket: usize,
         cookie: usize,
     },
-    /// A login carrying the ticket whose password was wrong: a held seat stays held.
+    /// A login carrying the ticket whose password was wrong: a held seat stays held. The
+    /// gateway gives no ticket's lease back; `cancel`: a caller that does (`cancel` keeps a
+    /// held seat, and gives any other reservation back).
     TicketFailedLogin {
         pool: usize,
         user: usize,
         ticket: usize,
+        cancel: bool,
     },
     /// An admin removes the ticket by the public id it last had.
     RemoveTicket {
@@ -222,8 +225,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pool, ticket, foreign)| Op::Poll { pool, ticket, foreign }),
         3 => (qp.clone(), u.clone(), t.clone(), c)
             .prop_map(|(pool, user, ticket, cookie)| Op::TicketLogin { pool, user, ticket, cookie }),
-        1 => (qp.clone(), u, t.clone())
-            .prop_map(|(pool, user, ticket)| Op::TicketFailedLogin { pool, user, ticket }),
+        1 => (qp.clone(), u, t.clone(), proptest::bool::weighted(0.3)).prop_map(
+            |(pool, user, ticket, cancel)| Op::TicketFailedLogin { pool, user, ticket, cancel }
+        ),
         1 => (qp, t).prop_map(|(pool, ticket)| Op::RemoveTicket { pool, ticket }),
         2 => (1..=3u8).prop_map(|steps| Op::Advance { steps }),
         1 => (4..=12u8).prop_map(|steps| Op::Advance { steps }),
@@ -648,10 +652,16 @@ impl Model {
                 ticket: head(pool, ticket),
                 cookie,
             },
-            Op::TicketFailedLogin { pool, user, ticket } => Op::TicketFailedLogin {
+            Op::TicketFailedLogin {
+                pool,
+                user,
+                ticket,
+                cancel,
+            } => Op::TicketFailedLogin {
                 pool,
                 user,
                 ticket: head(pool, ticket),
+                cancel,
             },
             Op::RemoveTicket { pool, ticket } => Op::RemoveTicket {
                 pool,
@@ -1253,11 +1263,16 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
                 }
             }
         }
-        Op::TicketFailedLogin { pool, user, ticket } => {
+        Op::TicketFailedLogin {
+            pool,
+            user,
+            ticket,
+            cancel,
+        } => {
             let tk = ticket_key(pool, ticket);
             let mut cl = claim_for(pool, user);
             cl.lease_id = tk.lease_id();
-            let (_, found, room) = ticket_reserve(m, pool, &tk);
+            let (held, found, room) = ticket_reserve(m, pool, &tk);
             match st.q().reserve(&cl, now).await.unwrap() {
                 Reservation::Granted(lease) => {
                     check!(room, "granted a seat in a full pool to a ticket not ready");
@@ -1268,6 +1283,12 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
                     if !found {
                         m.tleases.insert(tk, (pool, now + STANDBY));
                         m.bump(pool, 0);
+                    }
+                    if cancel {
+                        st.q().cancel(&lease).await;
+                        if held.is_none() {
+                            m.tleases.remove(&tk);
+                        }
                     }
                 }
                 Reservation::Full(f) => {
@@ -1640,6 +1661,7 @@ fn regressions() -> Vec<(&'static str, Vec<Op>)> {
                     pool: Q,
                     user: 0,
                     ticket: 1,
+                    cancel: false,
                 },
                 Op::Join {
                     pool: Q,
