@@ -50,7 +50,8 @@ NGX
 # gateway_conf DIR LISTEN_PORT ADMIN_PORT APP_PORT THREADS [WORK_STEALING]: writes DIR/gw.yaml with
 # products: `bench` (100 seats, checks under /sdata/mobile) and `full` (its only grant has
 # expired, so every check under /full/sdata/mobile fails, answered by the gateway alone), and
-# `pres` (under /pres, with presence: its HTML pages of held sessions get the heartbeat script).
+# `pres` (under /pres, with presence: its HTML pages of held sessions get the heartbeat script),
+# and `line` (under /line, one seat and a waiting line: `fill_line` takes the seat and queues).
 gateway_conf() {
   cat > "$1/gw.yaml" <<YAML
 listen: 127.0.0.1:$2
@@ -88,5 +89,24 @@ products:
     session: { cookie: PSID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt, presence_timeout: 90s }
     login: { path: /pres/login, user: { form_field: username } }
     seats: 100
+  - name: line
+    upstream: 127.0.0.1:$4
+    path_prefix: /line
+    session: { cookie: LSID, idle_timeout: 1h, max_lifetime: 12h, expired: adopt }
+    login: { path: /line/login, method: POST, user: { form_field: username } }
+    seats: 1
+    queue: { enabled: true, abandon_after: 1h, max_wait: 24h, max_length: 100000 }
 YAML
+}
+
+# fill_line PORT N FILE: takes `line`'s one seat (an adopted cookie) and queues N browser logins
+# behind it, one ticket cookie value a line of FILE.
+fill_line() {
+  curl -s -o /dev/null -H 'Cookie: LSID=line-holder' "http://127.0.0.1:$1/line/"
+  : >"$3"
+  for i in $(seq "$2"); do
+    curl -s -o /dev/null -D - -d "username=waiting-$i&password=x" "http://127.0.0.1:$1/line/login" |
+      tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: seatgate_queue=\([^;]*\).*/\1/p' >>"$3"
+  done
+  [[ $(wc -l <"$3") == "$2" ]] || { echo "fill_line: $(wc -l <"$3") tickets of $2"; return 1; }
 }

@@ -3,7 +3,9 @@
 # (examples/bare.rs) on the same request: a failing check (both write the answer themselves)
 # and a held session's request forwarded to the app (nginx). Unlike req/s on this shared
 # 2-core machine, the count repeats run to run, so it shows what seatgate adds to pingora.
-# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held,pass,checkpass]
+# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held,pass,checkpass,queue]
+# `queue`: in one gateway with 1,000 tickets in a line, a failing check, a poll (each ticket in
+# turn) and a join, each per request: what the waiting line costs next to a check.
 # KEEP=dir copies the callgrind files there (callgrind_annotate them to see where it goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -
 need valgrind valgrind
 need ab apache2-utils
 need nginx nginx-light
+need wrk wrk
 cargo build --profile dist --locked --bin seatgate --example bare >/dev/null
 T=$(mktemp -d)
 PIDS=()
@@ -69,4 +72,36 @@ if [[ ,$CASES, == *,held,* ]]; then
     target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
   measure "seatgate held session forwarded" 18180 /home 'Cookie: SID=bench-held-1' \
     target/dist/seatgate run --config $T/gw.yaml
+fi
+if [[ ,$CASES, == *,queue,* ]]; then
+  RUST_LOG=warn THREADS=1 valgrind --tool=callgrind --callgrind-out-file=$T/queue.%p \
+    target/dist/seatgate run --config $T/gw.yaml >$T/queue.log 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:18180/ && break; sleep 0.2; done
+  fill_line 18180 1000 $T/tickets
+  # count NAME REQUESTS: instructions since the last zeroing, per request.
+  count() {
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    local total
+    total=$(awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t $T/queue.$pid.* | head -1)")
+    printf '%-34s %8d instructions per request\n' "$1" $((total / $2))
+    callgrind_control -z "$pid" >/dev/null 2>&1
+  }
+  H='Authorization: Basic dTpw'
+  ab -k -n 2000 -c 8 -H "$H" http://127.0.0.1:18180/full/sdata/mobile/x >/dev/null 2>&1
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  ab -k -n "$N" -c 8 -H "$H" http://127.0.0.1:18180/full/sdata/mobile/x >$T/ab.out 2>&1
+  grep -q "Failed requests:        0" $T/ab.out || { cat $T/ab.out; exit 1; }
+  count "seatgate check (fail), line of 1000" "$N"
+  out=$(wrk -t1 -c4 -d20s -s benches/poll.lua http://127.0.0.1:18180/line/.seatgate/queue -- $T/tickets)
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  grep -q "Non-2xx" <<<"$out" && { echo "polls answered other than 200:"; echo "$out"; exit 1; }
+  count "seatgate queue poll, line of 1000" "$n"
+  echo "username=joiner&password=x" >$T/join.body
+  ab -k -n 1000 -c 8 -p $T/join.body -T application/x-www-form-urlencoded \
+    http://127.0.0.1:18180/line/login >$T/ab.out 2>&1
+  grep -q "Non-2xx" $T/ab.out && { cat $T/ab.out; exit 1; }
+  count "seatgate queue join, line of 1000+" 1000
+  kill -INT "$pid"
 fi
