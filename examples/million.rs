@@ -7,7 +7,8 @@
 //! jemalloc. Time is passed to the ledger, not read from the clock, so "all of them lapse in
 //! the same second" is exact: every session is admitted at `t0` and idles out at once, while
 //! `live` sessions touched later keep holding. Wall-clock figures are ratios within one run
-//! (the machine is shared); the RSS figure is absolute.
+//! (the machine is shared); the RSS figure is absolute. Last, the same logins into a store
+//! without a journal on one thread: the ledger's own cost per login.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -248,4 +249,21 @@ fn main() {
     println!("swept {swept} lapsed sessions in {sweep_took:.2?}");
     report("live traffic during the sweep", &mut tq, &mut aq);
     println!("RSS after the sweep: {} KiB", rss_kib());
+    drop(ledger);
+
+    // The same logins without the journal, on one thread: what the ledger's memory side costs
+    // per login, beside the journaled figure above (its group commits and fsyncs).
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let volatile = Arc::new(MemoryLedger::volatile(Arc::new(NoObserver)));
+    volatile.configure(&pools);
+    let t = Instant::now();
+    one.block_on(admit(&volatile, 0, n, t0));
+    let took = t.elapsed();
+    println!(
+        "without the journal, on one thread: admitted {n} sessions in {took:.2?} ({:.0}/s)",
+        n as f64 / took.as_secs_f64()
+    );
 }

@@ -4,11 +4,10 @@
 //! writes queued while one transaction commits go into the next, so 200 racing logins cost a
 //! handful of fsyncs, not 200. Background writes (a mass lapse's releases, tombstone upkeep)
 //! give way: queued writes that someone's answer waits for are written first, and background
-//! writes go in small transactions, committed without an fsync, while those keep coming: a
-//! login never waits behind a large release write or its fsync (a write to a key that a
-//! queued earlier write also touches takes that one with it, in order: the file still sees
-//! each key's changes in the order memory did). A background write is answered, like every
-//! other, once durable: with the next durable commit.
+//! work rides along with those a few seats at a time while they keep coming: a login never
+//! waits behind a large release write and its fsync (a write to a key that a queued earlier
+//! write also touches takes that one with it, in order: the file still sees each key's
+//! changes in the order memory did). Every write is answered once its transaction is durable.
 //! Activity (last-seen times) goes to its own table in batches and
 //! is merged at load; losing the last few seconds of it on a crash only makes seats look a
 //! little older, by at most one flush period (`store.flush_interval`): state transitions
@@ -36,17 +35,21 @@ const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets");
 const JOURNAL_CACHE: usize = 32 << 20;
 /// Batches in one transaction (as many as are queued, up to this).
 const MAX_BATCHES: usize = 1024;
-/// Background batches in one transaction while writes that answers wait for keep coming, and
-/// between two durable commits: a login waits for at most this many released seats' write
-/// and its fsync carries at most twice as many (a removed seat costs about 0.1 ms of redb's
+/// Background ops that ride along in a transaction of writes someone waits for: while
+/// those keep coming, this is how background work (a mass lapse's releases, 2-3 ops a seat)
+/// goes, and what it adds to a login's commit (a removed seat costs about 0.1 ms of redb's
 /// time at 1M seats).
-const BACKGROUND_BUSY: usize = 4;
+const RIDE_OPS: usize = 24;
+/// Background batches in a transaction of their own while writes that answers wait for
+/// keep coming (after [`SYNC_AFTER`] without one): a login that arrives meanwhile waits for
+/// at most this many released seats' write.
+const BACKGROUND_BUSY: usize = 16;
 /// Background batches in one transaction when nothing else was written lately.
 const BACKGROUND_IDLE: usize = 64;
 /// How long after the last answer-blocking write background batches stay small.
 const BUSY_FOR: Duration = Duration::from_millis(100);
-/// How long background writes committed without an fsync wait for an answer-blocking write
-/// to make them durable before the writer does it alone.
+/// How long background work waits for an answer-blocking write to ride along with, while
+/// those keep coming, before it goes in a transaction of its own.
 const SYNC_AFTER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
@@ -373,9 +376,9 @@ impl Queued {
 }
 
 /// The batches of the next transaction, in the order of submission. Batches someone waits
-/// for go first, in order, with only the earlier background batches they must follow (those
-/// writing a key in common, and the background batches before those); otherwise up to
-/// `background_max` background batches.
+/// for go first, in order, with the earlier background batches they must follow (those
+/// writing a key in common, and the background batches before those) and the next few that
+/// fit in [`RIDE_OPS`]; otherwise up to `background_max` background batches.
 fn next_transaction(
     urgent: &mut VecDeque<Queued>,
     background: &mut VecDeque<Queued>,
@@ -387,10 +390,19 @@ fn next_transaction(
     }
     let n = urgent.len().min(MAX_BATCHES);
     let mut txn: Vec<Queued> = urgent.drain(..n).collect();
-    let before = background
+    let mut before = background
         .iter()
         .rposition(|b| txn.iter().any(|u| b.seq < u.seq && b.orders(&u.batch)))
         .map_or(0, |i| i + 1);
+    // A little background work rides along (the batches next in line, while their ops fit).
+    let mut ops = 0;
+    while let Some(b) = background.get(before) {
+        ops += b.batch.ops.len();
+        if ops > RIDE_OPS {
+            break;
+        }
+        before += 1;
+    }
     if before > 0 {
         txn.extend(background.drain(..before));
         txn.sort_by_key(|q| q.seq);
@@ -426,11 +438,11 @@ fn writer(
             });
         }
     };
-    let run = |batches: &[Batch], durable: bool| {
+    let run = |batches: &[Batch]| {
         let result = if failing.load(Ordering::Acquire) {
             Err("journal write failed (test hook)".to_string())
         } else {
-            write(&db, batches, durable).map_err(|e| e.to_string())
+            write(&db, batches).map_err(|e| e.to_string())
         };
         if let Err(e) = &result {
             log::error!("journal commit failed: {e}");
@@ -445,43 +457,20 @@ fn writer(
             }
         }
     };
-    // Background batches committed without an fsync, answered at the next durable commit:
-    // while answer-blocking writes keep coming, theirs carries them, so a login never waits
-    // for a background fsync; otherwise one of their own once nothing came for a moment.
-    let mut unsynced: Vec<Batch> = Vec::new();
     loop {
         let busy = last_urgent.is_some_and(|t| t.elapsed() < BUSY_FOR);
-        let max = if busy {
-            BACKGROUND_BUSY
-        } else {
-            BACKGROUND_IDLE
-        };
-        // While answer-blocking writes come, each of their commits carries at most one small
-        // background transaction's pages: the next waits for it.
-        let held_back = busy && unsynced.len() >= max;
-        if urgent.is_empty() && (background.is_empty() || held_back) {
-            let next = if unsynced.is_empty() {
-                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-            } else {
-                rx.recv_timeout(SYNC_AFTER)
-            };
-            match next {
-                Ok(b) => {
-                    queue(b, &mut urgent, &mut background);
-                    if held_back && urgent.is_empty() {
-                        continue;
-                    }
-                }
-                Err(stop) => {
-                    if !unsynced.is_empty() {
-                        let result = run(&[], true);
-                        answer(std::mem::take(&mut unsynced), &result);
-                    }
-                    let stopped = stop == mpsc::RecvTimeoutError::Disconnected;
-                    if stopped && urgent.is_empty() && background.is_empty() {
-                        break;
-                    }
-                    continue;
+        if urgent.is_empty() && background.is_empty() {
+            match rx.recv() {
+                Ok(b) => queue(b, &mut urgent, &mut background),
+                Err(_) => break,
+            }
+        } else if urgent.is_empty() && busy {
+            // Background work waits a moment for a write someone waits for to ride along with.
+            let until = Instant::now() + SYNC_AFTER;
+            while urgent.is_empty() {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(b) => queue(b, &mut urgent, &mut background),
+                    Err(_) => break,
                 }
             }
         }
@@ -494,32 +483,22 @@ fn writer(
         if !urgent.is_empty() {
             last_urgent = Some(Instant::now());
         }
+        let max = if busy {
+            BACKGROUND_BUSY
+        } else {
+            BACKGROUND_IDLE
+        };
         let batches: Vec<Batch> = next_transaction(&mut urgent, &mut background, max)
             .into_iter()
             .map(|q| q.batch)
             .collect();
-        let durable = batches.iter().any(|b| !b.background) || unsynced.len() >= MAX_BATCHES;
-        let result = run(&batches, durable);
-        if durable {
-            answer(batches, &result);
-            answer(std::mem::take(&mut unsynced), &result);
-        } else if result.is_err() {
-            answer(batches, &result);
-        } else {
-            unsynced.extend(batches);
-        }
+        let result = run(&batches);
+        answer(batches, &result);
     }
 }
 
-fn write(
-    db: &Database,
-    batches: &[Batch],
-    durable: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut w = db.begin_write()?;
-    if !durable {
-        w.set_durability(redb::Durability::None);
-    }
+fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Error>> {
+    let w = db.begin_write()?;
     {
         let mut seats = w.open_table(SEATS)?;
         let mut act = w.open_table(ACTIVITY)?;
@@ -701,12 +680,13 @@ mod tests {
                 .await
                 .unwrap();
             // Background writes are in order among themselves: one before the release comes
-            // along with it.
-            let mut other = j.submit_background(vec![Op::Delete(SeatId(1))]);
+            // along with it (too large to ride along for its own sake).
+            let mut other =
+                j.submit_background((1_000..1_100).map(|i| Op::Delete(SeatId(i))).collect());
             let mut release = j.submit_background(vec![Op::Delete(SeatId(7))]);
             let put = j.submit(vec![Op::Put(Box::new(rec(7)))]);
-            // Submitted after the write it touches: it stays behind.
-            let mut later = j.submit_background(vec![Op::Delete(SeatId(9))]);
+            // Submitted after the write it touches: never before it (it may ride along).
+            let later = j.submit_background(vec![Op::Delete(SeatId(9))]);
             step.send(()).unwrap();
             settle(put).await.unwrap();
             assert!(
@@ -717,10 +697,6 @@ mod tests {
                 matches!(other.try_recv(), Ok(Ok(()))),
                 "written before the release"
             );
-            assert!(matches!(
-                later.try_recv(),
-                Err(oneshot::error::TryRecvError::Empty)
-            ));
             drop(step);
             settle(later).await.unwrap();
         }
