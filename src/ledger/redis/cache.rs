@@ -54,12 +54,24 @@ impl Inner {
         }
     }
 
-    /// The pools where a session may be: the one it was last seen in, else every pool.
+    /// The pools where a session may be, in the order to ask them: the one it was last seen in
+    /// first, then the product's other pools (a cookie is hashed with its product, so it is in
+    /// none of another's); unseen, every pool. Callers stop at the first pool that holds it, so
+    /// a cached session costs one call; the others are asked only when that pool no longer
+    /// holds it, because another replica may have given the cookie a seat in another pool of
+    /// the product since (the cache here only knew the old one).
     pub(super) fn pools_for(&self, session: &SessionKey) -> Vec<Arc<Pool>> {
-        if let Some(p) = self.cache.get(session).and_then(|c| self.pool(&c.pool)) {
-            return vec![p];
-        }
-        self.all_pools()
+        let Some(key) = self.cache.get(session).map(|c| c.pool.clone()) else {
+            return self.all_pools();
+        };
+        let mut pools: Vec<Arc<Pool>> = self
+            .all_pools()
+            .into_iter()
+            .filter(|p| p.spec.key.product == key.product)
+            .collect();
+        // Stable: the product's other pools keep their order after the cached one.
+        pools.sort_by_key(|p| p.spec.key != key);
+        pools
     }
 
     pub(super) fn remember(
