@@ -224,7 +224,8 @@ pub trait SeatLedger: SharedState + Send + Sync + 'static {
 
     async fn usage(&self, now: Millis) -> Result<Vec<PoolUsage>, LedgerError>;
 
-    /// Free seats as this gateway sees them, without a store round trip (checks). `None`
+    /// Free seats for a newcomer as this gateway sees them, without a store round trip
+    /// (checks): 0 while a pool's line waits with `barging` off. `None`
     /// when there is no current view: on Redis, none yet or one older than two refresh
     /// periods (the store stopped answering); the embedded store always has one.
     fn available(&self, pool: &PoolKey, now: Millis) -> Option<u32>;

@@ -38,6 +38,7 @@ on_every_store!(
     queue_restart_keeps_the_line,
     queue_estimate_from_deadlines,
     queue_estimate_sees_a_seat_taken_within_the_second,
+    queue_checks_see_the_line,
 );
 
 const HOLD: Millis = 60_000;
@@ -563,4 +564,28 @@ async fn queue_estimate_sees_a_seat_taken_within_the_second(kind: Kind) {
         st.l().wait_estimate(&pool(), 1, s(0) + 10),
         Some(60_000 - 10)
     );
+}
+
+/// A pass/fail check answers for a newcomer: with barging off it fails while anyone waits,
+/// even in the moment between a release and the head's promotion; with barging on a free seat
+/// passes (the newcomer's login would get it).
+async fn queue_checks_see_the_line(kind: Kind) {
+    for barging in [false, true] {
+        let st = Store::new(kind, vec![qspec(1, barging)], s(0)).await;
+        login(st.l(), "default", "ann", "A", s(0)).await;
+        join(st.l(), "bob", tk("one"), s(0)).await;
+        st.refresh().await;
+        assert_eq!(st.l().available(&pool(), s(0)), Some(0));
+        st.l()
+            .release(&key("A"), ReleaseReason::Logout, s(1))
+            .await
+            .unwrap();
+        st.refresh().await;
+        let free = st.l().available(&pool(), s(1));
+        if barging {
+            assert_eq!(free, Some(1), "barging on: the free seat is a newcomer's to take");
+        } else {
+            assert_eq!(free, Some(0), "barging off: bob waits, so a check must fail");
+        }
+    }
 }

@@ -469,6 +469,11 @@ impl MemoryLedger {
         let slot = self.slot(pool)?;
         let spec = slot.spec();
         let mut st = slot.view();
+        // A newcomer's login is refused while the line waits (barging off), so a check fails
+        // then too, even between a release and the head's promotion.
+        if spec.queue.is_some_and(|q| !q.barging) && st.line.anyone_waits() {
+            return Some(0);
+        }
         let may_lapse = st.deadlines.peek().map_or(Millis::MAX, |r| r.0 .0);
         let held = match st.held_until {
             Some((held, until)) if now < until => held,
