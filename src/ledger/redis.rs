@@ -540,10 +540,11 @@ impl SeatLedger for RedisLedger {
     }
 
     /// `None` with no view, or one older than [`STALE_AFTER`]: the store stopped answering.
+    /// Barging off, 0 while any ticket waits (a newcomer's login would be refused).
     fn available(&self, pool: &PoolKey, _now: Millis) -> Option<u32> {
         self.inner.start_refresher();
         let v = self.inner.views.get(pool).filter(|v| v.fresh())?;
-        Some(v.capacity.saturating_sub(v.held))
+        Some(v.available())
     }
 
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {

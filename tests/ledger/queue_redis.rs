@@ -540,3 +540,65 @@ async fn queue_redis_the_rate_forgets_releases_older_than_an_hour() {
     usage(b, "default", last + 61 * minute).await;
     assert_eq!(b.wait_estimate(&pool(), 3, last + 61 * minute), None);
 }
+
+/// `available()` on `l` from a view refreshed at `now` (the view's own script op: the listing
+/// read first only sets the test clock, and reads the line without changing it).
+async fn available_at(l: &RedisLedger, now: Millis) -> Option<u32> {
+    l.queue(now).await.unwrap();
+    l.refresh_view().await;
+    l.available(&pool(), now)
+}
+
+/// Checks answer from `available()`: barging off, while any ticket waits a newcomer's login is
+/// refused, so the view says no seat is free even when one is (before the head is promoted);
+/// once the line is empty it is capacity less what is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redis_available_is_zero_while_tickets_wait() {
+    let two = Two::new(&[qspec(2, false, 1000)]);
+    let (a, b): (&dyn SeatLedger, &dyn SeatLedger) = (two.a.as_ref(), two.b.as_ref());
+    login(a, "default", "ann", "A", s(0)).await;
+    assert_eq!(available_at(&two.b, s(0)).await, Some(1));
+    login(a, "default", "bob", "B", s(0)).await;
+    let (t1, t2) = (tk("one"), tk("two"));
+    join(a, "cat", t1, s(1)).await;
+    join(a, "dan", t2, s(1)).await;
+    assert_eq!(available_at(&two.b, s(1)).await, Some(0));
+    // A seat frees on A: nobody has promoted the head yet, and still a newcomer is refused.
+    a.release(&key("A"), ReleaseReason::Logout, s(2))
+        .await
+        .unwrap()
+        .expect("ann held a seat");
+    assert_eq!(available_at(&two.b, s(2)).await, Some(0));
+    assert!(refused(b, "eve", rand::random::<u64>() >> 1, s(2)).await);
+    // The usage listing refreshes the view too, with the same answer.
+    assert_eq!(in_use(b, s(2)).await, (2, 2));
+    assert_eq!(b.available(&pool(), s(2)), Some(0));
+    // Both tickets leave (the ready one admitted without a login, the other removed): the line
+    // is empty, one seat free (bob holds the other).
+    let first = a.queue_admitted(&pool(), &t1, s(3)).await.unwrap().unwrap();
+    assert_eq!(first.state, TicketState::Ready);
+    let rest = a.queue(s(3)).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    a.remove_ticket(rest[0].id, s(3)).await.unwrap().unwrap();
+    assert_eq!(available_at(&two.b, s(3)).await, Some(1));
+    assert_eq!(in_use(b, s(3)).await, (1, 0));
+    assert_eq!(b.available(&pool(), s(3)), Some(1));
+    // A ticket whose time is up holds nobody back, even before a sweep drops it: not polled
+    // for abandon_after (30 s), it left.
+    login(a, "default", "fay", "F", s(4)).await;
+    join(a, "gus", tk("three"), s(5)).await;
+    a.release(&key("F"), ReleaseReason::Logout, s(6))
+        .await
+        .unwrap();
+    assert_eq!(available_at(&two.b, s(6)).await, Some(0));
+    assert_eq!(available_at(&two.b, s(35)).await, Some(1));
+    // Barging on, a waiting ticket holds nobody back: a free seat is free.
+    let two = Two::new(&[qspec(1, true, 1000)]);
+    login(two.a.as_ref(), "default", "ann", "A", s(0)).await;
+    join(two.a.as_ref(), "bob", tk("one"), s(1)).await;
+    two.a
+        .release(&key("A"), ReleaseReason::Logout, s(2))
+        .await
+        .unwrap();
+    assert_eq!(available_at(&two.b, s(2)).await, Some(1));
+}

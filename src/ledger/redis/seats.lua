@@ -697,6 +697,20 @@ local function q_length(now)
   return math.max(0, n)
 end
 
+-- Waiting tickets at `now` that hold newcomers back (barging off), lapsed ones not yet dropped
+-- left out: a cardinality and two score ranges holding only the lapsed (the view's cost stays
+-- flat however long the line).
+local function q_holding_back(now)
+  if not Q or Q.barging then return 0 end
+  local n = redis.call('ZCARD', QWAIT)
+  if n == 0 then return 0 end
+  local lapsed = {}
+  for _, tk in ipairs(redis.call('ZRANGEBYSCORE', QPOLL, '-inf', now - Q.abandon_after)) do lapsed[tk] = true end
+  for _, tk in ipairs(redis.call('ZRANGEBYSCORE', QJOIN, '-inf', now - Q.max_wait)) do lapsed[tk] = true end
+  for _ in pairs(lapsed) do n = n - 1 end
+  return math.max(0, n)
+end
+
 -- The seat held for a ready ticket is given back (it left the line); `any`: also a reservation
 -- its login made under its lease id (an admitted ticket's lease holds nothing any more).
 local function q_unhold(t, any)
@@ -1175,12 +1189,14 @@ elseif op == 'lookup' then
   return answer({ kind = 'unknown' })
 
 elseif op == 'view' then
-  -- What `available()` answers from: seats and counting leases that hold at `now`; and what
+  -- What `available()` answers from: seats and counting leases that hold at `now`, the waiting
+  -- tickets that keep newcomers back (a newcomer's login is refused while any waits); and what
   -- `wait_estimate` reads (the earliest seat deadlines, the last hour's releases).
   local releases, since = rate_inputs(now)
   return answer({ kind = 'view', now = now, capacity = capacity(now),
     held = redis.call('ZCOUNT', Z, '(' .. now, '+inf') + redis.call('ZCOUNT', PEND, '(' .. now, '+inf'),
-    earliest = earliest(now), releases = releases, since = since, epoch = epoch() })
+    earliest = earliest(now), releases = releases, since = since, waiting = q_holding_back(now),
+    epoch = epoch() })
 
 elseif op == 'list' then
   local pending = redis.call('ZCOUNT', PEND, '(' .. now, '+inf')
@@ -1188,7 +1204,8 @@ elseif op == 'list' then
   local releases, since = rate_inputs(now)
   return cjson.encode({ kind = 'list', now = now, seats = redis.call('HVALS', SEATS), pending = pending,
     peak = tonumber(st[1] or '0'), denied = tonumber(st[2] or '0'), overflow_ms = tonumber(st[3] or '0'),
-    queue_length = q_length(now), earliest = earliest(now), releases = releases, since = since })
+    queue_length = q_length(now), waiting = q_holding_back(now), earliest = earliest(now),
+    releases = releases, since = since })
 
 elseif op == 'sweep' then
   purge(now)

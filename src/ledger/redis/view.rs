@@ -7,6 +7,9 @@ use super::*;
 pub(super) struct View {
     pub(super) capacity: u32,
     pub(super) held: u32,
+    /// Waiting tickets that keep newcomers back (barging off): while any waits, no seat is
+    /// free for a check or a newcomer's login, whatever `held` says.
+    pub(super) waiting: u32,
     pub(super) at: Instant,
     /// What `wait_estimate` reads: the earliest deadlines of the seats that count (a few,
     /// earliest first), the releases of the last hour and the window they cover.
@@ -20,6 +23,7 @@ impl View {
         View {
             capacity,
             held,
+            waiting: a.waiting.min(u32::MAX as u64) as u32,
             at: Instant::now(),
             earliest: a.earliest.iter().map(|d| d.0).collect(),
             releases: a.releases,
@@ -31,6 +35,15 @@ impl View {
 impl View {
     pub(super) fn fresh(&self) -> bool {
         self.at.elapsed() <= STALE_AFTER
+    }
+
+    /// Seats a newcomer could take: none while tickets wait ahead of it (a seat freed
+    /// meanwhile goes to the head at the next reserve or sweep), else capacity less held.
+    pub(super) fn available(&self) -> u32 {
+        if self.waiting > 0 {
+            return 0;
+        }
+        self.capacity.saturating_sub(self.held)
     }
 }
 

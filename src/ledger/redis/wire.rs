@@ -201,6 +201,9 @@ pub(super) struct Answer {
     pub(super) retry_after: u64,
     #[serde(default, deserialize_with = "de_u64")]
     pub(super) queue_length: u64,
+    /// Waiting tickets that keep newcomers back (barging off; lapsed ones left out).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub(super) waiting: u64,
     /// The earliest deadlines of the seats that count (a few), earliest first.
     #[serde(default, deserialize_with = "de_seq")]
     pub(super) earliest: Vec<Ms>,
