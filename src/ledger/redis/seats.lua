@@ -37,7 +37,8 @@
 -- change of the holders' total is seen by the next call, one that leaves the total as it was by
 -- the sweep's walk over the indexes (within ZCARD / 256 sweeps). A drift found makes the pool
 -- counted by walking it (what the older script costs) until none was found for DRIFT_QUIET,
--- then rebuilt once. Until a swap is found only per-user and per-group counts and reuse can be
+-- then rebuilt once, a slice of REBUILD_SLICE holders per call (counted by walking it until the
+-- rebuild is through), so no call blocks Redis for the whole pool. Until a swap is found only per-user and per-group counts and reuse can be
 -- off, never the pool's capacity.
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
@@ -49,6 +50,8 @@ local Z, SEATS, SESS, PEND, PINFO, GONE, GONEZ, STATS, PAUSED, ENDED, UNC =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local IXMETA, IXUSER, IXSEAT, IXOVER, IXLEASE = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 -- Bumped whenever what the indexes hold changes: a script finding another version rebuilds.
+-- (Chunked rebuilds and the orphan marks kept the version: an older replica that keeps the
+-- indexes reads them alike, and a mark it never wrote only makes a total off, found as a drift.)
 local IX_VERSION = '1'
 local QZ, QT, QWAIT, QPOLL, QJOIN, QREADY, QID, QRATE =
   KEYS[17], KEYS[18], KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24]
@@ -194,13 +197,20 @@ end
 -- that reads them does (reuse, groups, max_sessions, overflow); any other counts with ZCARD.
 local IX = false
 -- Whether this call counts by walking the pool instead (the indexes drifted a moment ago: an
--- older replica is still writing, and a rebuild per call would cost more than the walk).
+-- older replica is still writing, and a rebuild per call would cost more than the walk; or a
+-- rebuild is under way and has not reached every holder yet).
 local WALK = false
 -- How long after a drift the pool is walked before the indexes are rebuilt again.
 local DRIFT_QUIET = 60000
+-- Holders a call adds to a rebuild under way: one pass over a large pool in one call blocks
+-- Redis past the gateway's call timeout (about 1 s at 100k seats), so it is spread over calls.
+local REBUILD_SLICE = 2048
 
 -- Index upkeep. Every change to the members of z or pend goes through these, so the indexes
--- always count exactly the holders `holders` used to walk.
+-- always count exactly the holders `holders` used to walk. A count moves only when the member
+-- came or went, so adding a holder twice or dropping one never added changes nothing: a rebuild
+-- spread over calls (which may meet a holder twice, or not yet) and the calls between its steps
+-- (which keep the indexes up as usual) never count one twice.
 local function ix_count(user, d)
   if not IX then return end
   local u = str(user) or ''
@@ -220,17 +230,26 @@ end
 -- A seat entered z.
 local function ix_seat_in(r)
   if not IX then return end
-  ix_count(r.user, 1)
-  redis.call('ZADD', IXSEAT, 0, ix_member(r))
+  if redis.call('ZADD', IXSEAT, 0, ix_member(r)) == 1 then ix_count(r.user, 1) end
   ix_over(r)
 end
 
 -- A seat left z.
 local function ix_seat_out(r)
   if not IX then return end
-  ix_count(r.user, -1)
-  redis.call('ZREM', IXSEAT, ix_member(r))
+  if redis.call('ZREM', IXSEAT, ix_member(r)) == 1 then ix_count(r.user, -1) end
   redis.call('SREM', IXOVER, r.id)
+end
+
+-- A seat id in z without a record (counted for no user): ixmeta marks it, so it counts once.
+local function ix_orphan_in(id)
+  if not IX then return end
+  if redis.call('HSETNX', IXMETA, 'o:' .. id, 1) == 1 then ix_count('', 1) end
+end
+
+local function ix_orphan_out(id)
+  if not IX then return end
+  if redis.call('HDEL', IXMETA, 'o:' .. id) == 1 then ix_count('', -1) end
 end
 
 -- The user a lease's info names ('' for none, or no info).
@@ -246,28 +265,63 @@ end
 -- A lease of `user` entered (d = 1) or left (d = -1) pend.
 local function ix_lease(user, lid, d)
   if not IX then return end
-  ix_count(user, d)
+  local changed
   if d > 0 then
-    redis.call('ZADD', IXLEASE, 0, ix_lease_member(user, lid))
+    changed = redis.call('ZADD', IXLEASE, 0, ix_lease_member(user, lid))
   else
-    redis.call('ZREM', IXLEASE, ix_lease_member(user, lid))
+    changed = redis.call('ZREM', IXLEASE, ix_lease_member(user, lid))
   end
+  if changed == 1 then ix_count(user, d) end
 end
 
--- One full pass over the pool: the indexes as they must be.
-local function rebuild_index()
-  redis.call('DEL', IXUSER, IXSEAT, IXOVER, IXLEASE)
-  redis.call('HSET', IXMETA, 'total', 0)
-  redis.call('HDEL', IXMETA, 'vz', 'vs', 'vp', 'vl', 'vu')
-  redis.call('HINCRBY', IXMETA, 'rebuilds', 1)
-  for _, id in ipairs(redis.call('ZRANGE', Z, 0, -1)) do
-    local r = load(id)
-    if r then ix_seat_in(r) else ix_count('', 1) end
+-- A rebuild starts: the indexes emptied (UNLINK frees a large one in the background), then
+-- z and pend are scanned a slice per call (`rebuild_step`). ZSCAN returns every member present
+-- from the scan's start to its end; one that comes or goes meanwhile is kept up by the call that
+-- moves it, and one met twice counts once (see the upkeep above).
+local function rebuild_start()
+  local n = tonumber(redis.call('HGET', IXMETA, 'rebuilds') or '0')
+  redis.call('UNLINK', IXUSER, IXSEAT, IXOVER, IXLEASE, IXMETA)
+  redis.call('HSET', IXMETA, 'total', 0, 'rebuilds', n + 1, 'rb', 'z', 'rbc', '0')
+end
+
+-- One slice of the rebuild under way (about `n` holders). True once it is through: the
+-- indexes count every holder, and are read from the next call on.
+local function rebuild_step(n, now)
+  local m = redis.call('HMGET', IXMETA, 'rb', 'rbc')
+  local phase, cursor, left = m[1], m[2] or '0', n
+  while left > 0 and phase ~= 'done' do
+    local key = Z
+    if phase == 'p' then key = PEND end
+    local res = redis.call('ZSCAN', key, cursor, 'COUNT', math.min(left, 1000))
+    cursor = res[1]
+    local items = res[2]
+    for i = 1, #items, 2 do
+      local id = items[i]
+      if phase == 'z' then
+        local r = load(id)
+        if r then ix_seat_in(r) else ix_orphan_in(id) end
+      else
+        ix_lease(lease_user(redis.call('HGET', PINFO, id)), id, 1)
+      end
+    end
+    left = left - math.max(1, #items / 2)
+    if cursor == '0' then
+      if phase == 'z' then phase = 'p' else phase = 'done' end
+    end
   end
-  for _, lid in ipairs(redis.call('ZRANGE', PEND, 0, -1)) do
-    ix_lease(lease_user(redis.call('HGET', PINFO, lid)), lid, 1)
+  if phase ~= 'done' then
+    redis.call('HSET', IXMETA, 'rb', phase, 'rbc', cursor)
+    return false
+  end
+  redis.call('HDEL', IXMETA, 'rb', 'rbc')
+  -- Every call in between kept the indexes up, so they count every holder now, unless an
+  -- older replica wrote around them meanwhile: then it is a drift like any other.
+  if tonumber(redis.call('HGET', IXMETA, 'total')) ~= redis.call('ZCARD', Z) + redis.call('ZCARD', PEND) then
+    redis.call('HSET', IXMETA, 'drift_at', now)
+    return false
   end
   redis.call('HSET', IXMETA, 'version', IX_VERSION)
+  return true
 end
 
 -- The next `n` items of `key` (a zset) from the rank kept in ixmeta `field`, which moves on
@@ -321,23 +375,32 @@ end
 -- After a drift the pool is walked, as the older script does, for DRIFT_QUIET; then rebuilt.
 local function drifted(now)
   redis.call('HSET', IXMETA, 'drift_at', now)
-  redis.call('HDEL', IXMETA, 'version')
+  redis.call('HDEL', IXMETA, 'version', 'rb', 'rbc')
 end
 
 local function ensure_index(now)
-  local m = redis.call('HMGET', IXMETA, 'version', 'total', 'drift_at')
+  local m = redis.call('HMGET', IXMETA, 'version', 'total', 'drift_at', 'rb')
   local total = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
   if m[1] == IX_VERSION then
     if tonumber(m[2]) == total then return end
     drifted(now)
-    m[3] = now
+    m[3], m[4] = now, nil
   end
   local drift_at = tonumber(m[3])
   if drift_at and now - drift_at < DRIFT_QUIET then
     IX, WALK = false, true
     return
   end
-  rebuild_index()
+  if not m[4] then rebuild_start() end
+  -- Until the rebuild is through, this call counts by walking the pool (exact, as after a
+  -- drift) and keeps the indexes up for whatever it changes.
+  IX, WALK = true, true
+  if rebuild_step(REBUILD_SLICE, now) then
+    WALK = false
+  elseif not redis.call('HGET', IXMETA, 'rb') then
+    -- The rebuild found a drift at its end: walked without upkeep, as after any drift.
+    IX = false
+  end
 end
 
 -- Overflow seats in z, in z's order (deadline, then id), with their deadline.
@@ -470,7 +533,7 @@ local function purge(now)
     if r then
       expire(r, now)
     elseif redis.call('ZREM', Z, id) == 1 then
-      ix_count('', -1)
+      ix_orphan_out(id)
     end
   end
   local leases = redis.call('ZRANGEBYSCORE', PEND, '-inf', now)
@@ -838,7 +901,7 @@ if op ~= 'view' and op ~= 'list' and op ~= 'lookup' and op ~= 'rules' and op ~= 
     ensure_index(now)
   else
     -- Not kept up from here: a pool that needs them again rebuilds them first.
-    redis.call('HDEL', IXMETA, 'version')
+    redis.call('HDEL', IXMETA, 'version', 'rb', 'rbc')
   end
 end
 
@@ -1211,7 +1274,7 @@ elseif op == 'sweep' then
   purge(now)
   -- The sweep runs on every replica every few seconds: the indexes are checked through in
   -- ZCARD / 256 sweeps.
-  if IX and not index_sound(256) then drifted(now) end
+  if IX and not WALK and not index_sound(256) then drifted(now) end
   for _, idx in ipairs({ PAUSED, UNC }) do
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do
       local r = load(id)

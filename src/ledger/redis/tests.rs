@@ -93,7 +93,18 @@ impl Fixture {
         n.unwrap_or(0)
     }
 
-    /// The indexes as a full pass over the pool builds them (the version key dropped forces one).
+    /// Whether the indexes of `pool` are built (a rebuild under way has no version yet).
+    fn built(&mut self, pool: &PoolKey) -> bool {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.key(pool, "ixmeta"))
+            .arg("version")
+            .query(&mut self.con)
+            .unwrap();
+        v.is_some()
+    }
+
+    /// The indexes as a full pass over the pool builds them (the version key dropped forces
+    /// one; calls that change nothing carry it through, a slice each).
     async fn rebuilt(&mut self, pool: &PoolKey) -> Index {
         let _: () = redis::cmd("HDEL")
             .arg(self.key(pool, "ixmeta"))
@@ -102,11 +113,16 @@ impl Fixture {
             .unwrap();
         let p = self.l.inner.pool(pool).unwrap();
         // A cancel of no lease changes nothing but runs the index check.
-        self.l
-            .inner
-            .eval(&p, "cancel", &["none".into()])
-            .await
-            .unwrap();
+        for _ in 0..1000 {
+            self.l
+                .inner
+                .eval(&p, "cancel", &["none".into()])
+                .await
+                .unwrap();
+            if self.built(pool) {
+                break;
+            }
+        }
         self.index(pool)
     }
 }
@@ -624,4 +640,109 @@ async fn the_line_keeps_the_indexes_up() {
         ready > 10 && admitted > 5 && removed > 5,
         "{ready} {admitted} {removed}"
     );
+}
+
+/// Writes `n` active seats (users `u0`…`u39` in turn, sessions `{i:032x}`) straight into a
+/// pool's keys, as the script stores them: a pool whose indexes were never built.
+const FILL: &str = r#"
+local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 0, n - 1 do
+  local id = string.format('%016x', i * 2 + 1)
+  local sess = string.format('%032x', i)
+  local r = { id = id, user = 'u' .. (i % 40), device = '', client = 'web', session = sess,
+    started_at = now, last_activity = now, last_heartbeat = 0, last_request = now, last_input = 0,
+    state = 'active', ending_at = 0, overflow = false, ended_by = '' }
+  redis.call('HSET', KEYS[2], id, cjson.encode(r))
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+  redis.call('HSET', KEYS[3], sess, id)
+end
+return n
+"#;
+
+/// A rebuild of a large pool is spread over calls (no call blocks Redis for the whole pool):
+/// meanwhile admission is exact (per user and the pool's capacity, from a walk), what the calls
+/// in between change is kept up, and the indexes it ends with equal a full rebuild's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_spread_over_calls_ends_equal_to_a_full_one() {
+    const HELD: u64 = 5_000;
+    let mut spec = pool_spec("big", HELD as u32 + 3, SeatsPer::Session);
+    spec.idle_timeout = 600_000;
+    spec.max_lifetime = 3_600_000;
+    spec.standby_timeout = 60_000;
+    spec.groups.clear();
+    spec.overflow_ms = None;
+    // Each of the 40 users holds 125 seats: one more each.
+    spec.max_sessions = Some(126);
+    let pool = spec.key.clone();
+    let mut f = Fixture::new(&[spec]);
+    let now = 1_000u64;
+    let _: u64 = redis::Script::new(FILL)
+        .key(f.key(&pool, "z"))
+        .key(f.key(&pool, "seats"))
+        .key(f.key(&pool, "sess"))
+        .arg(now)
+        .arg(HELD)
+        .arg(600_000)
+        .invoke(&mut f.con)
+        .unwrap();
+    // The first call starts the rebuild and does a slice of it only.
+    assert!(matches!(
+        f.l.reserve(&claim(&pool, "u0", "", 1), now).await.unwrap(),
+        Reservation::Granted(_)
+    ));
+    assert!(!f.built(&pool), "{HELD} holders indexed in one call");
+    assert_eq!(f.rebuilds(&pool), 1);
+    // Meanwhile: u0 holds 126 now, whichever of them the rebuild has reached.
+    match f.l.reserve(&claim(&pool, "u0", "", 2), now).await.unwrap() {
+        Reservation::Full(full) => assert_eq!(full.reason, FullReason::UserMax),
+        r => panic!("u0 is at max_sessions, got {r:?}"),
+    }
+    // A seat leaves (the first one, scanned or not) and three newcomers fill the pool exactly.
+    let first = SessionKey::from_hex(&format!("{:032x}", 0)).unwrap();
+    assert!(f
+        .l
+        .release(&first, ReleaseReason::Logout, now)
+        .await
+        .unwrap()
+        .is_some());
+    for i in 0..3u64 {
+        let c = claim(&pool, &format!("new{i}"), "", 10 + i);
+        let Reservation::Granted(lease) = f.l.reserve(&c, now).await.unwrap() else {
+            panic!("newcomer {i} found the pool full")
+        };
+        if i < 2 {
+            f.l.commit(&lease, &c, SessionKey::new("ix", &format!("new{i}")), now)
+                .await
+                .unwrap();
+        }
+    }
+    match f
+        .l
+        .reserve(&claim(&pool, "late", "", 20), now)
+        .await
+        .unwrap()
+    {
+        Reservation::Full(full) => assert_eq!(full.reason, FullReason::Pool),
+        r => panic!("the pool is full, got {r:?}"),
+    }
+    // The sweeps carry it through, over several calls.
+    let mut calls = 0;
+    while !f.built(&pool) {
+        f.l.sweep(now).await.unwrap();
+        calls += 1;
+        assert!(calls < 100, "the rebuild never ended");
+    }
+    assert_eq!(f.rebuilds(&pool), 1);
+    let kept = f.index(&pool);
+    assert_eq!(kept.0, HELD as i64 + 3, "seats and the leases in flight");
+    // u0: 125 seats, the first released, and a lease.
+    assert_eq!(kept.1.get("u0"), Some(&125));
+    assert_eq!(kept.1.get("u1"), Some(&125));
+    // Read from the indexes now: still exact.
+    match f.l.reserve(&claim(&pool, "u1", "", 30), now).await.unwrap() {
+        Reservation::Full(full) => assert_eq!(full.reason, FullReason::Pool),
+        r => panic!("the pool is full, got {r:?}"),
+    }
+    assert_eq!(kept, f.rebuilt(&pool).await);
+    assert_eq!(f.rebuilds(&pool), 2);
 }
