@@ -225,6 +225,19 @@ impl Line {
         !self.waiting.is_empty()
     }
 
+    /// Whether a waiting ticket that has not lapsed by `now` is in line, without dropping the
+    /// lapsed ones (a check asks under the view lock): the leave heap's earliest entry (never
+    /// later than a ticket's real leave time) settles it unless one may have lapsed.
+    pub(super) fn waits_at(&self, q: &QueueSpec, now: Millis) -> bool {
+        match self.leaves.peek() {
+            Some(Reverse((at, _))) if *at <= now => self
+                .waiting
+                .values()
+                .any(|k| self.tickets.get(k).is_some_and(|t| t.leaves(q).0 > now)),
+            _ => !self.waiting.is_empty(),
+        }
+    }
+
     /// Tickets in line that have not lapsed by `now` (listing and usage ask without changing).
     pub(super) fn live_len(&self, q: Option<&QueueSpec>, now: Millis) -> u32 {
         match q {

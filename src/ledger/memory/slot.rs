@@ -471,7 +471,10 @@ impl MemoryLedger {
         let mut st = slot.view();
         // A newcomer's login is refused while the line waits (barging off), so a check fails
         // then too, even between a release and the head's promotion.
-        if spec.queue.is_some_and(|q| !q.barging) && st.line.anyone_waits() {
+        if spec
+            .queue
+            .is_some_and(|q| !q.barging && st.line.waits_at(&q, now))
+        {
             return Some(0);
         }
         let may_lapse = st.deadlines.peek().map_or(Millis::MAX, |r| r.0 .0);
