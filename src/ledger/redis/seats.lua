@@ -204,7 +204,7 @@ local WALK = false
 local DRIFT_QUIET = 60000
 -- Holders a call adds to a rebuild under way: one pass over a large pool in one call blocks
 -- Redis past the gateway's call timeout (about 1 s at 100k seats), so it is spread over calls.
-local REBUILD_SLICE = 2048
+local REBUILD_SLICE = 8192
 
 -- Index upkeep. Every change to the members of z or pend goes through these, so the indexes
 -- always count exactly the holders `holders` used to walk. A count moves only when the member
