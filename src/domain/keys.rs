@@ -22,19 +22,29 @@ impl SessionKey {
     }
 
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex16(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 32 {
-            return None;
-        }
-        let mut k = [0u8; 16];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(SessionKey(k))
+        from_hex16(s).map(SessionKey)
     }
+}
+
+/// A 16-byte key as the 32 lowercase hex digits the stores keep it as.
+pub(super) fn hex16(k: &[u8; 16]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key `hex16` wrote; `None` for anything else (length, or a digit that is not hex).
+pub(super) fn from_hex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut k = [0u8; 16];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
 }
 
 impl fmt::Debug for SessionKey {

@@ -6,7 +6,7 @@
 //! `Ready`) under the ticket's own lease id, so the login carrying that ticket finds the
 //! reservation exactly as a self-service hold is found, and nobody else can take it.
 
-use super::keys::{PoolKey, SeatId};
+use super::keys::{from_hex16, hex16, PoolKey, SeatId};
 use super::time::Millis;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,18 +40,11 @@ impl TicketKey {
     }
 
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex16(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 32 {
-            return None;
-        }
-        let mut k = [0u8; 16];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(TicketKey(k))
+        from_hex16(s).map(TicketKey)
     }
 }
 

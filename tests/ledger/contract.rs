@@ -28,22 +28,6 @@ fn gone(r: ReleaseReason) -> Touch {
     Touch::Gone(Gone::Released(r))
 }
 
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod volatile {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Volatile).await } )*
-        }
-        mod journal {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Journal).await } )*
-        }
-        mod redis {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Redis).await } )*
-        }
-    };
-}
 
 on_every_store!(
     login_touch_logout,

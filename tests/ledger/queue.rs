@@ -10,22 +10,6 @@ use seatgate::domain::{
 };
 use seatgate::ledger::SeatLedger;
 
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod volatile {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Volatile).await } )*
-        }
-        mod journal {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Journal).await } )*
-        }
-        mod redis {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(crate::common::Kind::Redis).await } )*
-        }
-    };
-}
 
 on_every_store!(
     queue_positions_and_the_held_seat,
