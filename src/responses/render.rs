@@ -286,7 +286,11 @@ products:
         assert!(matches!(c, Cow::Borrowed(_)));
         assert_eq!(retry_after_of(&check), Some(9));
         let h = c.to_header_with(retry_after_of(&check)).unwrap();
-        let ra: Vec<_> = h.headers.get_all(http::header::RETRY_AFTER).iter().collect();
+        let ra: Vec<_> = h
+            .headers
+            .get_all(http::header::RETRY_AFTER)
+            .iter()
+            .collect();
         assert_eq!(ra, ["9"], "one Retry-After, the estimate's");
         // Refused requests close the connection; without a product only what needs none.
         let bad = BadRequest::all()[0];
