@@ -28,7 +28,6 @@ fn gone(r: ReleaseReason) -> Touch {
     Touch::Gone(Gone::Released(r))
 }
 
-
 on_every_store!(
     login_touch_logout,
     restart_keeps_every_state,

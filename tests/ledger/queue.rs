@@ -10,7 +10,6 @@ use seatgate::domain::{
 };
 use seatgate::ledger::SeatLedger;
 
-
 on_every_store!(
     queue_positions_and_the_held_seat,
     queue_abandonment_and_max_wait,
@@ -567,9 +566,17 @@ async fn queue_checks_see_the_line(kind: Kind) {
         st.refresh().await;
         let free = st.l().available(&pool(), s(1));
         if barging {
-            assert_eq!(free, Some(1), "barging on: the free seat is a newcomer's to take");
+            assert_eq!(
+                free,
+                Some(1),
+                "barging on: the free seat is a newcomer's to take"
+            );
         } else {
-            assert_eq!(free, Some(0), "barging off: bob waits, so a check must fail");
+            assert_eq!(
+                free,
+                Some(0),
+                "barging off: bob waits, so a check must fail"
+            );
         }
     }
 }
