@@ -94,7 +94,7 @@ if [[ ,$CASES, == *,queue,* ]]; then
   ab -k -n "$N" -c 8 -H "$H" http://127.0.0.1:18180/full/sdata/mobile/x >$T/ab.out 2>&1
   grep -q "Failed requests:        0" $T/ab.out || { cat $T/ab.out; exit 1; }
   count "seatgate check (fail), line of 1000" "$N"
-  out=$(wrk -t1 -c4 -d20s -s benches/poll.lua http://127.0.0.1:18180/line/.seatgate/queue -- $T/tickets)
+  out=$(wrk -t1 -c1 -d20s -s benches/poll.lua http://127.0.0.1:18180/line/.seatgate/queue -- $T/tickets)
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   grep -q "Non-2xx" <<<"$out" && { echo "polls answered other than 200:"; echo "$out"; exit 1; }
   count "seatgate queue poll, line of 1000" "$n"
