@@ -103,5 +103,6 @@ if [[ ,$CASES, == *,queue,* ]]; then
     http://127.0.0.1:18180/line/login >$T/ab.out 2>&1
   grep -q "Non-2xx" $T/ab.out && { cat $T/ab.out; exit 1; }
   count "seatgate queue join, line of 1000+" 1000
+  [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp $T/queue.$pid.* "$KEEP/"
   kill -INT "$pid"
 fi

@@ -97,7 +97,7 @@ fn user_key(key_path: &Path) -> Result<[u8; 32], String> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k: [u8; 32] = rand::random();
-            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(k);
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create_new(true);
             #[cfg(unix)]
@@ -182,13 +182,7 @@ impl Audit {
             (None, _) => Value::Null,
             (Some(u), Some(key)) => {
                 let d = hmac_sha256(key, u.as_bytes());
-                Value::String(format!(
-                    "hmac:{}",
-                    d[..8]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ))
+                Value::String(format!("hmac:{}", hex::encode(&d[..8])))
             }
             (Some(u), None) => Value::String(u.to_string()),
         }

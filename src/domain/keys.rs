@@ -32,18 +32,13 @@ impl SessionKey {
 
 /// A 16-byte key as the 32 lowercase hex digits the stores keep it as.
 pub(super) fn hex16(k: &[u8; 16]) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(k)
 }
 
 /// The key `hex16` wrote; `None` for anything else (length, or a digit that is not hex).
 pub(super) fn from_hex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
     let mut k = [0u8; 16];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut k).ok()?;
     Some(k)
 }
 

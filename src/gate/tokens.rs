@@ -170,7 +170,7 @@ fn parse_hold(v: &str) -> Option<Hold> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -178,9 +178,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     let mut k = [0u8; 32];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut k).ok()?;
     Some(k)
 }
 

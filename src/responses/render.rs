@@ -108,9 +108,10 @@ fn retry_after(mut c: Canned, secs: u64) -> Canned {
 /// The waiting line's answers: the poll's JSON, and its page without script.
 fn queue_answer(p: &Product, status: Option<&QueueStatus>, page: Option<Millis>) -> Canned {
     match page {
-        None => Canned::json(
+        None => Canned::new(
             StatusCode::OK,
-            &crate::policy::queue::status_json(status, &p.name),
+            "application/json",
+            crate::policy::queue::status_json(status, &p.name),
         ),
         Some(poll_every) => waiting_page(&InLine {
             product: &p.name,
