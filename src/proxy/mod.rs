@@ -434,7 +434,7 @@ impl ProxyHttp for Gateway {
                     ctx.holds_seat = false;
                     let denials = ctx.product.and_then(|i| ctx.rt.as_ref()?.denials.get(i));
                     let c = responses::render(&d, Some(&p), denials, ctx.client, now_ms());
-                    *resp = c.to_header()?;
+                    *resp = c.to_header_with(responses::retry_after_of(&d))?;
                     resp.insert_header(::http::header::CONTENT_LENGTH, c.body.len())?;
                     ctx.replace_body = Some(c.body.clone());
                     ctx.inject = None;

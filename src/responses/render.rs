@@ -51,20 +51,13 @@ pub fn render<'a>(
         }
         Denial::StoreError => owned(unavailable()),
         // Borrowed: the estimate's `Retry-After` is set as the answer is sent
-        // (`retry_after_of`), so a check storm still copies no answer.
+        // (`retry_after_of`), so a check storm or a login storm at a full pool copies no answer.
         Denial::CheckFull { .. } => configured(),
-        Denial::Full {
-            full,
-            offer,
-            retry_after_secs,
-        } if builtin_page(p, client) => {
+        Denial::Full { full, offer, .. } if builtin_page(p, client) => {
             let offer = offer.as_deref().map(offer_of);
-            let page = full_page(&configured(), &p.name, full, offer.as_ref(), now);
-            owned(retry_after(page, *retry_after_secs))
+            owned(full_page(&configured(), &p.name, full, offer.as_ref(), now))
         }
-        Denial::Full {
-            retry_after_secs, ..
-        } => owned(retry_after(configured().into_owned(), *retry_after_secs)),
+        Denial::Full { .. } => configured(),
         Denial::Expired(gone) => owned(expired_redirect(
             &p.login.path,
             &p.session.cookie,
@@ -90,19 +83,17 @@ pub fn render<'a>(
     }
 }
 
-/// The `Retry-After` to set on `d`'s answer as it is sent, over any configured one: a failed
-/// check's, whose answer `render` lends unchanged.
+/// The `Retry-After` to set on `d`'s answer as it is sent, over any configured one: the wait
+/// estimate of a full pool's denial and of a failed check, whose configured answers `render`
+/// lends unchanged.
 pub fn retry_after_of(d: &Denial) -> Option<u64> {
     match d {
-        Denial::CheckFull { retry_after_secs } => Some(*retry_after_secs),
+        Denial::CheckFull { retry_after_secs }
+        | Denial::Full {
+            retry_after_secs, ..
+        } => Some(*retry_after_secs),
         _ => None,
     }
-}
-
-/// A full pool's answer with the estimate's `Retry-After` in place of any configured one.
-fn retry_after(mut c: Canned, secs: u64) -> Canned {
-    c.headers.retain(|(k, _)| k != http::header::RETRY_AFTER);
-    c.header_str(http::header::RETRY_AFTER, &secs.max(1).to_string())
 }
 
 /// The waiting line's answers: the poll's JSON, and its page without script.
@@ -293,6 +284,15 @@ products:
             .iter()
             .collect();
         assert_eq!(ra, ["9"], "one Retry-After, the estimate's");
+        // A full pool's configured answer (client kind 0 has a body) likewise.
+        let api = Denial::Full {
+            full,
+            offer: None,
+            retry_after_secs: 7,
+        };
+        let c = render(&api, Some(&p), Some(&d), Some(0), 0);
+        assert!(matches!(c, Cow::Borrowed(_)));
+        assert_eq!(retry_after_of(&api), Some(7));
         // Refused requests close the connection; without a product only what needs none.
         let bad = BadRequest::all()[0];
         let c = render(&Denial::Refused(bad), None, None, None, 0);
