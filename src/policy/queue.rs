@@ -40,7 +40,7 @@ pub fn estimate(
 /// `Retry-After` seconds for an estimate: at least 1, rounded up.
 pub fn retry_after_secs(estimate: Option<Millis>) -> u64 {
     match estimate {
-        Some(ms) => ms.div_ceil(1000).max(1),
+        Some(ms) => wait_secs(ms).max(1),
         None => UNKNOWN_RETRY_AFTER_SECS,
     }
 }
@@ -117,14 +117,11 @@ pub fn ticket_pool(value: &str) -> Option<String> {
     if random.len() != 32 || !hex(random) || pool.is_empty() || pool.len() > MAX_POOL_HEX {
         return None;
     }
-    if pool.len() % 2 != 0 || !hex(pool) {
+    // Lowercase only, as `new_ticket` spells it (`hex::decode` would take uppercase too).
+    if !hex(pool) {
         return None;
     }
-    let bytes = (0..pool.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&pool[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    String::from_utf8(hex::decode(pool).ok()?).ok()
 }
 
 /// `Set-Cookie` of a ticket: HttpOnly (the page's script never reads it, the poll sends it),
