@@ -311,13 +311,18 @@ impl MemoryLedger {
                 continue;
             }
             let listed = Self::listed(&st.line, pool, &st.line.tickets[&key]);
-            if let Some(t) = st.line.remove(&key) {
-                if t.ready_until.is_some() {
-                    st.pending.remove(&key.lease_id());
-                }
-            }
+            Self::leave_line(st, &key);
             told.ops.push(Op::TicketDelete(key));
             told.events.push((listed, QueueEvent::Left(why), at));
+        }
+    }
+
+    /// A ticket leaves the line other than by its login: a seat held for it is given back.
+    fn leave_line(st: &mut PoolState, key: &TicketKey) {
+        if let Some(t) = st.line.remove(key) {
+            if t.ready_until.is_some() {
+                st.pending.remove(&key.lease_id());
+            }
         }
     }
 
@@ -399,11 +404,7 @@ impl MemoryLedger {
         keys.sort_unstable();
         for (_, key) in keys {
             let listed = Self::listed(&st.line, pool, &st.line.tickets[&key]);
-            if let Some(t) = st.line.remove(&key) {
-                if t.ready_until.is_some() {
-                    st.pending.remove(&key.lease_id());
-                }
-            }
+            Self::leave_line(st, &key);
             told.ops.push(Op::TicketDelete(key));
             told.events
                 .push((listed, QueueEvent::Left(QueueResult::Expired), now));
@@ -652,11 +653,7 @@ impl MemoryLedger {
                     continue;
                 };
                 let listed = Self::listed(&st.line, &slot.key, &st.line.tickets[&key]);
-                if let Some(t) = st.line.remove(&key) {
-                    if t.ready_until.is_some() {
-                        st.pending.remove(&key.lease_id());
-                    }
-                }
+                Self::leave_line(&mut st, &key);
                 told.ops.push(Op::TicketDelete(key));
                 told.events
                     .push((listed.clone(), QueueEvent::Left(QueueResult::Removed), now));
