@@ -3,8 +3,8 @@
 //! and an adopted cookie takes a seat only once the app has accepted it.
 
 use super::{
-    login::deny_full, AppAnswer, AuditEvent, Commit, Denial, DenyReason, Gate, LoginResult,
-    PendingLogin, Record, Take, Watch,
+    AppAnswer, AuditEvent, Commit, Denial, DenyReason, Gate, LoginResult, PendingLogin, Record,
+    Take, Watch,
 };
 use crate::config::Product;
 use crate::domain::{Claim, Millis, ReleaseReason, Reservation, SessionKey, Touch};
@@ -232,8 +232,7 @@ impl Gate {
             },
             Ok(Reservation::Full(_)) if is_held().await => return held,
             Ok(Reservation::Full(full)) => {
-                let retry = self.retry_after(&claim.pool, now);
-                return Commit::Replace(deny_full(claim, full, None, retry, rec));
+                return Commit::Replace(self.deny_full(claim, full, None, now, rec));
             }
             Err(e) => log::warn!("product {}: adoption not recorded: {e}", p.name),
         }

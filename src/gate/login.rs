@@ -2,8 +2,8 @@
 //! (exempt and named users, re-logins do not), a held self-service seat, and the full pool.
 
 use super::{
-    builtin_page, client_label, pool_for, pool_key, AuditEvent, Decision, Denial, DenyReason, Gate,
-    LoginResult, PendingLogin, Record, SeatRequest, Take, Verify, Watch,
+    builtin_page, client_label, pool_for, pool_key, Decision, Gate, LoginResult, PendingLogin,
+    Record, SeatRequest, Take, Verify, Watch,
 };
 use crate::config::Product;
 use crate::domain::{
@@ -144,8 +144,7 @@ impl Gate {
                         return d;
                     }
                 }
-                let retry = self.retry_after(&claim.pool, r.now);
-                Decision::Deny(deny_full(&claim, full, None, retry, rec))
+                Decision::Deny(self.deny_full(&claim, full, None, r.now, rec))
             }
             FullLogin::VerifyThenOffer => Decision::Verify(Box::new(Verify { claim, new_device })),
         }
@@ -214,28 +213,5 @@ fn device_of(p: &Product, headers: &http::HeaderMap) -> (Option<String>, Option<
             let d = cookies::new_device_id();
             (Some(d.clone()), Some(d))
         }
-    }
-}
-
-/// The pool-full denial of a login or adoption, with its audit line.
-pub(super) fn deny_full(
-    claim: &Claim,
-    full: Full,
-    offer: Option<Box<super::OfferPage>>,
-    retry_after_secs: u64,
-    rec: &mut Record,
-) -> Denial {
-    rec.deny(DenyReason::Full(full.reason));
-    rec.audit(AuditEvent::Deny {
-        pool: claim.pool.pool.clone(),
-        user: claim.user.clone(),
-        client: claim.client.clone(),
-        reason: full.reason.as_str(),
-        offered: offer.as_ref().map(|o| o.sessions.len()),
-    });
-    Denial::Full {
-        full,
-        offer,
-        retry_after_secs,
     }
 }

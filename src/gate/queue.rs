@@ -8,7 +8,7 @@
 //! parse, names another pool, or is unknown to the line is ignored: its request is a newcomer.
 
 use super::{
-    login::deny_full, Answer, Decision, Denial, Gate, Outcome, Record, SeatRequest, Waiting,
+    Answer, AuditEvent, Decision, Denial, DenyReason, Gate, Outcome, Record, SeatRequest, Waiting,
 };
 use crate::config::Product;
 use crate::domain::{Claim, Full, Joined, Millis, Polled, QueueSpec, TicketKey};
@@ -77,11 +77,10 @@ impl Gate {
             lease_id: key.lease_id(),
             ..claim.clone()
         };
-        let retry = self.retry_after(&claim.pool, r.now);
         match self.ledger.enqueue(&joining, key, r.now).await {
             Ok(Joined::Queued(status)) => {
                 // Counted and audited as the full-pool denial it is; the answer is the page.
-                let _ = deny_full(claim, full, None, retry, rec);
+                let _ = self.deny_full(claim, full, None, r.now, rec);
                 let path = queue::ticket_path(&p.path_prefix);
                 Some(Decision::Answer(Answer::Waiting(Box::new(Waiting {
                     status,
@@ -89,11 +88,15 @@ impl Gate {
                     poll_every: poll_every(&spec),
                 }))))
             }
-            Ok(Joined::LineFull) => Some(Decision::Deny(deny_full(claim, full, None, retry, rec))),
+            Ok(Joined::LineFull) => Some(Decision::Deny(
+                self.deny_full(claim, full, None, r.now, rec),
+            )),
             Err(e) => {
                 // No line to join right now: the plain denial is still the truth.
                 log::warn!("product {}: cannot join the waiting line: {e}", p.name);
-                Some(Decision::Deny(deny_full(claim, full, None, retry, rec)))
+                Some(Decision::Deny(
+                    self.deny_full(claim, full, None, r.now, rec),
+                ))
             }
         }
     }
@@ -161,5 +164,29 @@ impl Gate {
     /// view (no store round trip), at least a second.
     pub(super) fn retry_after(&self, pool: &crate::domain::PoolKey, now: Millis) -> u64 {
         queue::retry_after_secs(self.ledger.wait_estimate(pool, 1, now))
+    }
+
+    /// The pool-full denial of a login or adoption, with its audit line and its `Retry-After`.
+    pub(super) fn deny_full(
+        &self,
+        claim: &Claim,
+        full: Full,
+        offer: Option<Box<super::OfferPage>>,
+        now: Millis,
+        rec: &mut Record,
+    ) -> Denial {
+        rec.deny(DenyReason::Full(full.reason));
+        rec.audit(AuditEvent::Deny {
+            pool: claim.pool.pool.clone(),
+            user: claim.user.clone(),
+            client: claim.client.clone(),
+            reason: full.reason.as_str(),
+            offered: offer.as_ref().map(|o| o.sessions.len()),
+        });
+        Denial::Full {
+            full,
+            offer,
+            retry_after_secs: self.retry_after(&claim.pool, now),
+        }
     }
 }

@@ -11,8 +11,8 @@
 //!   which ends that session ([`Gate::self_service`]) and holds its seat for the user.
 
 use super::{
-    login::deny_full, Answer, AuditEvent, Decision, Denial, Form, Gate, LoginResult, OfferPage,
-    OfferedSession, Outcome, Record, Refusal, SelfServed, Verdict, Verified, Verify,
+    Answer, AuditEvent, Decision, Denial, Form, Gate, LoginResult, OfferPage, OfferedSession,
+    Outcome, Record, Refusal, SelfServed, Verdict, Verified, Verify,
 };
 use crate::config::Product;
 use crate::domain::{
@@ -134,8 +134,7 @@ impl Gate {
             Err(e) => {
                 // No way to sign an offer: the plain denial.
                 log::warn!("product {}: no self-service key: {e}", p.name);
-                let retry = self.retry_after(&claim.pool, now);
-                return deny_full(claim, full, None, retry, rec);
+                return self.deny_full(claim, full, None, now, rec);
             }
         };
         let user = claim.user.clone().unwrap_or_default();
@@ -171,8 +170,7 @@ impl Gate {
             sessions,
         };
         rec.self_service = Some(SelfServed::Offered);
-        let retry = self.retry_after(&claim.pool, now);
-        deny_full(claim, full, Some(Box::new(offer)), retry, rec)
+        self.deny_full(claim, full, Some(Box::new(offer)), now, rec)
     }
 
     /// `POST …/.seatgate/self-service` with `token=…`: ends the chosen own session and sends the

@@ -3,8 +3,8 @@
 //! media type, and upgraded connections kept touched.
 
 use super::{
-    client_label, login::deny_full, pool_for, pool_key, Answer, Beat, Decision, Denial, DenyReason,
-    Gate, Held, Outcome, Record, SeatRequest, Watch,
+    client_label, pool_for, pool_key, Answer, Beat, Decision, Denial, DenyReason, Gate, Held,
+    Outcome, Record, SeatRequest, Watch,
 };
 use crate::config::{IdleBy, Product};
 use crate::domain::{now_ms, Claim, Full, FullReason, Gone, Millis, SessionKey, Touch};
@@ -84,8 +84,7 @@ impl Gate {
             }
             Some(0) => {
                 let full = full_now(p, &claim, r.now);
-                let retry = self.retry_after(&claim.pool, r.now);
-                return Decision::Deny(deny_full(&claim, full, None, retry, rec));
+                return Decision::Deny(self.deny_full(&claim, full, None, r.now, rec));
             }
             Some(_) => {}
         }
