@@ -216,7 +216,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 "seatgate demo: open http://{listen}/ (sample app on {upstream}, password `demo`); \
 License Usage page and metrics on http://{admin}/ (admin / admin)"
             );
-            server.run_forever()
+            server.run(Box::new(pingora_core::server::UnixShutdownSignalWatch));
+            Ok(())
         }
         Cmd::HashPassword => {
             let stdin = std::io::stdin();

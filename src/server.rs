@@ -28,18 +28,19 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{
-    ListenFds, RunArgs, RuntimeOpts, Server, ShutdownSignalWatch, ShutdownWatch,
-};
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod head_deadline;
+mod stop_first;
 pub use head_deadline::{HeadDeadline, HeadTimed};
+pub use stop_first::Signal;
+use stop_first::StopListeners;
 
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -326,54 +327,9 @@ pub fn serves(wanted: &[SocketAddr], bound: SocketAddr) -> bool {
     wanted.first() == Some(&bound)
 }
 
-/// A listening service that first puts its inherited sockets in pingora's fd table under their
-/// configured address: the listener then takes them instead of binding (pingora's upgrade path),
-/// and a graceful upgrade passes them on.
-struct WithInherited<S> {
-    inner: S,
-    fds: Vec<(String, OwnedFd)>,
-}
-
-#[async_trait]
-impl<S: pingora_core::services::Service> pingora_core::services::Service for WithInherited<S> {
-    async fn start_service(
-        &mut self,
-        fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
-        listeners_per_fd: usize,
-    ) {
-        if let Some(table) = &fds {
-            let mut t = table.lock();
-            for (addr, fd) in self.fds.drain(..) {
-                // The listener owns it from here (pingora's `from_raw_fd`).
-                t.add(addr, fd.into_raw_fd());
-            }
-        }
-        self.inner
-            .start_service(fds, shutdown, listeners_per_fd)
-            .await
-    }
-
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn threads(&self) -> Option<usize> {
-        self.inner.threads()
-    }
-
-    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
-        self.inner.runtime_opts_override(global)
-    }
-
-    fn listen_addresses(&self) -> Option<Vec<String>> {
-        self.inner.listen_addresses()
-    }
-}
-
 /// Adds `svc` to `server` with the inherited sockets of `addresses`.
 fn add_listening<S: pingora_core::services::Service + 'static>(
-    server: &mut Server,
+    server: &mut GatewayServer,
     svc: S,
     addresses: &[&str],
     inherited: &mut Inherited,
@@ -382,7 +338,30 @@ fn add_listening<S: pingora_core::services::Service + 'static>(
         .iter()
         .filter_map(|a| Some((a.to_string(), inherited.take(a)?)))
         .collect();
-    server.add_service(WithInherited { inner: svc, fds });
+    let svc = server.listeners.wrap(svc, fds);
+    server.server.add_service(svc);
+}
+
+/// The gateway's pingora server, whose listeners also close first on a fast shutdown
+/// ([`stop_first`]).
+pub struct GatewayServer {
+    server: Server,
+    listeners: StopListeners,
+}
+
+impl GatewayServer {
+    /// Another listening service (the demo's sample app), stopped with the gateway's.
+    pub fn add_service<S: pingora_core::services::Service + 'static>(&mut self, svc: S) {
+        let svc = self.listeners.wrap(svc, Vec::new());
+        self.server.add_service(svc);
+    }
+
+    /// Serves until `shutdown` says so and every service has finished.
+    pub fn run(self, shutdown: Signal) {
+        self.server.run(RunArgs {
+            shutdown_signal: self.listeners.watching(shutdown),
+        });
+    }
 }
 
 /// Runs the gateway on `inherited` sockets (binding the configured addresses that have none)
@@ -392,17 +371,14 @@ pub fn run(
     app: Arc<App>,
     opts: &RunOptions,
     inherited: Inherited,
-    shutdown: Box<dyn ShutdownSignalWatch>,
+    shutdown: Signal,
 ) -> Result<(), String> {
-    let server = build_server_on(app, opts, inherited)?;
-    server.run(RunArgs {
-        shutdown_signal: shutdown,
-    });
+    build_server_on(app, opts, inherited)?.run(shutdown);
     Ok(())
 }
 
 /// The gateway's services on freshly bound listeners; `demo` adds its sample app to it.
-pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<Server, String> {
+pub fn build_server(app: Arc<App>, opts: &RunOptions) -> Result<GatewayServer, String> {
     build_server_on(app, opts, Inherited::default())
 }
 
@@ -412,7 +388,7 @@ pub fn build_server_on(
     app: Arc<App>,
     opts: &RunOptions,
     mut inherited: Inherited,
-) -> Result<Server, String> {
+) -> Result<GatewayServer, String> {
     // Primed at 0 with the app's other reasons; the first app served in a process keeps it.
     let _ = MALFORMED.set(
         app.metrics
@@ -435,13 +411,17 @@ pub fn build_server_on(
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&cfg, opts));
     server.bootstrap();
+    let mut server = GatewayServer {
+        server,
+        listeners: StopListeners::default(),
+    };
 
     // `timeouts.header`, which pingora has no setting for: read per connection, so a reload
     // applies it to the connections that come after.
     let timed = {
         let app = app.clone();
         HeadDeadline::new(
-            pingora_proxy::http_proxy(&server.configuration, Gateway::new(app.clone())),
+            pingora_proxy::http_proxy(&server.server.configuration, Gateway::new(app.clone())),
             move || app.runtime().config.timeouts.header,
         )
     };
@@ -513,8 +493,8 @@ pub fn build_server_on(
             "an inherited socket bound to {addr} matches no `listen` or `admin.listen` address"
         ));
     }
-    server.add_service(sampler);
-    server.add_service(upkeep);
+    server.server.add_service(sampler);
+    server.server.add_service(upkeep);
     Ok(server)
 }
 
