@@ -62,6 +62,33 @@ impl SeatId {
     }
 }
 
+/// Low bits of a [`SeatIds`] id below its millisecond.
+const ID_TIME_SHIFT: u32 = 20;
+
+/// Seat ids that grow with time, for the embedded store: its journal's tables are keyed by
+/// seat id, and random ids made every login rewrite a random leaf of each (most of the
+/// journal writer's time at 100k seats); ids in order append at the tables' right edge. The
+/// bits below the millisecond stay random where they can, so an id does not name the next.
+/// Unique within a process; the store checks a fresh id against those it restored.
+#[derive(Debug, Default)]
+pub struct SeatIds {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl SeatIds {
+    pub fn next(&self) -> SeatId {
+        use std::sync::atomic::Ordering::Relaxed;
+        let below = (1u64 << ID_TIME_SHIFT) - 1;
+        let candidate = (super::now_ms() << ID_TIME_SHIFT) | (rand::random::<u64>() & below) | 1;
+        let fresh = |last: u64| candidate.max(last.saturating_add(2));
+        let prev = self
+            .last
+            .fetch_update(Relaxed, Relaxed, |last| Some(fresh(last)))
+            .unwrap_or_else(|last| last);
+        SeatId(fresh(prev))
+    }
+}
+
 impl fmt::Display for SeatId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -116,5 +143,42 @@ impl PoolKey {
 impl fmt::Display for PoolKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.product, self.pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seat_ids_grow_and_never_repeat_across_threads() {
+        let ids = std::sync::Arc::new(SeatIds::default());
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let ids = ids.clone();
+                std::thread::spawn(move || (0..50_000).map(|_| ids.next().0).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all = Vec::new();
+        for r in runs {
+            let mine = r.join().unwrap();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "in order per caller");
+            all.extend(mine);
+        }
+        assert!(all.iter().all(|id| id % 2 == 1), "odd like random ones");
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "unique");
+    }
+
+    #[test]
+    fn a_seat_id_starts_with_its_millisecond() {
+        let before = crate::domain::now_ms();
+        let id = SeatIds::default().next().0 >> ID_TIME_SHIFT;
+        assert!(
+            id >= before && id <= crate::domain::now_ms() + 1,
+            "{id} vs {before}"
+        );
     }
 }

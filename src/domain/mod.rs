@@ -21,7 +21,7 @@ mod time;
 pub use answers::{
     Claim, EndOutcome, Full, FullReason, Gone, Lease, Lookup, PauseOutcome, Reservation, Touch,
 };
-pub use keys::{PoolKey, SeatId, SessionKey};
+pub use keys::{PoolKey, SeatId, SeatIds, SessionKey};
 pub use pool::{Grant, GroupLimit, PoolSpec, PoolUsage, SeatsPer};
 pub use queue::{
     Joined, Polled, QueueEvent, QueueResult, QueueSpec, QueueStatus, Ticket, TicketKey,

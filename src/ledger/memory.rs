@@ -31,8 +31,8 @@ use super::journal::{self, Journal, Op, Written};
 use super::{LedgerError, LedgerObserver, SeatLedger, Shared, SharedState};
 use crate::domain::{
     Claim, EndOutcome, Full, FullReason, Gone, Joined, Lease, Lookup, Millis, PauseOutcome, Polled,
-    PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState,
-    SeatsPer, SessionKey, Ticket, TicketKey, Touch,
+    PoolKey, PoolSpec, PoolUsage, ReleaseReason, Reservation, SeatId, SeatIds, SeatRecord,
+    SeatState, SeatsPer, SessionKey, Ticket, TicketKey, Touch,
 };
 use crate::policy::admission::{self, Admit, Counts};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
@@ -78,6 +78,7 @@ pub struct MemoryLedger {
     ended_ids: DashMap<SeatId, Millis>,
     journal: Option<Journal>,
     observer: Arc<dyn LedgerObserver>,
+    ids: SeatIds,
 }
 
 /// What a release decided under the pool lock, for the observer once the lock is gone.
@@ -132,6 +133,7 @@ impl MemoryLedger {
             ended_ids: DashMap::new(),
             journal: None,
             observer,
+            ids: SeatIds::default(),
         }
     }
 
@@ -304,13 +306,17 @@ impl SeatLedger for MemoryLedger {
         self.clear_expired(&session, now).await;
         let (live, write) = {
             let _st = slot.lock();
-            let live = Self::new_live(&slot, claim, session, state, false, now);
+            let live = self.new_live(&slot, claim, session, state, false, now);
             if let Some(other) = self.claim_session(session, &live, now) {
                 return Ok(other);
             }
             self.by_id.insert(live.id, live.clone());
-            self.gone.remove(&session);
-            let ops = vec![Op::Forget(session), Op::Put(Box::new(live.record()))];
+            let mut ops = Vec::with_capacity(2);
+            // Only a remembered cookie has a row to remove.
+            if self.gone.remove(&session).is_some() {
+                ops.push(Op::Forget(session));
+            }
+            ops.push(Op::Put(Box::new(live.record())));
             (live, self.submit(ops))
         };
         if let Err(e) = write.durable().await {

@@ -132,7 +132,19 @@ impl Live {
 }
 
 impl MemoryLedger {
+    /// An id no seat of this store has or had lately: in time order (see [`crate::domain::SeatIds`]); a
+    /// restored journal's seats may have ids from before that, drawn at random.
+    fn fresh_id(&self) -> SeatId {
+        loop {
+            let id = self.ids.next();
+            if !self.by_id.contains_key(&id) && !self.ended_ids.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     pub(super) fn new_live(
+        &self,
         slot: &Arc<PoolSlot>,
         claim: &Claim,
         session: SessionKey,
@@ -141,7 +153,7 @@ impl MemoryLedger {
         now: Millis,
     ) -> Arc<Live> {
         Arc::new(Live {
-            id: SeatId::random(),
+            id: self.fresh_id(),
             slot: slot.clone(),
             user: claim.user.clone(),
             device: claim.device.clone(),

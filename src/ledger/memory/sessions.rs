@@ -180,15 +180,17 @@ impl MemoryLedger {
                     (None, None)
                 } else {
                     let live =
-                        Self::new_live(&slot, claim, session, SeatState::Standby, overflow, now);
+                        self.new_live(&slot, claim, session, SeatState::Standby, overflow, now);
                     if let Some(other) = self.claim_session(session, &live, now) {
                         return Ok(other);
                     }
                     st.insert_seat(live.clone(), &spec, now);
                     self.by_id.insert(live.id, live.clone());
                     Self::bump_peak(&mut st, &spec, now);
-                    self.gone.remove(&session);
-                    ops.push(Op::Forget(session));
+                    // Only a remembered cookie has a row to remove.
+                    if self.gone.remove(&session).is_some() {
+                        ops.push(Op::Forget(session));
+                    }
                     (Some(live), None)
                 }
             };
