@@ -27,7 +27,15 @@ const ACTIVITY: TableDefinition<u64, (u64, u64)> = TableDefinition::new("activit
 /// Last request and last input of a seat, beside `activity` (created empty in journals from
 /// before these existed: the times start at 0).
 const INPUT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("input");
+/// Released cookies as journals from before [`TOMBSTONES`] kept them, keyed by cookie: moved
+/// there when such a journal is opened.
 const GONE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("gone");
+/// Released cookies (the cookie's key, then how and until when it is remembered), by a row id
+/// from the store's time-ordered ids: keyed by cookie, a mass lapse's tombstones went to
+/// random leaves and cost most of each release's write.
+const TOMBSTONES: TableDefinition<u64, &[u8]> = TableDefinition::new("tombstones");
+/// Migrated rows' ids are below this; the store's own are far above it.
+const MIGRATED_ROWS: u64 = 1 << 32;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Waiting-line tickets by key (created empty in journals from before the line existed).
 const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets");
@@ -60,9 +68,11 @@ pub enum Op {
     Activity(SeatId, Millis, Millis),
     /// Last request (any, ignored ones included) and last input of a seat.
     Input(SeatId, Millis, Millis),
-    /// A released session's cookie, remembered until the given time (ended cookies stay dead).
-    Tombstone(SessionKey, Gone, Millis),
-    Forget(SessionKey),
+    /// A released session's cookie, remembered until the given time (ended cookies stay dead),
+    /// in its row.
+    Tombstone(SessionKey, Gone, Millis, u64),
+    /// A cookie's tombstone and its row.
+    Forget(SessionKey, u64),
     Counter(String, u64),
     /// Removes a counter (a remembered ended seat id whose time is up).
     Unset(String),
@@ -115,7 +125,8 @@ pub type Written = oneshot::Receiver<Result<(), String>>;
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub seats: Vec<SeatRecord>,
-    pub gone: Vec<(SessionKey, Gone, Millis)>,
+    /// Released cookies, each with its row.
+    pub gone: Vec<(SessionKey, Gone, Millis, u64)>,
     pub counters: Vec<(String, u64)>,
     pub tickets: Vec<TicketRow>,
 }
@@ -153,10 +164,12 @@ impl Journal {
             w.open_table(ACTIVITY).map_err(|e| e.to_string())?;
             w.open_table(INPUT).map_err(|e| e.to_string())?;
             w.open_table(GONE).map_err(|e| e.to_string())?;
+            w.open_table(TOMBSTONES).map_err(|e| e.to_string())?;
             w.open_table(META).map_err(|e| e.to_string())?;
             w.open_table(TICKETS).map_err(|e| e.to_string())?;
             w.commit().map_err(|e| e.to_string())?;
         }
+        migrate_gone(&db).map_err(|e| format!("{}: {e}", path.display()))?;
         let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Batch>();
         let failing = Arc::new(AtomicBool::new(false));
@@ -281,15 +294,20 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
         }
         out.seats.push(rec);
     }
-    for row in r.open_table(GONE)?.iter()? {
+    for row in r.open_table(TOMBSTONES)?.iter()? {
         let (k, v) = row?;
         // Refused, not skipped: a tombstone left out would let an ended session back in.
-        let key = <[u8; 16]>::try_from(k.value())
-            .map(SessionKey)
-            .map_err(|_| format!("released-session key of {} bytes", k.value().len()))?;
-        let (gone, until) = serde_json::from_slice::<(Gone, Millis)>(v.value())
+        let (key, rest) = v.value().split_at_checked(16).ok_or_else(|| {
+            format!(
+                "released session row {:x} of {} bytes",
+                k.value(),
+                v.value().len()
+            )
+        })?;
+        let key = SessionKey(key.try_into().expect("16 bytes"));
+        let (gone, until) = serde_json::from_slice::<(Gone, Millis)>(rest)
             .map_err(|e| format!("released session {key:?} is unreadable: {e}"))?;
-        out.gone.push((key, gone, until));
+        out.gone.push((key, gone, until, k.value()));
     }
     for row in r.open_table(META)?.iter()? {
         let (k, v) = row?;
@@ -303,6 +321,34 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
         out.tickets.push(t);
     }
     Ok(out)
+}
+
+/// Moves the rows of a journal from before [`TOMBSTONES`] there, in one transaction; their
+/// values are checked by the load that follows, like every other row.
+fn migrate_gone(db: &Database) -> Result<(), Box<dyn std::error::Error>> {
+    let w = db.begin_write()?;
+    {
+        let mut old = w.open_table(GONE)?;
+        if old.is_empty()? {
+            return Ok(());
+        }
+        let mut new = w.open_table(TOMBSTONES)?;
+        let mut row = match new.range(..MIGRATED_ROWS)?.next_back() {
+            Some(last) => last?.0.value() + 1,
+            None => 1,
+        };
+        for entry in old.iter()? {
+            let (k, v) = entry?;
+            if k.value().len() != 16 {
+                return Err(format!("released-session key of {} bytes", k.value().len()).into());
+            }
+            new.insert(row, [k.value(), v.value()].concat().as_slice())?;
+            row += 1;
+        }
+        old.retain(|_, _| false)?;
+    }
+    w.commit()?;
+    Ok(())
 }
 
 /// A table of times by seat id, read in key order alongside the seats table.
@@ -348,7 +394,7 @@ fn key(op: &Op) -> Option<Key> {
     Some(match op {
         Op::Put(rec) => Key::Seat(rec.id.0),
         Op::Delete(id) | Op::Activity(id, ..) | Op::Input(id, ..) => Key::Seat(id.0),
-        Op::Tombstone(k, ..) | Op::Forget(k) => Key::Session(k.0),
+        Op::Tombstone(k, ..) | Op::Forget(k, _) => Key::Session(k.0),
         Op::Counter(name, _) | Op::Unset(name) => Key::Name(name.clone()),
         _ => return None,
     })
@@ -503,7 +549,7 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
         let mut seats = w.open_table(SEATS)?;
         let mut act = w.open_table(ACTIVITY)?;
         let mut input = w.open_table(INPUT)?;
-        let mut gone = w.open_table(GONE)?;
+        let mut gone = w.open_table(TOMBSTONES)?;
         let mut meta = w.open_table(META)?;
         let mut tickets = w.open_table(TICKETS)?;
         for op in batches.iter().flat_map(|b| b.ops.iter()) {
@@ -529,11 +575,13 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), Box<dyn std::error::Err
                         act.insert(id.0, (*a, *h))?;
                     }
                 }
-                Op::Tombstone(k, g, until) => {
-                    gone.insert(k.0.as_slice(), serde_json::to_vec(&(g, until))?.as_slice())?;
+                Op::Tombstone(k, g, until, row) => {
+                    let mut v = k.0.to_vec();
+                    serde_json::to_writer(&mut v, &(g, until))?;
+                    gone.insert(*row, v.as_slice())?;
                 }
-                Op::Forget(k) => {
-                    gone.remove(k.0.as_slice())?;
+                Op::Forget(_, row) => {
+                    gone.remove(*row)?;
                 }
                 Op::Counter(name, v) => {
                     meta.insert(name.as_str(), *v)?;

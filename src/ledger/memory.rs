@@ -74,7 +74,7 @@ pub struct MemoryLedger {
     /// Released cookies, remembered until they could no longer be valid (the pool's
     /// `max_lifetime` after the release) so an ended session cannot come back. Only cookies
     /// that held a session get here, so junk cookies cannot grow it.
-    gone: DashMap<SessionKey, (Gone, Millis)>,
+    gone: DashMap<SessionKey, (Gone, Millis, u64)>,
     ended_ids: DashMap<SeatId, Millis>,
     journal: Option<Journal>,
     observer: Arc<dyn LedgerObserver>,
@@ -194,7 +194,7 @@ impl MemoryLedger {
 
     fn gone_of(&self, session: &SessionKey, now: Millis) -> Gone {
         match self.gone.get(session).map(|g| *g) {
-            Some((g, until)) if until > now => g,
+            Some((g, until, _)) if until > now => g,
             _ => Gone::Unknown,
         }
     }
@@ -313,8 +313,8 @@ impl SeatLedger for MemoryLedger {
             self.by_id.insert(live.id, live.clone());
             let mut ops = Vec::with_capacity(2);
             // Only a remembered cookie has a row to remove.
-            if self.gone.remove(&session).is_some() {
-                ops.push(Op::Forget(session));
+            if let Some((_, (_, _, row))) = self.gone.remove(&session) {
+                ops.push(Op::Forget(session, row));
             }
             ops.push(Op::Put(Box::new(live.record())));
             (live, self.submit(ops))

@@ -53,11 +53,13 @@ impl MemoryLedger {
                 )));
             }
         }
-        for (key, gone, until) in loaded.gone {
+        for (key, gone, until, row) in loaded.gone {
             if until > now {
-                me.gone.insert(key, (gone, until));
+                if let Some((_, _, old)) = me.gone.insert(key, (gone, until, row)) {
+                    ops.push(Op::Forget(key, old));
+                }
             } else {
-                ops.push(Op::Forget(key));
+                ops.push(Op::Forget(key, row));
             }
         }
         let mut dead = Vec::new();
@@ -112,8 +114,7 @@ impl MemoryLedger {
             ops.push(Op::Delete(rec.id));
             if let Some(k) = rec.session {
                 let g = Gone::Released(reason);
-                me.gone.insert(k, (g, at + ttl));
-                ops.push(Op::Tombstone(k, g, at + ttl));
+                me.remember_gone(k, g, at + ttl, &mut ops);
             }
             if reason == ReleaseReason::Ended {
                 me.ended_ids.insert(rec.id, at + ENDED_FOR);
@@ -144,6 +145,7 @@ impl MemoryLedger {
 mod tests {
     use super::*;
     use crate::ledger::NoObserver;
+    use redb::ReadableTableMetadata;
 
     /// A journal whose rows this gateway cannot read is refused at open, naming the row.
     #[tokio::test]
@@ -196,5 +198,54 @@ mod tests {
             };
             assert!(e.to_string().contains(says), "{e} should name {says}");
         }
+    }
+
+    /// A journal from before the tombstones' own table kept them by cookie: opened, an ended
+    /// cookie stays ended, then and after the next restart (the rows moved, once).
+    #[tokio::test]
+    async fn a_journal_with_tombstones_by_cookie_keeps_them() {
+        use crate::domain::{Gone, ReleaseReason, SessionKey, Touch};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let (ended, replaced) = (SessionKey::new("p", "ended"), SessionKey::new("p", "old"));
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let t = redb::TableDefinition::<&[u8], &[u8]>::new("gone");
+                let mut t = w.open_table(t).unwrap();
+                t.insert(&ended.0[..], &br#"[{"released":"ended"},1000000]"#[..])
+                    .unwrap();
+                t.insert(
+                    &replaced.0[..],
+                    &br#"[{"released":"replaced"},1000000]"#[..],
+                )
+                .unwrap();
+            }
+            w.commit().unwrap();
+        }
+        for _restart in 0..2 {
+            let l = MemoryLedger::open(&path, &[], Arc::new(NoObserver), 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                l.touch(&ended, 20).await.unwrap(),
+                Touch::Gone(Gone::Released(ReleaseReason::Ended))
+            );
+            assert_eq!(
+                l.touch(&replaced, 20).await.unwrap(),
+                Touch::Gone(Gone::Released(ReleaseReason::Replaced))
+            );
+            assert_eq!(
+                l.touch(&SessionKey::new("p", "never"), 20).await.unwrap(),
+                Touch::Gone(Gone::Unknown)
+            );
+        }
+        let db = redb::Database::open(&path).unwrap();
+        let r = db.begin_read().unwrap();
+        let old = redb::TableDefinition::<&[u8], &[u8]>::new("gone");
+        assert!(r.open_table(old).unwrap().is_empty().unwrap(), "moved");
+        let new = redb::TableDefinition::<u64, &[u8]>::new("tombstones");
+        assert_eq!(r.open_table(new).unwrap().len().unwrap(), 2, "once");
     }
 }

@@ -43,8 +43,9 @@ impl MemoryLedger {
         ops: &mut Vec<Op>,
     ) {
         live.set_session(Some(to));
-        self.gone.remove(&to);
-        ops.push(Op::Forget(to));
+        if let Some((_, (_, _, row))) = self.gone.remove(&to) {
+            ops.push(Op::Forget(to, row));
+        }
         if let Some(old) = from.filter(|o| *o != to) {
             self.by_session.remove_if(&old, |_, v| Arc::ptr_eq(v, live));
             let until = now + live.slot.spec().max_lifetime;
@@ -188,8 +189,8 @@ impl MemoryLedger {
                     self.by_id.insert(live.id, live.clone());
                     Self::bump_peak(&mut st, &spec, now);
                     // Only a remembered cookie has a row to remove.
-                    if self.gone.remove(&session).is_some() {
-                        ops.push(Op::Forget(session));
+                    if let Some((_, (_, _, row))) = self.gone.remove(&session) {
+                        ops.push(Op::Forget(session, row));
                     }
                     (Some(live), None)
                 }

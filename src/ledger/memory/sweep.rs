@@ -18,8 +18,11 @@ impl MemoryLedger {
         until: Millis,
         ops: &mut Vec<Op>,
     ) {
-        self.gone.insert(key, (gone, until));
-        ops.push(Op::Tombstone(key, gone, until));
+        let row = self.ids.next().0;
+        if let Some((_, _, old)) = self.gone.insert(key, (gone, until, row)) {
+            ops.push(Op::Forget(key, old));
+        }
+        ops.push(Op::Tombstone(key, gone, until, row));
     }
 
     /// Releases `live` as of `at`; the caller holds its pool's lock (`st`). `None` when it was
@@ -296,10 +299,10 @@ impl MemoryLedger {
             st.undoom(&spec, now);
         }
         let mut forget = Vec::new();
-        self.gone.retain(|k, (_, until)| {
+        self.gone.retain(|k, (_, until, row)| {
             let keep = *until > now;
             if !keep {
-                forget.push(Op::Forget(*k));
+                forget.push(Op::Forget(*k, *row));
             }
             keep
         });
