@@ -333,17 +333,16 @@ fn migrate_gone(db: &Database) -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         let mut new = w.open_table(TOMBSTONES)?;
-        let mut row = match new.range(..MIGRATED_ROWS)?.next_back() {
+        let first = match new.range(..MIGRATED_ROWS)?.next_back() {
             Some(last) => last?.0.value() + 1,
             None => 1,
         };
-        for entry in old.iter()? {
+        for (row, entry) in (first..).zip(old.iter()?) {
             let (k, v) = entry?;
             if k.value().len() != 16 {
                 return Err(format!("released-session key of {} bytes", k.value().len()).into());
             }
             new.insert(row, [k.value(), v.value()].concat().as_slice())?;
-            row += 1;
         }
         old.retain(|_, _| false)?;
     }
