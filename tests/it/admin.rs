@@ -1039,22 +1039,6 @@ async fn cli_lists_and_ends_sessions_like_lmstat_and_lmremove() {
     assert!(!ok && err.contains("HTTP 401"), "{err}");
 }
 
-/// Polls `script` in the browser until it returns `want`.
-async fn wait_for(b: &Browser, script: &str, want: Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    loop {
-        let got = b.execute(script, vec![]).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{script}: {got} != {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Clicks through the page in headless Chromium: log in with the form, filter, select two
 /// sessions, confirm in the dialog, and see them gone and their seats free.
 #[tokio::test]
@@ -1070,39 +1054,42 @@ async fn license_usage_page_in_chromium() {
     b.type_into("#username", "admin").await;
     b.type_into("#password", "secret").await;
     b.click("#login-submit").await;
-    wait_for(&b, rows, json!(["ann", "bob", "cat"])).await;
-    wait_for(
-        &b,
+    b.wait_for(rows, json!(["ann", "bob", "cat"]), Duration::from_secs(8))
+        .await;
+    b.wait_for(
         "return document.querySelector('#pools tr[data-product=crm] td.in-use')?.textContent",
         json!("3"),
+        Duration::from_secs(8),
     )
     .await;
     assert!(b.text("#me").await.starts_with("admin"));
 
     // Filter by user ("a" matches ann and cat), pick both, confirm.
     b.type_into("#f-user", "a").await;
-    wait_for(&b, rows, json!(["ann", "cat"])).await;
+    b.wait_for(rows, json!(["ann", "cat"]), Duration::from_secs(8))
+        .await;
     b.click("#sessions tr[data-user=ann] input.select").await;
     b.click("#sessions tr[data-user=cat] input.select").await;
     assert_eq!(b.text("#selection").await, "2 selected");
     b.click("#end-selected").await;
-    wait_for(
-        &b,
+    b.wait_for(
         "return document.querySelector('#confirm').open",
         json!(true),
+        Duration::from_secs(8),
     )
     .await;
     assert!(b.text("#confirm-text").await.contains("ann, cat"));
     b.click("#grace option[value='0']").await;
     b.click("#confirm-ok").await;
-    wait_for(&b, rows, json!([])).await;
+    b.wait_for(rows, json!([]), Duration::from_secs(8)).await;
     assert!(b.text("#status").await.contains("2 session(s) ended"));
     b.click("#f-clear").await;
-    wait_for(&b, rows, json!(["bob"])).await;
-    wait_for(
-        &b,
+    b.wait_for(rows, json!(["bob"]), Duration::from_secs(8))
+        .await;
+    b.wait_for(
         "return document.querySelector('#pools tr[data-product=crm] td.free')?.textContent",
         json!("2"),
+        Duration::from_secs(8),
     )
     .await;
     assert_eq!(
@@ -1111,10 +1098,10 @@ async fn license_usage_page_in_chromium() {
         "the seats are free per /api/usage"
     );
     // The reports chart is an SVG drawn on the page.
-    wait_for(
-        &b,
+    b.wait_for(
         "return document.querySelector('#chart svg') !== null",
         json!(true),
+        Duration::from_secs(8),
     )
     .await;
     b.quit().await;

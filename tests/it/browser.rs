@@ -140,6 +140,19 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` every 100 ms until it returns `want`; fails the test after `within`.
+    pub async fn wait_for(&self, script: &str, want: Value, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.execute(script, vec![]).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{script}: {got} != {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs an async script: call `arguments[arguments.length-1](result)` when done.
     pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
         self.cmd(

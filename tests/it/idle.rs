@@ -668,18 +668,6 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
     away.quit().await;
 }
 
-async fn wait_for(b: &Browser, script: &str, want: Value) {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let got = b.execute(script, vec![]).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{script}: {got} != {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The License Usage page shows the last input beside the last request, and sorts by it:
 /// whoever gave no input at all first, then the oldest input first.
 #[tokio::test]
@@ -715,20 +703,30 @@ async fn usage_page_shows_last_input_and_sorts_by_it() {
     b.click("#login-submit").await;
     let rows =
         "return [...document.querySelectorAll('#sessions tbody tr')].map(r => r.dataset.user)";
-    wait_for(
-        &b,
+    b.wait_for(
         &format!("{rows}.sort()"),
         serde_json::json!(["ann", "bob", "cat"]),
+        Duration::from_secs(8),
     )
     .await;
     b.click("#f-sort option[value=last_input]").await;
-    wait_for(&b, rows, serde_json::json!(["cat", "bob", "ann"])).await;
+    b.wait_for(
+        rows,
+        serde_json::json!(["cat", "bob", "ann"]),
+        Duration::from_secs(8),
+    )
+    .await;
     let cell = |user: &str, k: &str| {
         format!(
             "return document.querySelector('#sessions tr[data-user={user}] td.{k}').textContent"
         )
     };
-    wait_for(&b, &cell("cat", "input"), serde_json::json!("–")).await;
+    b.wait_for(
+        &cell("cat", "input"),
+        serde_json::json!("–"),
+        Duration::from_secs(8),
+    )
+    .await;
     for user in ["ann", "bob"] {
         let input = b.execute(&cell(user, "input"), vec![]).await;
         assert!(

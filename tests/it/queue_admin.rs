@@ -462,21 +462,6 @@ async fn an_admission_from_the_line_is_timed() {
     assert!(ok, "{}", g.admin_json("/api/reports?product=crm").await);
 }
 
-async fn wait_for(b: &Browser, script: &str, want: Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = b.execute(script, vec![]).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{script}: {got} != {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The License Usage page shows the line (the user as typed, as text) and its Remove button
 /// takes a ticket out after the confirmation.
 #[tokio::test]
@@ -491,24 +476,25 @@ async fn the_usage_page_shows_the_line_and_removes_a_ticket() {
     b.type_into("#password", "secret").await;
     b.click("#login-submit").await;
     let users = "return [...document.querySelectorAll('#queue tbody tr')].map(r => r.querySelector('td.user').textContent)";
-    wait_for(&b, users, json!(["bob", CAT])).await;
+    b.wait_for(users, json!(["bob", CAT]), Duration::from_secs(10))
+        .await;
     // Markup typed as a name stays text.
-    wait_for(
-        &b,
+    b.wait_for(
         "return document.querySelectorAll('#queue tbody b').length",
         json!(0),
+        Duration::from_secs(10),
     )
     .await;
-    wait_for(
-        &b,
+    b.wait_for(
         "return [...document.querySelectorAll('#queue tbody td.position')].map(t => t.textContent)",
         json!(["1", "2"]),
+        Duration::from_secs(10),
     )
     .await;
-    wait_for(
-        &b,
+    b.wait_for(
         "return document.querySelector('#pools tr[data-product=crm] td.waiting')?.textContent",
         json!("2"),
+        Duration::from_secs(10),
     )
     .await;
     assert!(
@@ -524,7 +510,8 @@ async fn the_usage_page_shows_the_line_and_removes_a_ticket() {
     b.click(&format!("#queue tr[data-id='{bob_id}'] button.remove"))
         .await;
     b.accept_alert().await;
-    wait_for(&b, users, json!([CAT])).await;
+    b.wait_for(users, json!([CAT]), Duration::from_secs(10))
+        .await;
     assert!(b.text("#status").await.contains("removed from the line"));
     let line = queue_as(&g, "admin").await;
     assert_eq!(line.len(), 1);
