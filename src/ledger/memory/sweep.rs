@@ -10,6 +10,21 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// A seat found past its deadline, why, and the instant it lapsed.
 type Lapsed = (Arc<Live>, ReleaseReason, Millis);
 
+/// Expired seats with the instants they lapsed, in the order [`MemoryLedger::release_chunk`]
+/// takes them: seats of one pool next to each other, so a chunk takes one lock; and in id
+/// order, the journal's key order, so one chunk's deletes share the tables' pages.
+fn in_chunk_order(lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) -> Vec<Lapsed> {
+    let mut lives: Vec<Lapsed> = lives
+        .into_iter()
+        .map(|(live, reason)| {
+            let at = live.ended_at(now);
+            (live, reason, at)
+        })
+        .collect();
+    lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
+    lives
+}
+
 impl MemoryLedger {
     pub(super) fn remember_gone(
         &self,
@@ -97,16 +112,7 @@ impl MemoryLedger {
     /// lock between chunks. Each seat's release is its own background journal write, so
     /// admissions' writes go ahead of them (`Journal::submit_background`).
     pub(super) async fn expire_all(&self, lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) {
-        let mut lives: Vec<_> = lives
-            .into_iter()
-            .map(|(live, reason)| {
-                let at = live.ended_at(now);
-                (live, reason, at)
-            })
-            .collect();
-        // Seats of one pool next to each other, so a chunk takes one lock; and in id order,
-        // the journal's key order, so one chunk's deletes share the tables' pages.
-        lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
+        let lives = in_chunk_order(lives, now);
         let mut rest = &lives[..];
         // A few chunks' writes in flight, so the writer always has the next one queued.
         let mut in_flight = VecDeque::new();
@@ -178,14 +184,7 @@ impl MemoryLedger {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return self.expire_all(lives, now).await;
         };
-        let mut lives: Vec<_> = lives
-            .into_iter()
-            .map(|(live, reason)| {
-                let at = live.ended_at(now);
-                (live, reason, at)
-            })
-            .collect();
-        lives.sort_by_key(|(l, _, _)| (Arc::as_ptr(&l.slot) as usize, l.id.0));
+        let lives = in_chunk_order(lives, now);
         let mut rest = &lives[..];
         while !rest.is_empty() {
             let (released, writes, tail) = self.release_chunk(rest);
