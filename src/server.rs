@@ -338,8 +338,7 @@ fn add_listening<S: pingora_core::services::Service + 'static>(
         .iter()
         .filter_map(|a| Some((a.to_string(), inherited.take(a)?)))
         .collect();
-    let svc = server.listeners.wrap(svc, fds);
-    server.server.add_service(svc);
+    server.add_with(svc, fds);
 }
 
 /// The gateway's pingora server, whose listeners also close first on a fast shutdown
@@ -352,7 +351,16 @@ pub struct GatewayServer {
 impl GatewayServer {
     /// Another listening service (the demo's sample app), stopped with the gateway's.
     pub fn add_service<S: pingora_core::services::Service + 'static>(&mut self, svc: S) {
-        let svc = self.listeners.wrap(svc, Vec::new());
+        self.add_with(svc, Vec::new());
+    }
+
+    /// `svc`, serving `fds` (inherited sockets by configured address) where it has them.
+    fn add_with<S: pingora_core::services::Service + 'static>(
+        &mut self,
+        svc: S,
+        fds: Vec<(String, OwnedFd)>,
+    ) {
+        let svc = self.listeners.wrap(svc, fds);
         self.server.add_service(svc);
     }
 
