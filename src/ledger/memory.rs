@@ -312,10 +312,7 @@ impl SeatLedger for MemoryLedger {
             }
             self.by_id.insert(live.id, live.clone());
             let mut ops = Vec::with_capacity(2);
-            // Only a remembered cookie has a row to remove.
-            if let Some((_, (_, _, row))) = self.gone.remove(&session) {
-                ops.push(Op::Forget(session, row));
-            }
+            self.forget_gone(session, &mut ops);
             ops.push(Op::Put(Box::new(live.record())));
             (live, self.submit(ops))
         };

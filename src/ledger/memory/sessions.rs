@@ -43,9 +43,7 @@ impl MemoryLedger {
         ops: &mut Vec<Op>,
     ) {
         live.set_session(Some(to));
-        if let Some((_, (_, _, row))) = self.gone.remove(&to) {
-            ops.push(Op::Forget(to, row));
-        }
+        self.forget_gone(to, ops);
         if let Some(old) = from.filter(|o| *o != to) {
             self.by_session.remove_if(&old, |_, v| Arc::ptr_eq(v, live));
             let until = now + live.slot.spec().max_lifetime;
@@ -188,10 +186,7 @@ impl MemoryLedger {
                     st.insert_seat(live.clone(), &spec, now);
                     self.by_id.insert(live.id, live.clone());
                     Self::bump_peak(&mut st, &spec, now);
-                    // Only a remembered cookie has a row to remove.
-                    if let Some((_, (_, _, row))) = self.gone.remove(&session) {
-                        ops.push(Op::Forget(session, row));
-                    }
+                    self.forget_gone(session, &mut ops);
                     (Some(live), None)
                 }
             };

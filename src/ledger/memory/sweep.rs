@@ -26,6 +26,13 @@ fn in_chunk_order(lives: Vec<(Arc<Live>, ReleaseReason)>, now: Millis) -> Vec<La
 }
 
 impl MemoryLedger {
+    /// Lets a cookie in again (it is used for a seat now): its tombstone and row, if it had one.
+    pub(super) fn forget_gone(&self, key: SessionKey, ops: &mut Vec<Op>) {
+        if let Some((_, (_, _, row))) = self.gone.remove(&key) {
+            ops.push(Op::Forget(key, row));
+        }
+    }
+
     pub(super) fn remember_gone(
         &self,
         key: SessionKey,
