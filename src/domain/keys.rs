@@ -87,6 +87,13 @@ impl SeatIds {
             .unwrap_or_else(|last| last);
         SeatId(fresh(prev))
     }
+
+    /// Every id from now on is above `id` (one this source gave before a restart), whatever
+    /// the clock says.
+    pub fn after(&self, id: u64) {
+        self.last
+            .fetch_max(id, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl fmt::Display for SeatId {
@@ -170,6 +177,16 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n, "unique");
+    }
+
+    #[test]
+    fn ids_after_one_given_before_are_above_it() {
+        let ids = SeatIds::default();
+        let ahead = (crate::domain::now_ms() + 3_600_000) << ID_TIME_SHIFT;
+        ids.after(ahead);
+        assert!(ids.next().0 > ahead);
+        ids.after(1);
+        assert!(ids.next().0 > ahead, "never back");
     }
 
     #[test]

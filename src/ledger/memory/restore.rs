@@ -54,6 +54,10 @@ impl MemoryLedger {
             }
         }
         for (key, gone, until, row) in loaded.gone {
+            // Tombstone rows come only from this source: a new one never lands on an old one,
+            // even after the clock went back. (Restored seat ids may be random ones from before
+            // ids grew with time; a fresh seat id is checked against them instead.)
+            me.ids.after(row);
             if until > now {
                 if let Some((_, _, old)) = me.gone.insert(key, (gone, until, row)) {
                     ops.push(Op::Forget(key, old));
