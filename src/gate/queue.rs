@@ -82,23 +82,19 @@ impl Gate {
                 // Counted and audited as the full-pool denial it is; the answer is the page.
                 let _ = self.deny_full(claim, full, None, r.now, rec);
                 let path = queue::ticket_path(&p.path_prefix);
-                Some(Decision::Answer(Answer::Waiting(Box::new(Waiting {
+                return Some(Decision::Answer(Answer::Waiting(Box::new(Waiting {
                     status,
                     set_cookie: queue::ticket_set_cookie(path, &value, r.tls),
                     poll_every: poll_every(&spec),
-                }))))
+                }))));
             }
-            Ok(Joined::LineFull) => Some(Decision::Deny(
-                self.deny_full(claim, full, None, r.now, rec),
-            )),
-            Err(e) => {
-                // No line to join right now: the plain denial is still the truth.
-                log::warn!("product {}: cannot join the waiting line: {e}", p.name);
-                Some(Decision::Deny(
-                    self.deny_full(claim, full, None, r.now, rec),
-                ))
-            }
+            Ok(Joined::LineFull) => {}
+            // No line to join right now: the plain denial is still the truth.
+            Err(e) => log::warn!("product {}: cannot join the waiting line: {e}", p.name),
         }
+        Some(Decision::Deny(
+            self.deny_full(claim, full, None, r.now, rec),
+        ))
     }
 
     /// `GET …/.seatgate/queue`: where the request's ticket stands. A request without a ticket

@@ -1,7 +1,7 @@
 //! The waiting line's arithmetic: how long a ticket will likely wait, and the release rate
 //! that estimate reads. Pure: the stores feed it their deadlines and counts.
 
-use crate::domain::{Millis, QueueStatus, TicketState};
+use crate::domain::{Millis, QueueStatus};
 
 /// The window of the release rate.
 pub const RATE_WINDOW: Millis = 3_600_000;
@@ -114,11 +114,13 @@ pub fn ticket_pool(value: &str) -> Option<String> {
         s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    if random.len() != 32 || !hex(random) || pool.is_empty() || pool.len() > MAX_POOL_HEX {
-        return None;
-    }
     // Lowercase only, as `new_ticket` spells it (`hex::decode` would take uppercase too).
-    if !hex(pool) {
+    if random.len() != 32
+        || !hex(random)
+        || pool.is_empty()
+        || pool.len() > MAX_POOL_HEX
+        || !hex(pool)
+    {
         return None;
     }
     String::from_utf8(hex::decode(pool).ok()?).ok()
@@ -188,14 +190,10 @@ pub fn status_json(status: Option<&QueueStatus>, product: &str) -> String {
     json.unwrap_or_default()
 }
 
-/// Whether a status is the ready one.
-pub fn is_ready(s: &QueueStatus) -> bool {
-    s.state == TicketState::Ready
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::TicketState;
 
     const NOW: Millis = 1_700_000_000_000;
 
