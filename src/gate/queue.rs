@@ -127,7 +127,7 @@ impl Gate {
             Ok(Polled::Status(s)) => answer(Some(s)),
             Ok(Polled::Unknown) => answer(None),
             Ok(Polled::TooSoon { retry_after }) => Decision::Deny(Denial::QueueTooSoon {
-                retry_after_secs: queue::wait_secs(retry_after).max(1),
+                retry_after_secs: queue::retry_after_secs(Some(retry_after)),
             }),
             Err(e) => {
                 log::warn!("product {}: waiting line poll failed: {e}", p.name);
