@@ -388,7 +388,6 @@ enum Key {
 }
 
 /// `None`: an op whose keys are not known here, ordered with every other write.
-#[allow(unreachable_patterns)]
 fn key(op: &Op) -> Option<Key> {
     Some(match op {
         Op::Put(rec) => Key::Seat(rec.id.0),

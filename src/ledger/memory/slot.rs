@@ -403,14 +403,17 @@ impl MemoryLedger {
         now: Millis,
         told: &mut super::queue::Told,
     ) -> Reservation {
-        if let Some(p) = st.pending.get(&claim.lease_id) {
-            // Also a ready ticket's held seat, found by its lease id.
-            return Reservation::Granted(Lease {
+        let granted = |reuse, overflow| {
+            Reservation::Granted(Lease {
                 id: claim.lease_id,
                 pool: claim.pool.clone(),
-                reuse: None,
-                overflow: p.overflow,
-            });
+                reuse,
+                overflow,
+            })
+        };
+        if let Some(p) = st.pending.get(&claim.lease_id) {
+            // Also a ready ticket's held seat, found by its lease id.
+            return granted(None, p.overflow);
         }
         // Taking over one's own seat takes no seat from the line.
         if let Some(id) = Self::reusable(st, spec, claim, now) {
@@ -421,12 +424,7 @@ impl MemoryLedger {
                 overflow: false,
             };
             st.pending.insert(claim.lease_id, pending);
-            return Reservation::Granted(Lease {
-                id: claim.lease_id,
-                pool: claim.pool.clone(),
-                reuse: Some(id),
-                overflow: false,
-            });
+            return granted(Some(id), false);
         }
         let (counts, expired) = Self::holders(st, spec, claim.user.as_deref(), now);
         told.expired.extend(expired);
@@ -455,12 +453,7 @@ impl MemoryLedger {
                 };
                 st.pending.insert(claim.lease_id, pending);
                 st.peak = st.peak.max(in_use + 1);
-                Reservation::Granted(Lease {
-                    id: claim.lease_id,
-                    pool: claim.pool.clone(),
-                    reuse: None,
-                    overflow,
-                })
+                granted(None, overflow)
             }
         }
     }
