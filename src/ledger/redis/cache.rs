@@ -64,14 +64,10 @@ impl Inner {
         let Some(key) = self.cache.get(session).map(|c| c.pool.clone()) else {
             return self.all_pools();
         };
-        let mut pools: Vec<Arc<Pool>> = self
-            .all_pools()
+        self.pool(&key)
             .into_iter()
-            .filter(|p| p.spec.key.product == key.product)
-            .collect();
-        // Stable: the product's other pools keep their order after the cached one.
-        pools.sort_by_key(|p| p.spec.key != key);
-        pools
+            .chain(self.sibling_pools(&key))
+            .collect()
     }
 
     pub(super) fn remember(
