@@ -375,7 +375,8 @@ impl MemoryLedger {
         }
     }
 
-    /// The reap, then (where `promote`) the promotion: what every line call does first.
+    /// Lapsed reservations dropped, the reap, then (where `promote`) the promotion: what
+    /// every line call and every reservation does first.
     pub(super) fn tend_line(
         st: &mut PoolState,
         spec: &PoolSpec,
@@ -383,13 +384,13 @@ impl MemoryLedger {
         promote: bool,
         told: &mut Told,
     ) {
+        st.pending.retain(|_, p| p.expires > now);
         let Some(q) = spec.queue.as_ref() else {
             if !st.line.tickets.is_empty() {
                 Self::close_line(st, &spec.key, now, told);
             }
             return;
         };
-        st.pending.retain(|_, p| p.expires > now);
         Self::reap_line(st, &spec.key, q, now, told);
         if promote {
             Self::promote_line(st, spec, q, now, told);

@@ -378,8 +378,8 @@ impl MemoryLedger {
         let mut told = super::queue::Told::default();
         let outcome = {
             let mut st = slot.lock();
-            st.pending.retain(|_, p| p.expires > now);
-            // A freed seat goes to the head of the line before any newcomer.
+            // Lapsed reservations go first (`tend_line`); a freed seat goes to the head of
+            // the line before any newcomer.
             let no_barging = spec.queue.is_some_and(|q| !q.barging);
             Self::tend_line(&mut st, &spec, now, no_barging, &mut told);
             let out = self.reserve_locked(&mut st, &spec, claim, ttl, no_barging, now, &mut told);
