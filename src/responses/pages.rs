@@ -140,13 +140,18 @@ work in it may be lost. You will then be asked to log in again. This choice is v
     }
 }
 
-/// "2024-05-01 10:22:33 UTC (3 min ago)".
-fn when(at: Millis, now: Millis) -> String {
+/// "2024-05-01 10:22:33 UTC".
+fn clock(at: Millis) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
-    let abs = humantime::format_rfc3339_seconds(t)
+    humantime::format_rfc3339_seconds(t)
         .to_string()
         .replace('T', " ")
-        .replace('Z', " UTC");
+        .replace('Z', " UTC")
+}
+
+/// "2024-05-01 10:22:33 UTC (3 min ago)".
+fn when(at: Millis, now: Millis) -> String {
+    let abs = clock(at);
     let ago = now.saturating_sub(at) / 1000;
     let rel = if ago < 5 {
         "just now".to_string()
@@ -262,15 +267,6 @@ pub struct InLine<'a> {
     /// `true`: the page without script (`?view=page`), refreshed by `<meta>`; `false`: the
     /// waiting page with its polling script (and the `<meta>` refresh inside `<noscript>`).
     pub refresh_only: bool,
-}
-
-/// "2024-05-01 10:22:33 UTC".
-fn clock(at: Millis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .replace('T', " ")
-        .replace('Z', " UTC")
 }
 
 fn eta_words(ms: Option<Millis>) -> String {
