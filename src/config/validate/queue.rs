@@ -58,29 +58,26 @@ pub fn check(q: &QueueFile, key: &str, entity: &str, loc: &Locator) -> Result<()
 
 /// The pool's line from its product's `queue` and its own (both already checked).
 pub fn spec(product: Option<&QueueFile>, pool: Option<&QueueFile>) -> Option<QueueSpec> {
-    let pick = |f: fn(&QueueFile) -> Option<Dur>, default: Duration| {
-        pool.and_then(f)
-            .or_else(|| product.and_then(f))
-            .map_or(default, |d| d.0)
-            .as_millis() as u64
+    // A key the pool gives wins over its product's, one key at a time.
+    fn key<T>(
+        product: Option<&QueueFile>,
+        pool: Option<&QueueFile>,
+        f: fn(&QueueFile) -> Option<T>,
+    ) -> Option<T> {
+        pool.and_then(f).or_else(|| product.and_then(f))
+    }
+    let ms = |f: fn(&QueueFile) -> Option<Dur>, default: Duration| {
+        key(product, pool, f).map_or(default, |d| d.0).as_millis() as u64
     };
-    let enabled = pool
-        .and_then(|q| q.enabled)
-        .or_else(|| product.and_then(|q| q.enabled))
-        .unwrap_or(false);
-    enabled.then(|| QueueSpec {
-        hold: pick(|q| q.hold, DEFAULT_HOLD),
-        abandon_after: pick(|q| q.abandon_after, DEFAULT_ABANDON_AFTER),
-        max_wait: pick(|q| q.max_wait, DEFAULT_MAX_WAIT),
-        max_length: pool
-            .and_then(|q| q.max_length)
-            .or_else(|| product.and_then(|q| q.max_length))
-            .unwrap_or(DEFAULT_MAX_LENGTH),
-        barging: pool
-            .and_then(|q| q.barging)
-            .or_else(|| product.and_then(|q| q.barging))
-            .unwrap_or(false),
-    })
+    key(product, pool, |q| q.enabled)
+        .unwrap_or(false)
+        .then(|| QueueSpec {
+            hold: ms(|q| q.hold, DEFAULT_HOLD),
+            abandon_after: ms(|q| q.abandon_after, DEFAULT_ABANDON_AFTER),
+            max_wait: ms(|q| q.max_wait, DEFAULT_MAX_WAIT),
+            max_length: key(product, pool, |q| q.max_length).unwrap_or(DEFAULT_MAX_LENGTH),
+            barging: key(product, pool, |q| q.barging).unwrap_or(false),
+        })
 }
 
 #[cfg(test)]
