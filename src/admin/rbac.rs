@@ -35,15 +35,21 @@ fn owner(p: &Principal, seat: &SeatRecord) -> bool {
     seat.user.as_deref() == Some(p.name.as_str())
 }
 
+/// The role's reach, the same for sessions and tickets: `super` all, `domain` those of its
+/// products, `own` those whose user is the admin's name.
+fn in_reach(p: &Principal, product: &str, user: Option<&str>) -> bool {
+    match p.role {
+        Role::Super => true,
+        Role::Domain => p.products.iter().any(|x| x == product),
+        Role::Own => user == Some(p.name.as_str()),
+    }
+}
+
 pub fn may_see(p: &Principal, seat: &SeatRecord) -> bool {
     if seat.state == SeatState::Paused && !owner(p, seat) {
         return false;
     }
-    match p.role {
-        Role::Super => true,
-        Role::Domain => p.products.iter().any(|x| x == &seat.pool.product),
-        Role::Own => owner(p, seat),
-    }
+    in_reach(p, &seat.pool.product, seat.user.as_deref())
 }
 
 pub fn may_control(p: &Principal, seat: &SeatRecord) -> bool {
@@ -72,14 +78,10 @@ pub fn check(p: &Principal, action: Action, seat: &SeatRecord) -> Result<(), Ref
     }
 }
 
-/// Whether `p` sees a ticket in a waiting line: as for sessions, `super` every one, `domain`
-/// those of its products, `own` only those whose user as typed is the admin's name.
+/// Whether `p` sees a ticket in a waiting line: as for sessions, the user being the name as
+/// typed at the login that joined.
 pub fn may_see_ticket(p: &Principal, t: &Ticket) -> bool {
-    match p.role {
-        Role::Super => true,
-        Role::Domain => p.products.iter().any(|x| x == &t.pool.product),
-        Role::Own => t.user.as_deref() == Some(p.name.as_str()),
-    }
+    in_reach(p, &t.pool.product, t.user.as_deref())
 }
 
 /// Whether `p` may remove ticket `t` from its line: `control` over a ticket it sees, exactly
