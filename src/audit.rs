@@ -297,7 +297,8 @@ impl LedgerObserver for Audit {
     }
 }
 
-fn rfc3339(ms: Millis) -> String {
+/// The log's time format, which the admin API's times share.
+pub fn rfc3339(ms: Millis) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }

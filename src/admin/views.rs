@@ -3,15 +3,12 @@
 
 use super::auth::Principal;
 use crate::config::{Config, Permission, Role};
-use crate::domain::{Millis, PoolKey, PoolSpec, PoolUsage, SeatId, SeatRecord, Ticket};
+use crate::domain::{PoolKey, PoolSpec, PoolUsage, SeatId, SeatRecord, Ticket};
 use crate::policy::seat::{deadline, SeatTimes};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-pub fn rfc3339(ms: Millis) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
+pub use crate::audit::rfc3339;
 
 /// Parsed `GET /api/sessions` filters; unknown parameters are an error, not ignored.
 #[derive(Debug, Default, PartialEq, Eq)]
