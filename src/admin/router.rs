@@ -76,6 +76,16 @@ impl AdminService {
                 }
             }
         }
+        if let Some((id, remove)) = ticket_path(&path) {
+            return match (&method, remove) {
+                (&Method::DELETE, false) => self.remove_ticket(&who, id).await,
+                (&Method::POST, true) => match read_json_body(s).await {
+                    Ok(_) => self.remove_ticket(&who, id).await,
+                    Err(r) => r,
+                },
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            };
+        }
         match (&method, path.as_str()) {
             (&Method::POST, "/logout") => self.logout(&via),
             (&Method::GET, "/api/me") => self.me(&who, &via),
@@ -83,14 +93,6 @@ impl AdminService {
             (&Method::GET, "/api/usage") => self.usage(&who).await,
             (&Method::GET, "/api/reports") => self.reports(&who, query.as_deref()),
             (&Method::GET, "/api/queue") => self.queue(&who, query.as_deref()).await,
-            (m, p) if ticket_path(p).is_some() => match (m, ticket_path(p)) {
-                (&Method::DELETE, Some((id, false))) => self.remove_ticket(&who, id).await,
-                (&Method::POST, Some((id, true))) => match read_json_body(s).await {
-                    Ok(_) => self.remove_ticket(&who, id).await,
-                    Err(r) => r,
-                },
-                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            },
             (
                 &Method::POST,
                 "/api/sessions/end" | "/api/sessions/pause" | "/api/sessions/resume",
