@@ -737,20 +737,23 @@ local function q_lapse(t, now)
   return nil
 end
 
+local function q_mark(set, list)
+  for _, tk in ipairs(list) do set[tk] = true end
+  return set
+end
+
+-- Waiting tickets that may have lapsed by `now` (not polled for abandon_after, or past
+-- max_wait), added to `set`: two score ranges holding only those.
+local function q_waiting_due(now, set)
+  q_mark(set, redis.call('ZRANGEBYSCORE', QPOLL, '-inf', now - Q.abandon_after))
+  return q_mark(set, redis.call('ZRANGEBYSCORE', QJOIN, '-inf', now - Q.max_wait))
+end
+
 -- The tickets that may have lapsed by `now`, from score ranges (a set of ticket hex).
 local function q_due(now)
-  local due = {}
-  local function add(list)
-    for _, tk in ipairs(list) do due[tk] = true end
-  end
-  add(redis.call('ZRANGEBYSCORE', QREADY, '-inf', now))
-  if Q then
-    add(redis.call('ZRANGEBYSCORE', QPOLL, '-inf', now - Q.abandon_after))
-    add(redis.call('ZRANGEBYSCORE', QJOIN, '-inf', now - Q.max_wait))
-  else
-    add(redis.call('ZRANGE', QWAIT, 0, -1))
-  end
-  return due
+  local due = q_mark({}, redis.call('ZRANGEBYSCORE', QREADY, '-inf', now))
+  if Q then return q_waiting_due(now, due) end
+  return q_mark(due, redis.call('ZRANGE', QWAIT, 0, -1))
 end
 
 -- Tickets in line at `now`: lapsed ones not yet dropped do not count (nor a line the pool no
@@ -773,10 +776,7 @@ local function q_holding_back(now)
   if not Q or Q.barging then return 0 end
   local n = redis.call('ZCARD', QWAIT)
   if n == 0 then return 0 end
-  local lapsed = {}
-  for _, tk in ipairs(redis.call('ZRANGEBYSCORE', QPOLL, '-inf', now - Q.abandon_after)) do lapsed[tk] = true end
-  for _, tk in ipairs(redis.call('ZRANGEBYSCORE', QJOIN, '-inf', now - Q.max_wait)) do lapsed[tk] = true end
-  for _ in pairs(lapsed) do n = n - 1 end
+  for _ in pairs(q_waiting_due(now, {})) do n = n - 1 end
   return math.max(0, n)
 end
 
