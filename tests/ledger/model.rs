@@ -13,17 +13,15 @@
 use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use seatgate::config::{RedisConfig, RedisTarget};
 use seatgate::domain::{
     Claim, EndOutcome, FullReason, Gone, Joined, Lease, Millis, PauseOutcome, Polled, PoolKey,
     PoolSpec, QueueEvent, QueueResult, QueueSpec, QueueStatus, ReleaseReason, Reservation, SeatId,
-    SeatRecord, SeatState, Ticket, TicketKey, TicketState, Touch, MIN_POLL_INTERVAL,
+    SeatState, Ticket, TicketKey, TicketState, Touch, MIN_POLL_INTERVAL,
 };
-use seatgate::ledger::memory::MemoryLedger;
 use seatgate::ledger::redis::RedisLedger;
-use seatgate::ledger::{LedgerError, LedgerObserver, SeatLedger};
+use seatgate::ledger::{LedgerError, SeatLedger};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const COOKIES: usize = 6;
 const USERS: usize = 3;
@@ -266,90 +264,23 @@ fn ticket_key(pool: usize, ticket: usize) -> TicketKey {
     TicketKey::new(&pool_key(pool), &format!("t{ticket}"))
 }
 
-/// Every queue event the store told, in order.
-#[derive(Default)]
-struct Events(Mutex<Vec<(Ticket, QueueEvent, Millis)>>);
-
-impl LedgerObserver for Events {
-    fn released(&self, _: &SeatRecord, _: ReleaseReason) {}
-
-    fn queue_event(&self, ticket: &Ticket, ev: QueueEvent, at: Millis) {
-        self.0.lock().unwrap().push((ticket.clone(), ev, at));
-    }
-}
-
-/// The harness's store, with an observer that records queue events. Restarts keep the
-/// observer, so events of every incarnation land in one list. On Redis the line's calls go to
-/// a second replica on the same prefix: one line for every replica.
+/// The harness's store (its observer, `seen`, records queue events too; restarts keep it, so
+/// events of every incarnation land in one list). On Redis the line's calls go to a second
+/// replica on the same prefix: one line for every replica.
 struct Tested {
-    kind: Kind,
-    specs: Vec<PoolSpec>,
-    events: Arc<Events>,
-    mem: Option<Arc<MemoryLedger>>,
-    redis: Option<Arc<RedisLedger>>,
+    store: Store,
     replica: Option<Arc<RedisLedger>>,
-    dir: Option<tempfile::TempDir>,
-    prefix: Option<Prefix>,
 }
 
 impl Tested {
     async fn new(kind: Kind, specs: Vec<PoolSpec>, now: Millis) -> Self {
-        let mut st = Tested {
-            kind,
-            specs,
-            events: Arc::new(Events::default()),
-            mem: None,
-            redis: None,
-            replica: None,
-            dir: None,
-            prefix: None,
-        };
-        match kind {
-            Kind::Volatile => {
-                let l = MemoryLedger::volatile(st.events.clone());
-                l.configure(&st.specs);
-                st.mem = Some(Arc::new(l));
-            }
-            Kind::Journal => st.dir = Some(tempfile::tempdir().unwrap()),
-            Kind::Redis => st.prefix = Some(Prefix(format!("tm{:x}", rand::random::<u64>()))),
-        }
-        st.open(now).await;
-        st
-    }
-
-    async fn open(&mut self, now: Millis) {
-        match self.kind {
-            Kind::Volatile => {}
-            Kind::Journal => {
-                let path = self.dir.as_ref().unwrap().path().join("seats.redb");
-                let l = MemoryLedger::open(&path, &self.specs, self.events.clone(), now)
-                    .await
-                    .unwrap();
-                self.mem = Some(Arc::new(l));
-            }
-            Kind::Redis => {
-                let cfg = RedisConfig {
-                    target: RedisTarget::Single(redis_url()),
-                    prefix: self.prefix.as_ref().unwrap().0.clone(),
-                };
-                let replica = || {
-                    let l = RedisLedger::new(&cfg, self.events.clone()).unwrap();
-                    l.use_caller_clock(true);
-                    l.configure(&self.specs);
-                    Some(Arc::new(l))
-                };
-                self.redis = replica();
-                self.replica = replica();
-            }
-        }
+        let store = Store::new(kind, specs, now).await;
+        let replica = store.replica().map(Arc::new);
+        Tested { store, replica }
     }
 
     fn l(&self) -> &dyn SeatLedger {
-        match (&self.mem, &self.redis) {
-            (Some(m), _) => m.as_ref(),
-            (_, Some(r)) => r.as_ref(),
-            _ => unreachable!("store closed"),
-        }
+        self.store.l()
     }
 
     /// Where joins, polls, logins carrying a ticket and removals go.
@@ -361,12 +292,10 @@ impl Tested {
     }
 
     async fn restart(&mut self, now: Millis) {
-        self.l().flush().await.unwrap();
         self.q().flush().await.unwrap();
-        self.mem = None;
-        self.redis = None;
         self.replica = None;
-        self.open(now).await;
+        self.store.restart(now).await;
+        self.replica = self.store.replica().map(Arc::new);
     }
 }
 
@@ -1339,11 +1268,11 @@ async fn step(st: &mut Tested, m: &mut Model, op: &Op) -> Result<(), TestCaseErr
             }
         }
         Op::Restart => {
-            if st.kind == Kind::Volatile {
+            if st.store.kind == Kind::Volatile {
                 return Ok(());
             }
             st.restart(now).await;
-            if st.kind == Kind::Journal {
+            if st.store.kind == Kind::Journal {
                 // Logins in flight die with the process; their leases are gone.
                 for l in m.leases.iter_mut().flatten() {
                     l.expires = 0;
@@ -1410,7 +1339,7 @@ fn same_status(
 async fn compare(st: &Tested, m: &Model) -> Result<(), TestCaseError> {
     let now = m.now;
     // On Redis `available()` answers from the view: brought up to date first.
-    if let Some(r) = &st.redis {
+    if let Some(r) = st.store.redis() {
         r.refresh_view().await;
     }
     for u in st.l().usage(now).await.unwrap() {
@@ -1567,7 +1496,7 @@ async fn compare_lines(st: &Tested, m: &Model) -> Result<(), TestCaseError> {
 /// may be told late (when the store next looks at its line), so the last event of a ticket
 /// may still be missing when it is such a leave, unless `all`.
 fn compare_events(st: &Tested, m: &Model, all: bool) -> Result<(), TestCaseError> {
-    let told = st.events.0.lock().unwrap().clone();
+    let told = st.store.seen.1.lock().unwrap().clone();
     let mut by_key: HashMap<TicketKey, Vec<(Ticket, QueueEvent, Millis)>> = HashMap::new();
     for e in told {
         by_key.entry(e.0.key).or_default().push(e);
