@@ -4,7 +4,7 @@
 use super::auth::Principal;
 use super::rbac::{self, Action, Refusal};
 use super::views::{rfc3339, ticket_json};
-use super::wire::{error, json_response, parse_json};
+use super::wire::{error, json_response, parse_json, store_error};
 use super::AdminService;
 use crate::domain::{now_ms, EndOutcome, Lookup, PauseOutcome, SeatId, SeatRecord, SeatState};
 use http::{Response, StatusCode};
@@ -87,10 +87,6 @@ fn pause_error(op: PauseOp, status: StatusCode) -> &'static str {
         StatusCode::CONFLICT => "a session being ended cannot be paused",
         _ => "session ended meanwhile",
     }
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response<Vec<u8>> {
-    error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}"))
 }
 
 fn unknown(id: &SeatId) -> Response<Vec<u8>> {

@@ -5,7 +5,7 @@ use super::auth::{Principal, Via};
 use super::rbac;
 use super::reports;
 use super::views::{me_json, page, parse_filter, session_json, spec_map, ticket_json, usage_json};
-use super::wire::{error, json_response, text};
+use super::wire::{error, json_response, store_error, text};
 use super::AdminService;
 use crate::config::Config;
 use crate::domain::{now_ms, PoolKey, SeatRecord};
@@ -18,7 +18,7 @@ impl AdminService {
             .ledger
             .sessions(now_ms())
             .await
-            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")))
+            .map_err(store_error)
     }
 
     pub(super) async fn healthz(&self) -> Response<Vec<u8>> {
@@ -91,7 +91,7 @@ impl AdminService {
                     .collect();
                 json_response(StatusCode::OK, &Value::Array(out))
             }
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+            Err(e) => store_error(e),
         }
     }
 
@@ -129,7 +129,7 @@ impl AdminService {
                     .collect();
                 json_response(StatusCode::OK, &Value::Array(out))
             }
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}")),
+            Err(e) => store_error(e),
         }
     }
 

@@ -19,6 +19,11 @@ pub fn error(status: StatusCode, msg: &str) -> Response<Vec<u8>> {
     json_response(status, &json!({ "error": msg }))
 }
 
+/// The ledger's store failed: the answer is unavailable, not wrong.
+pub fn store_error(e: impl std::fmt::Display) -> Response<Vec<u8>> {
+    error(StatusCode::SERVICE_UNAVAILABLE, &format!("store: {e}"))
+}
+
 pub fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
