@@ -705,6 +705,13 @@ local function q_save(t)
   redis.call('HSET', QT, t.key, cjson.encode(t))
 end
 
+-- A join again or a poll: abandonment counts from `now` (a waiting ticket's qpoll score too).
+local function q_heard(t, now)
+  t.last_poll = math.max(t.last_poll, now)
+  q_save(t)
+  if t.state == 'waiting' then redis.call('ZADD', QPOLL, t.last_poll, t.key) end
+end
+
 local function q_position(tk)
   local r = redis.call('ZRANK', QZ, tk)
   if r then return r + 1 end
@@ -1323,9 +1330,7 @@ elseif op == 'enqueue' then
   local t = q_load(tk)
   if t then
     -- Already in line: its place is kept, its poll time refreshed.
-    t.last_poll = math.max(t.last_poll, now)
-    q_save(t)
-    if t.state == 'waiting' then redis.call('ZADD', QPOLL, t.last_poll, tk) end
+    q_heard(t, now)
   else
     t = { id = new_id, key = tk, lease = lease, user = user, client = client, joined_at = now,
       last_poll = now, polled_at = 0, state = 'waiting', ready_until = 0 }
@@ -1359,9 +1364,7 @@ elseif op == 'poll' then
     return answer({ kind = 'too_soon', retry_after = math.min(min, polled + min - now) })
   end
   t.polled_at = now
-  t.last_poll = math.max(t.last_poll, now)
-  q_save(t)
-  if t.state == 'waiting' then redis.call('ZADD', QPOLL, t.last_poll, tk) end
+  q_heard(t, now)
   q_promote(now)
   return answer({ kind = 'queued', status = q_status(q_load(tk), now), now = now })
 
