@@ -479,26 +479,18 @@ async fn bad_tickets_are_newcomers_never_errors() {
     let _alice = user_in(&g, "alice").await;
     let (_, bob) = join(&g, "bob").await;
     // Another product's ticket (erp's line is its own).
-    let _erp = {
-        let r = client()
+    let erp_login = |user: &str| {
+        client()
             .post(g.url("/login"))
             .header("host", "erp.test")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("username=erin&password={PASSWORD}"))
+            .body(format!("username={user}&password={PASSWORD}"))
             .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 302);
-        set_cookie(&r, "SID").unwrap()
     };
-    let r = client()
-        .post(g.url("/login"))
-        .header("host", "erp.test")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username=fred&password={PASSWORD}"))
-        .send()
-        .await
-        .unwrap();
+    let r = erp_login("erin").await.unwrap();
+    assert_eq!(r.status(), 302);
+    let _erp = set_cookie(&r, "SID").unwrap();
+    let r = erp_login("fred").await.unwrap();
     let erp_ticket = Page::of(r).await.ticket.expect("erp's waiting page");
     let bob_random = bob.split_once('.').unwrap().1;
     let forged = [
@@ -607,19 +599,6 @@ async fn two_replicas_on_redis_share_one_line() {
     assert_eq!(s["position"], 1, "{s}");
 }
 
-/// Waits until `script` (a function body) returns `want` in the browser's page.
-async fn browser_wait(b: &crate::browser::Browser, script: &str, want: Value, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = b.execute(script, vec![]).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{script}: {got} != {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Posts the login form from the page the browser is on, as a person would.
 const SUBMIT_LOGIN: &str = "const f = document.createElement('form'); f.method = 'post'; \
     f.action = '/login'; for (const [k, v] of [['username', arguments[0]], ['password', arguments[1]]]) \
@@ -637,14 +616,17 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
     b.execute(SUBMIT_LOGIN, vec!["bob".into(), PASSWORD.into()])
         .await;
     let st = "return document.getElementById('seatgate-queue')?.dataset.state ?? null";
-    browser_wait(&b, st, "waiting".into(), Duration::from_secs(10)).await;
+    b.wait_for(st, "waiting".into(), Duration::from_secs(10))
+        .await;
     assert_eq!(b.text("#pos").await, "1");
     // The loop runs in a worker (not throttled in a hidden tab), allowed by the page's CSP.
     let poller = "return document.getElementById('seatgate-queue').dataset.poller ?? null";
-    browser_wait(&b, poller, "worker".into(), Duration::from_secs(5)).await;
+    b.wait_for(poller, "worker".into(), Duration::from_secs(5))
+        .await;
     // The page polls: its place is kept (and the script runs, or the state never changes).
     logout(&g, &alice).await;
-    browser_wait(&b, st, "ready".into(), Duration::from_secs(15)).await;
+    b.wait_for(st, "ready".into(), Duration::from_secs(15))
+        .await;
     assert_eq!(
         b.execute("return document.title", vec![]).await,
         "A seat is ready for you"
@@ -660,8 +642,7 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
         "told by the worker"
     );
     b.click("#go").await;
-    browser_wait(
-        &b,
+    b.wait_for(
         "return location.pathname",
         "/login".into(),
         Duration::from_secs(10),
@@ -669,8 +650,7 @@ async fn the_waiting_page_turns_ready_by_itself_in_a_browser() {
     .await;
     b.execute(SUBMIT_LOGIN, vec!["bob".into(), PASSWORD.into()])
         .await;
-    browser_wait(
-        &b,
+    b.wait_for(
         "return location.pathname",
         "/home".into(),
         Duration::from_secs(10),
