@@ -297,7 +297,7 @@ fn ready_until(state: TicketState, at: u64) -> Result<Option<Millis>, LedgerErro
 }
 
 /// A ticket key as the script stores it: the 32 lowercase hex digits `TicketKey::hex` wrote
-/// (`from_hex` alone also takes other spellings, e.g. `+f` for a byte).
+/// (`from_hex` alone also takes uppercase digits).
 pub(super) fn parse_ticket_key(s: &str) -> Result<TicketKey, LedgerError> {
     TicketKey::from_hex(s)
         .filter(|k| k.hex() == s)
@@ -766,7 +766,7 @@ mod tests {
                 "{raw}"
             );
         }
-        // Only the spelling the script stores: `from_hex` alone reads "+f" as a byte.
+        // Only the spelling the script stores: `from_hex` alone reads uppercase too.
         assert!(parse_ticket_key(&"+f".repeat(16)).is_err());
         assert!(parse_ticket_key("000102030405060708090A0B0C0D0E0F").is_err());
         assert!(answer(r#"{"kind":"queued","earliest":[1,-2]}"#).is_err());
