@@ -10,6 +10,17 @@
 //!
 //! Policies in `<meta http-equiv>` tags are not rewritten (documented in the README).
 
+/// The CSP source (`'sha256-…'`) that allows an inline element whose text is `text`.
+pub fn source_hash(text: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(d)
+    )
+}
+
 /// What the injector needs to know from the response's CSP headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CspPlan {

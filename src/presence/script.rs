@@ -14,9 +14,7 @@
 //! "Stay signed in" button beats at once with input. Without extras the script is exactly what
 //! it was before these existed (same bytes, same CSP hash).
 
-use base64::Engine;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 pub use crate::config::paths::heartbeat_url;
@@ -79,10 +77,7 @@ g()}})(window,document);"
         } else {
             extended(&url, period, extras)
         };
-        let csp_hash = format!(
-            "'sha256-{}'",
-            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes()))
-        );
+        let csp_hash = super::csp::source_hash(&body);
         let tag = Bytes::from(format!("<script data-seatgate>{body}</script>"));
         Script {
             body,
@@ -171,6 +166,8 @@ mod tests {
     #[test]
     fn hash_matches_the_body_and_nonce_is_escaped() {
         let s = Script::new("/.seatgate/heartbeat", Duration::from_secs(3));
+        use base64::Engine as _;
+        use sha2::{Digest as _, Sha256};
         let want = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&s.body));
         assert_eq!(s.csp_hash, format!("'sha256-{want}'"));
         let tag = s.tag(Some("ab\"c"));

@@ -8,6 +8,7 @@ use crate::gate::OfferedSession;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::presence::csp::source_hash;
 pub use crate::presence::escape_html;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}\
@@ -229,16 +230,6 @@ w.onmessage=function(e){show(e.data)};w.onerror=function(e){e.preventDefault();w
 w.postMessage([url,every]);m.setAttribute('data-poller','worker')}
 catch(e){m.setAttribute('data-poller','page');poller(show,url,every)}})();"#;
 
-fn csp_hash(text: &str) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let d = sha2::Sha256::digest(text.as_bytes());
-    format!(
-        "'sha256-{}'",
-        base64::engine::general_purpose::STANDARD.encode(d)
-    )
-}
-
 /// The waiting pages' Content-Security-Policy: only their own script and style, polls to
 /// their own origin, nothing framed.
 pub fn queue_csp() -> &'static str {
@@ -246,8 +237,8 @@ pub fn queue_csp() -> &'static str {
         format!(
             "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
 worker-src blob:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-            csp_hash(QUEUE_SCRIPT),
-            csp_hash(STYLE)
+            source_hash(QUEUE_SCRIPT),
+            source_hash(STYLE)
         )
     });
     &CSP
@@ -493,7 +484,7 @@ mod tests {
             .find(|(k, _)| k == http::header::CONTENT_SECURITY_POLICY)
             .map(|(_, v)| v.to_str().unwrap().to_string())
             .unwrap();
-        assert!(csp.contains(&csp_hash(QUEUE_SCRIPT)) && csp.contains(&csp_hash(STYLE)));
+        assert!(csp.contains(&source_hash(QUEUE_SCRIPT)) && csp.contains(&source_hash(STYLE)));
         // Ready, without script: the held-until time and the way to the login.
         let ready = QueueStatus {
             state: TicketState::Ready,
