@@ -277,6 +277,19 @@ local function ix_lease(user, lid, d)
   if changed == 1 then ix_count(user, d) end
 end
 
+-- `lease` holds a seat in pend until `till`, for the user its `info` names. One already there
+-- (a lease without info, or a login reserving under a ready ticket's lease id) is counted for
+-- that user from now on, no longer for the one its old info named.
+local function pend_put(lease, info, till)
+  if redis.call('ZADD', PEND, till, lease) == 1 then
+    ix_lease(info.user, lease, 1)
+  else
+    ix_lease(lease_user(redis.call('HGET', PINFO, lease)), lease, -1)
+    ix_lease(info.user, lease, 1)
+  end
+  redis.call('HSET', PINFO, lease, cjson.encode(info))
+end
+
 -- A rebuild starts: the indexes emptied (UNLINK frees a large one in the background), then
 -- z and pend are scanned a slice per call (`rebuild_step`). ZSCAN returns every member present
 -- from the scan's start to its end; one that comes or goes meanwhile is kept up by the call that
@@ -845,16 +858,9 @@ local function q_promote(now)
     else
       local user = str(t.user)
       if admit(holders(now, user), user, now, nil).kind ~= 'seat' then return end
-      local old = redis.call('HGET', PINFO, t.lease)
       t.state, t.ready_until = 'ready', now + Q.hold
-      redis.call('HSET', PINFO, t.lease, cjson.encode({ user = user or '', overflow = false, ticket = t.key }))
-      if redis.call('ZADD', PEND, t.ready_until, t.lease) == 1 then
-        ix_lease(user, t.lease, 1)
-      else
-        -- Its login was reserving already (barging on): that lease is the held seat now.
-        ix_lease(lease_user(old), t.lease, -1)
-        ix_lease(user, t.lease, 1)
-      end
+      -- Its login may be reserving already (barging on): that lease is the held seat now.
+      pend_put(t.lease, { user = user or '', overflow = false, ticket = t.key }, t.ready_until)
       q_save(t)
       redis.call('ZREM', QWAIT, t.key)
       redis.call('ZREM', QPOLL, t.key)
@@ -949,14 +955,7 @@ if op == 'reserve' then
     return answer(a)
   end
   local overflow = a.kind == 'overflow'
-  redis.call('HSET', PINFO, lease, cjson.encode({ user = user or '', overflow = overflow }))
-  if redis.call('ZADD', PEND, now + ttl, lease) == 1 then
-    ix_lease(user, lease, 1)
-  else
-    -- A lease without info counted for no user; it names its user now.
-    ix_lease('', lease, -1)
-    ix_lease(user, lease, 1)
-  end
+  pend_put(lease, { user = user or '', overflow = overflow }, now + ttl)
   bump_peak(users.in_use + 1)
   return answer({ kind = 'granted', overflow = overflow, now = now })
 
