@@ -38,11 +38,11 @@ fn qspec(seats: u32, barging: bool) -> PoolSpec {
     sp
 }
 
-fn pool() -> PoolKey {
+pub(crate) fn pool() -> PoolKey {
     PoolKey::new("crm", "default")
 }
 
-fn tk(cookie: &str) -> TicketKey {
+pub(crate) fn tk(cookie: &str) -> TicketKey {
     TicketKey::new(&pool(), cookie)
 }
 
@@ -54,14 +54,14 @@ fn ticket_claim(user: &str, t: TicketKey) -> Claim {
     }
 }
 
-async fn join(l: &dyn SeatLedger, user: &str, t: TicketKey, now: Millis) -> QueueStatus {
+pub(crate) async fn join(l: &dyn SeatLedger, user: &str, t: TicketKey, now: Millis) -> QueueStatus {
     match l.enqueue(&claim("default", user), t, now).await.unwrap() {
         Joined::Queued(s) => s,
         Joined::LineFull => panic!("{user} could not join"),
     }
 }
 
-async fn poll(l: &dyn SeatLedger, t: TicketKey, now: Millis) -> QueueStatus {
+pub(crate) async fn poll(l: &dyn SeatLedger, t: TicketKey, now: Millis) -> QueueStatus {
     match l.poll(&pool(), &t, now).await.unwrap() {
         Polled::Status(s) => s,
         other => panic!("{t:?} polled: {other:?}"),

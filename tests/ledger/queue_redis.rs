@@ -3,10 +3,11 @@
 //! replica whose call did it, and the wait estimate read from each replica's own view.
 
 use crate::common::*;
+use crate::queue::{join, poll, pool, tk};
 use seatgate::config::{RedisConfig, RedisTarget};
 use seatgate::domain::{
     FullReason, Joined, Millis, Polled, PoolKey, PoolSpec, QueueEvent, QueueResult, QueueSpec,
-    QueueStatus, ReleaseReason, Reservation, SeatRecord, Ticket, TicketKey, TicketState,
+    ReleaseReason, Reservation, SeatRecord, Ticket, TicketKey, TicketState,
 };
 use seatgate::ledger::redis::RedisLedger;
 use seatgate::ledger::{LedgerObserver, SeatLedger};
@@ -85,28 +86,6 @@ fn qspec(seats: u32, barging: bool, max_length: u32) -> PoolSpec {
         barging,
     });
     sp
-}
-
-fn pool() -> PoolKey {
-    PoolKey::new("crm", "default")
-}
-
-fn tk(cookie: &str) -> TicketKey {
-    TicketKey::new(&pool(), cookie)
-}
-
-async fn join(l: &dyn SeatLedger, user: &str, t: TicketKey, now: Millis) -> QueueStatus {
-    match l.enqueue(&claim("default", user), t, now).await.unwrap() {
-        Joined::Queued(s) => s,
-        Joined::LineFull => panic!("{user} could not join"),
-    }
-}
-
-async fn poll(l: &dyn SeatLedger, t: TicketKey, now: Millis) -> QueueStatus {
-    match l.poll(&pool(), &t, now).await.unwrap() {
-        Polled::Status(s) => s,
-        other => panic!("{t:?} polled: {other:?}"),
-    }
 }
 
 /// Whether a reservation for `user` (under `lease_id`) is refused for want of a seat; a
