@@ -290,6 +290,12 @@ local function pend_put(lease, info, till)
   redis.call('HSET', PINFO, lease, cjson.encode(info))
 end
 
+-- `lease`, whose info was `praw`, leaves pend.
+local function pend_drop(lease, praw)
+  redis.call('HDEL', PINFO, lease)
+  if redis.call('ZREM', PEND, lease) == 1 then ix_lease(lease_user(praw), lease, -1) end
+end
+
 -- A rebuild starts: the indexes emptied (UNLINK frees a large one in the background), then
 -- z and pend are scanned a slice per call (`rebuild_step`). ZSCAN returns every member present
 -- from the scan's start to its end; one that comes or goes meanwhile is kept up by the call that
@@ -805,8 +811,7 @@ end
 local function q_unhold(t, any)
   local praw = redis.call('HGET', PINFO, t.lease)
   if praw and (any or cjson.decode(praw).ticket == t.key) then
-    redis.call('HDEL', PINFO, t.lease)
-    if redis.call('ZREM', PEND, t.lease) == 1 then ix_lease(lease_user(praw), t.lease, -1) end
+    pend_drop(t.lease, praw)
   end
 end
 
@@ -965,8 +970,7 @@ elseif op == 'commit' then
     ARGV[3], str(ARGV[4]), str(ARGV[5]), str(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
   purge(now)
   local praw = redis.call('HGET', PINFO, lease)
-  redis.call('HDEL', PINFO, lease)
-  if redis.call('ZREM', PEND, lease) == 1 then ix_lease(lease_user(praw), lease, -1) end
+  pend_drop(lease, praw)
   -- A cookie that leads to a live session (any state) keeps it: the lease is dropped, so
   -- concurrent requests with one adopted cookie never take two seats.
   local have = live_of(session, now)
@@ -1018,8 +1022,7 @@ elseif op == 'cancel' then
   local praw = redis.call('HGET', PINFO, ARGV[3])
   -- A ready ticket's seat stays held until its ready_until: its failed login may try again.
   if praw and str(cjson.decode(praw).ticket) then return answer({ kind = 'ok' }) end
-  redis.call('HDEL', PINFO, ARGV[3])
-  if redis.call('ZREM', PEND, ARGV[3]) == 1 then ix_lease(lease_user(praw), ARGV[3], -1) end
+  pend_drop(ARGV[3], praw)
   return answer({ kind = 'ok' })
 
 elseif op == 'touch' or op == 'heartbeat' then
