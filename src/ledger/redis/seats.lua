@@ -306,8 +306,14 @@ local function rebuild_start()
   redis.call('HSET', IXMETA, 'total', 0, 'rebuilds', n + 1, 'rb', 'z', 'rbc', '0')
 end
 
--- One slice of the rebuild under way (about `n` holders). True once it is through: the
--- indexes count every holder, and are read from the next call on.
+-- After a drift the pool is walked for DRIFT_QUIET, then rebuilt (see `ensure_index`).
+local function drifted(now)
+  redis.call('HSET', IXMETA, 'drift_at', now)
+  redis.call('HDEL', IXMETA, 'version', 'rb', 'rbc')
+end
+
+-- One slice of the rebuild under way (about `n` holders): 'more' until it is through, then
+-- 'built' (the indexes count every holder and are read from the next call on) or 'drifted'.
 local function rebuild_step(n, now)
   local m = redis.call('HMGET', IXMETA, 'rb', 'rbc')
   local phase, cursor, left = m[1], m[2] or '0', n
@@ -333,17 +339,17 @@ local function rebuild_step(n, now)
   end
   if phase ~= 'done' then
     redis.call('HSET', IXMETA, 'rb', phase, 'rbc', cursor)
-    return false
+    return 'more'
   end
-  redis.call('HDEL', IXMETA, 'rb', 'rbc')
   -- Every call in between kept the indexes up, so they count every holder now, unless an
   -- older replica wrote around them meanwhile: then it is a drift like any other.
   if tonumber(redis.call('HGET', IXMETA, 'total')) ~= redis.call('ZCARD', Z) + redis.call('ZCARD', PEND) then
-    redis.call('HSET', IXMETA, 'drift_at', now)
-    return false
+    drifted(now)
+    return 'drifted'
   end
+  redis.call('HDEL', IXMETA, 'rb', 'rbc')
   redis.call('HSET', IXMETA, 'version', IX_VERSION)
-  return true
+  return 'built'
 end
 
 -- The next `n` items of `key` (a zset) from the rank kept in ixmeta `field`, which moves on
@@ -395,11 +401,6 @@ end
 -- script that does not keep them (an older seatgate replica during a rolling upgrade, which
 -- never writes ixmeta): a seat or lease it adds or drops changes z or pend but not the total.
 -- After a drift the pool is walked, as the older script does, for DRIFT_QUIET; then rebuilt.
-local function drifted(now)
-  redis.call('HSET', IXMETA, 'drift_at', now)
-  redis.call('HDEL', IXMETA, 'version', 'rb', 'rbc')
-end
-
 local function ensure_index(now)
   local m = redis.call('HMGET', IXMETA, 'version', 'total', 'drift_at', 'rb')
   local total = redis.call('ZCARD', Z) + redis.call('ZCARD', PEND)
@@ -418,13 +419,12 @@ local function ensure_index(now)
   -- reads the holders it has reached: per-user and per-group counts, reuse and overflow seats
   -- may be short of the pool's meanwhile (as while a drift is not found yet), never capacity.
   IX = true
-  if not rebuild_step(REBUILD_SLICE, now) then
-    if redis.call('HGET', IXMETA, 'rb') then
-      REBUILDING = true
-    else
-      -- The rebuild found a drift at its end: walked without upkeep, as after any drift.
-      IX, WALK = false, true
-    end
+  local step = rebuild_step(REBUILD_SLICE, now)
+  if step == 'more' then
+    REBUILDING = true
+  elseif step == 'drifted' then
+    -- Found at the rebuild's end: walked without upkeep, as after any drift.
+    IX, WALK = false, true
   end
 end
 
