@@ -743,9 +743,11 @@ local function q_told(t, position)
     last_poll = t.last_poll, state = t.state, ready_until = t.ready_until, position = position }
 end
 
+-- Returns the ticket as told.
 local function q_event(t, ev, result, at, position)
-  table.insert(line_events, { ticket = q_told(t, position or q_position(t.key)), ev = ev,
-    result = result, at = at })
+  local told = q_told(t, position or q_position(t.key))
+  table.insert(line_events, { ticket = told, ev = ev, result = result, at = at })
+  return told
 end
 
 -- Why and when a ticket left the line by `now` (nil: it has not). A ready ticket lapses with its
@@ -820,12 +822,13 @@ local function q_forget(tk)
   redis.call('HDEL', QT, tk)
 end
 
+-- Returns the ticket as told (where it stood in line).
 local function q_leave(t, result, at)
   local position = q_position(t.key)
   if t.state == 'ready' or result == 'admitted' then q_unhold(t, result == 'admitted') end
   q_forget(t.key)
   redis.call('HDEL', QID, t.id)
-  q_event(t, 'left', result, at, position)
+  return q_event(t, 'left', result, at, position)
 end
 
 -- Drops whatever left the line by `now`, in line order, as of when it did.
@@ -1382,11 +1385,11 @@ elseif op == 'admitted' or op == 'unticket' then
     if tk and op == 'unticket' then redis.call('HDEL', QID, ARGV[3]) end
     return answer({ kind = 'none' })
   end
-  local told = q_told(t, q_position(tk))
+  local told
   if op == 'admitted' then
-    q_leave(t, 'admitted', now)
+    told = q_leave(t, 'admitted', now)
   else
-    q_leave(t, 'removed', now)
+    told = q_leave(t, 'removed', now)
     -- A ready ticket's seat goes to the next in line, whatever `barging` says.
     q_promote(now)
   end
