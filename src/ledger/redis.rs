@@ -542,9 +542,7 @@ impl SeatLedger for RedisLedger {
     /// `None` with no view, or one older than [`STALE_AFTER`]: the store stopped answering.
     /// Barging off, 0 while any ticket waits (a newcomer's login would be refused).
     fn available(&self, pool: &PoolKey, _now: Millis) -> Option<u32> {
-        self.inner.start_refresher();
-        let v = self.inner.views.get(pool).filter(|v| v.fresh())?;
-        Some(v.available())
+        self.inner.with_view(pool, View::available)
     }
 
     async fn sweep(&self, now: Millis) -> Result<usize, LedgerError> {
@@ -689,9 +687,11 @@ impl SeatLedger for RedisLedger {
     /// From the pool view (its earliest seat deadlines and last hour's releases, refreshed
     /// every [`VIEW_EVERY`]): `None` without a fresh one, as `available()`.
     fn wait_estimate(&self, pool: &PoolKey, seats: u32, now: Millis) -> Option<Millis> {
-        self.inner.start_refresher();
-        let v = self.inner.views.get(pool).filter(|v| v.fresh())?;
-        estimate(&v.earliest, seats, v.releases, v.window, now)
+        self.inner
+            .with_view(pool, |v| {
+                estimate(&v.earliest, seats, v.releases, v.window, now)
+            })
+            .flatten()
     }
 }
 

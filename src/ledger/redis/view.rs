@@ -48,6 +48,17 @@ impl View {
 }
 
 impl Inner {
+    /// `f` of the pool's view, `None` without one or once it is older than [`STALE_AFTER`]
+    /// (the store stopped answering). The first ask starts the refresher.
+    pub(super) fn with_view<T>(
+        self: &Arc<Self>,
+        pool: &PoolKey,
+        f: impl FnOnce(&View) -> T,
+    ) -> Option<T> {
+        self.start_refresher();
+        self.views.get(pool).filter(|v| v.fresh()).map(|v| f(&v))
+    }
+
     pub(super) fn start_refresher(self: &Arc<Self>) {
         if self.refresher.swap(true, Ordering::AcqRel) {
             return;
