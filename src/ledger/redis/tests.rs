@@ -659,33 +659,57 @@ end
 return n
 "#;
 
+/// A pool for FILL's seats (they hold 10 minutes), counted through the indexes once the test
+/// sets `max_sessions` (no groups, no overflow).
+fn filled_spec(name: &str, seats: u32) -> PoolSpec {
+    let mut spec = pool_spec(name, seats, SeatsPer::Session);
+    spec.idle_timeout = 600_000;
+    spec.max_lifetime = 3_600_000;
+    spec.standby_timeout = 60_000;
+    spec.groups.clear();
+    spec.overflow_ms = None;
+    spec
+}
+
+impl Fixture {
+    /// `n` active seats for 10 minutes from `now`, written by FILL.
+    fn fill(&mut self, pool: &PoolKey, now: Millis, n: u64) {
+        let _: u64 = redis::Script::new(FILL)
+            .key(self.key(pool, "z"))
+            .key(self.key(pool, "seats"))
+            .key(self.key(pool, "sess"))
+            .arg(now)
+            .arg(n)
+            .arg(600_000)
+            .invoke(&mut self.con)
+            .unwrap();
+    }
+
+    /// Sweeps at `now` until the rebuild under way is through.
+    async fn sweep_until_built(&mut self, pool: &PoolKey, now: Millis) {
+        let mut calls = 0;
+        while !self.built(pool) {
+            self.l.sweep(now).await.unwrap();
+            calls += 1;
+            assert!(calls < 100, "the rebuild never ended");
+        }
+    }
+}
+
 /// A rebuild of a large pool is spread over calls (no call blocks Redis for the whole pool):
 /// meanwhile the pool's capacity is exact, what the calls in between change is kept up, and the
 /// indexes it ends with equal a full rebuild's (per-user counts exact again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_spread_over_calls_ends_equal_to_a_full_one() {
     const HELD: u64 = 20_000;
-    let mut spec = pool_spec("big", HELD as u32 + 3, SeatsPer::Session);
-    spec.idle_timeout = 600_000;
-    spec.max_lifetime = 3_600_000;
-    spec.standby_timeout = 60_000;
-    spec.groups.clear();
-    spec.overflow_ms = None;
+    let mut spec = filled_spec("big", HELD as u32 + 3);
     // Each of the 40 users holds PER seats: one more each.
     const PER: u64 = HELD / 40;
     spec.max_sessions = Some(PER as u32 + 1);
     let pool = spec.key.clone();
     let mut f = Fixture::new(&[spec]);
     let now = 1_000u64;
-    let _: u64 = redis::Script::new(FILL)
-        .key(f.key(&pool, "z"))
-        .key(f.key(&pool, "seats"))
-        .key(f.key(&pool, "sess"))
-        .arg(now)
-        .arg(HELD)
-        .arg(600_000)
-        .invoke(&mut f.con)
-        .unwrap();
+    f.fill(&pool, now, HELD);
     // The first call starts the rebuild and does a slice of it only.
     assert!(matches!(
         f.l.reserve(&claim(&pool, "u0", "", 1), now).await.unwrap(),
@@ -722,12 +746,7 @@ async fn a_rebuild_spread_over_calls_ends_equal_to_a_full_one() {
         r => panic!("the pool is full, got {r:?}"),
     }
     // The sweeps carry it through, over several calls.
-    let mut calls = 0;
-    while !f.built(&pool) {
-        f.l.sweep(now).await.unwrap();
-        calls += 1;
-        assert!(calls < 100, "the rebuild never ended");
-    }
+    f.sweep_until_built(&pool, now).await;
     assert_eq!(f.rebuilds(&pool), 1);
     let kept = f.index(&pool);
     assert_eq!(kept.0, HELD as i64 + 3, "seats and the leases in flight");
@@ -764,25 +783,12 @@ async fn a_rebuild_spread_over_calls_ends_equal_to_a_full_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_written_around_stays_exact() {
     const HELD: u64 = 20_000;
-    let mut spec = pool_spec("around", HELD as u32 + 2, SeatsPer::Session);
-    spec.idle_timeout = 600_000;
-    spec.max_lifetime = 3_600_000;
-    spec.standby_timeout = 60_000;
-    spec.groups.clear();
-    spec.overflow_ms = None;
+    let mut spec = filled_spec("around", HELD as u32 + 2);
     spec.max_sessions = Some(1_000);
     let pool = spec.key.clone();
     let mut f = Fixture::new(&[spec]);
     let now = 1_000u64;
-    let _: u64 = redis::Script::new(FILL)
-        .key(f.key(&pool, "z"))
-        .key(f.key(&pool, "seats"))
-        .key(f.key(&pool, "sess"))
-        .arg(now)
-        .arg(HELD)
-        .arg(600_000)
-        .invoke(&mut f.con)
-        .unwrap();
+    f.fill(&pool, now, HELD);
     f.l.sweep(now).await.unwrap();
     assert!(!f.built(&pool));
     // The old script's commit: a seat the indexes are not told of.
@@ -818,12 +824,7 @@ async fn a_rebuild_written_around_stays_exact() {
         now
     } else {
         // The scan missed it: a drift, walked for a minute, then rebuilt over calls.
-        let mut calls = 0;
-        while !f.built(&pool) {
-            f.l.sweep(now + 60_000).await.unwrap();
-            calls += 1;
-            assert!(calls < 100, "the rebuild never ended");
-        }
+        f.sweep_until_built(&pool, now + 60_000).await;
         assert_eq!(f.rebuilds(&pool), 2);
         now + 60_000
     };
