@@ -457,8 +457,9 @@ local function count_release(at)
   local nowm = math.floor(CALL_NOW / RATE_MINUTE)
   local m = math.floor(at / RATE_MINUTE)
   if m <= nowm - RATE_MINUTES or m > nowm then return end
-  redis.call('HSETNX', QRATE, 'since', at)
   if redis.call('HINCRBY', QRATE, m, 1) == 1 then
+    -- A minute's first release: the pool's first release ever is one (the hash is empty then).
+    redis.call('HSETNX', QRATE, 'since', at)
     local old = {}
     for _, f in ipairs(redis.call('HKEYS', QRATE)) do
       local fm = tonumber(f)
