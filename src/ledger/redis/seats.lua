@@ -38,8 +38,8 @@
 -- the sweep's walk over the indexes (within ZCARD / 256 sweeps). A drift found makes the pool
 -- counted by walking it (what the older script costs) until none was found for DRIFT_QUIET,
 -- then rebuilt once, a slice of REBUILD_SLICE holders per call, so no call blocks Redis for the
--- whole pool (until it is through, calls read the holders it has reached). Until a swap is found only per-user and per-group counts and reuse can be
--- off, never the pool's capacity.
+-- whole pool (until it is through, calls read the holders it has reached). Until a swap is
+-- found only per-user and per-group counts and reuse can be off, never the pool's capacity.
 -- ARGV[1] = op, ARGV[2] = pool spec JSON, rest per op. Every answer is one JSON document.
 --
 -- Time comes from Redis TIME only (tests may add `clock_offset` to it, or pin it with
