@@ -46,7 +46,7 @@ use crate::domain::{
     RedisTarget, ReleaseReason, Reservation, SeatId, SeatRecord, SeatState, SeatsPer, SessionKey,
     Ticket, TicketKey, TicketState, Touch, MIN_POLL_INTERVAL,
 };
-use crate::policy::queue::{estimate, RATE_WINDOW};
+use crate::policy::queue::{estimate, estimate_at};
 use crate::policy::seat::{deadline, expiry, SeatTimes};
 use async_trait::async_trait;
 use dashmap::DashMap;

@@ -23,12 +23,25 @@ pub fn estimate(
     window: Millis,
     now: Millis,
 ) -> Option<Millis> {
+    let nth = (needed as usize)
+        .checked_sub(1)
+        .and_then(|i| earliest.get(i));
+    estimate_at(nth.copied(), needed, releases, window, now)
+}
+
+/// [`estimate`] from the `needed`-th earliest deadline alone (`nth`), all it reads of the
+/// list: what a store that fetches just that one seat's end passes.
+pub fn estimate_at(
+    nth: Option<Millis>,
+    needed: u32,
+    releases: u64,
+    window: Millis,
+    now: Millis,
+) -> Option<Millis> {
     if needed == 0 {
         return Some(0);
     }
-    let by_deadline = earliest
-        .get(needed as usize - 1)
-        .map(|d| d.saturating_sub(now));
+    let by_deadline = nth.map(|d| d.saturating_sub(now));
     let by_rate =
         (releases > 0 && window > 0).then(|| (needed as u64).saturating_mul(window) / releases);
     match (by_deadline, by_rate) {
@@ -82,11 +95,16 @@ impl ReleaseRate {
             .filter(|(m, _)| *m != u64::MAX && *m >= oldest && *m <= minute)
             .map(|(_, c)| c)
             .sum();
-        let window = self.since.map_or(RATE_WINDOW, |s| {
-            now.saturating_sub(s).clamp(BUCKET, RATE_WINDOW)
-        });
-        (n, window)
+        (n, rate_window(self.since, now))
     }
+}
+
+/// The window a release count covers at `now`: the last hour, or the time since the first
+/// release (`since`) when that is shorter, at least a minute.
+pub fn rate_window(since: Option<Millis>, now: Millis) -> Millis {
+    since.map_or(RATE_WINDOW, |s| {
+        now.saturating_sub(s).clamp(BUCKET, RATE_WINDOW)
+    })
 }
 
 /// The ticket cookie: which line a browser waits in.

@@ -332,38 +332,17 @@ impl LineEvent {
     }
 }
 
-/// The window the release count covers: the last hour, or the time since the pool's first
-/// release when that is shorter, at least a minute (as `policy::queue::ReleaseRate` says).
+/// The release count's window from the pool's `since` as the script keeps it (0: no release
+/// yet).
 pub(super) fn rate_window(since: u64, now: Millis) -> Millis {
-    if since == 0 {
-        return RATE_WINDOW;
-    }
-    now.saturating_sub(since).clamp(60_000, RATE_WINDOW)
-}
-
-/// `estimate` reads only the `needed`-th earliest deadline, and the script fetched just that
-/// one (by rank in z) rather than every deadline before it: the sooner of that seat's end and
-/// `needed` releases at the rate, as `estimate` combines them.
-pub(super) fn estimate_nth(
-    nth: Option<Millis>,
-    needed: u32,
-    releases: u64,
-    window: Millis,
-    now: Millis,
-) -> Option<Millis> {
-    let by_deadline = nth.and_then(|d| estimate(&[d], 1, 0, window, now));
-    let by_rate = estimate(&[], needed, releases, window, now);
-    match (by_deadline, by_rate) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    crate::policy::queue::rate_window((since != 0).then_some(since), now)
 }
 
 impl StatusRec {
     pub(super) fn status(&self, now: Millis) -> Result<QueueStatus, LedgerError> {
         let estimated_wait = match self.state {
             TicketState::Ready => Some(0),
-            TicketState::Waiting => estimate_nth(
+            TicketState::Waiting => estimate_at(
                 self.deadline.map(|d| d.0),
                 count32("needed", self.needed)?.max(1),
                 self.releases,
@@ -573,6 +552,7 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> LedgerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::queue::RATE_WINDOW;
 
     fn answer(json: &str) -> Result<Answer, serde_json::Error> {
         serde_json::from_str(json)
@@ -784,19 +764,19 @@ mod tests {
         let now = 1_000_000;
         // The needed-th seat's end against needed releases at the rate: the sooner.
         assert_eq!(
-            estimate_nth(Some(now + 90_000), 3, 60, RATE_WINDOW, now),
+            estimate_at(Some(now + 90_000), 3, 60, RATE_WINDOW, now),
             Some(90_000)
         );
         assert_eq!(
-            estimate_nth(Some(now + 900_000), 3, 60, RATE_WINDOW, now),
+            estimate_at(Some(now + 900_000), 3, 60, RATE_WINDOW, now),
             Some(180_000)
         );
-        assert_eq!(estimate_nth(None, 3, 60, RATE_WINDOW, now), Some(180_000));
-        assert_eq!(estimate_nth(None, 3, 0, RATE_WINDOW, now), None);
+        assert_eq!(estimate_at(None, 3, 60, RATE_WINDOW, now), Some(180_000));
+        assert_eq!(estimate_at(None, 3, 0, RATE_WINDOW, now), None);
         // As `estimate` on the whole list of deadlines says.
         let d = [now + 10, now + 20, now + 90_000];
         assert_eq!(
-            estimate_nth(Some(d[2]), 3, 6, RATE_WINDOW, now),
+            estimate_at(Some(d[2]), 3, 6, RATE_WINDOW, now),
             estimate(&d, 3, 6, RATE_WINDOW, now)
         );
         // A young pool's window is the time since its first release, at least a minute.
