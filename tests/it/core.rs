@@ -475,30 +475,7 @@ async fn admin_api_needs_auth_and_metrics_are_promtool_clean() {
     ] {
         assert!(text.contains(series), "missing {series}");
     }
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        panic!("promtool is required (scripts/setup --test installs prometheus)");
-    }
+    promtool_check(&text);
 }
 
 #[tokio::test]
