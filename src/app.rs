@@ -389,7 +389,7 @@ impl App {
         let seat = p.and_then(|p| {
             let key = f.request_key.or_else(|| {
                 match gate::app_word(&resp?.headers, &p.session.cookie, now_ms())? {
-                    CookieWord::Set(v) => Some(SessionKey::new(&p.name, &v)),
+                    CookieWord::Set(v) => Some(SessionKey::of_cookie(&p.name, &v)),
                     CookieWord::Deleted => None,
                 }
             })?;

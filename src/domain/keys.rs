@@ -21,12 +21,55 @@ impl SessionKey {
         SessionKey(k)
     }
 
+    /// [`SessionKey::new`], remembered per thread for the cookies seen lately: every request
+    /// of a held session hashes its cookie, and SHA-256 runs in software on CPUs without the
+    /// SHA extensions (Intel before Ice Lake, common in clouds; any CPU under valgrind), where
+    /// it was the largest single cost seatgate adds to a forwarded request. The memo holds no
+    /// cookie: a slot is found and checked by a 64-bit SipHash under this thread's random key,
+    /// which a client cannot aim at another's slot without knowing the key.
+    pub fn of_cookie(product: &str, cookie_value: &str) -> Self {
+        KEY_MEMO.with(|m| m.borrow_mut().get(product, cookie_value))
+    }
+
     pub fn hex(&self) -> String {
         hex16(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
         from_hex16(s).map(SessionKey)
+    }
+}
+
+/// Slots of a thread's [`SessionKey::of_cookie`] memo (24 bytes each).
+const KEY_MEMO_SLOTS: usize = 4096;
+
+thread_local! {
+    static KEY_MEMO: std::cell::RefCell<KeyMemo> = std::cell::RefCell::new(KeyMemo::new());
+}
+
+/// Direct-mapped: a cookie's tag picks its slot, and a newer cookie there replaces it.
+struct KeyMemo {
+    tags: std::hash::RandomState,
+    /// Tag 0 marks an empty slot (tags are odd).
+    slots: Box<[(u64, SessionKey)]>,
+}
+
+impl KeyMemo {
+    fn new() -> Self {
+        KeyMemo {
+            tags: std::hash::RandomState::new(),
+            slots: vec![(0, SessionKey([0; 16])); KEY_MEMO_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn get(&mut self, product: &str, cookie_value: &str) -> SessionKey {
+        use std::hash::BuildHasher;
+        let tag = self.tags.hash_one((product, cookie_value)) | 1;
+        let slot = &mut self.slots[(tag >> 1) as usize % KEY_MEMO_SLOTS];
+        if slot.0 != tag {
+            *slot = (tag, SessionKey::new(product, cookie_value));
+        }
+        slot.1
     }
 }
 
@@ -156,6 +199,33 @@ impl fmt::Display for PoolKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_answers_what_the_hash_would() {
+        // Three times the memo's slots: evictions and refills, in two products whose
+        // cookies are the same text.
+        for round in 0..2 {
+            for i in 0..3 * KEY_MEMO_SLOTS {
+                let cookie = format!("cookie-{i}");
+                for product in ["crm", "erp"] {
+                    assert_eq!(
+                        SessionKey::of_cookie(product, &cookie),
+                        SessionKey::new(product, &cookie),
+                        "round {round}, {product}/{cookie}"
+                    );
+                }
+            }
+        }
+        assert_ne!(
+            SessionKey::of_cookie("crm", "a"),
+            SessionKey::of_cookie("erp", "a")
+        );
+        // The separator keeps product and cookie apart, through the memo too.
+        assert_ne!(
+            SessionKey::of_cookie("ab", "c"),
+            SessionKey::of_cookie("a", "bc")
+        );
+    }
 
     #[test]
     fn seat_ids_grow_and_never_repeat_across_threads() {

@@ -94,7 +94,7 @@ impl Gate {
                 return failed;
             }
         };
-        let key = SessionKey::new(&p.name, &value);
+        let key = SessionKey::of_cookie(&p.name, &value);
         let PendingLogin {
             claim,
             new_device,
@@ -171,7 +171,7 @@ impl Gate {
             (true, _) => None,
             (false, Some(CookieWord::Deleted)) => Some(ReleaseReason::AppLogout),
             (false, Some(CookieWord::Set(v))) => {
-                let new = SessionKey::new(&p.name, v);
+                let new = SessionKey::of_cookie(&p.name, v);
                 if new != key {
                     if let Err(e) = self.ledger.rekey(&key, new, now).await {
                         log::warn!(
@@ -207,7 +207,7 @@ impl Gate {
             return Commit::Keep { holds: false };
         }
         let key = match &a.word {
-            Some(CookieWord::Set(v)) => SessionKey::new(&p.name, v),
+            Some(CookieWord::Set(v)) => SessionKey::of_cookie(&p.name, v),
             _ => key,
         };
         let ledger = &self.ledger;

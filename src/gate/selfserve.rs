@@ -77,7 +77,7 @@ impl Gate {
         match self.ledger.reserve(&retry, now).await {
             Ok(Reservation::Granted(lease)) => {
                 rec.outcome = Outcome::Forwarded;
-                let key = SessionKey::new(&p.name, &value);
+                let key = SessionKey::of_cookie(&p.name, &value);
                 match self.ledger.commit(&lease, &retry, key, now).await {
                     Ok(id) => {
                         rec.login = Some(LoginResult::Admitted);

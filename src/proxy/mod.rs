@@ -334,7 +334,7 @@ impl ProxyHttp for Gateway {
         ctx.client = client;
         let (key, ambiguous) = match cookies::request_session(&req.headers, &p.session.cookie) {
             RequestSession::None => (None, false),
-            RequestSession::One(c) => (Some(SessionKey::new(&p.name, c)), false),
+            RequestSession::One(c) => (Some(SessionKey::of_cookie(&p.name, c)), false),
             RequestSession::Ambiguous => (None, true),
         };
         let has_credentials = classify::has_credentials(&req.headers);
