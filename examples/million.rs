@@ -1,7 +1,8 @@
 //! A million sessions on the embedded store (issue 17): memory per live session, a restart's
 //! time to serve again, and live traffic's p99 while a mass lapse is swept.
 //!
-//! `cargo run --release --example million [sessions] [live]` (defaults 100000 and 1000).
+//! `cargo run --release --example million [sessions] [live] [restart]` (defaults 100000 and
+//! 1000; a third argument `restart` stops after the restart, for measuring it alone).
 //!
 //! The store is the gateway's: the memory ledger with its redb journal in a tempdir, and
 //! jemalloc. Time is passed to the ledger, not read from the clock, so "all of them lapse in
@@ -149,6 +150,37 @@ fn traffic(
     })
 }
 
+/// Live traffic while the periodic sweep runs back to back (the gateway's runs every few
+/// seconds) and finds nothing due, with `n` sessions' worth of `what` in the store: what
+/// the sweep's own passes over the store cost the traffic, and one pass's time.
+fn idle_sweeps(
+    rt: &tokio::runtime::Runtime,
+    ledger: &Arc<MemoryLedger>,
+    n: u64,
+    live: u64,
+    now: Millis,
+    window: Duration,
+    what: &str,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = traffic(ledger.clone(), n, n + live, now, stop.clone());
+    let t = Instant::now();
+    let mut sweeps = 0u32;
+    while t.elapsed() < window {
+        let swept = rt.block_on(ledger.sweep(now)).unwrap();
+        assert_eq!(swept, 0, "nothing is due at {now}");
+        sweeps += 1;
+    }
+    let took = t.elapsed();
+    stop.store(true, Ordering::Release);
+    let (mut tq, mut aq) = h.join().unwrap();
+    println!(
+        "{sweeps} sweeps with nothing due ({n} {what}) back to back: {:.2?} each",
+        took / sweeps
+    );
+    report("live traffic during them", &mut tq, &mut aq);
+}
+
 fn report(what: &str, touches: &mut [Duration], admits: &mut [Duration]) {
     println!(
         "{what}: touch n={} p50={:?} p99={:?} max={:?}; admit+commit n={} p50={:?} p99={:?} max={:?}",
@@ -167,6 +199,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().map_or(100_000, |a| a.parse().unwrap());
     let live: u64 = args.next().map_or(1_000, |a| a.parse().unwrap());
+    let restart_only = args.next().as_deref() == Some("restart");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -218,6 +251,9 @@ fn main() {
         t.elapsed(),
         rss_kib()
     );
+    if restart_only {
+        return;
+    }
 
     // The live sessions are seen later, so they outlast the mass lapse at t0 + IDLE.
     let seen = t0 + IDLE / 2;
@@ -236,6 +272,15 @@ fn main() {
     stop.store(true, Ordering::Release);
     let (mut tq, mut aq) = h.join().unwrap();
     report("live traffic, nothing to sweep", &mut tq, &mut aq);
+    idle_sweeps(
+        &rt,
+        &ledger,
+        n,
+        live,
+        t0 + IDLE - 1_000,
+        window,
+        "seats held",
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let h = traffic(ledger.clone(), n, n + live, lapse, stop.clone());
@@ -249,6 +294,7 @@ fn main() {
     println!("swept {swept} lapsed sessions in {sweep_took:.2?}");
     report("live traffic during the sweep", &mut tq, &mut aq);
     println!("RSS after the sweep: {} KiB", rss_kib());
+    idle_sweeps(&rt, &ledger, n, live, lapse, window, "tombstones kept");
     drop(ledger);
 
     // The same logins without the journal, on one thread: what the ledger's memory side costs

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A session cookie, hashed with its product so the raw value is never stored or logged.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionKey(pub [u8; 16]);
 
 impl SessionKey {

@@ -113,6 +113,8 @@ struct Batch {
 pub struct Journal {
     tx: Option<mpsc::Sender<Batch>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The thread that reads the seats at open ([`Seats`]).
+    loader: Option<std::thread::JoinHandle<()>>,
     failing: Arc<AtomicBool>,
     /// The last write failed (and none has succeeded since): why.
     error: Arc<std::sync::Mutex<Option<String>>>,
@@ -122,9 +124,12 @@ pub struct Journal {
 pub type Written = oneshot::Receiver<Result<(), String>>;
 
 /// What was on disk at start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Loaded {
-    pub seats: Vec<SeatRecord>,
+    /// Read and parsed on a thread of its own while the caller takes them in: at a million
+    /// seats, the parse and the caller's building of its memory each took about half of a
+    /// restart, one after the other.
+    pub seats: Seats,
     /// Released cookies, each with its row.
     pub gone: Vec<(SessionKey, Gone, Millis, u64)>,
     pub counters: Vec<(String, u64)>,
@@ -170,7 +175,9 @@ impl Journal {
             w.commit().map_err(|e| e.to_string())?;
         }
         migrate_gone(&db).map_err(|e| format!("{}: {e}", path.display()))?;
-        let loaded = load(&db).map_err(|e| format!("{}: {e}", path.display()))?;
+        let db = Arc::new(db);
+        let (seats, loader) = Seats::load(db.clone(), path.display().to_string())?;
+        let loaded = load(&db, seats).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Batch>();
         let failing = Arc::new(AtomicBool::new(false));
         let error = Arc::new(std::sync::Mutex::new(None));
@@ -183,6 +190,7 @@ impl Journal {
             Journal {
                 tx: Some(tx),
                 writer: Some(writer),
+                loader: Some(loader),
                 failing,
                 error,
             },
@@ -262,22 +270,93 @@ impl Drop for Journal {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // It never waits for its reader (an unbounded channel), so it ends by itself.
+        if let Some(l) = self.loader.take() {
+            let _ = l.join();
+        }
     }
 }
 
-fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
-    let r = db.begin_read()?;
+/// Seat records per message from the loader thread.
+const SEAT_CHUNK: usize = 4096;
+
+/// The journal's seats in id order, each `Err` the reason the file was refused (after which
+/// nothing follows).
+pub struct Seats {
+    rx: mpsc::Receiver<Result<Vec<SeatRecord>, String>>,
+    chunk: std::vec::IntoIter<SeatRecord>,
+    /// How many the file holds.
+    pub len: usize,
+}
+
+impl std::fmt::Debug for Seats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Seats({})", self.len)
+    }
+}
+
+impl Iterator for Seats {
+    type Item = Result<SeatRecord, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(rec) = self.chunk.next() {
+                return Some(Ok(rec));
+            }
+            match self.rx.recv().ok()? {
+                Ok(chunk) => self.chunk = chunk.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Seats {
+    /// Starts reading the seats table (with the activity and input tables merged in) on a
+    /// thread of its own, from a read transaction begun here: it sees the file as it is now,
+    /// whatever is written after.
+    fn load(
+        db: Arc<Database>,
+        path: String,
+    ) -> Result<(Seats, std::thread::JoinHandle<()>), String> {
+        let r = db.begin_read().map_err(|e| format!("{path}: {e}"))?;
+        let len = r
+            .open_table(SEATS)
+            .and_then(|t| Ok(t.len()?))
+            .map_err(|e| format!("{path}: {e}"))? as usize;
+        let (tx, rx) = mpsc::channel();
+        let loader = std::thread::Builder::new()
+            .name("seatgate-load".into())
+            .spawn(move || {
+                if let Err(e) = read_seats(&r, &tx) {
+                    let _ = tx.send(Err(format!("{path}: {e}")));
+                }
+                drop(r);
+                drop(db);
+            })
+            .map_err(|e| e.to_string())?;
+        let seats = Seats {
+            rx,
+            chunk: Vec::new().into_iter(),
+            len,
+        };
+        Ok((seats, loader))
+    }
+}
+
+/// Sends the seats in chunks; stops early once nobody listens.
+fn read_seats(
+    r: &redb::ReadTransaction,
+    tx: &mpsc::Sender<Result<Vec<SeatRecord>, String>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let seats_t = r.open_table(SEATS)?;
     let act_t = r.open_table(ACTIVITY)?;
     let input_t = r.open_table(INPUT)?;
-    let mut out = Loaded {
-        seats: Vec::with_capacity(seats_t.len()? as usize),
-        ..Loaded::default()
-    };
     // The three tables are keyed by seat id, so they are read side by side in key order (a
     // merge) instead of two lookups per seat: a million seats load in a fraction of the time.
     let mut act = Merge::new(act_t.iter()?);
     let mut input = Merge::new(input_t.iter()?);
+    let mut chunk = Vec::with_capacity(SEAT_CHUNK);
     for row in seats_t.iter()? {
         let (k, v) = row?;
         let id = k.value();
@@ -292,8 +371,29 @@ fn load(db: &Database) -> Result<Loaded, Box<dyn std::error::Error>> {
             rec.last_request = rec.last_request.max(req);
             rec.last_input = rec.last_input.max(input);
         }
-        out.seats.push(rec);
+        chunk.push(rec);
+        if chunk.len() == SEAT_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(SEAT_CHUNK));
+            if tx.send(Ok(full)).is_err() {
+                return Ok(());
+            }
+        }
     }
+    if !chunk.is_empty() {
+        let _ = tx.send(Ok(chunk));
+    }
+    Ok(())
+}
+
+/// Everything but the seats (which `seats` is reading meanwhile).
+fn load(db: &Database, seats: Seats) -> Result<Loaded, Box<dyn std::error::Error>> {
+    let r = db.begin_read()?;
+    let mut out = Loaded {
+        seats,
+        gone: Vec::new(),
+        counters: Vec::new(),
+        tickets: Vec::new(),
+    };
     for row in r.open_table(TOMBSTONES)?.iter()? {
         let (k, v) = row?;
         // Refused, not skipped: a tombstone left out would let an ended session back in.
@@ -455,7 +555,7 @@ fn next_transaction(
 }
 
 fn writer(
-    db: Database,
+    db: Arc<Database>,
     rx: mpsc::Receiver<Batch>,
     failing: Arc<AtomicBool>,
     error: Arc<std::sync::Mutex<Option<String>>>,
@@ -650,8 +750,8 @@ mod tests {
         let (_j, loaded) = Journal::open(&path).unwrap();
         let times: Vec<_> = loaded
             .seats
-            .iter()
             .map(|r| {
+                let r = r.unwrap();
                 let t = (
                     r.last_activity,
                     r.last_heartbeat,
@@ -675,7 +775,7 @@ mod tests {
 
     fn ids_on_disk(path: &Path) -> Vec<u64> {
         let (_j, loaded) = Journal::open(path).unwrap();
-        loaded.seats.iter().map(|r| r.id.0).collect()
+        loaded.seats.map(|r| r.unwrap().id.0).collect()
     }
 
     /// A login's write queued after a large background release write is written first, on

@@ -10,7 +10,13 @@
 //! the write is awaited after, before the caller acts on it.
 //!
 //! Lock order: a pool's mutex, then a `DashMap` shard (never the reverse: no map guard is held
-//! while a pool is locked).
+//! while a pool is locked). The sweep's and flush's work lists (`others`, `gone_until`,
+//! `ended_until`, `dirty`) are taken last and alone: nothing is locked while one is held.
+//!
+//! The sweep and the flush never walk every session: lapsed counted seats come from their
+//! pool's deadline heap, the rest from heaps of their own, and the flush from the list of
+//! sessions that changed; at a million sessions a walk took 127 ms every sweep, and a login
+//! waiting for a map shard it held saw its p99 go from 0.7 to 15 ms.
 //!
 //! Durability: state transitions are durable when the call returns; last activity and last
 //! heartbeat are written by `flush` in batches, so after a crash they may lag by at most one
@@ -40,7 +46,7 @@ use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -76,10 +82,24 @@ pub struct MemoryLedger {
     /// that held a session get here, so junk cookies cannot grow it.
     gone: DashMap<SessionKey, (Gone, Millis, u64)>,
     ended_ids: DashMap<SeatId, Millis>,
+    /// Lower bounds of the deadlines of sessions no pool counts (exempt, named, paused),
+    /// earliest first (see [`bound`]); entries of sessions counted or released since are
+    /// dropped when they come up.
+    others: Mutex<Deadlines<SeatId>>,
+    /// When each tombstone in `gone` is up, with its row: one whose row changed since is
+    /// skipped.
+    gone_until: Mutex<Deadlines<(u64, SessionKey)>>,
+    /// When each id in `ended_ids` is up.
+    ended_until: Mutex<Deadlines<SeatId>>,
+    /// Sessions whose activity changed since the last flush, each once (`Live::dirty`).
+    dirty: Mutex<Vec<SeatId>>,
     journal: Option<Journal>,
     observer: Arc<dyn LedgerObserver>,
     ids: SeatIds,
 }
+
+/// Entries by the instant each is due, earliest first.
+type Deadlines<T> = BinaryHeap<Reverse<(Millis, T)>>;
 
 /// What a release decided under the pool lock, for the observer once the lock is gone.
 struct Released {
@@ -131,6 +151,10 @@ impl MemoryLedger {
             by_id: DashMap::new(),
             gone: DashMap::new(),
             ended_ids: DashMap::new(),
+            others: Mutex::default(),
+            gone_until: Mutex::default(),
+            ended_until: Mutex::default(),
+            dirty: Mutex::default(),
             journal: None,
             observer,
             ids: SeatIds::default(),
@@ -232,6 +256,7 @@ impl SharedState for MemoryLedger {
 impl SeatLedger for MemoryLedger {
     fn configure(&self, pools: &[PoolSpec]) {
         let mut map = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        let mut respec = false;
         for spec in pools {
             match map.get(&spec.key) {
                 Some(slot) => {
@@ -239,6 +264,7 @@ impl SeatLedger for MemoryLedger {
                     let mut st = slot.lock();
                     st.rewatch(spec);
                     Self::rewatch_line(&mut st, spec);
+                    respec = true;
                 }
                 None => {
                     map.insert(
@@ -251,6 +277,12 @@ impl SeatLedger for MemoryLedger {
                     );
                 }
             }
+        }
+        drop(map);
+        if respec {
+            // A new spec may bring deadlines sooner: every uncounted session watched afresh
+            // (a walk, at a reload only).
+            self.rewatch_others();
         }
     }
 
@@ -311,6 +343,7 @@ impl SeatLedger for MemoryLedger {
                 return Ok(other);
             }
             self.by_id.insert(live.id, live.clone());
+            self.watch_other(&live, now);
             let mut ops = Vec::with_capacity(2);
             self.forget_gone(session, &mut ops);
             ops.push(Op::Put(Box::new(live.record())));
@@ -376,7 +409,7 @@ impl SeatLedger for MemoryLedger {
             live.last_activity.store(now, Ordering::Release);
         }
         live.last_request.fetch_max(now, Ordering::AcqRel);
-        live.dirty.store(true, Ordering::Release);
+        self.mark_dirty(&live);
         let ending = live.ending_at.load(Ordering::Acquire);
         Ok(Touch::Held {
             id: live.id,
@@ -406,7 +439,7 @@ impl SeatLedger for MemoryLedger {
             live.last_activity.fetch_max(now, Ordering::AcqRel);
             live.last_input.fetch_max(now, Ordering::AcqRel);
         }
-        live.dirty.store(true, Ordering::Release);
+        self.mark_dirty(&live);
         Ok(Some(live.last_activity.load(Ordering::Acquire)))
     }
 
@@ -476,6 +509,8 @@ impl SeatLedger for MemoryLedger {
                             // Uncounted sessions keep their state: ending must not count them.
                             live.set_state(SeatState::Ending);
                             st.watch(&live, &live.slot.spec(), now);
+                        } else {
+                            self.watch_other(&live, now);
                         }
                         ops.push(Op::Put(Box::new(live.record())));
                         (EndOutcome::Ending { at }, None, self.submit(ops))
@@ -520,6 +555,7 @@ impl SeatLedger for MemoryLedger {
                 ));
             }
             live.set_state(SeatState::Paused);
+            self.watch_other(&live, now);
             Self::promote_overflow(&mut st, &live.slot.key, &spec, now, &mut ops);
             let rec = live.record();
             ops.push(Op::Put(Box::new(rec.clone())));

@@ -102,6 +102,10 @@ impl Seen {
         self.of(id).into_iter().map(|(_, r)| r).collect()
     }
 
+    pub fn all(&self) -> Vec<(SeatRecord, ReleaseReason)> {
+        self.0.lock().unwrap().clone()
+    }
+
     pub fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }

@@ -43,7 +43,7 @@ impl MemoryLedger {
                     LedgerError::Corrupt(format!("journal counter `{name}`: bad seat id"))
                 })?;
                 if v > now {
-                    me.ended_ids.insert(id, v);
+                    me.remember_ended(id, v, None);
                 } else {
                     ops.push(Op::Unset(name.clone()));
                 }
@@ -62,22 +62,28 @@ impl MemoryLedger {
                 if let Some((_, _, old)) = me.gone.insert(key, (gone, until, row)) {
                     ops.push(Op::Forget(key, old));
                 }
+                me.gone_until
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Reverse((until, (row, key))));
             } else {
                 ops.push(Op::Forget(key, row));
             }
         }
         let mut dead = Vec::new();
         for rec in loaded.seats {
+            let mut rec = rec.map_err(LedgerError::Journal)?;
             let Some(slot) = me.slot(&rec.pool) else {
                 dead.push((rec, ReleaseReason::Config, now, 24 * 3_600_000));
                 continue;
             };
+            // Moved, not copied: the record is made again from the seat if it has expired.
             let live = Arc::new(Live {
                 id: rec.id,
                 slot: slot.clone(),
-                user: rec.user.clone(),
-                device: rec.device.clone(),
-                client: rec.client.clone(),
+                user: rec.user.take(),
+                device: rec.device.take(),
+                client: std::mem::take(&mut rec.client),
                 started_at: rec.started_at,
                 overflow: AtomicBool::new(rec.overflow),
                 last_activity: AtomicU64::new(rec.last_activity),
@@ -88,7 +94,7 @@ impl MemoryLedger {
                 ending_at: AtomicU64::new(rec.ending_at.unwrap_or(0)),
                 dirty: AtomicBool::new(false),
                 session: Mutex::new(rec.session),
-                ended_by: Mutex::new(rec.ended_by.clone()),
+                ended_by: Mutex::new(rec.ended_by.take()),
             });
             if let Some(reason) = live.expired(now) {
                 let spec = slot.spec();
@@ -101,11 +107,13 @@ impl MemoryLedger {
                         st.overflow_used_ms,
                     ));
                 }
-                dead.push((rec, reason, at, spec.max_lifetime));
+                dead.push((live.record(), reason, at, spec.max_lifetime));
                 continue;
             }
             if rec.state.holds_seat() {
                 slot.lock().insert_seat(live.clone(), &slot.spec(), now);
+            } else {
+                me.watch_other(&live, now);
             }
             if let Some(k) = rec.session {
                 me.by_session.insert(k, live.clone());
@@ -121,8 +129,7 @@ impl MemoryLedger {
                 me.remember_gone(k, g, at + ttl, &mut ops);
             }
             if reason == ReleaseReason::Ended {
-                me.ended_ids.insert(rec.id, at + ENDED_FOR);
-                ops.push(Op::Counter(ended_counter(rec.id), at + ENDED_FOR));
+                me.remember_ended(rec.id, at + ENDED_FOR, Some(&mut ops));
             }
             released.push(Released {
                 record: rec,

@@ -39,6 +39,9 @@ pub(super) struct PoolState {
     pub(super) deadlines: BinaryHeap<Reverse<(Millis, SeatId)>>,
     /// Seats found past their deadline and not yet released: no longer counted.
     pub(super) doomed: HashSet<SeatId>,
+    /// `doomed` in the order found, for the sweep to release (see [`Self::take_doomed`]):
+    /// whoever found them may release only some, or none.
+    pub(super) doomed_order: VecDeque<SeatId>,
     /// The counted seats of each user: reuse and per-user and group counts look here.
     pub(super) by_user: HashMap<String, Vec<SeatId>>,
     /// The counted seats admitted beyond capacity (their time draws on the allowance).
@@ -166,11 +169,37 @@ impl PoolState {
             match expiry(spec, &t, now) {
                 Some(r) => {
                     self.doomed.insert(id);
+                    self.doomed_order.push_back(id);
                     out.push((live, r));
                 }
                 None => {
                     let at = bound(spec, &t, now).max(now + 1);
                     self.deadlines.push(Reverse((at, id)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Up to `max` doomed seats to release, oldest found first: ids released or counted again
+    /// since are skipped (a seat that holds again is left to [`Self::undoom`]).
+    pub(super) fn take_doomed(
+        &mut self,
+        spec: &PoolSpec,
+        now: Millis,
+        max: usize,
+    ) -> Vec<(Arc<Live>, ReleaseReason)> {
+        let mut out = Vec::new();
+        for _ in 0..max {
+            let Some(id) = self.doomed_order.pop_front() else {
+                break;
+            };
+            if !self.doomed.contains(&id) {
+                continue;
+            }
+            if let Some(live) = self.seats.get(&id) {
+                if let Some(r) = expiry(spec, &live.times(), now) {
+                    out.push((live.clone(), r));
                 }
             }
         }

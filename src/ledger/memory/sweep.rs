@@ -2,7 +2,28 @@
 //! sweep (and spent overflow allowances), and the batched activity flush.
 
 use super::*;
-use std::collections::VecDeque;
+
+/// Entries a sweep takes off one of its work lists per lock hold, between yields.
+const SWEEP_PER_HOLD: usize = 256;
+
+/// Takes the entries due at `now` off `heap`, up to [`SWEEP_PER_HOLD`] (the lock is held for
+/// that long only).
+fn pop_due<T: Ord + Copy>(
+    heap: &Mutex<Deadlines<T>>,
+    now: Millis,
+) -> Vec<(Millis, T)> {
+    let mut h = heap.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    while out.len() < SWEEP_PER_HOLD {
+        match h.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                out.extend(h.pop().map(|Reverse(e)| e));
+            }
+            _ => break,
+        }
+    }
+    out
+}
 
 /// Release chunks whose writes a mass lapse's release keeps queued at once.
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -44,7 +65,102 @@ impl MemoryLedger {
         if let Some((_, _, old)) = self.gone.insert(key, (gone, until, row)) {
             ops.push(Op::Forget(key, old));
         }
+        self.gone_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Reverse((until, (row, key))));
         ops.push(Op::Tombstone(key, gone, until, row));
+    }
+
+    /// Remembers that seat `id` was ended, until `until` (a second end says "already ended").
+    pub(super) fn remember_ended(&self, id: SeatId, until: Millis, ops: Option<&mut Vec<Op>>) {
+        self.ended_ids.insert(id, until);
+        self.ended_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Reverse((until, id)));
+        if let Some(ops) = ops {
+            ops.push(Op::Counter(ended_counter(id), until));
+        }
+    }
+
+    /// A session no pool counts (exempt, named, paused), or whose deadline came sooner while
+    /// uncounted (an end with grace): watched for the sweep from `now`.
+    pub(super) fn watch_other(&self, live: &Live, now: Millis) {
+        let at = bound(&live.slot.spec(), &live.times(), now);
+        self.others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Reverse((at, live.id)));
+    }
+
+    /// Every uncounted session watched afresh (a new spec; or entries of sessions gone since
+    /// outnumber the watched).
+    pub(super) fn rewatch_others(&self) {
+        let fresh: Vec<_> = self
+            .by_id
+            .iter()
+            .filter(|e| !e.value().state().holds_seat())
+            .map(|e| {
+                Reverse((
+                    bound(&e.value().slot.spec(), &e.value().times(), 0),
+                    *e.key(),
+                ))
+            })
+            .collect();
+        *self.others.lock().unwrap_or_else(|e| e.into_inner()) = BinaryHeap::from(fresh);
+    }
+
+    /// A session's activity changed: it goes on the flush's list the first time since the
+    /// last flush (a load first, so the many touches after that cost no atomic write).
+    pub(super) fn mark_dirty(&self, live: &Live) {
+        if !live.dirty.load(Ordering::Acquire) && !live.dirty.swap(true, Ordering::AcqRel) {
+            self.dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(live.id);
+        }
+    }
+
+    /// Uncounted sessions past their deadline at `now`, from the heap of their bounds.
+    async fn others_due(&self, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
+        let mut out = Vec::new();
+        loop {
+            let due = pop_due(&self.others, now);
+            if due.is_empty() {
+                break;
+            }
+            let mut again = Vec::new();
+            for (_, id) in due {
+                let Some(live) = self.live_by_id(&id) else {
+                    continue;
+                };
+                if live.state().holds_seat() {
+                    // Its pool's heap watches it now.
+                    continue;
+                }
+                match live.expired(now) {
+                    Some(r) => out.push((live, r)),
+                    None => {
+                        let at = bound(&live.slot.spec(), &live.times(), now).max(now + 1);
+                        again.push(Reverse((at, id)));
+                    }
+                }
+            }
+            self.others
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(again);
+            tokio::task::yield_now().await;
+        }
+        let (entries, sessions) = (
+            self.others.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            self.by_id.len(),
+        );
+        if entries > 2 * sessions + 1024 {
+            self.rewatch_others();
+        }
+        out
     }
 
     /// Releases `live` as of `at`; the caller holds its pool's lock (`st`). `None` when it was
@@ -83,8 +199,7 @@ impl MemoryLedger {
             }
         }
         if reason == ReleaseReason::Ended {
-            self.ended_ids.insert(live.id, at + ENDED_FOR);
-            ops.push(Op::Counter(ended_counter(live.id), at + ENDED_FOR));
+            self.remember_ended(live.id, at + ENDED_FOR, Some(ops));
         }
         Some(Released { record, reason })
     }
@@ -234,8 +349,9 @@ impl MemoryLedger {
                     continue;
                 }
                 let running: Vec<Arc<Live>> = st
-                    .seats
-                    .values()
+                    .overflowing
+                    .iter()
+                    .filter_map(|id| st.seats.get(id))
                     .filter(|l| l.overflow() && expiry(&spec, &l.times(), now).is_none())
                     .cloned()
                     .collect();
@@ -272,29 +388,29 @@ impl MemoryLedger {
     }
 
     /// Releases whatever expired, then ends the overflow seats of pools whose allowance is
-    /// spent, and forgets tombstones and ended ids whose time is up.
+    /// spent, and forgets tombstones and ended ids whose time is up. Its cost follows what
+    /// lapsed, not what the store holds: no pass over every session or tombstone.
     pub(super) async fn sweep_now(&self, now: Millis) -> Result<usize, LedgerError> {
         // Every lapsed seat's heap entry is looked at first, a bounded `due` per lock hold:
         // lapsed seats stop counting at once and `available` counts without walking the
-        // pool, while their releases take their time.
+        // pool, while their releases take their time. The doomed ones (these, and those a
+        // login found and left) are taken for release as they go.
+        let mut expired = Vec::new();
         for slot in self.slots() {
             let spec = slot.spec();
             loop {
                 {
                     let mut st = slot.lock();
                     st.due(&spec, now);
-                    if !st.any_due(now) {
+                    expired.extend(st.take_doomed(&spec, now, SWEEP_PER_HOLD));
+                    if !st.any_due(now) && st.doomed_order.is_empty() {
                         break;
                     }
                 }
                 tokio::task::yield_now().await;
             }
         }
-        let expired: Vec<(Arc<Live>, ReleaseReason)> = self
-            .by_id
-            .iter()
-            .filter_map(|e| e.value().expired(now).map(|r| (e.value().clone(), r)))
-            .collect();
+        expired.extend(self.others_due(now).await);
         let n = expired.len();
         self.expire_all(expired, now).await;
         self.stop_spent_overflow(now).await;
@@ -305,20 +421,35 @@ impl MemoryLedger {
             st.undoom(&spec, now);
         }
         let mut forget = Vec::new();
-        self.gone.retain(|k, (_, until, row)| {
-            let keep = *until > now;
-            if !keep {
-                forget.push(Op::Forget(*k, *row));
+        loop {
+            let due = pop_due(&self.gone_until, now);
+            if due.is_empty() {
+                break;
             }
-            keep
-        });
-        self.ended_ids.retain(|id, until| {
-            let keep = *until > now;
-            if !keep {
-                forget.push(Op::Unset(ended_counter(*id)));
+            for (_, (row, key)) in due {
+                // A cookie used again, or tombstoned again since, has another row (or none).
+                if self.gone.remove_if(&key, |_, v| v.2 == row).is_some() {
+                    forget.push(Op::Forget(key, row));
+                }
             }
-            keep
-        });
+            tokio::task::yield_now().await;
+        }
+        loop {
+            let due = pop_due(&self.ended_until, now);
+            if due.is_empty() {
+                break;
+            }
+            for (_, id) in due {
+                if self
+                    .ended_ids
+                    .remove_if(&id, |_, until| *until <= now)
+                    .is_some()
+                {
+                    forget.push(Op::Unset(ended_counter(id)));
+                }
+            }
+            tokio::task::yield_now().await;
+        }
         if let (Some(j), false) = (&self.journal, forget.is_empty()) {
             j.enqueue(forget);
         }
@@ -326,12 +457,12 @@ impl MemoryLedger {
     }
 
     pub(super) async fn flush_now(&self) -> Result<(), LedgerError> {
-        let mut ops: Vec<Op> = self
-            .by_id
-            .iter()
-            .filter(|e| e.value().dirty.swap(false, Ordering::AcqRel))
-            .flat_map(|e| {
-                let l = e.value();
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut ops: Vec<Op> = dirty
+            .into_iter()
+            .filter_map(|id| self.live_by_id(&id))
+            .filter(|l| l.dirty.swap(false, Ordering::AcqRel))
+            .flat_map(|l| {
                 [
                     Op::Activity(
                         l.id,

@@ -286,3 +286,42 @@ async fn a_line_turned_off_by_reload_empties() {
         ]
     );
 }
+
+/// The sweep forgets tombstones and ended ids once their time is up, from their own heaps,
+/// without walking the maps; a cookie that held a seat again since keeps its newer tombstone.
+#[tokio::test]
+async fn the_sweep_forgets_what_is_up_and_keeps_what_is_newer() {
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    l.configure(&[spec(None)]);
+    let a = seat(&l, 1, 0).await;
+    let b = seat(&l, 2, 0).await;
+    l.release(&a, ReleaseReason::Logout, 10).await.unwrap();
+    let id_b = l.live_of(&b).unwrap().id;
+    l.end(&[id_b], 0, "admin", 10).await.unwrap();
+    assert_eq!((l.gone.len(), l.ended_ids.len()), (2, 1));
+    // Cookie `a` holds a seat again at 50_000 and is released at 60_000: a tombstone until
+    // 160_000; its first one (until 100_010) is up before that.
+    let c = Claim {
+        pool: PoolKey::new("p", "default"),
+        user: Some("u1".into()),
+        device: None,
+        client: "web".into(),
+        lease_id: 9,
+    };
+    let Reservation::Granted(lease) = l.reserve(&c, 50_000).await.unwrap() else {
+        panic!("no seat")
+    };
+    l.commit(&lease, &c, a, 50_000).await.unwrap();
+    l.release(&a, ReleaseReason::Logout, 60_000).await.unwrap();
+    l.sweep(100_010).await.unwrap();
+    assert!(l.gone.contains_key(&a), "the newer tombstone stays");
+    assert!(!l.gone.contains_key(&b), "b's is up");
+    assert_eq!(l.ended_ids.len(), 1, "an ended id is kept an hour");
+    l.sweep(ENDED_FOR + 10).await.unwrap();
+    assert_eq!((l.gone.len(), l.ended_ids.len()), (0, 0));
+    let (gone_left, ended_left) = (
+        l.gone_until.lock().unwrap().len(),
+        l.ended_until.lock().unwrap().len(),
+    );
+    assert_eq!((gone_left, ended_left), (0, 0), "their heaps are drained");
+}
