@@ -4,7 +4,9 @@
 use super::auth::{Principal, Via};
 use super::rbac;
 use super::reports;
-use super::views::{me_json, page, parse_filter, session_json, spec_map, ticket_json, usage_json};
+use super::views::{
+    self, me_json, page, parse_filter, session_json, spec_map, ticket_json, usage_json,
+};
 use super::wire::{error, json_response, store_error, text};
 use super::AdminService;
 use crate::config::Config;
@@ -99,15 +101,12 @@ impl AdminService {
     /// pool, then position).
     pub(super) async fn queue(&self, who: &Principal, query: Option<&str>) -> Response<Vec<u8>> {
         let (mut product, mut pool) = (None, None);
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if v.len() > 256 {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("filter `{k}` is too long"),
-                );
-            }
-            let v = Some(v.into_owned()).filter(|v| !v.is_empty());
-            match k.as_ref() {
+        let pairs = match views::filter_pairs(query) {
+            Ok(p) => p,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
                 "product" => product = v,
                 "pool" | "license_type" => pool = v,
                 other => {

@@ -27,13 +27,8 @@ pub const MAX_PAGE: usize = 1000;
 
 pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
     let mut f = SessionFilter::default();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let v = v.into_owned();
-        if v.len() > 256 {
-            return Err(format!("filter `{k}` is too long"));
-        }
-        let v = Some(v).filter(|v| !v.is_empty());
-        match k.as_ref() {
+    for (k, v) in filter_pairs(query)? {
+        match k.as_str() {
             "user" => f.user = v,
             "product" => f.product = v,
             "license_type" | "pool" => f.license_type = v,
@@ -67,6 +62,22 @@ pub fn parse_filter(query: Option<&str>) -> Result<SessionFilter, String> {
         }
     }
     Ok(f)
+}
+
+/// A listing's query string as filter names and values (an empty value is no filter): the
+/// sessions' and the waiting lines' alike; a value over 256 bytes is refused.
+pub fn filter_pairs(query: Option<&str>) -> Result<Vec<(String, Option<String>)>, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| {
+            if v.len() > 256 {
+                return Err(format!("filter `{k}` is too long"));
+            }
+            Ok((
+                k.into_owned(),
+                Some(v.into_owned()).filter(|v| !v.is_empty()),
+            ))
+        })
+        .collect()
 }
 
 impl SessionFilter {

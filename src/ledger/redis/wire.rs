@@ -488,7 +488,9 @@ pub(super) fn parse_session(s: &str) -> Result<Option<SessionKey>, LedgerError> 
     if s.is_empty() {
         return Ok(None);
     }
+    // Only the spelling the store writes (lowercase), like ticket keys: another one is damage.
     SessionKey::from_hex(s)
+        .filter(|k| k.hex() == s)
         .map(Some)
         .ok_or_else(|| corrupt(format!("bad session key `{s}`")))
 }
@@ -648,6 +650,11 @@ mod tests {
         let k = SessionKey::new("p", "c");
         assert_eq!(parse_session(&k.hex()).unwrap(), Some(k));
         assert!(matches!(parse_session("zz"), Err(LedgerError::Corrupt(_))));
+        let upper = k.hex().to_uppercase();
+        assert!(
+            matches!(parse_session(&upper), Err(LedgerError::Corrupt(_))),
+            "{upper}"
+        );
         let rec = REC.replace(r#""session":"""#, r#""session":"not-hex""#);
         let rec: Rec = serde_json::from_str(&rec).unwrap();
         assert!(matches!(
