@@ -88,6 +88,28 @@ proptest! {
         let _ = cookies::request_cookie(&h, "SID");
     }
 
+    /// The session cookie is the one the `cookie` crate's own split and parse find, on
+    /// headers made of pairs that tell apart a name and its look-alikes.
+    #[test]
+    fn the_session_cookie_is_found_as_the_cookie_crate_finds_it(
+        pairs in proptest::collection::vec((
+            proptest::sample::select(vec!["SID", " SID", "SID ", "SIDX", "XSID", "sid", "", "a"]),
+            proptest::sample::select(vec!["=", " = ", "==", "", "=\"", "\t="]),
+            "[!-:<-~ ]{0,6}",
+        ), 0..6),
+        glue in proptest::sample::select(vec![";", "; ", " ;", ";;"]),
+    ) {
+        let s = pairs.iter().map(|(n, e, v)| format!("{n}{e}{v}")).collect::<Vec<_>>().join(glue);
+        let Ok(v) = HeaderValue::from_str(&s) else { return Ok(()) };
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, v);
+        let want = cookie::Cookie::split_parse(s.as_str())
+            .flatten()
+            .find(|c| c.name() == "SID" && !c.value().is_empty())
+            .map(|c| c.value().to_string());
+        prop_assert_eq!(cookies::request_cookie(&h, "SID").map(str::to_string), want, "{:?}", s);
+    }
+
     #[test]
     fn set_cookie_never_panics(vs in proptest::collection::vec(".{0,120}", 0..4), now in any::<i64>()) {
         let refs: Vec<&str> = vs.iter().map(String::as_str).collect();
