@@ -3,7 +3,10 @@
 # (examples/bare.rs) on the same request: a failing check (both write the answer themselves)
 # and a held session's request forwarded to the app (nginx). Unlike req/s on this shared
 # 2-core machine, the count repeats run to run, so it shows what seatgate adds to pingora.
-# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held,pass,checkpass,queue]
+# Usage: [KEEP=dir] benches/instructions.sh [requests] [cases: check,held,pass,checkpass,queue,bare]
+# `bare`: bare pingora alone on the held session's request, with each of examples/bare.rs's
+# switches (which of pingora's own per-request costs a proxy avoids from the outside), and
+# nginx as the plain reverse proxy on the same request, its worker under callgrind.
 # `queue`: in one gateway with 1,000 tickets in a line, a failing check, a poll (each ticket in
 # turn) and a join, each per request: what the waiting line costs next to a check.
 # KEEP=dir copies the callgrind files there (callgrind_annotate them to see where it goes).
@@ -17,6 +20,7 @@ need valgrind valgrind
 need ab apache2-utils
 need nginx nginx-light
 need wrk wrk
+need cmake cmake
 cargo build --profile dist --locked --bin seatgate --example bare >/dev/null
 T=$(mktemp -d)
 PIDS=()
@@ -42,7 +46,9 @@ measure() {
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$(ls -t $T/$f.$pid.* | head -1)")
   printf '%-34s %8d instructions per request\n' "$name" $((total / N))
   [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$(ls -t $T/$f.$pid.* | head -1)" "$KEEP/$f.callgrind"
+  # Gone before the next case binds the same port.
   kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
 }
 echo "callgrind, $N keep-alive requests (ab -k -c 8), one proxy thread, all threads counted"
 if [[ ,$CASES, == *,check,* ]]; then
@@ -72,6 +78,34 @@ if [[ ,$CASES, == *,held,* ]]; then
     target/dist/examples/bare 127.0.0.1:18190 127.0.0.1:18100
   measure "seatgate held session forwarded" 18180 /home 'Cookie: SID=bench-held-1' \
     target/dist/seatgate run --config $T/gw.yaml
+fi
+if [[ ,$CASES, == *,bare,* ]]; then
+  cargo build --profile dist --locked --example bare --features bench-quiet-log \
+    --target-dir target/quietlog >/dev/null
+  H='Cookie: SID=bench-held-1'
+  B=(127.0.0.1:18190 127.0.0.1:18100)
+  measure "bare pingora proxied" 18190 /home "$H" target/dist/examples/bare "${B[@]}"
+  BARE_NO_MODULES=1 measure "  no downstream modules" 18190 /home "$H" \
+    target/dist/examples/bare "${B[@]}"
+  BARE_PEER_ONCE=1 measure "  the peer built once" 18190 /home "$H" \
+    target/dist/examples/bare "${B[@]}"
+  measure "  debug and trace lines compiled out" 18190 /home "$H" \
+    target/quietlog/dist/examples/bare "${B[@]}"
+  BARE_NO_MODULES=1 BARE_PEER_ONCE=1 measure "  all three" 18190 /home "$H" \
+    target/quietlog/dist/examples/bare "${B[@]}"
+  BARE_TIMEOUTS=1 measure "  + seatgate's read timeouts" 18190 /home "$H" \
+    target/dist/examples/bare "${B[@]}"
+  BARE_FORWARDED=1 measure "  + the forwarding headers" 18190 /home "$H" \
+    target/dist/examples/bare "${B[@]}"
+  BARE_TIMEOUTS=1 BARE_FORWARDED=1 measure "  + both (seatgate's duties)" 18190 /home "$H" \
+    target/dist/examples/bare "${B[@]}"
+  # nginx as the reverse proxy: one worker, no master, in the foreground under callgrind.
+  start_nginx_proxy $T 18195 18100
+  kill "$(cat $T/nginx-proxy.pid)"
+  while [[ -e $T/nginx-proxy.pid ]]; do sleep 0.1; done
+  sed -i 's/^worker_processes 1;/worker_processes 1; master_process off; daemon off;/' \
+    $T/nginx-proxy.conf
+  measure "nginx reverse proxy" 18195 /home "$H" nginx -c $T/nginx-proxy.conf
 fi
 if [[ ,$CASES, == *,queue,* ]]; then
   RUST_LOG=warn THREADS=1 valgrind --tool=callgrind --callgrind-out-file=$T/queue.%p \

@@ -3,6 +3,16 @@
 //! `/answer` and paths under `/full/` (the same request line as seatgate's failing check) are
 //! written by the proxy itself, like a check denial; anything else is proxied.
 //! Usage: bare LISTEN UPSTREAM
+//!
+//! Switches, for measuring which of pingora's per-request costs a proxy can avoid from the
+//! outside (`benches/instructions.sh 20000 bare`; off unless set):
+//! `BARE_NO_MODULES=1` adds no downstream module (pingora adds a disabled compression
+//! module by default; seatgate adds none), `BARE_PEER_ONCE=1` clones one peer built at start
+//! instead of building one per request (its address parsed each time), `BARE_TIMEOUTS=1`
+//! sets a read timeout and a keep-alive timeout on every request as seatgate does (timers
+//! bare pingora otherwise never registers), `BARE_FORWARDED=1` gives the app the
+//! `X-Forwarded-For` and `-Proto` headers seatgate gives it, inserted the same way. Building with `--features bench-quiet-log`
+//! compiles pingora's debug and trace lines out (`log`'s `release_max_level_info`).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +27,14 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Bare {
     upstream: String,
+    no_modules: bool,
+    peer: Option<HttpPeer>,
+    timeouts: bool,
+    forwarded: bool,
+}
+
+fn switch(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
 }
 
 #[async_trait]
@@ -24,7 +42,19 @@ impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}
 
+    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
+        if !self.no_modules {
+            modules.add_module(
+                pingora_core::modules::http::compression::ResponseCompressionBuilder::enable(0),
+            );
+        }
+    }
+
     async fn request_filter(&self, s: &mut Session, _: &mut ()) -> pingora_error::Result<bool> {
+        if self.timeouts {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+            s.set_keepalive(Some(60));
+        }
         let path = s.req_header().uri.path();
         if path != "/answer" && !path.starts_with("/full/") {
             return Ok(false);
@@ -38,11 +68,34 @@ impl ProxyHttp for Bare {
         Ok(true)
     }
 
+    async fn upstream_request_filter(
+        &self,
+        s: &mut Session,
+        req: &mut pingora_http::RequestHeader,
+        _: &mut (),
+    ) -> pingora_error::Result<()> {
+        if self.forwarded {
+            let ip = s
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string());
+            if let Some(ip) = ip {
+                req.insert_header(Bytes::from_static(b"X-Forwarded-For"), ip)?;
+            }
+            let proto = http::HeaderValue::from_static("http");
+            req.insert_header(Bytes::from_static(b"X-Forwarded-Proto"), proto)?;
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         _: &mut Session,
         _: &mut (),
     ) -> pingora_error::Result<Box<HttpPeer>> {
+        if let Some(p) = &self.peer {
+            return Ok(Box::new(p.clone()));
+        }
         Ok(Box::new(HttpPeer::new(
             self.upstream.as_str(),
             false,
@@ -71,7 +124,15 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream });
+    let bare = Bare {
+        no_modules: switch("BARE_NO_MODULES"),
+        peer: switch("BARE_PEER_ONCE")
+            .then(|| HttpPeer::new(upstream.as_str(), false, String::new())),
+        timeouts: switch("BARE_TIMEOUTS"),
+        forwarded: switch("BARE_FORWARDED"),
+        upstream,
+    };
+    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, bare);
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();
