@@ -8,10 +8,7 @@ const SWEEP_PER_HOLD: usize = 256;
 
 /// Takes the entries due at `now` off `heap`, up to [`SWEEP_PER_HOLD`] (the lock is held for
 /// that long only).
-fn pop_due<T: Ord + Copy>(
-    heap: &Mutex<Deadlines<T>>,
-    now: Millis,
-) -> Vec<(Millis, T)> {
+fn pop_due<T: Ord + Copy>(heap: &Mutex<Deadlines<T>>, now: Millis) -> Vec<(Millis, T)> {
     let mut h = heap.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
     while out.len() < SWEEP_PER_HOLD {
