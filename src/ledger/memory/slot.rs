@@ -182,7 +182,9 @@ impl PoolState {
     }
 
     /// Up to `max` doomed seats to release, oldest found first: ids released or counted again
-    /// since are skipped (a seat that holds again is left to [`Self::undoom`]).
+    /// since are skipped, and one that holds again at `now` (a store whose clock went back)
+    /// counts again and is watched, as [`Self::undoom`] does: no doomed seat is left out of
+    /// both the order and the heap.
     pub(super) fn take_doomed(
         &mut self,
         spec: &PoolSpec,
@@ -197,9 +199,14 @@ impl PoolState {
             if !self.doomed.contains(&id) {
                 continue;
             }
-            if let Some(live) = self.seats.get(&id) {
-                if let Some(r) = expiry(spec, &live.times(), now) {
-                    out.push((live.clone(), r));
+            let Some(live) = self.seats.get(&id).cloned() else {
+                continue;
+            };
+            match expiry(spec, &live.times(), now) {
+                Some(r) => out.push((live, r)),
+                None => {
+                    self.doomed.remove(&id);
+                    self.watch(&live, spec, now);
                 }
             }
         }

@@ -325,3 +325,36 @@ async fn the_sweep_forgets_what_is_up_and_keeps_what_is_newer() {
     );
     assert_eq!((gone_left, ended_left), (0, 0), "their heaps are drained");
 }
+
+/// A seat found lapsed, then asked about by a sweep whose clock went back, holds again and is
+/// watched; when its time comes again the sweep releases it (nothing leaves it doomed with no
+/// heap entry and no place in the order).
+#[tokio::test]
+async fn a_seat_doomed_before_the_clock_went_back_is_swept_when_it_lapses_again() {
+    let l = MemoryLedger::volatile(Arc::new(NoObserver));
+    let sp = spec(None);
+    l.configure(&[sp.clone()]);
+    let k = seat(&l, 1, 0).await;
+    let slot = l.slot(&sp.key).unwrap();
+    assert_eq!(
+        slot.lock().due(&sp, 1_500).len(),
+        1,
+        "idle since 0, lapsed at 1_000"
+    );
+    assert_eq!(l.sweep(500).await.unwrap(), 0, "at 500 it holds");
+    {
+        let st = slot.view();
+        assert!(st.doomed.is_empty() && st.doomed_order.is_empty());
+        assert!(st.any_due(1_000), "watched again");
+    }
+    assert!(matches!(
+        l.touch(&k, 500).await.unwrap(),
+        crate::domain::Touch::Held { .. }
+    ));
+    assert_eq!(
+        l.sweep(2_000).await.unwrap(),
+        1,
+        "idle since 500, lapsed at 1_500"
+    );
+    assert!(l.live_of(&k).is_none());
+}
