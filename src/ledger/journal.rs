@@ -177,7 +177,15 @@ impl Journal {
         migrate_gone(&db).map_err(|e| format!("{}: {e}", path.display()))?;
         let db = Arc::new(db);
         let (seats, loader) = Seats::load(db.clone(), path.display().to_string())?;
-        let loaded = load(&db, seats).map_err(|e| format!("{}: {e}", path.display()))?;
+        let loaded = match load(&db, seats) {
+            Ok(l) => l,
+            Err(e) => {
+                // The seats' reader stops at its next chunk (nobody listens) and lets go of
+                // the file, so it can be opened again at once.
+                let _ = loader.join();
+                return Err(format!("{}: {e}", path.display()));
+            }
+        };
         let (tx, rx) = mpsc::channel::<Batch>();
         let failing = Arc::new(AtomicBool::new(false));
         let error = Arc::new(std::sync::Mutex::new(None));
