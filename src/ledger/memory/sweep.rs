@@ -111,6 +111,10 @@ impl MemoryLedger {
     /// A session's activity changed: it goes on the flush's list the first time since the
     /// last flush (a load first, so the many touches after that cost no atomic write).
     pub(super) fn mark_dirty(&self, live: &Live) {
+        // Nothing to write without a journal: the list would only grow.
+        if self.journal.is_none() {
+            return;
+        }
         if !live.dirty.load(Ordering::Acquire) && !live.dirty.swap(true, Ordering::AcqRel) {
             self.dirty
                 .lock()
