@@ -58,7 +58,7 @@ async fn indexed_counts_are_the_walked_counts() {
     sp.grants[0].seats = 50;
     sp.groups = vec![group("a", &["u1", "u2", "u3"]), group("b", &["u3", "u4"])];
     let l = MemoryLedger::volatile(Arc::new(NoObserver));
-    l.configure(&[sp.clone()]);
+    l.configure(std::slice::from_ref(&sp));
     let claim = |i: u64, user: Option<&str>| Claim {
         pool: sp.key.clone(),
         user: user.map(String::from),
@@ -333,7 +333,7 @@ async fn the_sweep_forgets_what_is_up_and_keeps_what_is_newer() {
 async fn a_seat_doomed_before_the_clock_went_back_is_swept_when_it_lapses_again() {
     let l = MemoryLedger::volatile(Arc::new(NoObserver));
     let sp = spec(None);
-    l.configure(&[sp.clone()]);
+    l.configure(std::slice::from_ref(&sp));
     let k = seat(&l, 1, 0).await;
     let slot = l.slot(&sp.key).unwrap();
     assert_eq!(
