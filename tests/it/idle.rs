@@ -605,9 +605,11 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
         "warned before the end"
     );
     // The button's beat goes out between these two instants.
+    let bob_before = session_of(&g, "bob").await;
     let before_click = Instant::now();
     away.click("[data-seatgate-idle] button").await;
     let clicked = Instant::now();
+    let bob_after = session_of(&g, "bob").await;
     assert!(
         eventually(Duration::from_secs(3), || async {
             banner(&away).await.is_none()
@@ -625,10 +627,19 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
         session_of(&g, "ann").await.is_some(),
         "typing keeps the seat"
     );
-    assert!(
-        session_of(&g, "bob").await.is_some(),
-        "the button kept the seat"
-    );
+    if session_of(&g, "bob").await.is_none() {
+        let mut why = String::new();
+        for r in ["idle", "presence", "lifetime", "logout", "ended"] {
+            why.push_str(&format!(" {r}={}", g.releases(r).await));
+        }
+        panic!(
+            "the button kept the seat: warned {at:?} after bob's page opened ({text:?}), \
+             clicked {:?}..{:?} after it; bob before the click {bob_before:?}, after \
+             {bob_after:?}; releases:{why}",
+            before_click - bob_input,
+            clicked - bob_input
+        );
+    }
     assert!(
         app.polls.load(Ordering::SeqCst) > polls_at_start + 20,
         "the pages polled all along"
