@@ -182,9 +182,8 @@ impl PoolState {
     }
 
     /// Up to `max` doomed seats to release, oldest found first: ids released or counted again
-    /// since are skipped, and one that holds again at `now` (a store whose clock went back)
-    /// counts again and is watched, as [`Self::undoom`] does: no doomed seat is left out of
-    /// both the order and the heap.
+    /// since are skipped; one that holds again at `now` (a store whose clock went back) stays
+    /// doomed for [`Self::undoom`], which the sweep runs after its releases.
     pub(super) fn take_doomed(
         &mut self,
         spec: &PoolSpec,
@@ -199,14 +198,9 @@ impl PoolState {
             if !self.doomed.contains(&id) {
                 continue;
             }
-            let Some(live) = self.seats.get(&id).cloned() else {
-                continue;
-            };
-            match expiry(spec, &live.times(), now) {
-                Some(r) => out.push((live, r)),
-                None => {
-                    self.doomed.remove(&id);
-                    self.watch(&live, spec, now);
+            if let Some(live) = self.seats.get(&id) {
+                if let Some(r) = expiry(spec, &live.times(), now) {
+                    out.push((live.clone(), r));
                 }
             }
         }
