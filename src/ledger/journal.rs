@@ -290,17 +290,10 @@ const SEAT_CHUNK: usize = 4096;
 
 /// The journal's seats in id order, each `Err` the reason the file was refused (after which
 /// nothing follows).
+#[derive(Debug)]
 pub struct Seats {
     rx: mpsc::Receiver<Result<Vec<SeatRecord>, String>>,
     chunk: std::vec::IntoIter<SeatRecord>,
-    /// How many the file holds.
-    pub len: usize,
-}
-
-impl std::fmt::Debug for Seats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Seats({})", self.len)
-    }
 }
 
 impl Iterator for Seats {
@@ -328,10 +321,6 @@ impl Seats {
         path: String,
     ) -> Result<(Seats, std::thread::JoinHandle<()>), String> {
         let r = db.begin_read().map_err(|e| format!("{path}: {e}"))?;
-        let len = r
-            .open_table(SEATS)
-            .and_then(|t| Ok(t.len()?))
-            .map_err(|e| format!("{path}: {e}"))? as usize;
         let (tx, rx) = mpsc::channel();
         let loader = std::thread::Builder::new()
             .name("seatgate-load".into())
@@ -339,6 +328,7 @@ impl Seats {
                 if let Err(e) = read_seats(&r, &tx) {
                     let _ = tx.send(Err(format!("{path}: {e}")));
                 }
+                // The file stays open until its last reader is done.
                 drop(r);
                 drop(db);
             })
@@ -346,7 +336,6 @@ impl Seats {
         let seats = Seats {
             rx,
             chunk: Vec::new().into_iter(),
-            len,
         };
         Ok((seats, loader))
     }
