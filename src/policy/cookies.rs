@@ -21,7 +21,7 @@ fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Ite
             s.split(';')
                 .filter(move |pair| pair.split_once('=').is_some_and(|(n, _)| n.trim() == name))
                 .filter_map(|pair| cookie::Cookie::parse(pair.trim()).ok())
-                .filter(move |c| c.name() == name && !c.value().is_empty())
+                .filter(|c| !c.value().is_empty())
                 .filter_map(move |c| {
                     let start = c.value().as_ptr() as usize - s.as_ptr() as usize;
                     s.get(start..start + c.value().len())
