@@ -59,13 +59,7 @@ impl MemoryLedger {
             // ids grew with time; a fresh seat id is checked against them instead.)
             me.ids.after(row);
             if until > now {
-                if let Some((_, _, old)) = me.gone.insert(key, (gone, until, row)) {
-                    ops.push(Op::Forget(key, old));
-                }
-                me.gone_until
-                    .get_mut()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Reverse((until, (row, key))));
+                me.keep_gone(key, gone, until, row, &mut ops);
             } else {
                 ops.push(Op::Forget(key, row));
             }

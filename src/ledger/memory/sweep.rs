@@ -22,6 +22,23 @@ fn pop_due<T: Ord + Copy>(heap: &Mutex<Deadlines<T>>, now: Millis) -> Vec<(Milli
     out
 }
 
+/// Takes every entry due at `now` off `heap` and gives each to `each`, [`SWEEP_PER_HOLD`] per
+/// lock hold with a yield between (`each` runs with the lock let go).
+async fn drain_due<T: Ord + Copy>(
+    heap: &Mutex<Deadlines<T>>,
+    now: Millis,
+    mut each: impl FnMut(T),
+) {
+    loop {
+        let due = pop_due(heap, now);
+        if due.is_empty() {
+            return;
+        }
+        due.into_iter().for_each(|(_, e)| each(e));
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Release chunks whose writes a mass lapse's release keeps queued at once.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -59,6 +76,20 @@ impl MemoryLedger {
         ops: &mut Vec<Op>,
     ) {
         let row = self.ids.next().0;
+        self.keep_gone(key, gone, until, row, ops);
+        ops.push(Op::Tombstone(key, gone, until, row));
+    }
+
+    /// Keeps `key`'s tombstone (in `row`) in memory until `until`, for the sweep to forget
+    /// then; the row of one it replaces is forgotten now.
+    pub(super) fn keep_gone(
+        &self,
+        key: SessionKey,
+        gone: Gone,
+        until: Millis,
+        row: u64,
+        ops: &mut Vec<Op>,
+    ) {
         if let Some((_, _, old)) = self.gone.insert(key, (gone, until, row)) {
             ops.push(Op::Forget(key, old));
         }
@@ -66,7 +97,6 @@ impl MemoryLedger {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Reverse((until, (row, key))));
-        ops.push(Op::Tombstone(key, gone, until, row));
     }
 
     /// Remembers that seat `id` was ended, until `until` (a second end says "already ended").
@@ -126,34 +156,27 @@ impl MemoryLedger {
     /// Uncounted sessions past their deadline at `now`, from the heap of their bounds.
     async fn others_due(&self, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
         let mut out = Vec::new();
-        loop {
-            let due = pop_due(&self.others, now);
-            if due.is_empty() {
-                break;
+        drain_due(&self.others, now, |id| {
+            let Some(live) = self.live_by_id(&id) else {
+                return;
+            };
+            if live.state().holds_seat() {
+                // Its pool's heap watches it now.
+                return;
             }
-            let mut again = Vec::new();
-            for (_, id) in due {
-                let Some(live) = self.live_by_id(&id) else {
-                    continue;
-                };
-                if live.state().holds_seat() {
-                    // Its pool's heap watches it now.
-                    continue;
-                }
-                match live.expired(now) {
-                    Some(r) => out.push((live, r)),
-                    None => {
-                        let at = bound(&live.slot.spec(), &live.times(), now).max(now + 1);
-                        again.push(Reverse((at, id)));
-                    }
+            match live.expired(now) {
+                Some(r) => out.push((live, r)),
+                None => {
+                    // Later than `now`: this drain does not take it again.
+                    let at = bound(&live.slot.spec(), &live.times(), now).max(now + 1);
+                    self.others
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Reverse((at, id)));
                 }
             }
-            self.others
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(again);
-            tokio::task::yield_now().await;
-        }
+        })
+        .await;
         let (entries, sessions) = (
             self.others.lock().unwrap_or_else(|e| e.into_inner()).len(),
             self.by_id.len(),
@@ -422,35 +445,23 @@ impl MemoryLedger {
             st.undoom(&spec, now);
         }
         let mut forget = Vec::new();
-        loop {
-            let due = pop_due(&self.gone_until, now);
-            if due.is_empty() {
-                break;
+        drain_due(&self.gone_until, now, |(row, key)| {
+            // A cookie used again, or tombstoned again since, has another row (or none).
+            if self.gone.remove_if(&key, |_, v| v.2 == row).is_some() {
+                forget.push(Op::Forget(key, row));
             }
-            for (_, (row, key)) in due {
-                // A cookie used again, or tombstoned again since, has another row (or none).
-                if self.gone.remove_if(&key, |_, v| v.2 == row).is_some() {
-                    forget.push(Op::Forget(key, row));
-                }
+        })
+        .await;
+        drain_due(&self.ended_until, now, |id| {
+            if self
+                .ended_ids
+                .remove_if(&id, |_, until| *until <= now)
+                .is_some()
+            {
+                forget.push(Op::Unset(ended_counter(id)));
             }
-            tokio::task::yield_now().await;
-        }
-        loop {
-            let due = pop_due(&self.ended_until, now);
-            if due.is_empty() {
-                break;
-            }
-            for (_, id) in due {
-                if self
-                    .ended_ids
-                    .remove_if(&id, |_, until| *until <= now)
-                    .is_some()
-                {
-                    forget.push(Op::Unset(ended_counter(id)));
-                }
-            }
-            tokio::task::yield_now().await;
-        }
+        })
+        .await;
         if let (Some(j), false) = (&self.journal, forget.is_empty()) {
             j.enqueue(forget);
         }
