@@ -430,7 +430,10 @@ pub fn build_server_on(
         let app = app.clone();
         HeadDeadline::new(
             pingora_proxy::http_proxy(&server.server.configuration, Gateway::new(app.clone())),
-            move || app.runtime().config.timeouts.header,
+            move || {
+                let t = app.runtime().config.timeouts;
+                (t.header, t.idle)
+            },
         )
     };
     let mut proxy = Service::new("Pingora HTTP Proxy Service".to_string(), timed);

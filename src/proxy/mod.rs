@@ -294,16 +294,9 @@ impl ProxyHttp for Gateway {
         // RFC 9112 9.3.2: pipelined requests are answered in order. Off, pingora answers the
         // first and drops the connection with the rest unanswered.
         s.set_pipelining_enabled(true);
-        // Slow clients: each read of the body, and the wait for the next request.
-        let t = rt.config.timeouts;
-        s.set_read_timeout(Some(t.body));
-        // Only where the client asked for a persistent connection (pingora has read its
-        // `Connection` and version already); left alone, HTTP/1.1 would wait forever.
-        if s.as_http1()
-            .is_some_and(|h| h.get_keepalive_timeout().is_some())
-        {
-            s.set_keepalive(Some(t.idle.as_secs().max(1)));
-        }
+        // Slow clients: each read of the body. The wait for the next request is bounded by the
+        // connection (`server::head_deadline`), with no timer per request.
+        s.set_read_timeout(Some(rt.config.timeouts.body));
         let req = s.req_header();
         let uri_len = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
         let raw = s.as_http1().map(|h| h.get_headers_raw_bytes());

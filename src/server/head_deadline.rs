@@ -1,12 +1,21 @@
-//! `timeouts.header`: a total deadline on each HTTP/1 request head.
+//! `timeouts.header`: a total deadline on each HTTP/1 request head; `timeouts.idle`: how long
+//! a connection may wait for its next request, and each read of a head may wait.
 //!
 //! pingora 0.9 reads a head with a bound on each read and none on the whole, so a client that
 //! trickles one header byte every few seconds holds its connection (and a task) forever. The
 //! proxy's app is wrapped in [`HeadDeadline`], which hands pingora the connection inside
 //! [`HeadTimed`]: from the first byte of a request head until its empty line, reads fail once
 //! the deadline has passed, and pingora closes the connection as it does after any read error.
-//! Between heads (body, response, idle keep-alive) the deadline is off; the body and idle
-//! bounds are pingora's own, set per request by the proxy.
+//! Between heads (body, response) the deadline is off; the body bound is pingora's own, set
+//! per request by the proxy.
+//!
+//! The idle bound is here too, not pingora's keep-alive timeout: pingora arms a timer for
+//! every request's head read under a keep-alive timeout (a registration in its timer wheel
+//! per request, about 2% of a proxied request's instructions), where this reads the clock
+//! when a wait begins and keeps one timer per connection, moved only when it fires early. A
+//! connection idle past the bound between requests reads as closed by the client (pingora
+//! drops it quietly, as after its own keep-alive timeout); a head stalled past it fails as a
+//! late head does.
 //!
 //! The wrapper sees bytes, not requests, so where a head starts is read off the traffic: the
 //! first bytes of a connection, and the first bytes read after a final response head was
@@ -32,15 +41,19 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Wraps a pingora app so every HTTP/1 connection it serves has a total head deadline;
-/// `limit` is asked per connection, so a reload's new `timeouts.header` applies to new ones.
+/// The bounds of one connection: (`timeouts.header`, `timeouts.idle`).
+pub type Limits = (Duration, Duration);
+
+/// Wraps a pingora app so every HTTP/1 connection it serves has a total head deadline and an
+/// idle bound; `limit` is asked per connection, so a reload's new `timeouts.header` and
+/// `timeouts.idle` apply to the connections that come after it.
 pub struct HeadDeadline<A> {
     inner: Arc<A>,
-    limit: Box<dyn Fn() -> Duration + Send + Sync>,
+    limit: Box<dyn Fn() -> Limits + Send + Sync>,
 }
 
 impl<A> HeadDeadline<A> {
-    pub fn new(inner: A, limit: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+    pub fn new(inner: A, limit: impl Fn() -> Limits + Send + Sync + 'static) -> Self {
         HeadDeadline {
             inner: Arc::new(inner),
             limit: Box::new(limit),
@@ -58,7 +71,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {
-            Box::new(HeadTimed::new(stream, (self.limit)()))
+            let (head, idle) = (self.limit)();
+            Box::new(HeadTimed::new(stream, head, idle))
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -127,7 +141,8 @@ fn after_response_head(buf: &[u8]) -> Option<Phase> {
     }
 }
 
-/// A connection whose request heads must each arrive within `limit` of their first byte.
+/// A connection whose request heads must each arrive within `limit` of their first byte, and
+/// which waits at most `idle` for a request or for the next bytes of its head.
 #[derive(Debug)]
 pub struct HeadTimed {
     inner: Stream,
@@ -135,36 +150,52 @@ pub struct HeadTimed {
 }
 
 impl HeadTimed {
-    pub fn new(inner: Stream, limit: Duration) -> Self {
+    pub fn new(inner: Stream, limit: Duration, idle: Duration) -> Self {
         HeadTimed {
             inner,
             heads: Heads {
                 limit,
+                idle,
                 phase: Phase::Between,
                 end: HeadEnd::default(),
                 due: None,
+                waiting: None,
                 timer: None,
             },
         }
     }
 }
 
+/// Which bound a waiting read ran past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// No request came within `idle`: the connection ends as if the client had closed it.
+    Idle,
+    /// A head did not arrive whole within `limit`, or stalled for `idle`.
+    Head,
+}
+
 /// The head deadline costs nothing while heads arrive whole: `due` is set only when a head
 /// spans reads (measured from the read that brought its first bytes), the clock is read only
-/// then, and the timer is armed only while such a head's next read waits.
+/// then. The idle bound costs a clock read when a wait begins; the one timer serves both, and
+/// it is moved only when it fires before what it waits for is due.
 #[derive(Debug)]
 struct Heads {
     limit: Duration,
+    idle: Duration,
     phase: Phase,
     end: HeadEnd,
     due: Option<Instant>,
-    /// Armed for `.1`; boxed and made on first need (most connections never need it).
+    /// Since when a read has been waiting (between requests or inside a head), if one is.
+    waiting: Option<Instant>,
+    /// Armed for `.1`; boxed and made on a connection's first wait.
     timer: Option<(Pin<Box<Sleep>>, Instant)>,
 }
 
 impl Heads {
     /// Accounts for `bytes` just read.
     fn saw(&mut self, bytes: &[u8]) {
+        self.waiting = None;
         if bytes.is_empty() {
             return;
         }
@@ -188,26 +219,44 @@ impl Heads {
         self.phase == Phase::Head && self.due.is_some_and(|d| Instant::now() >= d)
     }
 
-    /// A read inside a head is waiting: wake the task at the deadline; `true` if it is now.
-    fn wait_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(due) = self.due.filter(|_| self.phase == Phase::Head) else {
-            return false;
-        };
+    /// A read is waiting: the task is woken when the head deadline or the idle bound comes;
+    /// which one has passed, if one has. A request's body and a tunnel are not bounded here.
+    fn wait_out(&mut self, cx: &mut Context<'_>) -> Option<Late> {
+        if !matches!(self.phase, Phase::Between | Phase::Head) {
+            return None;
+        }
+        let since = *self.waiting.get_or_insert_with(Instant::now);
+        let idle_due = since + self.idle;
+        let head_due = self.due.filter(|_| self.phase == Phase::Head);
+        let due = head_due.map_or(idle_due, |h| h.min(idle_due));
         let (timer, armed) = self
             .timer
             .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(due)), due));
-        if *armed != due {
+        // Armed for later than needed (a head deadline sooner than the idle bound): moved now.
+        // Armed for sooner (a wait that ended since): it fires early once and is moved then.
+        if *armed > due {
             timer.as_mut().reset(due);
             *armed = due;
         }
-        timer.as_mut().poll(cx).is_ready()
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= due {
+                return Some(match self.phase {
+                    Phase::Head => Late::Head,
+                    _ => Late::Idle,
+                });
+            }
+            timer.as_mut().reset(due);
+            *armed = due;
+        }
+        None
     }
 }
 
 fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
-        "request head not complete within timeouts.header",
+        "request head not complete within timeouts.header (or stalled for timeouts.idle)",
     )
 }
 
@@ -225,7 +274,16 @@ impl AsyncRead for HeadTimed {
         let r = Pin::new(&mut me.inner).poll_read(cx, buf);
         match r {
             Poll::Ready(Ok(())) => me.heads.saw(&buf.filled()[before..]),
-            Poll::Pending if me.heads.wait_out(cx) => return Poll::Ready(Err(timed_out())),
+            // A one-byte read is pingora's probe for the client's close while a response is
+            // under way (`HttpSession::idle`): the connection is busy, not idle.
+            Poll::Pending if buf.remaining() <= 1 => {}
+            Poll::Pending => match me.heads.wait_out(cx) {
+                // Nothing read: pingora takes it for the client's close and drops the
+                // connection without a word, as after its own keep-alive timeout.
+                Some(Late::Idle) => return Poll::Ready(Ok(())),
+                Some(Late::Head) => return Poll::Ready(Err(timed_out())),
+                None => {}
+            },
             _ => {}
         }
         r

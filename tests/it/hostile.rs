@@ -573,6 +573,104 @@ async fn slow_bodies_and_idle_connections_are_closed() {
     );
 }
 
+/// An app on a raw socket that answers every request with its head at once and its 4-byte
+/// body `pause` later: a response under way for longer than `timeouts.idle`.
+async fn pausing_app(pause: Duration) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    head.clear();
+                    let h =
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n";
+                    if c.write_all(h).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if c.write_all(b"done").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `timeouts.idle` bounds waiting, not working: a connection that never sends a request is
+/// closed at it as an idle kept-alive one is, while a response under way for longer (its
+/// head sent, its body late, or all of it late) reaches the client whole on a connection that
+/// stays open for the next request.
+#[tokio::test]
+async fn idle_bounds_waits_for_requests_not_responses_under_way() {
+    let app = pausing_app(Duration::from_millis(2500)).await;
+    let up = upstream("SID").await;
+    let yaml = format!("timeouts: {{ idle: 1s }}\n{BASIC}");
+    let mut vars = basic_vars(&up, 1);
+    set(&mut vars, "upstream", &app.to_string());
+    let g = Gateway::start(&yaml, &vars).await;
+    let addr = g
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    // Connected, silent: closed at `timeouts.idle`, without a word.
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let opened = std::time::Instant::now();
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(4), c.read(&mut b))
+        .await
+        .expect("a silent connection still open after 4 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&b[..n]));
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed too early: {:?}",
+        opened.elapsed()
+    );
+
+    // The app sends its head, then its body 2.5 s later: the connection was busy all along.
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    for round in 0..2 {
+        c.write_all(b"GET /report HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"done") {
+            let n = tokio::time::timeout(Duration::from_secs(6), c.read(&mut b))
+                .await
+                .expect("the late body never came")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed mid-response (round {round}): {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&b[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    }
+    drop(c);
+
+    // All of the answer late (the app's `/slow`, 1.5 s): answered, not cut off.
+    let g2 = Gateway::start(&yaml, &basic_vars(&up, 1)).await;
+    let r = client().get(g2.url("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "slow done");
+}
+
 /// Issue 13: a device cookie copied from another user, or made up, buys no seat: the seat a
 /// re-login may reuse is the same user's on the same device, nothing else.
 #[tokio::test]
