@@ -106,10 +106,9 @@ enum SessionsCmd {
     },
 }
 
-/// env_logger, plus a count of the lines that are pingora's only report of an event
-/// (`metrics::count_log_line`, `server::is_refused_head`).
-/// `max`: the level RUST_LOG prints; lines below it are only counted, never formatted or
-/// matched against env_logger's filters (pingora writes several debug lines per request).
+/// env_logger, plus a count of the error lines that are pingora's only report of an event
+/// (`metrics::count_log_line`). `max`: the level RUST_LOG prints; error lines reach the logger
+/// even below it, to be counted.
 struct CountingLogger {
     inner: env_logger::Logger,
     max: log::LevelFilter,
@@ -121,12 +120,8 @@ impl log::Log for CountingLogger {
     }
 
     fn log(&self, r: &log::Record<'_>) {
-        match r.level() {
-            log::Level::Error => seatgate::metrics::count_log_line(r.target(), r.args()),
-            l if seatgate::server::is_refused_head(l, r.target(), r.args()) => {
-                seatgate::server::count_refused_head()
-            }
-            _ => {}
+        if r.level() == log::Level::Error {
+            seatgate::metrics::count_log_line(r.target(), r.args());
         }
         if r.level() <= self.max {
             self.inner.log(r);
@@ -141,10 +136,10 @@ impl log::Log for CountingLogger {
 fn main() -> ExitCode {
     let inner =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
-    // Debug lines reach the logger whatever RUST_LOG says: pingora reports the heads it refuses
-    // only at debug (`server::is_refused_head`).
+    // Error lines reach the logger whatever RUST_LOG says (they are counted); nothing below
+    // what it prints is even formatted: pingora has several debug lines per request.
     let max = inner.filter();
-    log::set_max_level(max.max(log::LevelFilter::Debug));
+    log::set_max_level(max.max(log::LevelFilter::Error));
     let _ = log::set_boxed_logger(Box::new(CountingLogger { inner, max }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -168,60 +168,19 @@ impl BackgroundService for Upkeep {
 
 /// `seatgate_bad_requests_total{reason="malformed"}` of the app being served: heads pingora
 /// refuses with its own 400 before any hook of ours runs (obs-fold, conflicting or listed
-/// Content-Length, a Transfer-Encoding list, TE on HTTP/1.0, a head it cannot parse). pingora
-/// reports them only as a debug line, so the process's logger counts them through this.
+/// Content-Length, a Transfer-Encoding list, TE on HTTP/1.0, a head it cannot parse), counted
+/// by the connection wrapper (`head_deadline`), which sees pingora's 400 to a head the proxy
+/// never saw.
 static MALFORMED: std::sync::OnceLock<prometheus::IntCounter> = std::sync::OnceLock::new();
 
 /// The `reason` of the requests pingora refuses itself.
 pub const MALFORMED_REASON: &str = "malformed";
 
-/// Whether a log record is pingora-proxy's report of a head it refused with 400
-/// (`InvalidHTTPHeader`: "Fail to proxy: …" at debug; the same words at error level are a
-/// broken connection, not a refusal).
-pub fn is_refused_head(level: log::Level, target: &str, message: &std::fmt::Arguments<'_>) -> bool {
-    level == log::Level::Debug
-        && target == "pingora_proxy"
-        && starts_with(message, "Fail to proxy: ")
-}
-
-/// Counts one head pingora refused (see [`is_refused_head`]).
+/// Counts one head pingora refused (see [`head_deadline`]).
 pub fn count_refused_head() {
     if let Some(c) = MALFORMED.get() {
         c.inc();
     }
-}
-
-/// `format!("{args}").starts_with(prefix)` without formatting more than the prefix: this runs
-/// for every pingora-proxy debug line.
-fn starts_with(args: &std::fmt::Arguments<'_>, prefix: &str) -> bool {
-    if let Some(s) = args.as_str() {
-        return s.starts_with(prefix);
-    }
-    struct Prefix<'a> {
-        rest: &'a str,
-        ok: bool,
-    }
-    impl std::fmt::Write for Prefix<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            let n = s.len().min(self.rest.len());
-            if s.as_bytes()[..n] != self.rest.as_bytes()[..n] {
-                return Err(std::fmt::Error);
-            }
-            self.rest = &self.rest[n..];
-            if self.rest.is_empty() {
-                self.ok = true;
-                // Decided: stop formatting.
-                return Err(std::fmt::Error);
-            }
-            Ok(())
-        }
-    }
-    let mut p = Prefix {
-        rest: prefix,
-        ok: false,
-    };
-    let _ = std::fmt::write(&mut p, *args);
-    p.ok
 }
 
 /// Listening sockets the gateway was given already bound, each with the address it is bound to.
@@ -434,6 +393,7 @@ pub fn build_server_on(
                 let t = app.runtime().config.timeouts;
                 (t.header, t.idle)
             },
+            count_refused_head,
         )
     };
     let mut proxy = Service::new("Pingora HTTP Proxy Service".to_string(), timed);
@@ -588,47 +548,9 @@ impl ServeHttp for RedirectHttps {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        build_app, is_refused_head, listen_fds_for, serves, Inherited, RedirectHttps, RunOptions,
-    };
+    use super::{build_app, listen_fds_for, serves, Inherited, RedirectHttps, RunOptions};
     use std::net::SocketAddr;
     use std::time::Duration;
-
-    #[test]
-    fn pingoras_refused_heads_are_its_debug_fail_to_proxy_lines() {
-        use log::Level::{Debug, Error};
-        let e = "invalid header";
-        assert!(is_refused_head(
-            Debug,
-            "pingora_proxy",
-            &format_args!("Fail to proxy: {e}, downstream session type: HTTP/1.1")
-        ));
-        assert!(is_refused_head(
-            Debug,
-            "pingora_proxy",
-            &format_args!("Fail to proxy: ")
-        ));
-        assert!(!is_refused_head(
-            Error,
-            "pingora_proxy",
-            &format_args!("Fail to proxy: {e}")
-        ));
-        assert!(!is_refused_head(
-            Debug,
-            "pingora_core",
-            &format_args!("Fail to proxy: {e}")
-        ));
-        assert!(!is_refused_head(
-            Debug,
-            "pingora_proxy",
-            &format_args!("Fail to {e}")
-        ));
-        assert!(!is_refused_head(
-            Debug,
-            "pingora_proxy",
-            &format_args!("Fail")
-        ));
-    }
 
     /// A shutdown signal the test fires.
     struct Fire(std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);

@@ -4,6 +4,7 @@
 //! and recorded once, in `logging` (metrics, audit, the access log). The HTTP chores (body
 //! reads, forwarding headers, the heartbeat splice, relaying the app's answer) are in `wire`.
 
+pub mod seen;
 mod wire;
 
 use self::wire::{read_body, set_device_cookie, set_forwarded};
@@ -292,6 +293,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, s: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+        // A 400 to this head is ours (counted by its reason), not pingora's refusal.
+        seen::mark();
         let rt = self.app.runtime();
         ctx.rt = Some(rt.clone());
         // RFC 9112 9.3.2: pipelined requests are answered in order. Off, pingora answers the
@@ -491,7 +494,12 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, s: &mut Session, _e: Option<&pingora_error::Error>, ctx: &mut Box<Ctx>) {
+    async fn logging(
+        &self,
+        s: &mut Session,
+        _e: Option<&pingora_error::Error>,
+        ctx: &mut Box<Ctx>,
+    ) {
         // The upgraded connection is over: its seat is left to the ordinary rules again.
         ctx.upgraded = None;
         let watch = std::mem::take(&mut ctx.watch);

@@ -17,11 +17,18 @@
 //! drops it quietly, as after its own keep-alive timeout); a head stalled past it fails as a
 //! late head does.
 //!
+//! It also counts the heads pingora refuses with its own 400 before any hook of the proxy runs
+//! (pingora's only other report of them is a debug log line, and keeping debug lines on for
+//! it cost about 1% of every request's instructions): the proxy marks each head it sees
+//! (`proxy::seen`, a task-local of the connection's task), and a final response head
+//! written with status 400 for a head the proxy never saw is pingora's refusal.
+//!
 //! The wrapper sees bytes, not requests, so where a head starts is read off the traffic: the
 //! first bytes of a connection, and the first bytes read after a final response head was
 //! written (interim 1xx answers do not end a request; a 101 turns the connection into a tunnel
 //! that is never timed). HTTP/2 (ALPN h2) is passed through untouched: its frames are not heads.
 
+use crate::proxy::seen;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -46,17 +53,24 @@ pub type Limits = (Duration, Duration);
 
 /// Wraps a pingora app so every HTTP/1 connection it serves has a total head deadline and an
 /// idle bound; `limit` is asked per connection, so a reload's new `timeouts.header` and
-/// `timeouts.idle` apply to the connections that come after it.
+/// `timeouts.idle` apply to the connections that come after it. `refused` is called for each
+/// head pingora refuses itself.
 pub struct HeadDeadline<A> {
     inner: Arc<A>,
     limit: Box<dyn Fn() -> Limits + Send + Sync>,
+    refused: fn(),
 }
 
 impl<A> HeadDeadline<A> {
-    pub fn new(inner: A, limit: impl Fn() -> Limits + Send + Sync + 'static) -> Self {
+    pub fn new(
+        inner: A,
+        limit: impl Fn() -> Limits + Send + Sync + 'static,
+        refused: fn(),
+    ) -> Self {
         HeadDeadline {
             inner: Arc::new(inner),
             limit: Box::new(limit),
+            refused,
         }
     }
 }
@@ -68,13 +82,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            stream
-        } else {
-            let (head, idle) = (self.limit)();
-            Box::new(HeadTimed::new(stream, head, idle))
-        };
-        self.inner.process_new(stream, shutdown).await
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let (head, idle) = (self.limit)();
+        let mut timed = HeadTimed::new(stream, head, idle);
+        timed.refused = self.refused;
+        seen::scope(self.inner.process_new(Box::new(timed), shutdown)).await
     }
 
     async fn cleanup(&self) {
@@ -126,14 +140,17 @@ impl HeadEnd {
     }
 }
 
+/// The status of a response head starting `buf`, if it is one.
+fn status(buf: &[u8]) -> Option<&[u8]> {
+    buf.strip_prefix(b"HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .filter(|s| s.iter().all(u8::is_ascii_digit))
+}
+
 /// What writing `buf` says about the request being answered, when it is the first write since
 /// the head ended: `Some(phase)` once it is known.
 fn after_response_head(buf: &[u8]) -> Option<Phase> {
-    let status = buf
-        .strip_prefix(b"HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .filter(|s| s.iter().all(u8::is_ascii_digit));
-    match status {
+    match status(buf) {
         Some(b"101") => Some(Phase::Tunnel),
         // 100 Continue, 103 Early Hints: the final answer is still to come.
         Some(s) if s[0] == b'1' => None,
@@ -147,12 +164,14 @@ fn after_response_head(buf: &[u8]) -> Option<Phase> {
 pub struct HeadTimed {
     inner: Stream,
     heads: Heads,
+    refused: fn(),
 }
 
 impl HeadTimed {
     pub fn new(inner: Stream, limit: Duration, idle: Duration) -> Self {
         HeadTimed {
             inner,
+            refused: || {},
             heads: Heads {
                 limit,
                 idle,
@@ -290,6 +309,24 @@ impl AsyncRead for HeadTimed {
     }
 }
 
+impl HeadTimed {
+    /// `first` (the start of a write that went out) is the answer to the head being read or
+    /// just read: a final one ends the request; a 400 to a head the proxy never saw is
+    /// pingora's refusal. (Inside a head, only pingora answers: it refuses before the end.)
+    fn wrote(&mut self, first: &[u8]) {
+        if !matches!(self.heads.phase, Phase::Head | Phase::Answering) {
+            return;
+        }
+        let Some(next) = after_response_head(first) else {
+            return;
+        };
+        self.heads.phase = next;
+        if seen::take() == Some(false) && status(first) == Some(b"400") {
+            (self.refused)();
+        }
+    }
+}
+
 impl AsyncWrite for HeadTimed {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -298,13 +335,9 @@ impl AsyncWrite for HeadTimed {
     ) -> Poll<io::Result<usize>> {
         let me = &mut *self;
         let r = Pin::new(&mut me.inner).poll_write(cx, buf);
-        if me.heads.phase == Phase::Answering {
-            if let Poll::Ready(Ok(n)) = r {
-                if n > 0 {
-                    if let Some(next) = after_response_head(buf) {
-                        me.heads.phase = next;
-                    }
-                }
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                me.wrote(buf);
             }
         }
         r
@@ -317,13 +350,9 @@ impl AsyncWrite for HeadTimed {
     ) -> Poll<io::Result<usize>> {
         let me = &mut *self;
         let r = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
-        if me.heads.phase == Phase::Answering {
-            if let (Poll::Ready(Ok(n)), Some(first)) = (&r, bufs.iter().find(|b| !b.is_empty())) {
-                if *n > 0 {
-                    if let Some(next) = after_response_head(first) {
-                        me.heads.phase = next;
-                    }
-                }
+        if let (Poll::Ready(Ok(n)), Some(first)) = (&r, bufs.iter().find(|b| !b.is_empty())) {
+            if *n > 0 {
+                me.wrote(first);
             }
         }
         r

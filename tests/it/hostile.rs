@@ -106,8 +106,8 @@ async fn smuggling_framings_are_refused_and_the_connection_closed() {
     assert_eq!(bad_requests(&g, "bare_lf").await, 1.0);
 }
 
-/// The heads pingora refuses itself (before any hook of ours) are counted too, from the one
-/// report pingora makes of them (its log), as `reason="malformed"`.
+/// The heads pingora refuses itself (before any hook of ours) are counted too, as
+/// `reason="malformed"`; our own refusals only under their own reason.
 #[tokio::test]
 async fn heads_pingora_refuses_are_counted_as_malformed() {
     let (up, g) = gateway(2).await;
@@ -163,6 +163,34 @@ async fn heads_pingora_refuses_are_counted_as_malformed() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(bad_requests(&g, "length_and_chunked").await, 1.0);
     assert_eq!(bad_requests(&g, "malformed").await, cases.len() as f64);
+    // Refused after a good request on the same kept-alive connection: counted once, and the
+    // good request's answer (the app's 200) is not.
+    let addr = g
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut c).await;
+    assert!(first.contains(" 200 "), "{first}");
+    c.write_all(b"GET /m8 HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut c).await;
+    assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+    let want = cases.len() as f64 + 1.0;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            bad_requests(&g, "malformed").await == want
+        })
+        .await,
+        "malformed = {} (want {want})",
+        bad_requests(&g, "malformed").await
+    );
+    assert_eq!(up.seen.count("/m8"), 0);
 }
 
 #[tokio::test]
