@@ -7,15 +7,17 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A fresh connection to the gateway's listener.
+async fn connect(g: &Gateway) -> TcpStream {
+    let addr = g.url("/");
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    TcpStream::connect(addr).await.unwrap()
+}
+
 /// Sends `bytes` on a fresh connection and reads until the gateway closes it (or 2 s pass
 /// with the connection still open). `closed` says which.
 async fn raw(g: &Gateway, bytes: &[u8]) -> (String, bool) {
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(g).await;
     c.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 16384];
@@ -165,12 +167,7 @@ async fn heads_pingora_refuses_are_counted_as_malformed() {
     assert_eq!(bad_requests(&g, "malformed").await, cases.len() as f64);
     // Refused after a good request on the same kept-alive connection: counted once, and the
     // good request's answer (the app's 200) is not.
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     c.write_all(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
@@ -223,12 +220,7 @@ async fn http10_head_and_pipelining_behave_as_a_proxy_should() {
     );
     assert!(closed, "HTTP/1.0 without keep-alive must close");
     // HTTP/1.0 with keep-alive: the connection stays for a second request.
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     c.write_all(b"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
         .await
         .unwrap();
@@ -363,12 +355,7 @@ async fn an_open_websocket_keeps_its_seat_and_frees_it_when_closed() {
     let g = Gateway::start(BASIC, &vars).await;
     let r = login(&g, "ann", PASSWORD, None).await;
     assert_eq!(set_cookie(&r, "SID").as_deref(), Some("ws-user"));
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut ws = TcpStream::connect(addr).await.unwrap();
+    let mut ws = connect(&g).await;
     ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nCookie: SID=ws-user\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         .await
         .unwrap();
@@ -576,12 +563,7 @@ async fn slow_bodies_and_idle_connections_are_closed() {
     );
     assert_eq!(g.in_use("crm").await, 0);
     // Kept alive, then idle: closed at `timeouts.idle`.
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     c.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
@@ -647,14 +629,9 @@ async fn idle_bounds_waits_for_requests_not_responses_under_way() {
     let mut vars = basic_vars(&up, 1);
     set(&mut vars, "upstream", &app.to_string());
     let g = Gateway::start(&yaml, &vars).await;
-    let addr = g
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
 
     // Connected, silent: closed at `timeouts.idle`, without a word.
-    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let mut c = connect(&g).await;
     let opened = std::time::Instant::now();
     let mut b = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(4), c.read(&mut b))
@@ -669,7 +646,7 @@ async fn idle_bounds_waits_for_requests_not_responses_under_way() {
     );
 
     // The app sends its head, then its body 2.5 s later: the connection was busy all along.
-    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let mut c = connect(&g).await;
     for round in 0..2 {
         c.write_all(b"GET /report HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
@@ -734,10 +711,9 @@ async fn trickled_heads_are_closed_at_the_header_timeout() {
     let up = upstream("SID").await;
     let yaml = format!("timeouts: {{ header: 1s, body: 5s, idle: 10s }}\n{BASIC}");
     let g = Gateway::start(&yaml, &basic_vars(&up, 1)).await;
-    let addr = g.listen;
 
     // Slowloris: one byte every 100 ms would take 5 s; the gateway closes at 1 s.
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     let head = b"GET /trickled HTTP/1.1\r\nHost: a\r\nX-Padding: aaaaaaaaaa\r\n\r\n";
     let first = std::time::Instant::now();
     let mut sent = 0;
@@ -771,7 +747,7 @@ async fn trickled_heads_are_closed_at_the_header_timeout() {
     assert_eq!(up.seen.count("/trickled"), 0);
 
     // Half a head, then silence: nothing arrives to be refused, the deadline alone closes it.
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     c.write_all(b"GET /stalled HTTP/1.1\r\nHost: a\r\n")
         .await
         .unwrap();
@@ -790,7 +766,7 @@ async fn trickled_heads_are_closed_at_the_header_timeout() {
     assert_eq!(up.seen.count("/stalled"), 0);
 
     // Slow but within the deadline: the head in three parts over 600 ms is served.
-    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut c = connect(&g).await;
     for part in [
         &b"GET /slow-head HTTP/1.1\r\n"[..],
         b"Host: a\r\n",
