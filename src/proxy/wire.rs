@@ -24,7 +24,8 @@ pub(super) fn set_forwarded(
     let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
     let trusted = rt.map_or(&[][..], |rt| rt.config.trusted_proxies.as_slice());
     let header = |n: &http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
-    let (xff, proto) = forwarded::forwarded(peer, trusted, header(&XFF), header(&XFP), tls);
+    let prev = || (header(&XFF), header(&XFP));
+    let (xff, proto) = forwarded::forwarded(peer, trusted, prev, tls);
     match xff {
         Some(v) => req.insert_header(Bytes::from_static(b"X-Forwarded-For"), v)?,
         None => {
