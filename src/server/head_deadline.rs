@@ -86,8 +86,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
             return self.inner.process_new(stream, shutdown).await;
         }
         let (head, idle) = (self.limit)();
-        let mut timed = HeadTimed::new(stream, head, idle);
-        timed.refused = self.refused;
+        let timed = HeadTimed::new(stream, head, idle, self.refused);
         seen::scope(self.inner.process_new(Box::new(timed), shutdown)).await
     }
 
@@ -159,7 +158,8 @@ fn after_response_head(buf: &[u8]) -> Option<Phase> {
 }
 
 /// A connection whose request heads must each arrive within `limit` of their first byte, and
-/// which waits at most `idle` for a request or for the next bytes of its head.
+/// which waits at most `idle` for a request or for the next bytes of its head; `refused` is
+/// called for each head pingora refuses itself.
 #[derive(Debug)]
 pub struct HeadTimed {
     inner: Stream,
@@ -168,10 +168,10 @@ pub struct HeadTimed {
 }
 
 impl HeadTimed {
-    pub fn new(inner: Stream, limit: Duration, idle: Duration) -> Self {
+    pub fn new(inner: Stream, limit: Duration, idle: Duration, refused: fn()) -> Self {
         HeadTimed {
             inner,
-            refused: || {},
+            refused,
             heads: Heads {
                 limit,
                 idle,
