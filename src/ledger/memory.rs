@@ -101,6 +101,12 @@ pub struct MemoryLedger {
 /// Entries by the instant each is due, earliest first.
 type Deadlines<T> = BinaryHeap<Reverse<(Millis, T)>>;
 
+/// Whether a lazily pruned heap (`entries`, of which those of items gone or watched again
+/// since are stale) has outgrown the `live` items it watches enough to be rebuilt from them.
+fn outgrown(entries: usize, live: usize) -> bool {
+    entries > 2 * live + 1024
+}
+
 /// What a release decided under the pool lock, for the observer once the lock is gone.
 struct Released {
     record: SeatRecord,

@@ -144,7 +144,7 @@ impl Line {
             self.rebuild_ranks(seq);
         }
         self.ranks.add(seq, 1);
-        if self.leaves.len() > 2 * self.tickets.len() + 1024 {
+        if outgrown(self.leaves.len(), self.tickets.len()) {
             // Entries of tickets that left (admitted, removed) are dropped when they come up;
             // a line with much coming and going drops them all at once now and then.
             self.rewatch(q);

@@ -145,7 +145,7 @@ impl PoolState {
     /// after it (see [`Self::any_due`]) are seats that count although they lapsed.
     pub(super) fn due(&mut self, spec: &PoolSpec, now: Millis) -> Vec<(Arc<Live>, ReleaseReason)> {
         const PER_CALL: usize = 256;
-        if self.deadlines.len() > 2 * self.seats.len() + 1024 {
+        if outgrown(self.deadlines.len(), self.seats.len()) {
             let doomed = std::mem::take(&mut self.doomed);
             self.rewatch(spec);
             self.doomed = doomed;

@@ -181,7 +181,7 @@ impl MemoryLedger {
             self.others.lock().unwrap_or_else(|e| e.into_inner()).len(),
             self.by_id.len(),
         );
-        if entries > 2 * sessions + 1024 {
+        if outgrown(entries, sessions) {
             self.rewatch_others();
         }
         out
