@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use seatgate::domain::now_ms;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,14 +199,6 @@ async fn beat(g: &Gateway, sid: &str, input: bool) -> reqwest::Response {
 
 async fn session_of(g: &Gateway, user: &str) -> Option<Value> {
     g.sessions().await.into_iter().find(|s| s["user"] == user)
-}
-
-/// Now on the wall clock the gateway's timestamps use (same machine), in ms.
-fn wall_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
 }
 
 fn ms(v: &Value) -> u128 {
@@ -623,9 +616,9 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
         "bob gave no input: {bob_before}"
     );
     let first_end = ms(&bob_before["last_activity"]) + 12_000;
-    let before_click = wall_ms();
+    let before_click = u128::from(now_ms());
     away.click("[data-seatgate-idle] button").await;
-    let clicked = wall_ms();
+    let clicked = u128::from(now_ms());
     assert!(
         eventually(Duration::from_secs(3), || async {
             banner(&away).await.is_none()
@@ -644,7 +637,7 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
             session_of(&g, "ann").await.is_some(),
             "typing keeps the seat"
         );
-        let sent = wall_ms();
+        let sent = u128::from(now_ms());
         match session_of(&g, "bob").await {
             Some(s) => {
                 held_at.push(sent);
@@ -653,7 +646,7 @@ async fn browser_input_keeps_the_seat_the_warning_button_too() {
             None => break sent,
         }
         assert!(
-            wall_ms() < clicked + 25_000,
+            u128::from(now_ms()) < clicked + 25_000,
             "bob's seat outlived the click by 25 s: {last}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
