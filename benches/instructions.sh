@@ -93,7 +93,7 @@ if [[ ,$CASES, == *,bare,* ]]; then
     target/quietlog/dist/examples/bare "${B[@]}"
   BARE_NO_MODULES=1 BARE_PEER_ONCE=1 measure "  all three" 18190 /home "$H" \
     target/quietlog/dist/examples/bare "${B[@]}"
-  BARE_TIMEOUTS=1 measure "  + seatgate's read timeouts" 18190 /home "$H" \
+  BARE_TIMEOUTS=1 measure "  + pingora's read and keep-alive timeouts" 18190 /home "$H" \
     target/dist/examples/bare "${B[@]}"
   BARE_FORWARDED=1 measure "  + the forwarding headers" 18190 /home "$H" \
     target/dist/examples/bare "${B[@]}"

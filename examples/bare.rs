@@ -9,9 +9,10 @@
 //! `BARE_NO_MODULES=1` adds no downstream module (pingora adds a disabled compression
 //! module by default; seatgate adds none), `BARE_PEER_ONCE=1` clones one peer built at start
 //! instead of building one per request (its address parsed each time), `BARE_TIMEOUTS=1`
-//! sets a read timeout and a keep-alive timeout on every request as seatgate does (timers
-//! bare pingora otherwise never registers), `BARE_FORWARDED=1` gives the app the
-//! `X-Forwarded-For` and `-Proto` headers seatgate gives it, inserted the same way. Building with `--features bench-quiet-log`
+//! sets pingora's read timeout and keep-alive timeout on every request (a timer bare pingora
+//! otherwise never registers; seatgate did this until it kept the idle bound on the
+//! connection), `BARE_FORWARDED=1` gives the app the `X-Forwarded-For` and `-Proto` headers
+//! seatgate gives it, inserted the same way. Building with `--features bench-quiet-log`
 //! compiles pingora's debug and trace lines out (`log`'s `release_max_level_info`).
 
 use async_trait::async_trait;
