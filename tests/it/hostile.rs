@@ -108,6 +108,18 @@ async fn smuggling_framings_are_refused_and_the_connection_closed() {
     assert_eq!(bad_requests(&g, "bare_lf").await, 1.0);
 }
 
+/// Waits (3 s at most) for `reason="malformed"` to reach `want`; `case` names the request.
+async fn malformed_reaches(g: &Gateway, want: f64, case: &str) {
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            bad_requests(g, "malformed").await == want
+        })
+        .await,
+        "{case}: malformed = {} (want {want})",
+        bad_requests(g, "malformed").await
+    );
+}
+
 /// The heads pingora refuses itself (before any hook of ours) are counted too, as
 /// `reason="malformed"`; our own refusals only under their own reason.
 #[tokio::test]
@@ -143,15 +155,7 @@ async fn heads_pingora_refuses_are_counted_as_malformed() {
         let (answer, closed) = raw(&g, bytes).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{name}: {answer}");
         assert!(closed, "{name}: connection left open after a 400");
-        let want = (i + 1) as f64;
-        assert!(
-            eventually(Duration::from_secs(3), || async {
-                bad_requests(&g, "malformed").await == want
-            })
-            .await,
-            "{name}: malformed = {} (want {want})",
-            bad_requests(&g, "malformed").await
-        );
+        malformed_reaches(&g, (i + 1) as f64, name).await;
     }
     for p in 1..=6 {
         assert_eq!(up.seen.count(&format!("/m{p}")), 0, "/m{p} reached the app");
@@ -178,15 +182,7 @@ async fn heads_pingora_refuses_are_counted_as_malformed() {
         .unwrap();
     let second = read_response(&mut c).await;
     assert!(second.starts_with("HTTP/1.1 400"), "{second}");
-    let want = cases.len() as f64 + 1.0;
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            bad_requests(&g, "malformed").await == want
-        })
-        .await,
-        "malformed = {} (want {want})",
-        bad_requests(&g, "malformed").await
-    );
+    malformed_reaches(&g, cases.len() as f64 + 1.0, "after a good request").await;
     assert_eq!(up.seen.count("/m8"), 0);
 }
 
